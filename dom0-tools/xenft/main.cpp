@@ -1,0 +1,49 @@
+// The xenft command-line tool for administrators: inspect logs today; status, protect,
+// failover and the arbiter commands as the engine grows (see xenft(8)).
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "dom0-tools/xenft/log_commands.hpp"
+#include "xenft/common/version.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: xenft [--version] [--help] COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  log sample   write a synthetic FT log file\n"
+    "  log dump     print the entries of an FT log file\n"
+    "  log stats    count frames, entries and bytes of an FT log file\n"
+    "\n"
+    "See xenft(8).\n";
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty()) {
+        std::cerr << kUsage;
+        return 2;
+    }
+    const std::string& cmd = args[0];
+    if (cmd == "--version" || cmd == "version") {
+        std::cout << xenft::version_string() << "\n";
+        return 0;
+    }
+    if (cmd == "--help" || cmd == "help" || cmd == "-h") {
+        std::cout << kUsage;
+        return 0;
+    }
+    try {
+        if (cmd == "log")
+            return xenft::cli::run_log_command({args.begin() + 1, args.end()});
+    } catch (const std::exception& e) {
+        std::cerr << "xenft: " << cmd << ": " << e.what() << "\n";
+        return 1;
+    }
+    std::cerr << "xenft: unknown command \"" << cmd << "\"\n" << kUsage;
+    return 2;
+}

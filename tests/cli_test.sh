@@ -1,0 +1,91 @@
+#!/bin/bash
+# Tests of the xenft CLI as an administrator uses it: sample, dump and stats a log; corrupt and
+# truncated files give a precise error, exit 1, and change nothing; usage errors exit 2; the man
+# pages render. Writes one "PASS name" / "FAIL name" line per case to $0.cases for .ci/run.
+set -u
+
+src=${top_srcdir:-.}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cases=${CASES_FILE:-tests/cli_test.cases}
+: > "$cases"
+failed=0
+
+check() { # name, then a command that must succeed
+    local name=$1; shift
+    if "$@" > "$work/out" 2> "$work/err"; then
+        echo "PASS $name" | tee -a "$cases"
+    else
+        echo "FAIL $name" | tee -a "$cases"; sed 's/^/    /' "$work/out" "$work/err"; failed=1
+    fi
+}
+
+xenft=${XENFT:?XENFT must name the xenft binary}
+xenftd=${XENFTD:?XENFTD must name the xenftd binary}
+
+sample_and_dump() {
+    "$xenft" log sample --workload mixed --entries 300 --seed 4 -o "$work/m.xftl" &&
+    "$xenft" log dump "$work/m.xftl" > "$work/dump" &&
+    test "$(wc -l < "$work/dump")" -eq 300 &&
+    grep -q '^seq [0-9]* epoch [0-9]* vcpu [0-9]* exit [0-9]* protection_start vcpus' "$work/dump"
+}
+check sample_then_dump_prints_every_entry sample_and_dump
+
+idle_stats() {
+    "$xenft" log sample --workload idle --entries 20000 -o "$work/i.xftl" > /dev/null &&
+    "$xenft" log stats "$work/i.xftl" > "$work/stats" &&
+    grep -q '^entries 20001$' "$work/stats" &&
+    grep -q '^kind interrupt 10000$' "$work/stats" &&
+    awk '/^bytes_per_entry/ { exit !($2 <= 16) }' "$work/stats"
+}
+check idle_stats_counts_kinds_and_is_compact idle_stats
+
+corrupt_is_rejected() {
+    "$xenft" log sample --workload idle --entries 2000 --per-frame 100 -o "$work/c.xftl" > /dev/null || return 1
+    printf '\xff' | dd of="$work/c.xftl" bs=1 seek=1500 conv=notrunc status=none
+    local before; before=$(sha256sum < "$work/c.xftl")
+    "$xenft" log dump "$work/c.xftl" > /dev/null 2> "$work/e"; local rc=$?
+    test $rc -eq 1 && grep -q 'xenft: log .*c.xftl: frame [0-9]* at stream offset [0-9]*: log frame: CRC mismatch at byte' "$work/e" &&
+    test "$before" = "$(sha256sum < "$work/c.xftl")"
+}
+check corrupt_file_is_rejected_with_frame_and_reason corrupt_is_rejected
+
+truncated_is_rejected() {
+    "$xenft" log sample -o "$work/t.xftl" > /dev/null && truncate -s -7 "$work/t.xftl" &&
+    ! "$xenft" log dump "$work/t.xftl" > /dev/null 2> "$work/e" && grep -q 'truncated' "$work/e"
+}
+check truncated_file_is_rejected truncated_is_rejected
+
+missing_file() {
+    "$xenft" log dump "$work/nope.xftl" 2> "$work/e"; test $? -eq 1 && grep -q 'nope.xftl: cannot open: No such file' "$work/e"
+}
+check missing_file_names_the_file missing_file
+
+usage_errors() {
+    "$xenft" frobnicate 2> /dev/null; test $? -eq 2 || return 1
+    "$xenft" log sample --per-frame 0 -o "$work/x" 2> "$work/e"; test $? -eq 2 || return 1
+    grep -q -- '--per-frame must be' "$work/e" && test ! -e "$work/x" || return 1
+    "$xenft" log dump 2> "$work/e"; test $? -eq 2
+}
+check usage_errors_exit_2_and_write_nothing usage_errors
+
+version() { "$xenft" --version | grep -q '^xenft [0-9.]* (log format 1' && "$xenftd" --version | grep -q '^xenft '; }
+check version_reports_format version
+
+daemon_refuses_honestly() { "$xenftd" 2> "$work/e"; test $? -eq 1 && grep -q 'cannot protect domains yet' "$work/e"; }
+check xenftd_without_engine_says_so daemon_refuses_honestly
+
+man_pages_render() {
+    for page in xenft.8 xenftd.8; do
+        MANWIDTH=80 man -l "$src/man/$page" > "$work/man" 2> "$work/manerr" || return 1
+        test ! -s "$work/manerr" || { cat "$work/manerr"; return 1; }
+        grep -q 'SYNOPSIS' "$work/man" || return 1
+    done
+}
+if command -v man > /dev/null; then
+    check man_pages_render_without_warnings man_pages_render
+else
+    echo "SKIP man_pages_render_without_warnings: man-db is not installed" | tee -a "$cases"
+fi
+
+exit $failed

@@ -1,0 +1,162 @@
+// The FT log's entries: every non-deterministic event the backup must replay, and the control
+// records that frame protection. This is the schema; docs/log-format.md is its prose twin and
+// codec.hpp its binary encoding. Version 1.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace xenft::logformat {
+
+inline constexpr std::uint8_t kFormatVersion = 1;
+
+// Limits the decoder enforces before it allocates anything. A peer cannot make us hold more
+// than kMaxFrameBody bytes per frame, whatever its length fields say.
+inline constexpr std::uint32_t kMaxVcpus = 128;
+inline constexpr std::uint64_t kMaxEntriesPerFrame = 65536;
+inline constexpr std::uint64_t kMaxFrameBody = 8u << 20;     // 8 MiB
+inline constexpr std::uint64_t kMaxDmaBytes = 1u << 20;      // one DMA write
+inline constexpr std::uint64_t kMaxNetFrameBytes = 65535;    // one Ethernet frame, no GSO
+inline constexpr std::uint64_t kMaxDiskReadBytes = 1u << 20; // one disk read completion
+inline constexpr std::uint32_t kMaxDeviceIndex = 255;
+
+using Sha256 = std::array<std::uint8_t, 32>;
+
+enum class IoSpace : std::uint8_t { port = 0, mmio = 1 };
+
+// The guest read a device register (port or MMIO); the value is what it saw.
+struct IoRead {
+    IoSpace space = IoSpace::port;
+    std::uint8_t size = 1; // 1, 2, 4 or 8 bytes
+    std::uint64_t address = 0;
+    std::uint64_t value = 0;
+    bool operator==(const IoRead&) const = default;
+};
+
+enum class TimeSource : std::uint8_t { rdtsc = 0, rdtscp = 1, tsc_msr = 2 };
+
+// The guest read the time stamp counter; aux is TSC_AUX for RDTSCP and zero otherwise.
+struct TimeRead {
+    TimeSource source = TimeSource::rdtsc;
+    std::uint64_t value = 0;
+    std::uint32_t aux = 0;
+    bool operator==(const TimeRead&) const = default;
+};
+
+enum class IrqSource : std::uint8_t {
+    lapic_timer = 0,
+    ioapic = 1,
+    pic = 2,
+    msi = 3,
+    nmi = 4,
+    event_channel = 5,
+    ipi = 6,
+};
+
+// An interrupt was injected on the VM entry that follows this exit.
+struct Interrupt {
+    std::uint8_t vector = 0;
+    IrqSource source = IrqSource::lapic_timer;
+    bool operator==(const Interrupt&) const = default;
+};
+
+// A device model wrote guest memory at this exit.
+struct DmaWrite {
+    std::uint64_t gpa = 0;
+    std::vector<std::uint8_t> data; // 1..kMaxDmaBytes
+    bool operator==(const DmaWrite&) const = default;
+};
+
+// A frame arrived for the guest's NIC and was delivered at this exit.
+struct NetRx {
+    std::uint32_t device = 0;
+    std::vector<std::uint8_t> frame; // 1..kMaxNetFrameBytes
+    bool operator==(const NetRx&) const = default;
+};
+
+// A disk read completed at this exit. Either the data travels in the log, or only its length
+// and SHA-256 do and the backup reads the shared disk itself (VMware's option to cut log size).
+struct DiskRead {
+    enum class Mode : std::uint8_t { data = 0, checksum = 1 };
+    std::uint32_t device = 0;
+    std::uint64_t request = 0;
+    Mode mode = Mode::data;
+    std::vector<std::uint8_t> data; // mode == data: 1..kMaxDiskReadBytes
+    std::uint64_t length = 0;       // mode == checksum: bytes read
+    Sha256 checksum{};              // mode == checksum: SHA-256 of those bytes
+    bool operator==(const DiskRead&) const = default;
+};
+
+enum class OutputKind : std::uint8_t { net_tx = 0, disk_write = 1 };
+
+// The guest produced an output at this exit; it may leave the primary once this entry is acked.
+struct Output {
+    OutputKind kind = OutputKind::net_tx;
+    std::uint32_t device = 0;
+    std::uint64_t id = 0;
+    bool operator==(const Output&) const = default;
+};
+
+// Digest of the whole VM state (vCPU registers, memory, device models) at this exit.
+struct StateDigest {
+    Sha256 digest{};
+    bool operator==(const StateDigest&) const = default;
+};
+
+// Control: logging starts here; the backup starts replay from the same state.
+struct ProtectionStart {
+    std::uint32_t vcpus = 1; // 1..kMaxVcpus
+    bool operator==(const ProtectionStart&) const = default;
+};
+
+// Control: everything after this entry belongs to new_epoch (> the frame's epoch).
+struct EpochChange {
+    std::uint64_t new_epoch = 0;
+    bool operator==(const EpochChange&) const = default;
+};
+
+// Control: the replica that wrote this went live at this exit.
+struct GoLive {
+    enum class Reason : std::uint8_t { failover = 0, operator_request = 1, continue_alone = 2 };
+    Reason reason = Reason::failover;
+    bool operator==(const GoLive&) const = default;
+};
+
+// Wire kind numbers. Never renumber: add new kinds at the end and bump kFormatVersion only
+// when an existing encoding changes.
+enum class Kind : std::uint8_t {
+    io_read = 1,
+    time_read = 2,
+    interrupt = 3,
+    dma_write = 4,
+    net_rx = 5,
+    disk_read = 6,
+    output = 7,
+    state_digest = 8,
+    protection_start = 9,
+    epoch_change = 10,
+    go_live = 11,
+};
+inline constexpr std::uint8_t kMaxKind = 11;
+
+// Alternatives in Kind order, so index() + 1 == wire kind.
+using Payload = std::variant<IoRead, TimeRead, Interrupt, DmaWrite, NetRx, DiskRead, Output, StateDigest,
+                             ProtectionStart, EpochChange, GoLive>;
+
+constexpr Kind kind_of(const Payload& p) noexcept { return static_cast<Kind>(p.index() + 1); }
+
+std::string_view kind_name(Kind k) noexcept;
+
+struct Entry {
+    std::uint64_t epoch = 0; // shared by all entries of a frame
+    std::uint64_t seq = 0;   // consecutive within a frame
+    std::uint32_t vcpu = 0;
+    std::uint64_t exit = 0;  // synchronous-exit number on that vCPU since protection started
+    Payload payload;
+    bool operator==(const Entry&) const = default;
+};
+
+} // namespace xenft::logformat
