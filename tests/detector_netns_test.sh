@@ -1,0 +1,141 @@
+#!/bin/bash
+# Failure detection between two real hosts: network namespaces joined by a veth link, the
+# protocol core on each side (tests/detector_peer) with authenticated UDP heartbeats and TCP log
+# traffic, and nftables rules that silence one direction, both, or only the heartbeats.
+#
+# Checks, with the default timing (heartbeat 50 ms, suspect after 250 ms of silence):
+#   no faults                  -> nobody suspects anybody for 2 s
+#   primary silenced           -> the backup suspects within 300 ms; the primary does not
+#   backup silenced            -> the primary suspects within 300 ms; the backup does not
+#   partition (both ways)      -> both suspect within 300 ms
+#   only heartbeats dropped    -> log traffic keeps both sides calm for 2 s: no failover
+# Writes "PASS name" / "FAIL name" / "SKIP name: reason" lines to $CASES_FILE.
+# With --bench N it instead measures N primary-silenced detections and prints one detection
+# time in ms per line (for bench/protocol_bench).
+set -u
+peer_bin=${DETECTOR_PEER:-tests/detector_peer}
+cases=${CASES_FILE:-tests/detector_netns_test.cases}
+bench_runs=0
+[ "${1:-}" = "--bench" ] && bench_runs=${2:-5}
+[ $bench_runs -eq 0 ] && : > "$cases"
+
+skip_all() {
+    if [ $bench_runs -gt 0 ]; then echo "detector_netns_test: cannot measure: $1" >&2; exit 77; fi
+    echo "SKIP detector_netns: $1" | tee -a "$cases"
+    exit 77
+}
+[ "$(id -u)" -eq 0 ] || skip_all "needs root to create network namespaces"
+command -v ip > /dev/null || skip_all "iproute2 (ip) is not installed"
+command -v nft > /dev/null || skip_all "nftables (nft) is not installed"
+command -v ping > /dev/null || skip_all "ping (iputils-ping) is not installed"
+
+tag=$$
+nsa=xft-a-$tag nsb=xft-b-$tag
+work=$(mktemp -d)
+cleanup() {
+    jobs -p | xargs -r kill 2> /dev/null
+    ip netns del "$nsa" 2> /dev/null
+    ip netns del "$nsb" 2> /dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+ip netns add "$nsa" && ip netns add "$nsb" || skip_all "this kernel does not allow network namespaces"
+ip link add veth-a-$tag netns "$nsa" type veth peer name veth-b-$tag netns "$nsb"
+ip -n "$nsa" addr add 10.231.7.1/24 dev veth-a-$tag
+ip -n "$nsb" addr add 10.231.7.2/24 dev veth-b-$tag
+ip -n "$nsa" link set veth-a-$tag up
+ip -n "$nsb" link set veth-b-$tag up
+ip -n "$nsa" link set lo up
+ip -n "$nsb" link set lo up
+ip netns exec "$nsa" ping -c 1 -W 2 10.231.7.2 > /dev/null || skip_all "veth link does not pass traffic"
+
+head -c 32 /dev/urandom > "$work/key"
+chmod 600 "$work/key"
+
+failed=0
+pass() { echo "PASS $1" | tee -a "$cases"; }
+fail() { echo "FAIL $1: $2" | tee -a "$cases"; failed=1; }
+
+# drop NS RULE...: adds an nftables output rule in namespace NS.
+drop() {
+    local ns=$1; shift
+    ip netns exec "$ns" nft add table inet xft 2> /dev/null
+    ip netns exec "$ns" nft add chain inet xft out '{ type filter hook output priority 0 ; }' 2> /dev/null
+    ip netns exec "$ns" nft add rule inet xft out "$@" drop
+}
+clear_rules() {
+    ip netns exec "$nsa" nft delete table inet xft 2> /dev/null
+    ip netns exec "$nsb" nft delete table inet xft 2> /dev/null
+}
+
+# start DURATION_MS: starts primary in A and backup in B; waits until both are ready.
+start() {
+    local duration=$1
+    ip netns exec "$nsb" "$peer_bin" --role backup --self 2 --peer-id 1 --listen 10.231.7.2:7100 \
+        --peer 10.231.7.1:7100 --log 10.231.7.2:7101 --key "$work/key" --duration-ms "$duration" > "$work/b.out" 2> "$work/b.err" &
+    pid_b=$!
+    sleep 0.2
+    ip netns exec "$nsa" "$peer_bin" --role primary --self 1 --peer-id 2 --listen 10.231.7.1:7100 \
+        --peer 10.231.7.2:7100 --log 10.231.7.2:7101 --key "$work/key" --duration-ms "$duration" > "$work/a.out" 2> "$work/a.err" &
+    pid_a=$!
+    # Let the TCP connection come up and traffic flow for a second before any fault.
+    sleep 1
+}
+finish() { wait $pid_a $pid_b 2> /dev/null; clear_rules; }
+now_ns() { date +%s%N; }
+suspected() { grep -q '"event":"suspected"' "$1"; }
+calm() { grep -q '"event":"done".*"suspected":false' "$1"; }
+suspect_ms() { # file, fault time in ns -> ms from fault to suspicion
+    local t; t=$(grep -o '"realtime_ns":[0-9]*' "$1" | cut -d: -f2)
+    [ -n "$t" ] && echo $(((t - $2) / 1000000))
+}
+
+bound_ms=300
+
+if [ $bench_runs -gt 0 ]; then
+    for _ in $(seq "$bench_runs"); do
+        start 4000; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; finish
+        suspect_ms "$work/b.out" "$t0"
+    done
+    exit 0
+fi
+
+start 3000; finish
+if calm "$work/a.out" && calm "$work/b.out"; then
+    pass no_faults_no_suspicion
+else
+    fail no_faults_no_suspicion "$(cat "$work/a.out" "$work/b.out" "$work/a.err" "$work/b.err")"
+fi
+
+start 3000; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; finish
+ms=$(suspect_ms "$work/b.out" "$t0")
+if suspected "$work/b.out" && [ "${ms:-99999}" -le $bound_ms ] && calm "$work/a.out"; then
+    pass "primary_silenced_backup_suspects_in_${ms}ms"
+else
+    fail primary_silenced_backup_suspects "detected after ${ms:-never} ms; $(cat "$work/a.out" "$work/b.out")"
+fi
+
+start 3000; t0=$(now_ns); drop "$nsb" ip daddr 10.231.7.1; finish
+ms=$(suspect_ms "$work/a.out" "$t0")
+if suspected "$work/a.out" && [ "${ms:-99999}" -le $bound_ms ] && calm "$work/b.out"; then
+    pass "backup_silenced_primary_suspects_in_${ms}ms"
+else
+    fail backup_silenced_primary_suspects "detected after ${ms:-never} ms; $(cat "$work/a.out" "$work/b.out")"
+fi
+
+start 3000; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; drop "$nsb" ip daddr 10.231.7.1; finish
+ma=$(suspect_ms "$work/a.out" "$t0"); mb=$(suspect_ms "$work/b.out" "$t0")
+if [ "${ma:-99999}" -le $bound_ms ] && [ "${mb:-99999}" -le $bound_ms ]; then
+    pass "partition_both_suspect_in_${ma}ms_and_${mb}ms"
+else
+    fail partition_both_suspect "primary after ${ma:-never} ms, backup after ${mb:-never} ms"
+fi
+
+start 3000; drop "$nsa" udp dport 7100; drop "$nsb" udp dport 7100; finish
+if calm "$work/a.out" && calm "$work/b.out" && grep -q '"log_records":[1-9]' "$work/b.out"; then
+    pass only_heartbeats_dropped_log_traffic_prevents_failover
+else
+    fail only_heartbeats_dropped_log_traffic_prevents_failover "$(cat "$work/a.out" "$work/b.out")"
+fi
+
+exit $failed
