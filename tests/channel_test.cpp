@@ -1,0 +1,633 @@
+// Tests of the logging channel over real TLS 1.3 connections on loopback: a million entries in
+// order, a TCP connection killed mid-stream, flow control, forced flushes, refusals (wrong CA,
+// expired certificate, wrong name, plaintext client, wrong pin, older epoch, wrong VM), and
+// malformed input from an authenticated peer; plus the message and stream decoders alone.
+#define BOOST_TEST_MODULE channel
+#include <boost/test/unit_test.hpp>
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <map>
+#include <mutex>
+
+#include "tests/tls_fixture.hpp"
+#include "xenft/channel/channel.hpp"
+#include "xenft/logformat/stream.hpp"
+#include "xenft/logformat/synthetic.hpp"
+#include "xenft/logformat/text.hpp"
+
+using namespace xenft;
+using namespace xenft::channel;
+using logformat::Entry;
+
+namespace {
+
+// The entry with sequence number seq: deterministic, so the receiver can check every one.
+Entry make_entry(std::uint64_t seq, std::uint64_t epoch = 1)
+{
+    Entry e{epoch, seq, 0, seq * 2, logformat::Interrupt{0xec, logformat::IrqSource::lapic_timer}};
+    switch (seq % 10) {
+    case 1: case 4: case 7:
+        e.payload = logformat::IoRead{logformat::IoSpace::mmio, 8, 0xfeb00000, seq * 1'000'003};
+        break;
+    case 2:
+        e.payload = logformat::TimeRead{logformat::TimeSource::rdtsc, seq * 2'400'000, 0};
+        break;
+    case 3:
+        if (seq % 50 == 3)
+            e.payload = logformat::NetRx{0, std::vector<std::uint8_t>(60 + seq % 200, static_cast<std::uint8_t>(seq))};
+        break;
+    case 5:
+        e.payload = logformat::Output{logformat::OutputKind::net_tx, 0, seq};
+        break;
+    default:
+        break;
+    }
+    return e;
+}
+
+struct Logs {
+    std::mutex m;
+    std::vector<std::string> lines;
+    std::function<void(const std::string&)> sink(const std::string& who)
+    {
+        return [this, who](const std::string& l) {
+            std::lock_guard g(m);
+            lines.push_back(who + ": " + l);
+            BOOST_TEST_MESSAGE(who << ": " << l);
+        };
+    }
+    bool contains(const std::string& s)
+    {
+        std::lock_guard g(m);
+        for (const auto& l : lines)
+            if (l.find(s) != std::string::npos)
+                return true;
+        return false;
+    }
+};
+
+SocketAddress loopback(std::uint16_t port)
+{
+    return *SocketAddress::parse("127.0.0.1:" + std::to_string(port));
+}
+
+ChannelConfig config(std::uint16_t port, Logs& logs, const std::string& who)
+{
+    ChannelConfig c;
+    c.address = loopback(port);
+    c.vm_id = 7;
+    c.epoch = 1;
+    c.reconnect_delay = 20'000;
+    c.log = logs.sink(who);
+    return c;
+}
+
+TlsContext context(const TlsConfig& cfg, TlsContext::Side side)
+{
+    auto c = TlsContext::create(cfg, side);
+    BOOST_TEST_REQUIRE(c.has_value(), (c ? "" : c.error()));
+    return std::move(c).value();
+}
+
+// A primary and a backup on loopback.
+struct Pair {
+    testing::TlsFixture& tls;
+    Logs logs;
+    TlsContext server_tls, client_tls;
+    std::optional<LogReceiver> rx;
+    std::optional<LogSender> tx;
+
+    Pair(testing::TlsFixture& f, TlsConfig primary, TlsConfig backup, std::function<void(ChannelConfig&, ChannelConfig&)> tweak = {},
+         std::uint16_t via_port = 0)
+        : tls(f), server_tls(context(backup, TlsContext::Side::server)), client_tls(context(primary, TlsContext::Side::client))
+    {
+        ChannelConfig rc = config(0, logs, "backup"), sc = config(0, logs, "primary");
+        rc.self = 2, rc.peer = 1, sc.self = 1, sc.peer = 2;
+        if (tweak)
+            tweak(sc, rc);
+        auto r = LogReceiver::listen(rc, server_tls);
+        BOOST_TEST_REQUIRE(r.has_value(), (r ? "" : r.error()));
+        rx.emplace(std::move(r).value());
+        sc.address = loopback(via_port ? via_port : rx->port());
+        tx.emplace(sc, client_tls);
+    }
+
+    void pump(int rounds = 1)
+    {
+        for (int i = 0; i < rounds; ++i) {
+            tx->pump(0);
+            rx->pump(0);
+        }
+    }
+    // Pumps until pred holds or about `ms` milliseconds passed.
+    template <class P>
+    bool pump_until(P pred, int ms = 3000)
+    {
+        const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+        while (!pred()) {
+            if (std::chrono::steady_clock::now() > end)
+                return false;
+            tx->pump(1);
+            rx->pump(1);
+        }
+        return true;
+    }
+};
+
+// A plain TCP relay between the primary and the backup that a test can cut, as a dying switch
+// or a reset connection would.
+class Relay {
+public:
+    explicit Relay(std::uint16_t upstream) : upstream_(upstream)
+    {
+        listener_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        auto a = loopback(0);
+        ::bind(listener_.get(), a.get(), a.length);
+        ::listen(listener_.get(), 4);
+        sockaddr_in sa{};
+        socklen_t len = sizeof sa;
+        ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+        port = ntohs(sa.sin_port);
+    }
+    void pump()
+    {
+        UniqueFd in(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (in.valid()) {
+            UniqueFd out(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            auto a = loopback(upstream_);
+            if (::connect(out.get(), a.get(), a.length) == 0) {
+                ::fcntl(out.get(), F_SETFL, O_NONBLOCK);
+                pairs_.push_back({std::move(in), std::move(out)});
+            }
+        }
+        for (auto& [a, b] : pairs_) {
+            copy(a.get(), b.get());
+            copy(b.get(), a.get());
+        }
+    }
+    // Cuts every connection through the relay (RST, not FIN: SO_LINGER 0).
+    void cut()
+    {
+        for (auto& [a, b] : pairs_) {
+            const linger l{1, 0};
+            ::setsockopt(a.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+            ::setsockopt(b.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+        pairs_.clear();
+        ++cuts;
+    }
+    std::uint16_t port = 0;
+    int cuts = 0;
+
+private:
+    static void copy(int from, int to)
+    {
+        char buf[65536];
+        const ssize_t n = ::recv(from, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            ssize_t off = 0;
+            while (off < n) {
+                const ssize_t w = ::send(to, buf + off, static_cast<std::size_t>(n - off), MSG_NOSIGNAL);
+                if (w <= 0) {
+                    pollfd p{to, POLLOUT, 0};
+                    ::poll(&p, 1, 10);
+                    continue;
+                }
+                off += w;
+            }
+        }
+    }
+    std::uint16_t upstream_;
+    UniqueFd listener_;
+    std::vector<std::pair<UniqueFd, UniqueFd>> pairs_;
+};
+
+// Streams `count` entries, checking each popped entry against make_entry. Returns the number
+// checked; `during` runs every round (to inject faults).
+std::uint64_t stream_and_check(Pair& p, std::uint64_t count, const std::function<void(std::uint64_t)>& during = {},
+                               int timeout_ms = 120'000)
+{
+    std::uint64_t next_append = 1, next_expect = 1;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (next_expect <= count && std::chrono::steady_clock::now() < end) {
+        for (int i = 0; i < 4096 && next_append <= count; ++i) {
+            if (!p.tx->append(make_entry(next_append)))
+                break;
+            ++next_append;
+        }
+        p.tx->pump(0);
+        p.rx->pump(0);
+        while (auto e = p.rx->pop()) {
+            if (!(*e == make_entry(next_expect))) {
+                BOOST_TEST_ERROR("entry " << next_expect << " arrived as " << logformat::to_text(*e));
+                return next_expect - 1;
+            }
+            ++next_expect;
+        }
+        if (during)
+            during(next_expect);
+    }
+    return next_expect - 1;
+}
+
+} // namespace
+
+// ---- decoders alone --------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(messages_round_trip_even_byte_by_byte)
+{
+    std::vector<std::uint8_t> bytes;
+    append_message(bytes, Hello{7, 1, 3});
+    append_message(bytes, HelloReply{false, 99, "older epoch\n\x01"});
+    append_message(bytes, Ack{12345});
+    append_message(bytes, LogChunk{true, {1, 2, 3}});
+    MessageReader r;
+    std::vector<ChannelMsg> got;
+    for (auto b : bytes) {
+        r.feed(std::span(&b, 1));
+        auto m = r.next();
+        BOOST_TEST_REQUIRE(m.has_value());
+        if (*m)
+            got.push_back(**m);
+    }
+    BOOST_TEST_REQUIRE(got.size() == 4u);
+    BOOST_TEST(std::get<Hello>(got[0]).epoch == 3u);
+    BOOST_TEST(std::get<HelloReply>(got[1]).received == 99u);
+    BOOST_TEST(std::get<HelloReply>(got[1]).reason == "older epoch??"); // control characters neutralized
+    BOOST_TEST(std::get<Ack>(got[2]).acked == 12345u);
+    BOOST_TEST(std::get<LogChunk>(got[3]).ack_now);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_messages_are_refused_with_the_reason)
+{
+    auto error_of = [](std::vector<std::uint8_t> bytes) {
+        MessageReader r;
+        r.feed(bytes);
+        auto m = r.next();
+        return m.has_value() ? std::string("accepted") : m.error();
+    };
+    BOOST_TEST(error_of({9, 0, 0, 0, 0, 0}) == "unknown message type 9");
+    BOOST_TEST(error_of({3, 0, 0, 0, 0x20, 0}).find("over the 1048576-byte limit") != std::string::npos);
+    BOOST_TEST(error_of({4, 1, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}).find("reserved flags") != std::string::npos);
+    BOOST_TEST(error_of({4, 0, 4, 0, 0, 0, 1, 2, 3, 4}) == "ack of 4 bytes, expected 8");
+    BOOST_TEST(error_of({3, 0, 0, 0, 0, 0}) == "empty log chunk");
+    std::vector<std::uint8_t> hello;
+    append_message(hello, Hello{1, 2, 3});
+    hello[6] = 'H'; // "GET " or any other protocol is not a hello
+    BOOST_TEST(error_of(hello).find("malformed hello") != std::string::npos);
+    hello.clear();
+    append_message(hello, Hello{1, 2, 3});
+    hello[10] = 9;
+    BOOST_TEST(error_of(hello).find("channel version 9") != std::string::npos);
+    BOOST_TEST(error_of({2, 0, 10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5}) == "malformed hello reply");
+}
+
+BOOST_AUTO_TEST_CASE(compressed_log_stream_round_trips_across_chunks)
+{
+    const auto log = logformat::mixed_log(3000, 3);
+    LogCompressor c(1);
+    std::vector<std::uint8_t> wire;
+    const auto frames = logformat::encode_frames(log, 100);
+    const std::size_t half = frames.size() / 2; // a frame split across two flushes
+    c.compress(std::span(frames).first(half), false, wire);
+    c.compress(std::span(frames).subspan(half), true, wire);
+    MessageReader r;
+    r.feed(wire);
+    LogDecompressor d;
+    std::vector<Entry> got;
+    while (auto m = r.next().value()) {
+        auto fed = d.feed(std::get<LogChunk>(*m).compressed, [&](logformat::Frame&& f) {
+            got.insert(got.end(), f.entries.begin(), f.entries.end());
+        });
+        BOOST_TEST_REQUIRE(fed.has_value(), (fed ? "" : fed.error()));
+    }
+    BOOST_TEST_REQUIRE(got.size() == log.size());
+    BOOST_TEST((got == log));
+}
+
+BOOST_AUTO_TEST_CASE(corrupt_and_invalid_streams_are_refused)
+{
+    LogDecompressor d;
+    auto r = d.feed(std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8}, [](logformat::Frame&&) {});
+    BOOST_TEST_REQUIRE(!r.has_value());
+    BOOST_TEST(r.error().find("corrupt log stream: zstd") != std::string::npos, r.error());
+
+    // Valid zstd of bytes that are not log frames.
+    std::vector<std::uint8_t> junk(1000, 'A');
+    std::vector<std::uint8_t> z(ZSTD_compressBound(junk.size()));
+    z.resize(ZSTD_compress(z.data(), z.size(), junk.data(), junk.size(), 1));
+    LogDecompressor d2;
+    r = d2.feed(z, [](logformat::Frame&&) {});
+    BOOST_TEST_REQUIRE(!r.has_value());
+    BOOST_TEST(r.error().find("bad magic") != std::string::npos, r.error());
+}
+
+BOOST_AUTO_TEST_CASE(decompression_bomb_is_cut_off)
+{
+    // 80 MiB of valid, highly repetitive frames in one small chunk.
+    std::vector<std::uint8_t> raw;
+    logformat::FrameEncoder enc(1, 1);
+    for (std::uint64_t seq = 1; raw.size() < (80u << 20); ++seq) {
+        enc.append(Entry{1, seq, 0, seq, logformat::DmaWrite{0x1000, std::vector<std::uint8_t>(60000, 0)}});
+        enc.finish_into(raw);
+    }
+    std::vector<std::uint8_t> z(ZSTD_compressBound(raw.size()));
+    z.resize(ZSTD_compress(z.data(), z.size(), raw.data(), raw.size(), 3));
+    BOOST_TEST_MESSAGE("bomb: " << raw.size() << " bytes in a " << z.size() << "-byte chunk");
+    BOOST_TEST_REQUIRE(z.size() < kMaxMsgPayload);
+    LogDecompressor d;
+    std::size_t frames = 0;
+    auto r = d.feed(z, [&](logformat::Frame&&) { ++frames; });
+    BOOST_TEST_REQUIRE(!r.has_value());
+    BOOST_TEST(r.error().find("decompression bomb") != std::string::npos, r.error());
+    BOOST_TEST(frames * 60000 <= kMaxDecompressedPerChunk + 60000);
+}
+
+// ---- over real TLS ---------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_million_entries_arrive_in_order_and_intact)
+{
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup());
+    const std::uint64_t n = 1'000'000;
+    BOOST_TEST(stream_and_check(p, n) == n);
+    BOOST_TEST(p.pump_until([&] { return p.tx->acked() == n; }));
+    BOOST_TEST(p.tx->connections() == 1u);
+    BOOST_TEST_MESSAGE("raw " << p.tx->raw_bytes_sent() << " bytes, on the wire " << p.tx->wire_bytes_sent());
+    BOOST_TEST(p.tx->wire_bytes_sent() < p.tx->raw_bytes_sent() / 2); // zstd earns its place
+}
+
+BOOST_AUTO_TEST_CASE(killing_the_tcp_connection_mid_stream_loses_and_duplicates_nothing)
+{
+    testing::TlsFixture f;
+    // The sender goes through a relay we can cut.
+    std::optional<Relay> relay;
+    Logs logs;
+    TlsContext server_tls = context(f.backup(), TlsContext::Side::server);
+    TlsContext client_tls = context(f.primary(), TlsContext::Side::client);
+    ChannelConfig rc = config(0, logs, "backup"), sc = config(0, logs, "primary");
+    rc.self = 2, rc.peer = 1, sc.self = 1, sc.peer = 2;
+    sc.buffer_bytes = 256 * 1024; // keeps the primary from running far ahead of the cuts
+    auto rx = LogReceiver::listen(rc, server_tls);
+    BOOST_TEST_REQUIRE(rx.has_value());
+    relay.emplace(rx->port()); // the sender goes through the relay
+    sc.address = loopback(relay->port);
+    LogSender tx(sc, client_tls);
+
+    const std::uint64_t n = 300'000;
+    std::uint64_t next_append = 1, next_expect = 1;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (next_expect <= n && std::chrono::steady_clock::now() < end) {
+        for (int i = 0; i < 2048 && next_append <= n; ++i) {
+            if (!tx.append(make_entry(next_append)))
+                break;
+            ++next_append;
+        }
+        tx.pump(0);
+        relay->pump();
+        rx->pump(0);
+        relay->pump();
+        while (auto e = rx->pop()) {
+            BOOST_TEST_REQUIRE((*e == make_entry(next_expect)), "entry " << next_expect);
+            ++next_expect;
+        }
+        // Cut the connection three times mid-stream.
+        if ((relay->cuts == 0 && next_expect > 50'000) || (relay->cuts == 1 && next_expect > 120'000) ||
+            (relay->cuts == 2 && next_expect > 200'000))
+            relay->cut();
+    }
+    for (int i = 0; i < 2000 && tx.acked() < n; ++i) {
+        tx.pump(1);
+        relay->pump();
+        rx->pump(1);
+        relay->pump();
+    }
+    BOOST_TEST(next_expect - 1 == n);
+    BOOST_TEST(tx.acked() == n);
+    BOOST_TEST(!rx->pop().has_value()); // nothing twice
+    BOOST_TEST(relay->cuts == 3);
+    BOOST_TEST(tx.connections() >= 4u);
+    BOOST_TEST(logs.contains("reconnected, resending from entry"));
+}
+
+BOOST_AUTO_TEST_CASE(flow_control_stalls_the_sender_and_resumes)
+{
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig& r) {
+        s.buffer_bytes = 256 * 1024;
+        r.buffer_bytes = 64 * 1024;
+    });
+    // Nobody replays: the backup's buffer fills, it stops reading, acks stop, the sender fills.
+    std::uint64_t appended = 0;
+    bool stalled = false;
+    for (int round = 0; round < 20000 && !stalled; ++round) {
+        for (int i = 0; i < 512; ++i) {
+            if (!p.tx->append(make_entry(appended + 1))) {
+                stalled = true;
+                break;
+            }
+            ++appended;
+        }
+        p.tx->flush(false);
+        p.pump();
+    }
+    BOOST_TEST_REQUIRE(stalled);
+    BOOST_TEST(p.tx->full());
+    BOOST_TEST(p.rx->buffered_bytes() >= 64u * 1024);
+    const auto lag = p.tx->lag();
+    BOOST_TEST(lag.entries > 0u);
+    BOOST_TEST(lag.bytes >= 256u * 1024);
+    BOOST_TEST_MESSAGE("stalled after " << appended << " entries; lag " << lag.entries << " entries, " << lag.bytes
+                                        << " bytes, " << lag.seconds << " s");
+    // Replay drains the buffer: acks flow, the sender has room again, everything arrives.
+    std::uint64_t popped = 0;
+    BOOST_TEST(p.pump_until([&] {
+        while (auto e = p.rx->pop()) {
+            BOOST_TEST_REQUIRE((*e == make_entry(++popped)));
+        }
+        return !p.tx->full() && p.tx->acked() == appended;
+    }, 10000));
+    BOOST_TEST(p.tx->append(make_entry(appended + 1)));
+    BOOST_TEST(p.rx->empty());
+}
+
+BOOST_AUTO_TEST_CASE(an_output_waiting_forces_the_flush_and_the_ack)
+{
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig& r) {
+        s.batch_delay = 10'000'000; // batching alone would hold the entry for 10 s
+        r.ack_delay = 10'000'000;   // and coalescing would hold the ack for 10 s
+    });
+    BOOST_TEST_REQUIRE(p.pump_until([&] { return p.tx->streaming(); }));
+    p.tx->append(make_entry(1));
+    p.tx->flush(true);
+    BOOST_TEST(p.pump_until([&] { return p.tx->acked() == 1; }, 2000));
+}
+
+namespace {
+
+// Runs a pair until the backup's log shows `expect`; nothing may be delivered.
+void expect_refused(testing::TlsFixture& f, TlsConfig primary, TlsConfig backup, const std::string& expect,
+                    std::function<void(ChannelConfig&, ChannelConfig&)> tweak = {})
+{
+    Pair p(f, primary, backup, std::move(tweak));
+    p.tx->append(make_entry(1));
+    p.tx->flush(true);
+    BOOST_TEST(p.pump_until([&] { return p.logs.contains(expect); }, 3000), "expected \"" << expect << "\" in the logs");
+    BOOST_TEST(p.rx->received() == 0u);
+    BOOST_TEST(!p.tx->streaming());
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_primary_certificate_from_another_ca_is_refused)
+{
+    testing::TlsFixture f;
+    expect_refused(f, f.primary("foreign"), f.backup(), "backup: connection from 127.0.0.1");
+    expect_refused(f, f.primary("foreign"), f.backup(), "peer certificate not trusted: unable to get local issuer certificate");
+}
+
+BOOST_AUTO_TEST_CASE(an_expired_certificate_is_refused)
+{
+    testing::TlsFixture f;
+    expect_refused(f, f.primary("expired"), f.backup(), "peer certificate not trusted: certificate has expired");
+}
+
+BOOST_AUTO_TEST_CASE(a_certificate_for_another_name_is_refused)
+{
+    testing::TlsFixture f;
+    expect_refused(f, f.primary("wrongname"), f.backup(), "peer certificate not trusted: hostname mismatch");
+    // And the primary checks the backup's name just the same.
+    expect_refused(f, f.primary(), f.backup("wrongname"), "primary: backup 127.0.0.1");
+}
+
+BOOST_AUTO_TEST_CASE(a_plaintext_client_is_refused)
+{
+    testing::TlsFixture f;
+    Logs logs;
+    TlsContext server_tls = context(f.backup(), TlsContext::Side::server);
+    ChannelConfig rc = config(0, logs, "backup");
+    rc.peer = 1;
+    auto rx = LogReceiver::listen(rc, server_tls);
+    BOOST_TEST_REQUIRE(rx.has_value());
+    UniqueFd plain(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    auto a = loopback(rx->port());
+    BOOST_TEST_REQUIRE(::connect(plain.get(), a.get(), a.length) == 0);
+    std::vector<std::uint8_t> hello;
+    append_message(hello, Hello{7, 1, 1}); // a well-formed hello, but not inside TLS
+    ::send(plain.get(), hello.data(), hello.size(), MSG_NOSIGNAL);
+    for (int i = 0; i < 200 && !logs.contains("refused: TLS handshake failed"); ++i)
+        rx->pump(5);
+    BOOST_TEST(logs.contains("refused: TLS handshake failed"));
+    BOOST_TEST(rx->received() == 0u);
+    BOOST_TEST(!rx->connected());
+}
+
+BOOST_AUTO_TEST_CASE(pinned_fingerprints_authenticate_self_signed_hosts)
+{
+    testing::TlsFixture f;
+    TlsConfig primary{f.cert("selfa"), f.key("selfa"), "", f.fingerprint_of("selfb"), testing::TlsFixture::kBackup};
+    TlsConfig backup{f.cert("selfb"), f.key("selfb"), "", f.fingerprint_of("selfa"), testing::TlsFixture::kPrimary};
+    Pair p(f, primary, backup);
+    BOOST_TEST(stream_and_check(p, 1000) == 1000u);
+
+    // A host whose certificate is not the pinned one is refused, even with the right name.
+    TlsConfig impostor{f.cert("a"), f.key("a"), "", f.fingerprint_of("selfb"), testing::TlsFixture::kBackup};
+    expect_refused(f, impostor, backup, "peer certificate not trusted");
+}
+
+BOOST_AUTO_TEST_CASE(bad_tls_configuration_is_explained)
+{
+    testing::TlsFixture f;
+    auto err = [](TlsConfig c) {
+        auto r = TlsContext::create(c, TlsContext::Side::client);
+        return r ? std::string("accepted") : r.error();
+    };
+    TlsConfig c = f.primary();
+    c.pinned_fingerprint = "SHA256:abc";
+    BOOST_TEST(err(c).find("exactly one of a CA file and a pinned") != std::string::npos);
+    c.ca_file.clear();
+    BOOST_TEST(err(c).find("is not SHA256: followed by 64 hex digits") != std::string::npos);
+    c = f.primary();
+    c.key_file = f.key("b");
+    BOOST_TEST(err(c).find("does not match certificate") != std::string::npos);
+    c = f.primary();
+    c.cert_file = f.dir + "/missing.crt";
+    BOOST_TEST(err(c).find("missing.crt") != std::string::npos);
+    c = f.primary();
+    c.peer_name.clear();
+    BOOST_TEST(err(c).find("peer's name") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(an_older_epoch_or_another_vm_is_refused)
+{
+    testing::TlsFixture f;
+    expect_refused(f, f.primary(), f.backup(), "older epoch 3, this backup is in epoch 4", [](ChannelConfig& s, ChannelConfig& r) {
+        s.epoch = 3;
+        r.epoch = 4;
+    });
+    expect_refused(f, f.primary(), f.backup(), "VM 8 is not protected here", [](ChannelConfig& s, ChannelConfig&) { s.vm_id = 8; });
+    expect_refused(f, f.primary(), f.backup(), "host 5 is not this VM's primary", [](ChannelConfig& s, ChannelConfig&) { s.self = 5; });
+}
+
+BOOST_AUTO_TEST_CASE(malformed_input_from_an_authenticated_peer_drops_only_that_connection)
+{
+    testing::TlsFixture f;
+    Logs logs;
+    TlsContext server_tls = context(f.backup(), TlsContext::Side::server);
+    TlsContext client_tls = context(f.primary(), TlsContext::Side::client);
+    ChannelConfig rc = config(0, logs, "backup");
+    rc.self = 2, rc.peer = 1;
+    auto rx = LogReceiver::listen(rc, server_tls);
+    BOOST_TEST_REQUIRE(rx.has_value());
+
+    // A raw TLS client with a valid certificate sends a valid hello, then the given bytes.
+    auto attack = [&](const std::vector<std::uint8_t>& evil, const std::string& expect) {
+        UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        auto a = loopback(rx->port());
+        BOOST_TEST_REQUIRE(::connect(fd.get(), a.get(), a.length) == 0);
+        ::fcntl(fd.get(), F_SETFL, O_NONBLOCK);
+        TlsStream s(client_tls, std::move(fd));
+        std::vector<std::uint8_t> out;
+        append_message(out, Hello{7, 1, 1});
+        out.insert(out.end(), evil.begin(), evil.end());
+        bool sent = false;
+        for (int i = 0; i < 400 && !logs.contains(expect); ++i) {
+            if (!sent && s.handshake() == TlsStream::Io::done) {
+                s.queue(out.data(), out.size());
+                sent = true;
+            }
+            if (sent)
+                (void)s.flush();
+            rx->pump(5);
+        }
+        BOOST_TEST(logs.contains(expect), "expected \"" << expect << "\"");
+    };
+    attack({3, 0, 8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, "corrupt log stream");
+    attack({7, 0, 0, 0, 0, 0}, "unknown message type 7");
+    attack({3, 0, 0, 0, 0, 0x40}, "over the 1048576-byte limit");
+    std::vector<std::uint8_t> reply;
+    append_message(reply, Ack{5});
+    attack(reply, "unexpected message");
+    BOOST_TEST(rx->received() == 0u);
+
+    // The backup still serves a well-behaved primary afterwards.
+    LogSender tx([&] {
+        ChannelConfig sc = config(rx->port(), logs, "primary");
+        sc.self = 1, sc.peer = 2;
+        return sc;
+    }(), client_tls);
+    for (std::uint64_t s = 1; s <= 100; ++s)
+        tx.append(make_entry(s));
+    tx.flush(true);
+    for (int i = 0; i < 400 && tx.acked() < 100; ++i) {
+        tx.pump(1);
+        rx->pump(1);
+    }
+    BOOST_TEST(tx.acked() == 100u);
+}

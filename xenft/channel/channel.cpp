@@ -1,0 +1,500 @@
+// The logging channel's sender and receiver; see channel.hpp.
+#include "xenft/channel/channel.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <stdexcept>
+
+namespace xenft::channel {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kMaxFrameBytes = 256 * 1024; // close a frame early when its body is this large
+constexpr std::size_t kMaxPendingHandshakes = 4;
+constexpr Seq kAckEvery = 4096; // ack at least this often even without a timer
+
+void log_line(const ChannelConfig& cfg, const std::string& line)
+{
+    if (cfg.log)
+        cfg.log(line);
+    else
+        std::cerr << "xenft channel: " << line << "\n";
+}
+
+Micros since(Clock::time_point t) { return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count(); }
+
+int ms_until(Clock::time_point t)
+{
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t - Clock::now()).count();
+    return us <= 0 ? 0 : static_cast<int>((us + 999) / 1000);
+}
+
+void set_nodelay(int fd)
+{
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// What an entry costs in the receiver's buffer, for flow control.
+std::size_t entry_cost(const logformat::Entry& e)
+{
+    std::size_t n = 48;
+    if (const auto* d = std::get_if<logformat::DmaWrite>(&e.payload))
+        n += d->data.size();
+    else if (const auto* r = std::get_if<logformat::NetRx>(&e.payload))
+        n += r->frame.size();
+    else if (const auto* k = std::get_if<logformat::DiskRead>(&e.payload))
+        n += k->data.size();
+    return n;
+}
+
+} // namespace
+
+// ---- sender ----------------------------------------------------------------------------------
+
+LogSender::LogSender(ChannelConfig cfg, const TlsContext& tls) : cfg_(std::move(cfg)), tls_(tls) {}
+
+bool LogSender::append(const logformat::Entry& e)
+{
+    if (first_append_) {
+        if (e.seq == 0)
+            throw std::invalid_argument("log sequence numbers start at 1");
+        next_seq_ = e.seq;
+        acked_ = e.seq - 1;
+        first_append_ = false;
+    }
+    if (e.seq != next_seq_)
+        throw std::invalid_argument("log entry " + std::to_string(e.seq) + " appended after " +
+                                    std::to_string(next_seq_ - 1));
+    if (unacked_bytes_ + (open_ ? open_->body_bytes() : 0) >= cfg_.buffer_bytes)
+        return false;
+    if (open_ && open_->epoch() != e.epoch)
+        close_frame();
+    if (!open_) {
+        open_.emplace(e.epoch, e.seq);
+        open_since_ = Clock::now();
+    }
+    open_->append(e);
+    ++next_seq_;
+    if (open_->entry_count() >= cfg_.entries_per_frame || open_->body_bytes() >= kMaxFrameBytes)
+        close_frame();
+    return true;
+}
+
+void LogSender::close_frame()
+{
+    if (!open_ || open_->entry_count() == 0)
+        return;
+    const Seq first = open_->next_seq() - open_->entry_count();
+    Frame f{first, open_->next_seq() - 1, open_->finish(), open_since_};
+    unacked_bytes_ += f.bytes.size();
+    unacked_.push_back(std::move(f));
+    open_.reset();
+}
+
+void LogSender::flush(bool output_waiting)
+{
+    close_frame();
+    if (state_ == State::streaming)
+        send_unsent(output_waiting);
+}
+
+void LogSender::send_unsent(bool ack_now)
+{
+    if (unsent_ >= unacked_.size())
+        return;
+    std::vector<std::uint8_t> raw;
+    for (std::size_t i = unsent_; i < unacked_.size(); ++i)
+        raw.insert(raw.end(), unacked_[i].bytes.begin(), unacked_[i].bytes.end());
+    unsent_ = unacked_.size();
+    std::vector<std::uint8_t> wire;
+    compressor_->compress(raw, ack_now, wire);
+    raw_sent_ += raw.size();
+    wire_sent_ += wire.size();
+    stream_->queue(wire.data(), wire.size());
+    if (stream_->flush() == TlsStream::Io::error)
+        disconnect(stream_->error());
+}
+
+Lag LogSender::lag() const
+{
+    Lag l;
+    l.entries = appended() - acked_;
+    l.bytes = unacked_bytes_ + (open_ ? open_->body_bytes() : 0);
+    if (!unacked_.empty())
+        l.seconds = static_cast<double>(since(unacked_.front().appended_at)) / 1e6;
+    else if (open_)
+        l.seconds = static_cast<double>(since(open_since_)) / 1e6;
+    return l;
+}
+
+void LogSender::start_connect()
+{
+    UniqueFd fd(::socket(cfg_.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid())
+        return disconnect(std::string("socket: ") + std::strerror(errno));
+    set_nodelay(fd.get());
+    if (::connect(fd.get(), cfg_.address.get(), cfg_.address.length) != 0 && errno != EINPROGRESS)
+        return disconnect(std::string("cannot connect: ") + std::strerror(errno));
+    connecting_fd_ = std::move(fd);
+    state_ = State::connecting;
+    deadline_ = Clock::now() + std::chrono::microseconds(cfg_.handshake_timeout);
+}
+
+void LogSender::disconnect(const std::string& why)
+{
+    if (state_ != State::disconnected || !why.empty())
+        log_line(cfg_, "backup " + cfg_.address.to_string() + ": " + why);
+    stream_.reset();
+    connecting_fd_.reset();
+    compressor_.reset();
+    reader_ = MessageReader();
+    unsent_ = 0; // everything unacked goes again on the next connection
+    state_ = State::disconnected;
+    retry_at_ = Clock::now() + std::chrono::microseconds(cfg_.reconnect_delay);
+}
+
+void LogSender::drop_acked()
+{
+    while (!unacked_.empty() && unacked_.front().last <= acked_) {
+        unacked_bytes_ -= unacked_.front().bytes.size();
+        unacked_.pop_front();
+        if (unsent_ > 0)
+            --unsent_;
+    }
+}
+
+void LogSender::on_message(const ChannelMsg& m)
+{
+    if (const auto* reply = std::get_if<HelloReply>(&m); reply && state_ == State::awaiting_reply) {
+        if (!reply->accepted)
+            return disconnect("refused the connection: " + reply->reason);
+        if (reply->received > appended())
+            return disconnect("claims entry " + std::to_string(reply->received) + " but only " +
+                              std::to_string(appended()) + " were appended");
+        acked_ = std::max(acked_, reply->received);
+        unsent_ = 0;
+        drop_acked();
+        compressor_.emplace(cfg_.zstd_level);
+        state_ = State::streaming;
+        ++connections_;
+        if (connections_ > 1)
+            log_line(cfg_, "backup " + cfg_.address.to_string() + ": reconnected, resending from entry " +
+                               std::to_string(acked_ + 1));
+        send_unsent(true);
+        return;
+    }
+    if (const auto* ack = std::get_if<Ack>(&m); ack && state_ == State::streaming) {
+        if (ack->acked > appended())
+            return disconnect("acked entry " + std::to_string(ack->acked) + " beyond the last appended, " +
+                              std::to_string(appended()));
+        acked_ = std::max(acked_, ack->acked);
+        drop_acked();
+        return;
+    }
+    disconnect("sent an unexpected message");
+}
+
+void LogSender::pump(int timeout_ms)
+{
+    if (state_ == State::disconnected && Clock::now() >= retry_at_)
+        start_connect();
+    if (open_ && state_ == State::streaming && since(open_since_) >= cfg_.batch_delay)
+        flush(false);
+
+    pollfd p{-1, 0, 0};
+    Clock::time_point wake = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    switch (state_) {
+    case State::disconnected:
+        wake = std::min(wake, retry_at_);
+        break;
+    case State::connecting:
+        p = {connecting_fd_.get(), POLLOUT, 0};
+        break;
+    default:
+        p = {stream_->fd(), static_cast<short>(POLLIN | (stream_->pending() > 0 ? POLLOUT : 0)), 0};
+        break;
+    }
+    if (open_ && state_ == State::streaming)
+        wake = std::min(wake, open_since_ + std::chrono::microseconds(cfg_.batch_delay));
+    if (state_ != State::disconnected && state_ != State::streaming)
+        wake = std::min(wake, deadline_);
+    ::poll(&p, p.fd >= 0 ? 1 : 0, ms_until(wake));
+
+    if (state_ == State::connecting && p.revents != 0) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        ::getsockopt(connecting_fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0)
+            return disconnect(std::string("cannot connect: ") + std::strerror(err));
+        stream_.emplace(tls_, std::move(connecting_fd_));
+        state_ = State::handshaking;
+    }
+    if (state_ == State::handshaking) {
+        const auto r = stream_->handshake();
+        if (r == TlsStream::Io::error || r == TlsStream::Io::closed)
+            return disconnect(stream_->error().empty() ? "closed the connection during the TLS handshake" : stream_->error());
+        if (r == TlsStream::Io::done) {
+            std::vector<std::uint8_t> hello;
+            append_message(hello, Hello{cfg_.vm_id, cfg_.self, cfg_.epoch});
+            stream_->queue(hello.data(), hello.size());
+            state_ = State::awaiting_reply;
+        }
+    }
+    if (state_ == State::awaiting_reply || state_ == State::streaming) {
+        for (;;) {
+            std::vector<std::uint8_t> buf;
+            const auto r = stream_->read(buf, kReadChunk);
+            if (r == TlsStream::Io::closed)
+                return disconnect("closed the connection");
+            if (r == TlsStream::Io::error)
+                return disconnect(stream_->error());
+            if (r != TlsStream::Io::done)
+                break;
+            reader_.feed(buf);
+        }
+        for (;;) {
+            auto m = reader_.next();
+            if (!m)
+                return disconnect("protocol error: " + m.error());
+            if (!*m)
+                break;
+            on_message(**m);
+            if (state_ == State::disconnected)
+                return;
+        }
+        if (stream_->flush() == TlsStream::Io::error)
+            return disconnect(stream_->error());
+    }
+    if (state_ != State::disconnected && state_ != State::streaming && Clock::now() >= deadline_)
+        disconnect("no TLS session within " + std::to_string(cfg_.handshake_timeout / 1000) + " ms");
+}
+
+// ---- receiver --------------------------------------------------------------------------------
+
+Expected<LogReceiver, std::string> LogReceiver::listen(ChannelConfig cfg, const TlsContext& tls)
+{
+    UniqueFd fd(::socket(cfg.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid())
+        return unexpected(std::string("logging channel: socket: ") + std::strerror(errno));
+    const int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), cfg.address.get(), cfg.address.length) != 0 || ::listen(fd.get(), 8) != 0)
+        return unexpected("logging channel: cannot listen on " + cfg.address.to_string() + ": " + std::strerror(errno));
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    const auto port = ss.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in&>(ss).sin_port)
+                                              : ntohs(reinterpret_cast<sockaddr_in6&>(ss).sin6_port);
+    return LogReceiver(std::move(cfg), tls, std::move(fd), port);
+}
+
+std::optional<logformat::Entry> LogReceiver::pop()
+{
+    if (buffer_.empty())
+        return std::nullopt;
+    logformat::Entry e = std::move(buffer_.front());
+    buffer_.pop_front();
+    buffer_bytes_ -= entry_cost(e);
+    return e;
+}
+
+void LogReceiver::send_ack(Conn& c)
+{
+    std::vector<std::uint8_t> out;
+    append_message(out, Ack{received_});
+    c.stream.queue(out.data(), out.size());
+    acked_sent_ = received_;
+    ack_now_ = false;
+}
+
+bool LogReceiver::on_message(Conn& c, const ChannelMsg& m, bool& promote)
+{
+    if (const auto* h = std::get_if<Hello>(&m); h && !c.hello) {
+        std::string refusal;
+        if (h->vm_id != cfg_.vm_id)
+            refusal = "VM " + std::to_string(h->vm_id) + " is not protected here (this backup replays VM " +
+                      std::to_string(cfg_.vm_id) + ")";
+        else if (h->host != cfg_.peer)
+            refusal = "host " + std::to_string(h->host) + " is not this VM's primary (expected host " +
+                      std::to_string(cfg_.peer) + ")";
+        else if (h->epoch != cfg_.epoch)
+            refusal = std::string(h->epoch < cfg_.epoch ? "older" : "newer") + " epoch " + std::to_string(h->epoch) +
+                      ", this backup is in epoch " + std::to_string(cfg_.epoch);
+        std::vector<std::uint8_t> out;
+        append_message(out, HelloReply{refusal.empty(), received_, refusal});
+        c.stream.queue(out.data(), out.size());
+        if (!refusal.empty()) {
+            (void)c.stream.flush();
+            log_line(cfg_, "refused primary " + c.peer + ": " + refusal);
+            return false;
+        }
+        c.hello = true;
+        promote = true;
+        acked_sent_ = received_;
+        return true;
+    }
+    if (const auto* chunk = std::get_if<LogChunk>(&m); chunk && c.hello) {
+        std::string error;
+        auto fed = c.decompressor.feed(chunk->compressed, [&](logformat::Frame&& f) {
+            if (!error.empty())
+                return;
+            if (f.epoch != cfg_.epoch) {
+                error = "log of epoch " + std::to_string(f.epoch) + " on a connection of epoch " + std::to_string(cfg_.epoch);
+                return;
+            }
+            for (auto& e : f.entries) {
+                if (e.seq <= received_)
+                    continue; // resent after a reconnect: already here
+                if (e.seq != received_ + 1) {
+                    error = "log jumps from entry " + std::to_string(received_) + " to " + std::to_string(e.seq);
+                    return;
+                }
+                buffer_bytes_ += entry_cost(e);
+                received_ = e.seq;
+                buffer_.push_back(std::move(e));
+            }
+        });
+        if (!fed)
+            error = fed.error();
+        if (!error.empty()) {
+            log_line(cfg_, "primary " + c.peer + ": " + error);
+            return false;
+        }
+        if (received_ > acked_sent_ && !ack_now_ && unacked_since_ <= Clock::time_point{})
+            unacked_since_ = Clock::now();
+        ack_now_ = ack_now_ || chunk->ack_now;
+        return true;
+    }
+    log_line(cfg_, "primary " + c.peer + ": unexpected message");
+    return false;
+}
+
+bool LogReceiver::service(Conn& c, bool is_active)
+{
+    if (!c.handshaken) {
+        const auto r = c.stream.handshake();
+        if (r == TlsStream::Io::want_read || r == TlsStream::Io::want_write)
+            return true;
+        if (r != TlsStream::Io::done) {
+            log_line(cfg_, "connection from " + c.peer + " refused: " +
+                               (c.stream.error().empty() ? "closed during the TLS handshake" : c.stream.error()));
+            return false;
+        }
+        c.handshaken = true;
+    }
+    bool promote = false;
+    // Handles every complete message already read: <0 drop the connection, >0 promoted.
+    auto drain = [&]() -> int {
+        for (;;) {
+            auto m = c.reader.next();
+            if (!m) {
+                log_line(cfg_, "primary " + c.peer + ": protocol error: " + m.error());
+                return -1;
+            }
+            if (!*m)
+                return 0;
+            if (!on_message(c, **m, promote))
+                return -1;
+            if (promote && !is_active)
+                return 1;
+        }
+    };
+    if (drain() < 0)
+        return false;
+    // A bounded number of reads per pump keeps acks and other connections moving under load.
+    for (int reads = 0; reads < 32 && !promote && !(is_active && buffer_bytes_ >= cfg_.buffer_bytes); ++reads) {
+        std::vector<std::uint8_t> buf;
+        const auto r = c.stream.read(buf, kReadChunk);
+        if (r == TlsStream::Io::closed) {
+            log_line(cfg_, "primary " + c.peer + " closed the connection");
+            return false;
+        }
+        if (r == TlsStream::Io::error) {
+            log_line(cfg_, "primary " + c.peer + ": " + c.stream.error());
+            return false;
+        }
+        if (r != TlsStream::Io::done)
+            break;
+        c.reader.feed(buf);
+        if (drain() < 0)
+            return false;
+        if (ack_now_)
+            break;
+    }
+    if (promote && !is_active) {
+        if (active_)
+            log_line(cfg_, "primary " + active_->peer + ": replaced by a new connection from " + c.peer);
+        active_.emplace(std::move(c));
+        ++accepted_;
+        return false; // moved out of pending
+    }
+    return c.stream.flush() != TlsStream::Io::error;
+}
+
+void LogReceiver::pump(int timeout_ms)
+{
+    std::vector<pollfd> fds;
+    fds.push_back({listener_.get(), POLLIN, 0});
+    const bool full = buffer_bytes_ >= cfg_.buffer_bytes;
+    if (active_)
+        fds.push_back({active_->stream.fd(), static_cast<short>((full ? 0 : POLLIN) | (active_->stream.pending() ? POLLOUT : 0)), 0});
+    for (auto& c : pending_)
+        fds.push_back({c.stream.fd(), static_cast<short>(POLLIN | (c.stream.pending() ? POLLOUT : 0)), 0});
+    Clock::time_point wake = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    if (active_ && received_ > acked_sent_)
+        wake = std::min(wake, unacked_since_ + std::chrono::microseconds(cfg_.ack_delay));
+    ::poll(fds.data(), fds.size(), ack_now_ ? 0 : ms_until(wake));
+
+    for (;;) {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        UniqueFd fd(::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (!fd.valid())
+            break;
+        const std::string peer = SocketAddress::from(ss, len).to_string();
+        if (pending_.size() >= kMaxPendingHandshakes) {
+            log_line(cfg_, "connection from " + peer + " dropped: too many handshakes in progress");
+            continue;
+        }
+        set_nodelay(fd.get());
+        pending_.push_back(Conn{TlsStream(tls_, std::move(fd)), peer, false, false, {}, {},
+                                Clock::now() + std::chrono::microseconds(cfg_.handshake_timeout)});
+    }
+
+    if (active_ && !service(*active_, true)) {
+        active_.reset();
+        acked_sent_ = received_;
+    }
+    for (std::size_t i = 0; i < pending_.size();) {
+        const bool keep = service(pending_[i], false);
+        if (keep && Clock::now() >= pending_[i].deadline) {
+            log_line(cfg_, "connection from " + pending_[i].peer + " dropped: no hello within " +
+                               std::to_string(cfg_.handshake_timeout / 1000) + " ms");
+        } else if (keep) {
+            ++i;
+            continue;
+        }
+        pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+
+    if (active_ && received_ > acked_sent_ &&
+        (ack_now_ || since(unacked_since_) >= cfg_.ack_delay || received_ - acked_sent_ >= kAckEvery)) {
+        send_ack(*active_);
+        unacked_since_ = Clock::time_point{};
+    }
+    if (active_ && active_->stream.flush() == TlsStream::Io::error) {
+        log_line(cfg_, "primary " + active_->peer + ": " + active_->stream.error());
+        active_.reset();
+    }
+}
+
+} // namespace xenft::channel

@@ -1,0 +1,160 @@
+// The logging channel: the primary's LogSender streams log entries to the backup's LogReceiver
+// over TLS 1.3 (tls.hpp), zstd-compressed and batched (wire.hpp).
+//
+// - Sequence numbers: the backup acks the highest contiguous entry in its buffer, coalesced
+//   (at most ack_delay late, or at once when the primary flags an output waiting).
+// - Flow control: the sender keeps every unacked entry (for resending) within buffer_bytes;
+//   past that, append() refuses and the VM must stall. The receiver stops reading when its
+//   buffer holds buffer_bytes; an empty buffer stalls replay.
+// - Reconnect: after a broken connection the sender reconnects, the receiver's hello reply says
+//   what it holds, and the sender resends the rest; duplicates are dropped by sequence number.
+// - Refusals: wrong certificate, wrong name, wrong VM or host, another epoch: the connection is
+//   dropped with a log line that names the peer and the cause.
+// Both objects are single-threaded: the owner calls pump() from its event loop.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "xenft/channel/tls.hpp"
+#include "xenft/channel/wire.hpp"
+#include "xenft/common/socket_address.hpp"
+#include "xenft/logformat/entry.hpp"
+
+namespace xenft::channel {
+
+using Seq = std::uint64_t;
+using Micros = std::int64_t;
+
+struct ChannelConfig {
+    SocketAddress address;               // sender: the backup's address; receiver: where to listen
+    std::uint64_t vm_id = 0;
+    std::uint32_t self = 0;              // host ids, checked in the hello
+    std::uint32_t peer = 0;
+    std::uint64_t epoch = 0;
+    int zstd_level = 1;
+    std::size_t buffer_bytes = 64u << 20;
+    std::size_t entries_per_frame = 1024;
+    Micros batch_delay = 1000;           // sender: longest wait before an unforced flush
+    Micros ack_delay = 1000;             // receiver: longest wait before an ack
+    Micros reconnect_delay = 100'000;
+    Micros handshake_timeout = 5'000'000;
+    // Where errors and notices go (default: stderr). Lines name the peer and the cause.
+    std::function<void(const std::string&)> log;
+};
+
+struct Lag {
+    std::uint64_t entries = 0; // appended but not acked
+    std::uint64_t bytes = 0;   // encoded bytes of those
+    double seconds = 0;        // age of the oldest of those
+};
+
+class LogSender {
+public:
+    LogSender(ChannelConfig cfg, const TlsContext& tls);
+
+    // Adds the next entry (its seq must follow the last). Returns false, taking nothing, when
+    // buffer_bytes are unacked: the VM must stall until acks make room.
+    bool append(const logformat::Entry& e);
+    // Sends everything appended so far now. output_waiting asks the backup to ack at once.
+    void flush(bool output_waiting);
+    // Connects, handshakes, writes and reads for up to timeout_ms.
+    void pump(int timeout_ms);
+
+    Seq acked() const noexcept { return acked_; }
+    Seq appended() const noexcept { return next_seq_ - 1; }
+    bool full() const noexcept { return unacked_bytes_ >= cfg_.buffer_bytes; }
+    bool streaming() const noexcept { return state_ == State::streaming; }
+    Lag lag() const;
+    std::uint64_t connections() const noexcept { return connections_; }
+    // Bytes before and after compression, since the start (for the log-bandwidth figures).
+    std::uint64_t raw_bytes_sent() const noexcept { return raw_sent_; }
+    std::uint64_t wire_bytes_sent() const noexcept { return wire_sent_; }
+
+private:
+    enum class State { disconnected, connecting, handshaking, awaiting_reply, streaming };
+    struct Frame {
+        Seq first, last;
+        std::vector<std::uint8_t> bytes;
+        std::chrono::steady_clock::time_point appended_at;
+    };
+    void close_frame();
+    void send_unsent(bool ack_now);
+    void start_connect();
+    void disconnect(const std::string& why);
+    void on_message(const ChannelMsg& m);
+    void drop_acked();
+
+    ChannelConfig cfg_;
+    const TlsContext& tls_;
+    State state_ = State::disconnected;
+    UniqueFd connecting_fd_;
+    std::optional<TlsStream> stream_;
+    std::optional<LogCompressor> compressor_;
+    MessageReader reader_;
+    std::optional<logformat::FrameEncoder> open_;
+    std::chrono::steady_clock::time_point open_since_;
+    std::deque<Frame> unacked_;
+    std::size_t unsent_ = 0; // index into unacked_ of the first frame not sent on this connection
+    std::size_t unacked_bytes_ = 0;
+    Seq next_seq_ = 1;
+    Seq acked_ = 0;
+    bool first_append_ = true;
+    std::chrono::steady_clock::time_point retry_at_{}, deadline_{};
+    std::uint64_t connections_ = 0, raw_sent_ = 0, wire_sent_ = 0;
+};
+
+class LogReceiver {
+public:
+    static Expected<LogReceiver, std::string> listen(ChannelConfig cfg, const TlsContext& tls);
+
+    void pump(int timeout_ms);
+    // The next entry to replay, or nothing: the buffer is empty and replay must stall.
+    std::optional<logformat::Entry> pop();
+    bool empty() const noexcept { return buffer_.empty(); }
+    Seq received() const noexcept { return received_; }
+    std::size_t buffered_bytes() const noexcept { return buffer_bytes_; }
+    bool connected() const noexcept { return active_.has_value(); }
+    void set_epoch(std::uint64_t e) { cfg_.epoch = e; }
+    // The port actually bound (for listening on port 0 in tests).
+    std::uint16_t port() const noexcept { return port_; }
+    std::uint64_t connections() const noexcept { return accepted_; }
+
+private:
+    struct Conn {
+        TlsStream stream;
+        std::string peer;
+        bool handshaken = false;
+        bool hello = false;
+        MessageReader reader;
+        LogDecompressor decompressor;
+        std::chrono::steady_clock::time_point deadline;
+    };
+    LogReceiver(ChannelConfig cfg, const TlsContext& tls, UniqueFd listener, std::uint16_t port)
+        : cfg_(std::move(cfg)), tls_(tls), listener_(std::move(listener)), port_(port)
+    {
+    }
+    // Drives one connection; false means drop it (the reason has been logged).
+    bool service(Conn& c, bool is_active);
+    bool on_message(Conn& c, const ChannelMsg& m, bool& promote);
+    void send_ack(Conn& c);
+
+    ChannelConfig cfg_;
+    const TlsContext& tls_;
+    UniqueFd listener_;
+    std::uint16_t port_;
+    std::vector<Conn> pending_;
+    std::optional<Conn> active_;
+    std::deque<logformat::Entry> buffer_;
+    std::size_t buffer_bytes_ = 0;
+    Seq received_ = 0;
+    Seq acked_sent_ = 0;
+    bool ack_now_ = false;
+    std::chrono::steady_clock::time_point unacked_since_{};
+    std::uint64_t accepted_ = 0;
+};
+
+} // namespace xenft::channel
