@@ -75,6 +75,33 @@ check version_reports_format version
 daemon_refuses_honestly() { "$xenftd" 2> "$work/e"; test $? -eq 1 && grep -q 'cannot protect domains yet' "$work/e"; }
 check xenftd_without_engine_says_so daemon_refuses_honestly
 
+certs() {
+    local d="$work/pki"; mkdir -p "$d"
+    "$xenft" cert ca --name xenft-ca --out "$d" > /dev/null &&
+    "$xenft" cert create --name hosta.example --out "$d" --ca-cert "$d/xenft-ca.crt" --ca-key "$d/xenft-ca.key" > "$work/created" &&
+    openssl verify -CAfile "$d/xenft-ca.crt" -verify_hostname hosta.example "$d/hosta.example.crt" > /dev/null &&
+    test "$(stat -c %a "$d/hosta.example.key")" = 600 &&
+    local ours theirs
+    ours=$("$xenft" cert fingerprint "$d/hosta.example.crt") &&
+    theirs=$(openssl x509 -in "$d/hosta.example.crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f) &&
+    test "$ours" = "SHA256:$theirs" &&
+    grep -q "^fingerprint $ours$" "$work/created"
+}
+check cert_ca_and_host_certificates_verify_with_openssl certs
+
+cert_errors() {
+    local d="$work/pki2"; mkdir -p "$d"
+    "$xenft" cert create --name hostb.example --out "$d" > /dev/null || return 1   # self-signed
+    "$xenft" cert create --name hostb.example --out "$d" 2> "$work/e"; test $? -eq 1 || return 1
+    grep -q 'already exists; not overwriting' "$work/e" || return 1
+    "$xenft" cert ca --name other --out "$d" > /dev/null || return 1
+    "$xenft" cert create --name hostc --out "$d" --ca-cert "$d/hostb.example.crt" --ca-key "$d/other.key" 2> "$work/e"
+    test $? -eq 1 && grep -q 'does not match CA certificate' "$work/e" && test ! -e "$d/hostc.key" || return 1
+    "$xenft" cert create --name 'bad name' --out "$d" 2> /dev/null; test $? -eq 2 || return 1
+    "$xenft" cert fingerprint "$work/nope.crt" 2> "$work/e"; test $? -eq 1 && grep -q 'nope.crt: cannot open' "$work/e"
+}
+check cert_errors_are_explained_and_write_nothing cert_errors
+
 man_pages_render() {
     for page in xenft.8 xenftd.8; do
         MANWIDTH=80 man -l "$src/man/$page" > "$work/man" 2> "$work/manerr" || return 1

@@ -1,9 +1,10 @@
-// The xenft command-line tool for administrators: inspect logs today; status, protect,
-// failover and the arbiter commands as the engine grows (see xenft(8)).
+// The xenft command-line tool for administrators: logs and logging-channel certificates today;
+// status, protect, failover and the arbiter commands as the engine grows (see xenft(8)).
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "dom0-tools/xenft/cert_commands.hpp"
 #include "dom0-tools/xenft/log_commands.hpp"
 #include "xenft/common/version.hpp"
 
@@ -16,6 +17,9 @@ constexpr const char* kUsage =
     "  log sample   write a synthetic FT log file\n"
     "  log dump     print the entries of an FT log file\n"
     "  log stats    count frames, entries and bytes of an FT log file\n"
+    "  cert ca      create a CA for the hosts' logging-channel certificates\n"
+    "  cert create  create a host's key and certificate (CA-signed or self-signed)\n"
+    "  cert fingerprint  print a certificate's SHA-256 fingerprint, for pinning\n"
     "\n"
     "See xenft(8).\n";
 
@@ -40,6 +44,8 @@ int main(int argc, char** argv)
     try {
         if (cmd == "log")
             return xenft::cli::run_log_command({args.begin() + 1, args.end()});
+        if (cmd == "cert")
+            return xenft::cli::run_cert_command({args.begin() + 1, args.end()});
     } catch (const std::exception& e) {
         std::cerr << "xenft: " << cmd << ": " << e.what() << "\n";
         return 1;

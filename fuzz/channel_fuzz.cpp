@@ -1,0 +1,25 @@
+// libFuzzer target for what a logging-channel peer can send after TLS: the message splitter
+// and, for log chunks, the zstd stream decoder with its frame assembly and limits. The input
+// is also fed to a decompressor directly, so compressed-stream corruption is explored too.
+#include "xenft/channel/wire.hpp"
+
+using namespace xenft::channel;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
+{
+    const std::span<const std::uint8_t> in(data, size);
+    MessageReader reader;
+    LogDecompressor from_messages;
+    reader.feed(in);
+    for (;;) {
+        auto m = reader.next();
+        if (!m || !*m)
+            break;
+        if (const auto* chunk = std::get_if<LogChunk>(&**m))
+            if (!from_messages.feed(chunk->compressed, [](xenft::logformat::Frame&&) {}))
+                break;
+    }
+    LogDecompressor direct;
+    (void)direct.feed(in, [](xenft::logformat::Frame&&) {});
+    return 0;
+}
