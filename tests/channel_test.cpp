@@ -13,6 +13,7 @@
 
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "tests/tls_fixture.hpp"
 #include "xenft/channel/channel.hpp"
@@ -630,4 +631,46 @@ BOOST_AUTO_TEST_CASE(malformed_input_from_an_authenticated_peer_drops_only_that_
         rx->pump(1);
     }
     BOOST_TEST(tx.acked() == 100u);
+}
+
+BOOST_AUTO_TEST_CASE(the_vm_thread_appends_while_the_channel_thread_pumps)
+{
+    // The daemon's shape: appends (and flushes) on the VM's thread, pump() on the channel's.
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) { s.buffer_bytes = 512 * 1024; });
+    const std::uint64_t n = 200'000;
+    std::atomic<bool> stop{false};
+    std::thread channel([&] {
+        while (!stop)
+            p.tx->pump(1);
+    });
+    std::thread vm([&] {
+        for (std::uint64_t seq = 1; seq <= n;) {
+            if (p.tx->append(make_entry(seq))) {
+                if (seq % 1000 == 0)
+                    p.tx->flush(seq % 5000 == 0);
+                ++seq;
+            } else {
+                p.tx->flush(false);
+                std::this_thread::sleep_for(std::chrono::microseconds(200)); // stalled: buffer full
+            }
+        }
+        p.tx->flush(true);
+    });
+    std::uint64_t next = 1;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (next <= n && std::chrono::steady_clock::now() < end) {
+        p.rx->pump(1);
+        while (auto e = p.rx->pop()) {
+            BOOST_TEST_REQUIRE((*e == make_entry(next)), "entry " << next);
+            ++next;
+        }
+    }
+    vm.join();
+    while (p.tx->acked() < n && std::chrono::steady_clock::now() < end)
+        p.rx->pump(1);
+    stop = true;
+    channel.join();
+    BOOST_TEST(next - 1 == n);
+    BOOST_TEST(p.tx->acked() == n);
 }

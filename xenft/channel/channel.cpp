@@ -4,12 +4,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
 #include <iostream>
 #include <stdexcept>
+#include <system_error>
 
 namespace xenft::channel {
 
@@ -60,10 +62,22 @@ std::size_t entry_cost(const logformat::Entry& e)
 
 // ---- sender ----------------------------------------------------------------------------------
 
-LogSender::LogSender(ChannelConfig cfg, const TlsContext& tls) : cfg_(std::move(cfg)), tls_(tls) {}
+LogSender::LogSender(ChannelConfig cfg, const TlsContext& tls)
+    : cfg_(std::move(cfg)), tls_(tls), wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC))
+{
+    if (!wake_fd_.valid())
+        throw std::system_error(errno, std::generic_category(), "logging channel: eventfd");
+}
+
+void LogSender::wake()
+{
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd_.get(), &one, sizeof one);
+}
 
 bool LogSender::append(const logformat::Entry& e)
 {
+    std::lock_guard lock(mu_);
     if (first_append_) {
         if (e.seq == 0)
             throw std::invalid_argument("log sequence numbers start at 1");
@@ -74,50 +88,78 @@ bool LogSender::append(const logformat::Entry& e)
     if (e.seq != next_seq_)
         throw std::invalid_argument("log entry " + std::to_string(e.seq) + " appended after " +
                                     std::to_string(next_seq_ - 1));
-    if (unacked_bytes_ + (open_ ? open_->body_bytes() : 0) >= cfg_.buffer_bytes)
+    if (unacked_bytes_ + open_.body_bytes() >= cfg_.buffer_bytes)
         return false;
-    if (open_ && open_->epoch() != e.epoch)
+    if (open_.entry_count() > 0 && open_.epoch() != e.epoch)
         close_frame();
-    if (!open_) {
-        open_.emplace(e.epoch, e.seq);
+    if (open_.entry_count() == 0) {
+        open_.restart(e.epoch, e.seq);
         open_since_ = Clock::now();
     }
-    open_->append(e);
+    open_.append(e);
     ++next_seq_;
-    if (open_->entry_count() >= cfg_.entries_per_frame || open_->body_bytes() >= kMaxFrameBytes)
+    if (open_.entry_count() >= cfg_.entries_per_frame || open_.body_bytes() >= kMaxFrameBytes)
         close_frame();
     return true;
 }
 
 void LogSender::close_frame()
 {
-    if (!open_ || open_->entry_count() == 0)
+    if (open_.entry_count() == 0)
         return;
-    const Seq first = open_->next_seq() - open_->entry_count();
-    Frame f{first, open_->next_seq() - 1, open_->finish(), open_since_};
+    const Seq first = open_.next_seq() - open_.entry_count();
+    Frame f{first, open_.next_seq() - 1, open_.finish(), open_since_};
     unacked_bytes_ += f.bytes.size();
     unacked_.push_back(std::move(f));
-    open_.reset();
 }
 
 void LogSender::flush(bool output_waiting)
 {
-    close_frame();
-    if (state_ == State::streaming)
-        send_unsent(output_waiting);
+    {
+        std::lock_guard lock(mu_);
+        close_frame();
+        flush_requested_ = true;
+        ack_now_requested_ = ack_now_requested_ || output_waiting;
+    }
+    wake();
+}
+
+Seq LogSender::acked() const
+{
+    std::lock_guard lock(mu_);
+    return acked_;
+}
+
+Seq LogSender::appended() const
+{
+    std::lock_guard lock(mu_);
+    return next_seq_ - 1;
+}
+
+bool LogSender::full() const
+{
+    std::lock_guard lock(mu_);
+    return unacked_bytes_ + open_.body_bytes() >= cfg_.buffer_bytes;
 }
 
 void LogSender::send_unsent(bool ack_now)
 {
-    if (unsent_ >= unacked_.size())
+    // Frames are immutable once closed and only this thread removes them, so they can be
+    // compressed without holding the lock while the producer keeps appending.
+    std::vector<const Frame*> batch;
+    {
+        std::lock_guard lock(mu_);
+        for (; unsent_ < unacked_.size(); ++unsent_)
+            batch.push_back(&unacked_[unsent_]);
+    }
+    if (batch.empty())
         return;
-    std::vector<std::uint8_t> raw;
-    for (std::size_t i = unsent_; i < unacked_.size(); ++i)
-        raw.insert(raw.end(), unacked_[i].bytes.begin(), unacked_[i].bytes.end());
-    unsent_ = unacked_.size();
     std::vector<std::uint8_t> wire;
-    compressor_->compress(raw, ack_now, wire);
-    raw_sent_ += raw.size();
+    for (const Frame* f : batch) {
+        compressor_->add(f->bytes, wire);
+        raw_sent_ += f->bytes.size();
+    }
+    compressor_->flush(ack_now, wire);
     wire_sent_ += wire.size();
     stream_->queue(wire.data(), wire.size());
     if (stream_->flush() == TlsStream::Io::error)
@@ -126,12 +168,13 @@ void LogSender::send_unsent(bool ack_now)
 
 Lag LogSender::lag() const
 {
+    std::lock_guard lock(mu_);
     Lag l;
-    l.entries = appended() - acked_;
-    l.bytes = unacked_bytes_ + (open_ ? open_->body_bytes() : 0);
+    l.entries = next_seq_ - 1 - acked_;
+    l.bytes = unacked_bytes_ + open_.body_bytes();
     if (!unacked_.empty())
         l.seconds = static_cast<double>(since(unacked_.front().appended_at)) / 1e6;
-    else if (open_)
+    else if (open_.entry_count() > 0)
         l.seconds = static_cast<double>(since(open_since_)) / 1e6;
     return l;
 }
@@ -157,45 +200,52 @@ void LogSender::disconnect(const std::string& why)
     connecting_fd_.reset();
     compressor_.reset();
     reader_ = MessageReader();
-    unsent_ = 0; // everything unacked goes again on the next connection
+    {
+        std::lock_guard lock(mu_);
+        unsent_ = 0; // everything unacked goes again on the next connection
+    }
     state_ = State::disconnected;
     retry_at_ = Clock::now() + std::chrono::microseconds(cfg_.reconnect_delay);
 }
 
-void LogSender::drop_acked()
-{
-    while (!unacked_.empty() && unacked_.front().last <= acked_) {
-        unacked_bytes_ -= unacked_.front().bytes.size();
-        unacked_.pop_front();
-        if (unsent_ > 0)
-            --unsent_;
-    }
-}
-
 void LogSender::on_message(const ChannelMsg& m)
 {
+    // Forgets frames the backup holds (with mu_ held).
+    auto drop_acked = [this] {
+        while (!unacked_.empty() && unacked_.front().last <= acked_) {
+            unacked_bytes_ -= unacked_.front().bytes.size();
+            unacked_.pop_front();
+            if (unsent_ > 0)
+                --unsent_;
+        }
+    };
     if (const auto* reply = std::get_if<HelloReply>(&m); reply && state_ == State::awaiting_reply) {
         if (!reply->accepted)
             return disconnect("refused the connection: " + reply->reason);
-        if (reply->received > appended())
-            return disconnect("claims entry " + std::to_string(reply->received) + " but only " +
-                              std::to_string(appended()) + " were appended");
-        acked_ = std::max(acked_, reply->received);
-        unsent_ = 0;
-        drop_acked();
+        Seq resend_from = 0;
+        {
+            std::lock_guard lock(mu_);
+            if (reply->received > next_seq_ - 1)
+                return disconnect("claims entry " + std::to_string(reply->received) + " but only " +
+                                  std::to_string(next_seq_ - 1) + " were appended");
+            acked_ = std::max(acked_, reply->received);
+            unsent_ = 0;
+            drop_acked();
+            resend_from = acked_ + 1;
+        }
         compressor_.emplace(cfg_.zstd_level);
         state_ = State::streaming;
-        ++connections_;
-        if (connections_ > 1)
+        if (++connections_ > 1)
             log_line(cfg_, "backup " + cfg_.address.to_string() + ": reconnected, resending from entry " +
-                               std::to_string(acked_ + 1));
+                               std::to_string(resend_from));
         send_unsent(true);
         return;
     }
     if (const auto* ack = std::get_if<Ack>(&m); ack && state_ == State::streaming) {
-        if (ack->acked > appended())
+        std::lock_guard lock(mu_);
+        if (ack->acked > next_seq_ - 1)
             return disconnect("acked entry " + std::to_string(ack->acked) + " beyond the last appended, " +
-                              std::to_string(appended()));
+                              std::to_string(next_seq_ - 1));
         acked_ = std::max(acked_, ack->acked);
         drop_acked();
         return;
@@ -207,29 +257,53 @@ void LogSender::pump(int timeout_ms)
 {
     if (state_ == State::disconnected && Clock::now() >= retry_at_)
         start_connect();
-    if (open_ && state_ == State::streaming && since(open_since_) >= cfg_.batch_delay)
-        flush(false);
 
-    pollfd p{-1, 0, 0};
-    Clock::time_point wake = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    // Whatever the producer asked for, or a batch that has waited long enough.
+    auto send_due = [this] {
+        if (state_ != State::streaming)
+            return;
+        bool due = false, ack_now = false;
+        {
+            std::lock_guard lock(mu_);
+            if (open_.entry_count() > 0 && since(open_since_) >= cfg_.batch_delay)
+                close_frame();
+            due = flush_requested_ || unsent_ < unacked_.size();
+            ack_now = ack_now_requested_;
+            flush_requested_ = ack_now_requested_ = false;
+        }
+        if (due)
+            send_unsent(ack_now);
+    };
+    send_due();
+
+    pollfd p[2] = {{-1, 0, 0}, {wake_fd_.get(), POLLIN, 0}};
+    Clock::time_point wake_at = Clock::now() + std::chrono::milliseconds(timeout_ms);
     switch (state_) {
     case State::disconnected:
-        wake = std::min(wake, retry_at_);
+        wake_at = std::min(wake_at, retry_at_);
         break;
     case State::connecting:
-        p = {connecting_fd_.get(), POLLOUT, 0};
+        p[0] = {connecting_fd_.get(), POLLOUT, 0};
         break;
     default:
-        p = {stream_->fd(), static_cast<short>(POLLIN | (stream_->pending() > 0 ? POLLOUT : 0)), 0};
+        p[0] = {stream_->fd(), static_cast<short>(POLLIN | (stream_->pending() > 0 ? POLLOUT : 0)), 0};
         break;
     }
-    if (open_ && state_ == State::streaming)
-        wake = std::min(wake, open_since_ + std::chrono::microseconds(cfg_.batch_delay));
+    if (state_ == State::streaming) {
+        std::lock_guard lock(mu_);
+        if (open_.entry_count() > 0)
+            wake_at = std::min(wake_at, open_since_ + std::chrono::microseconds(cfg_.batch_delay));
+    }
     if (state_ != State::disconnected && state_ != State::streaming)
-        wake = std::min(wake, deadline_);
-    ::poll(&p, p.fd >= 0 ? 1 : 0, ms_until(wake));
+        wake_at = std::min(wake_at, deadline_);
+    ::poll(p, 2, ms_until(wake_at));
+    if (p[1].revents & POLLIN) {
+        std::uint64_t n = 0;
+        (void)!::read(wake_fd_.get(), &n, sizeof n);
+    }
+    send_due();
 
-    if (state_ == State::connecting && p.revents != 0) {
+    if (state_ == State::connecting && p[0].revents != 0) {
         int err = 0;
         socklen_t len = sizeof err;
         ::getsockopt(connecting_fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);

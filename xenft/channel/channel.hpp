@@ -10,11 +10,16 @@
 //   what it holds, and the sender resends the rest; duplicates are dropped by sequence number.
 // - Refusals: wrong certificate, wrong name, wrong VM or host, another epoch: the connection is
 //   dropped with a log line that names the peer and the cause.
-// Both objects are single-threaded: the owner calls pump() from its event loop.
+// Threads: LogSender's producer side (append, flush, acked, full, lag) may be called from the
+// VM's thread while another thread runs pump(), so encoding stays with the producer and
+// compression and TLS with the channel thread; a flush wakes pump() through an eventfd.
+// LogReceiver is single-threaded: its owner calls pump() and pop() from one event loop.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <deque>
+#include <mutex>
 #include <functional>
 #include <optional>
 #include <string>
@@ -38,7 +43,10 @@ struct ChannelConfig {
     int zstd_level = 1;
     std::size_t buffer_bytes = 64u << 20;
     std::size_t entries_per_frame = 1024;
-    Micros batch_delay = 1000;           // sender: longest wait before an unforced flush
+    // Sender: longest wait before an unforced flush. An output waiting flushes at once, so this
+    // only trades the backup's lag for log bandwidth: at 10 ms an idle guest's per-batch framing
+    // stops dominating its log (see docs/channel.md).
+    Micros batch_delay = 10'000;
     Micros ack_delay = 1000;             // receiver: longest wait before an ack
     Micros reconnect_delay = 100'000;
     Micros handshake_timeout = 5'000'000;
@@ -56,19 +64,21 @@ class LogSender {
 public:
     LogSender(ChannelConfig cfg, const TlsContext& tls);
 
+    // ---- producer side: any one thread -------------------------------------------------------
     // Adds the next entry (its seq must follow the last). Returns false, taking nothing, when
     // buffer_bytes are unacked: the VM must stall until acks make room.
     bool append(const logformat::Entry& e);
     // Sends everything appended so far now. output_waiting asks the backup to ack at once.
     void flush(bool output_waiting);
-    // Connects, handshakes, writes and reads for up to timeout_ms.
-    void pump(int timeout_ms);
-
-    Seq acked() const noexcept { return acked_; }
-    Seq appended() const noexcept { return next_seq_ - 1; }
-    bool full() const noexcept { return unacked_bytes_ >= cfg_.buffer_bytes; }
-    bool streaming() const noexcept { return state_ == State::streaming; }
+    Seq acked() const;
+    Seq appended() const;
+    bool full() const;
     Lag lag() const;
+
+    // ---- channel side: one thread ------------------------------------------------------------
+    // Connects, handshakes, compresses, writes and reads for up to timeout_ms.
+    void pump(int timeout_ms);
+    bool streaming() const noexcept { return state_ == State::streaming; }
     std::uint64_t connections() const noexcept { return connections_; }
     // Bytes before and after compression, since the start (for the log-bandwidth figures).
     std::uint64_t raw_bytes_sent() const noexcept { return raw_sent_; }
@@ -81,30 +91,38 @@ private:
         std::vector<std::uint8_t> bytes;
         std::chrono::steady_clock::time_point appended_at;
     };
-    void close_frame();
+    void close_frame(); // with mu_ held
     void send_unsent(bool ack_now);
     void start_connect();
     void disconnect(const std::string& why);
     void on_message(const ChannelMsg& m);
-    void drop_acked();
+    void wake();
 
     ChannelConfig cfg_;
     const TlsContext& tls_;
-    State state_ = State::disconnected;
-    UniqueFd connecting_fd_;
-    std::optional<TlsStream> stream_;
-    std::optional<LogCompressor> compressor_;
-    MessageReader reader_;
-    std::optional<logformat::FrameEncoder> open_;
+    UniqueFd wake_fd_; // eventfd: the producer's flush wakes pump()
+
+    // Shared between the producer and the channel thread.
+    mutable std::mutex mu_;
+    logformat::FrameEncoder open_{0, 1}; // the frame being filled (reused, keeps its buffer)
     std::chrono::steady_clock::time_point open_since_;
-    std::deque<Frame> unacked_;
-    std::size_t unsent_ = 0; // index into unacked_ of the first frame not sent on this connection
+    std::deque<Frame> unacked_; // the producer only appends; only pump() removes
+    std::size_t unsent_ = 0;    // index into unacked_ of the first frame not sent on this connection
     std::size_t unacked_bytes_ = 0;
     Seq next_seq_ = 1;
     Seq acked_ = 0;
     bool first_append_ = true;
+    bool flush_requested_ = false;
+    bool ack_now_requested_ = false;
+
+    // Channel thread only.
+    std::atomic<State> state_{State::disconnected};
+    UniqueFd connecting_fd_;
+    std::optional<TlsStream> stream_;
+    std::optional<LogCompressor> compressor_;
+    MessageReader reader_;
     std::chrono::steady_clock::time_point retry_at_{}, deadline_{};
-    std::uint64_t connections_ = 0, raw_sent_ = 0, wire_sent_ = 0;
+    std::atomic<std::uint64_t> connections_{0}, raw_sent_{0}, wire_sent_{0};
 };
 
 class LogReceiver {

@@ -125,25 +125,44 @@ LogCompressor::LogCompressor(int level) : cctx_(ZSTD_createCCtx())
     scratch_.resize(ZSTD_CStreamOutSize());
 }
 
-void LogCompressor::compress(std::span<const std::uint8_t> in, bool ack_now, std::vector<std::uint8_t>& out)
+void LogCompressor::run(std::span<const std::uint8_t> in, ZSTD_EndDirective mode, bool ack_now,
+                        std::vector<std::uint8_t>& out)
 {
     ZSTD_inBuffer input{in.data(), in.size(), 0};
-    LogChunk chunk{ack_now, {}};
     for (;;) {
         ZSTD_outBuffer output{scratch_.data(), scratch_.size(), 0};
-        const std::size_t left = ZSTD_compressStream2(cctx_.get(), &output, &input, ZSTD_e_flush);
+        const std::size_t left = ZSTD_compressStream2(cctx_.get(), &output, &input, mode);
         if (ZSTD_isError(left))
             throw std::runtime_error(std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
-        const auto* produced = scratch_.data();
-        chunk.compressed.insert(chunk.compressed.end(), produced, produced + output.pos);
-        if (chunk.compressed.size() >= kMaxMsgPayload - scratch_.size() || (left == 0 && input.pos == input.size)) {
-            if (!chunk.compressed.empty())
-                append_message(out, chunk);
-            chunk.compressed.clear();
+        chunk_.compressed.insert(chunk_.compressed.end(), scratch_.data(), scratch_.data() + output.pos);
+        const bool done = input.pos == input.size && (mode == ZSTD_e_continue || left == 0);
+        // A message per full chunk, and the rest when the batch is flushed.
+        if (chunk_.compressed.size() >= kMaxMsgPayload - scratch_.size() || (done && mode != ZSTD_e_continue)) {
+            if (!chunk_.compressed.empty()) {
+                chunk_.ack_now = ack_now;
+                append_message(out, chunk_);
+            }
+            chunk_.compressed.clear();
         }
-        if (left == 0 && input.pos == input.size)
+        if (done)
             return;
     }
+}
+
+void LogCompressor::add(std::span<const std::uint8_t> in, std::vector<std::uint8_t>& out)
+{
+    run(in, ZSTD_e_continue, false, out);
+}
+
+void LogCompressor::flush(bool ack_now, std::vector<std::uint8_t>& out)
+{
+    run({}, ZSTD_e_flush, ack_now, out);
+}
+
+void LogCompressor::compress(std::span<const std::uint8_t> in, bool ack_now, std::vector<std::uint8_t>& out)
+{
+    add(in, out);
+    flush(ack_now, out);
 }
 
 LogDecompressor::LogDecompressor() : dctx_(ZSTD_createDCtx()) {}

@@ -79,12 +79,20 @@ struct ZstdDFree {
 class LogCompressor {
 public:
     explicit LogCompressor(int level);
-    // Compresses `in` and flushes, appending log messages (each <= kMaxMsgPayload) to out.
+    // Compresses `in` into the current batch; full chunks go to out as log messages.
+    void add(std::span<const std::uint8_t> in, std::vector<std::uint8_t>& out);
+    // Ends the batch: flushes the stream and appends the last log message(s) to out.
+    void flush(bool ack_now, std::vector<std::uint8_t>& out);
+    // add() then flush().
     void compress(std::span<const std::uint8_t> in, bool ack_now, std::vector<std::uint8_t>& out);
 
 private:
+    // Runs the stream over `in` with the given directive, collecting output in chunk_.
+    void run(std::span<const std::uint8_t> in, ZSTD_EndDirective mode, bool ack_now, std::vector<std::uint8_t>& out);
+
     std::unique_ptr<ZSTD_CCtx, ZstdCFree> cctx_;
     std::vector<std::uint8_t> scratch_;
+    LogChunk chunk_;
 };
 
 // The backup's side: decompresses chunks and hands out complete, validated log frames.

@@ -127,6 +127,13 @@ FrameEncoder::FrameEncoder(std::uint64_t epoch, std::uint64_t first_seq) : epoch
     reset_context();
 }
 
+void FrameEncoder::restart(std::uint64_t epoch, std::uint64_t first_seq)
+{
+    epoch_ = epoch;
+    first_seq_ = first_seq;
+    reset_context();
+}
+
 void FrameEncoder::reset_context()
 {
     count_ = 0;

@@ -76,6 +76,9 @@ public:
     std::uint64_t entry_count() const noexcept { return count_; }
     std::size_t body_bytes() const noexcept { return body_.size(); }
 
+    // Starts a new, empty frame; keeps the buffer's capacity (the hot path reuses one encoder).
+    void restart(std::uint64_t epoch, std::uint64_t first_seq);
+
     // Appends the finished frame to out and resets the encoder to start a new frame of the
     // same epoch at next_seq().
     void finish_into(std::vector<std::uint8_t>& out);
