@@ -68,9 +68,10 @@ clear_rules() {
     ip netns exec "$nsb" nft delete table inet xft 2> /dev/null
 }
 
-# start DURATION_MS: starts primary in A and backup in B; waits until both are ready.
+# start: starts the primary in A and the backup in B, lets traffic flow for a second; finish
+# stops both at the same moment (SIGTERM) after the scenario's window.
 start() {
-    local duration=$1
+    local duration=20000 # a safety limit only
     ip netns exec "$nsb" "$peer_bin" --role backup --self 2 --peer-id 1 --listen 10.231.7.2:7100 \
         --peer 10.231.7.1:7100 --log 10.231.7.2:7101 --key "$work/key" --duration-ms "$duration" > "$work/b.out" 2> "$work/b.err" &
     pid_b=$!
@@ -81,7 +82,12 @@ start() {
     # Let the TCP connection come up and traffic flow for a second before any fault.
     sleep 1
 }
-finish() { wait $pid_a $pid_b 2> /dev/null; clear_rules; }
+finish() {
+    sleep 2
+    kill -TERM $pid_a $pid_b 2> /dev/null
+    wait $pid_a $pid_b 2> /dev/null
+    clear_rules
+}
 now_ns() { date +%s%N; }
 suspected() { grep -q '"event":"suspected"' "$1"; }
 calm() { grep -q '"event":"done".*"suspected":false' "$1"; }
@@ -94,20 +100,20 @@ bound_ms=300
 
 if [ $bench_runs -gt 0 ]; then
     for _ in $(seq "$bench_runs"); do
-        start 4000; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; finish
+        start; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; finish
         suspect_ms "$work/b.out" "$t0"
     done
     exit 0
 fi
 
-start 3000; finish
+start; finish
 if calm "$work/a.out" && calm "$work/b.out"; then
     pass no_faults_no_suspicion
 else
     fail no_faults_no_suspicion "$(cat "$work/a.out" "$work/b.out" "$work/a.err" "$work/b.err")"
 fi
 
-start 3000; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; finish
+start; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; finish
 ms=$(suspect_ms "$work/b.out" "$t0")
 if suspected "$work/b.out" && [ "${ms:-99999}" -le $bound_ms ] && calm "$work/a.out"; then
     pass "primary_silenced_backup_suspects_in_${ms}ms"
@@ -115,7 +121,7 @@ else
     fail primary_silenced_backup_suspects "detected after ${ms:-never} ms; $(cat "$work/a.out" "$work/b.out")"
 fi
 
-start 3000; t0=$(now_ns); drop "$nsb" ip daddr 10.231.7.1; finish
+start; t0=$(now_ns); drop "$nsb" ip daddr 10.231.7.1; finish
 ms=$(suspect_ms "$work/a.out" "$t0")
 if suspected "$work/a.out" && [ "${ms:-99999}" -le $bound_ms ] && calm "$work/b.out"; then
     pass "backup_silenced_primary_suspects_in_${ms}ms"
@@ -123,7 +129,7 @@ else
     fail backup_silenced_primary_suspects "detected after ${ms:-never} ms; $(cat "$work/a.out" "$work/b.out")"
 fi
 
-start 3000; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; drop "$nsb" ip daddr 10.231.7.1; finish
+start; t0=$(now_ns); drop "$nsa" ip daddr 10.231.7.2; drop "$nsb" ip daddr 10.231.7.1; finish
 ma=$(suspect_ms "$work/a.out" "$t0"); mb=$(suspect_ms "$work/b.out" "$t0")
 if [ "${ma:-99999}" -le $bound_ms ] && [ "${mb:-99999}" -le $bound_ms ]; then
     pass "partition_both_suspect_in_${ma}ms_and_${mb}ms"
@@ -131,7 +137,7 @@ else
     fail partition_both_suspect "primary after ${ma:-never} ms, backup after ${mb:-never} ms"
 fi
 
-start 3000; drop "$nsa" udp dport 7100; drop "$nsb" udp dport 7100; finish
+start; drop "$nsa" udp dport 7100; drop "$nsb" udp dport 7100; finish
 if calm "$work/a.out" && calm "$work/b.out" && grep -q '"log_records":[1-9]' "$work/b.out"; then
     pass only_heartbeats_dropped_log_traffic_prevents_failover
 else

@@ -6,7 +6,8 @@
 //
 // Prints JSON lines: {"event":"ready"}; {"event":"suspected",...} when the protocol asks for the
 // test-and-set (the replica keeps running, as a real one would while it arbitrates, so the
-// peer keeps hearing from it); and {"event":"done","suspected":...} after --duration-ms.
+// peer keeps hearing from it); and {"event":"done","suspected":...} on SIGTERM (the test stops
+// both replicas at the same moment, so neither outlives the other) or after --duration-ms.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +17,7 @@
 
 #include <boost/program_options.hpp>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 
@@ -29,6 +31,9 @@ using namespace xenft;
 using namespace xenft::protocol;
 
 namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+extern "C" void on_stop(int) { g_stop = 1; }
 
 Time monotonic_us()
 {
@@ -108,6 +113,8 @@ int main(int argc, char** argv)
         }
     }
 
+    std::signal(SIGTERM, on_stop);
+    std::signal(SIGINT, on_stop);
     const Config cfg; // the defaults under test
     const Time start = monotonic_us();
     Replica r = primary ? Replica::protected_primary(cfg, self, peer_id, 1, 0, start)
@@ -150,7 +157,7 @@ int main(int argc, char** argv)
 
     for (;;) {
         const Time now = monotonic_us();
-        if (now >= end)
+        if (now >= end || g_stop)
             break;
         // Connect once, before any fault (a later blocking connect would stall the loop).
         if (primary && !connected_once) {
