@@ -102,6 +102,54 @@ cert_errors() {
 }
 check cert_errors_are_explained_and_write_nothing cert_errors
 
+arbiter_cli() {
+    # A real istgt target on a private port, stopped by PID at the end.
+    local d="$work/ist" port
+    mkdir -p "$d" && truncate -s 4M "$d/lun.img" && : > "$d/auth.conf"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat > "$d/istgt.conf" << CONF
+[Global]
+  NodeBase "iqn.2026-11.test.xenft"
+  PidFile $d/istgt.pid
+  AuthFile $d/auth.conf
+  MediaDirectory $d
+[UnitControl]
+  AuthMethod None
+  Portal UC1 127.0.0.1:$((port + 1))
+  Netmask 127.0.0.1
+[PortalGroup1]
+  Portal DA1 127.0.0.1:$port
+[InitiatorGroup1]
+  InitiatorName "ALL"
+  Netmask 127.0.0.1/32
+[LogicalUnit1]
+  TargetName cli
+  Mapping PortalGroup1 InitiatorGroup1
+  AuthMethod None
+  UnitType Disk
+  LUN0 Storage $d/lun.img 4MB
+CONF
+    istgt -c "$d/istgt.conf" -D > "$d/log" 2>&1 &
+    local pid=$! url="iscsi://127.0.0.1:$port/iqn.2026-11.test.xenft:cli/0" ok=1
+    for _ in $(seq 100); do (: < /dev/tcp/127.0.0.1/$port) 2> /dev/null && break; sleep 0.05; done
+    "$xenft" arbiter show --url "$url" 2> "$work/e"; [ $? -eq 1 ] && grep -q "run 'xenft arbiter init'" "$work/e" || ok=0
+    "$xenft" arbiter init --url "$url" --vm 7 --epoch 3 > "$work/o" && grep -q '^initialized: VM 7, epoch 3, owner nobody' "$work/o" || ok=0
+    "$xenft" arbiter init --url "$url" --vm 7 2> "$work/e"; [ $? -eq 1 ] && grep -q 'use --force' "$work/e" || ok=0
+    "$xenft" arbiter show --url "$url" --vm 7 > "$work/o" && grep -q '^VM 7, epoch 3, owner nobody' "$work/o" &&
+        grep -q 'COMPARE AND WRITE yes' "$work/o" || ok=0
+    "$xenft" arbiter show --url "$url" --vm 8 2> "$work/e"; [ $? -eq 1 ] && grep -q 'arbitrates VM 7, not VM 8' "$work/e" || ok=0
+    "$xenft" arbiter show --url "iscsi://127.0.0.1:$((port + 2))/iqn.x:y/0" 2> "$work/e"; [ $? -eq 1 ] &&
+        grep -q 'cannot reach portal' "$work/e" || ok=0
+    "$xenft" arbiter init --url "$url" 2> "$work/e"; [ $? -eq 2 ] && grep -q -- '--vm is required' "$work/e" || ok=0
+    kill -9 $pid; wait $pid 2> /dev/null
+    [ $ok -eq 1 ]
+}
+if command -v istgt > /dev/null; then
+    check arbiter_init_and_show_against_a_real_target arbiter_cli
+else
+    echo "SKIP arbiter_init_and_show_against_a_real_target: istgt is not installed" | tee -a "$cases"
+fi
+
 man_pages_render() {
     for page in xenft.8 xenftd.8; do
         MANWIDTH=80 man -l "$src/man/$page" > "$work/man" 2> "$work/manerr" || return 1

@@ -1,9 +1,11 @@
-// The xenft command-line tool for administrators: logs and logging-channel certificates today;
-// status, protect, failover and the arbiter commands as the engine grows (see xenft(8)).
+// The xenft command-line tool for administrators: logs, logging-channel certificates and the
+// shared LUN's arbitration record today; status, protect and failover as the engine grows
+// (see xenft(8)).
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "dom0-tools/xenft/arbiter_commands.hpp"
 #include "dom0-tools/xenft/cert_commands.hpp"
 #include "dom0-tools/xenft/log_commands.hpp"
 #include "xenft/common/version.hpp"
@@ -20,6 +22,8 @@ constexpr const char* kUsage =
     "  cert ca      create a CA for the hosts' logging-channel certificates\n"
     "  cert create  create a host's key and certificate (CA-signed or self-signed)\n"
     "  cert fingerprint  print a certificate's SHA-256 fingerprint, for pinning\n"
+    "  arbiter init write a fresh arbitration record on the shared LUN\n"
+    "  arbiter show print the arbitration record and what the target supports\n"
     "\n"
     "See xenft(8).\n";
 
@@ -44,6 +48,8 @@ int main(int argc, char** argv)
     try {
         if (cmd == "log")
             return xenft::cli::run_log_command({args.begin() + 1, args.end()});
+        if (cmd == "arbiter")
+            return xenft::cli::run_arbiter_command({args.begin() + 1, args.end()});
         if (cmd == "cert")
             return xenft::cli::run_cert_command({args.begin() + 1, args.end()});
     } catch (const std::exception& e) {

@@ -78,6 +78,10 @@ Expected<Arbiter, std::string> Arbiter::open(const ArbiterConfig& cfg)
     if (!a.caps_.compare_and_write && !a.caps_.persistent_reservations)
         return unexpected("arbiter: LUN " + cfg.lun.url +
                           " supports neither COMPARE AND WRITE nor persistent reservations: it cannot arbitrate");
+    // Without COMPARE AND WRITE the test-and-set is a PREEMPT race between registered hosts.
+    if (!a.caps_.compare_and_write && !cfg.fencing)
+        if (auto r = a.register_key(); !r.ok())
+            return unexpected("arbiter: LUN " + cfg.lun.url + ": cannot register this host's reservation key: " + r.message);
     return a;
 }
 

@@ -1,12 +1,18 @@
 #include "xenft/arbiter/lun.hpp"
 
 #include <iscsi/iscsi.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <iscsi/scsi-lowlevel.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <utility>
+
+#include "xenft/common/socket_address.hpp"
+#include "xenft/common/unique_fd.hpp"
 
 namespace xenft::arbiter {
 
@@ -36,6 +42,26 @@ const char* sense_key_name(int k)
     case 0x0e: return "MISCOMPARE";
     default: return "CHECK CONDITION";
     }
+}
+
+// Empty if a TCP connection to the portal succeeds within timeout_s; otherwise the reason.
+std::string reachable(const std::string& portal, int timeout_s)
+{
+    auto addr = SocketAddress::parse(portal);
+    if (!addr)
+        return {}; // not numeric: leave the diagnosis to libiscsi
+    UniqueFd fd(::socket(addr->family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (::connect(fd.get(), addr->get(), addr->length) == 0)
+        return {};
+    if (errno != EINPROGRESS)
+        return std::strerror(errno);
+    pollfd p{fd.get(), POLLOUT, 0};
+    if (::poll(&p, 1, timeout_s * 1000) <= 0)
+        return "no answer within " + std::to_string(timeout_s) + " s";
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    return err == 0 ? std::string() : std::strerror(err);
 }
 
 struct TaskFree {
@@ -118,8 +144,12 @@ Expected<bool, std::string> Lun::login()
     iscsi_set_targetname(ctx_, target_.c_str());
     iscsi_set_session_type(ctx_, ISCSI_SESSION_NORMAL);
     iscsi_set_header_digest(ctx_, ISCSI_HEADER_DIGEST_NONE_CRC32C);
-    if (iscsi_full_connect_sync(ctx_, portal_.c_str(), lun_) != 0)
+    if (iscsi_full_connect_sync(ctx_, portal_.c_str(), lun_) != 0) {
+        // libiscsi's text for an unreachable portal is cryptic; say what the network says.
+        if (auto reach = reachable(portal_, cfg_.timeout_s); !reach.empty())
+            return unexpected("LUN " + cfg_.url + ": cannot reach portal " + portal_ + ": " + reach);
         return unexpected("LUN " + cfg_.url + ": login failed: " + iscsi_get_error(ctx_));
+    }
     iscsi_set_timeout(ctx_, cfg_.timeout_s); // for every command from now on
     return true;
 }
