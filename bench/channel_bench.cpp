@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "bench/report.hpp"
@@ -75,23 +76,41 @@ struct Endpoints {
     }
 };
 
-// Two threads: the primary appends and pumps in one (encoding, compression, TLS), the backup
-// receives and replays in the other. (With the VM's appends on a third thread, two cores
+// A connected pair; the backup pumps and replays on its own thread until the session ends.
+struct Session {
+    std::optional<LogReceiver> rx;
+    std::optional<LogSender> tx;
+    std::atomic<bool> done{false};
+    std::thread backup;
+
+    explicit Session(Endpoints& ep)
+    {
+        rx.emplace(LogReceiver::listen(cfg(0, 2, 1), ep.server).value());
+        tx.emplace(cfg(rx->port(), 1, 2), ep.client);
+        backup = std::thread([this] {
+            while (!done) {
+                rx->pump(1);
+                while (rx->pop()) {
+                }
+            }
+        });
+        while (!tx->streaming())
+            tx->pump(1);
+    }
+    ~Session()
+    {
+        done = true;
+        backup.join();
+    }
+};
+
+// The primary appends and pumps on one thread (encoding, compression, TLS), the backup
+// receives and replays on the other. (With the VM's appends on a third thread, two cores
 // only get busier: measured lower here.)
 double throughput_once(Endpoints& ep, const std::vector<Entry>& log)
 {
-    auto rx = LogReceiver::listen(cfg(0, 2, 1), ep.server);
-    LogSender tx(cfg(rx->port(), 1, 2), ep.client);
-    std::atomic<bool> done{false};
-    std::thread backup([&] {
-        while (!done) {
-            rx->pump(1);
-            while (rx->pop()) {
-            }
-        }
-    });
-    while (!tx.streaming())
-        tx.pump(1);
+    Session s(ep);
+    LogSender& tx = *s.tx;
     const auto start = std::chrono::steady_clock::now();
     std::size_t i = 0;
     // Batches of 1,024 entries, as a busy guest's log arrives.
@@ -101,26 +120,13 @@ double throughput_once(Endpoints& ep, const std::vector<Entry>& log)
         tx.flush(false);
         tx.pump(0);
     }
-    const double s = bench::seconds_since(start);
-    done = true;
-    backup.join();
-    return static_cast<double>(tx.raw_bytes_sent()) / 1e6 / s;
+    return static_cast<double>(tx.raw_bytes_sent()) / 1e6 / bench::seconds_since(start);
 }
 
 std::vector<double> ack_rtts(Endpoints& ep, int n)
 {
-    auto rx = LogReceiver::listen(cfg(0, 2, 1), ep.server);
-    LogSender tx(cfg(rx->port(), 1, 2), ep.client);
-    std::atomic<bool> done{false};
-    std::thread backup([&] {
-        while (!done) {
-            rx->pump(1);
-            while (rx->pop()) {
-            }
-        }
-    });
-    while (!tx.streaming())
-        tx.pump(1);
+    Session s(ep);
+    LogSender& tx = *s.tx;
     std::vector<double> us;
     for (std::uint64_t seq = 1; seq <= static_cast<std::uint64_t>(n); ++seq) {
         const auto t = std::chrono::steady_clock::now();
@@ -130,8 +136,6 @@ std::vector<double> ack_rtts(Endpoints& ep, int n)
             tx.pump(1);
         us.push_back(bench::seconds_since(t) * 1e6);
     }
-    done = true;
-    backup.join();
     return us;
 }
 

@@ -1,5 +1,6 @@
 // `xenft arbiter init | show`; see arbiter_commands.hpp and xenft(8).
 #include "dom0-tools/xenft/arbiter_commands.hpp"
+#include "dom0-tools/xenft/usage.hpp"
 
 #include <unistd.h>
 
@@ -30,10 +31,8 @@ std::string default_initiator()
 
 int run_arbiter_command(const std::vector<std::string>& args)
 {
-    if (args.empty() || args[0] == "--help" || args[0] == "help") {
-        (args.empty() ? std::cerr : std::cout) << kArbiterUsage;
-        return args.empty() ? 2 : 0;
-    }
+    if (const auto status = help_requested(args, kArbiterUsage))
+        return *status;
     const std::string sub = args[0];
     if (sub != "init" && sub != "show") {
         std::cerr << "xenft: arbiter: unknown command \"" << sub << "\"\n" << kArbiterUsage;

@@ -1,5 +1,6 @@
 // `xenft cert ca | create | fingerprint`; see cert_commands.hpp and xenft(8).
 #include "dom0-tools/xenft/cert_commands.hpp"
+#include "dom0-tools/xenft/usage.hpp"
 
 #include <sys/stat.h>
 
@@ -57,10 +58,8 @@ bool valid_name(const std::string& n)
 
 int run_cert_command(const std::vector<std::string>& args)
 {
-    if (args.empty() || args[0] == "--help" || args[0] == "help") {
-        (args.empty() ? std::cerr : std::cout) << kCertUsage;
-        return args.empty() ? 2 : 0;
-    }
+    if (const auto status = help_requested(args, kCertUsage))
+        return *status;
     const std::string sub = args[0];
     const std::vector<std::string> rest(args.begin() + 1, args.end());
     std::string name, out = ".", ca_cert, ca_key, file;

@@ -1,5 +1,6 @@
 // `xenft log sample | dump | stats`; see log_commands.hpp and xenft(8).
 #include "dom0-tools/xenft/log_commands.hpp"
+#include "dom0-tools/xenft/usage.hpp"
 
 #include <array>
 #include <boost/program_options.hpp>
@@ -167,10 +168,8 @@ int stats(const std::vector<std::string>& args)
 
 int run_log_command(const std::vector<std::string>& args)
 {
-    if (args.empty() || args[0] == "--help" || args[0] == "help") {
-        (args.empty() ? std::cerr : std::cout) << kLogUsage;
-        return args.empty() ? 2 : 0;
-    }
+    if (const auto status = help_requested(args, kLogUsage))
+        return *status;
     const std::vector<std::string> rest(args.begin() + 1, args.end());
     try {
         if (args[0] == "sample")
