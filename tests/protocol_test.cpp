@@ -235,6 +235,20 @@ BOOST_AUTO_TEST_CASE(reprotection_after_running_alone)
     BOOST_TEST(b.received() == 40u);
 }
 
+BOOST_AUTO_TEST_CASE(a_restored_channel_resends_what_is_unacked_and_a_lost_one_changes_nothing)
+{
+    auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
+    p.step(1 * ms, VmLogged{30});
+    p.step(2 * ms, Received{AckMsg{5, 10, 1 * ms}});
+    BOOST_TEST(p.step(3 * ms, ChannelLost{}).empty());
+    BOOST_TEST(p.role() == Role::primary_protected);
+    auto sends = all_of<Send>(p.step(4 * ms, ChannelRestored{}));
+    BOOST_TEST_REQUIRE(sends.size() == 1u);
+    const auto& lm = std::get<LogMsg>(sends[0].msg);
+    BOOST_TEST(lm.first == 11u);
+    BOOST_TEST(lm.last == 30u);
+}
+
 BOOST_AUTO_TEST_CASE(operator_failover_waits_out_the_primary_lease)
 {
     auto b = Replica::replaying_backup(cfg(), 2, 1, 5, 0, 0);

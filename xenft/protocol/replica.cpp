@@ -130,6 +130,11 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                 }
             } else if constexpr (std::is_same_v<E, SyncFailed>) {
                 reprotecting_ = false;
+            } else if constexpr (std::is_same_v<E, ChannelLost>) {
+                // Nothing to do: the failure detector decides, on silence of every kind.
+            } else if constexpr (std::is_same_v<E, ChannelRestored>) {
+                if (role_ == Role::primary_protected && sent_ > acked_)
+                    ship_log(now, acked_ + 1, sent_);
             } else if constexpr (std::is_same_v<E, OperatorFailover>) {
                 // Wait out the primary's lease (T from our last echo, which is no later than now)
                 // so it cannot release anything once we are live.

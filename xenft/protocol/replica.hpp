@@ -101,11 +101,16 @@ struct ArbiterDone {
 struct ReplayProgress { Seq executed; };       // backup VM executed entries up to this
 struct SyncComplete { Epoch epoch; Seq at; };  // re-protection done: both sides at entry `at`
 struct SyncFailed {};
+// The logging channel's connection broke / came back. Losing it changes nothing by itself
+// (suspicion needs silence on heartbeats too); when it is back the primary resends every
+// unacked entry, since the old connection's buffers are gone.
+struct ChannelLost {};
+struct ChannelRestored {};
 struct OperatorFailover {};                    // on the backup: take over now
 struct OperatorUnprotect {};                   // on the primary: drop the backup, run alone
 
 using Event = std::variant<Tick, VmLogged, VmOutput, Received, ArbiterDone, ReplayProgress, SyncComplete, SyncFailed,
-                           OperatorFailover, OperatorUnprotect>;
+                           ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect>;
 
 // ---- actions out -------------------------------------------------------------------------------
 
