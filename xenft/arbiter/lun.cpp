@@ -293,7 +293,9 @@ ScsiResult Lun::pr_read_holder(std::uint64_t& key)
         &raw);
     key = 0;
     if (r.ok() && raw.size() >= 16) {
-        const std::uint32_t len = static_cast<std::uint32_t>(raw[4]) << 24 | raw[5] << 16 | raw[6] << 8 | raw[7];
+        std::uint32_t len = 0;
+        for (std::size_t i = 4; i < 8; ++i)
+            len = len << 8 | raw[i];
         if (len >= 8)
             for (int i = 0; i < 8; ++i)
                 key = key << 8 | raw[8 + static_cast<std::size_t>(i)];
