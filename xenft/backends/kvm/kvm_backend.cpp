@@ -1,0 +1,259 @@
+#include "xenft/backends/kvm/kvm_backend.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace xenft::backends {
+
+namespace {
+
+constexpr std::uint64_t kStartInfoGpa = 0x7000; // hvm_start_info for the PVH entry
+constexpr std::uint32_t kStartInfoMagic = 0x336ec578;
+constexpr std::uint64_t kTssAddr = 0xfffbd000;
+
+// g++ makes sizeof(struct kvm_cpuid2) 12 where C makes it 8 (its trailing zero-length array
+// of 4-byte-aligned entries), which changes the ioctl numbers built from it and gets EINVAL.
+// Build them from the header's real layout.
+struct CpuidHeader {
+    std::uint32_t nent;
+    std::uint32_t padding;
+};
+constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, CpuidHeader);
+constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CpuidHeader);
+
+std::string err(const char* what)
+{
+    return std::string("KVM: ") + what + ": " + std::strerror(errno);
+}
+
+void flat_segment(kvm_segment& s, std::uint16_t selector, std::uint8_t type)
+{
+    s = {};
+    s.base = 0;
+    s.limit = 0xffffffff;
+    s.selector = selector;
+    s.type = type;
+    s.present = 1;
+    s.dpl = 0;
+    s.db = 1;
+    s.s = 1;
+    s.l = 0;
+    s.g = 1;
+}
+
+} // namespace
+
+Expected<std::unique_ptr<KvmBackend>, std::string> KvmBackend::create(const engine::PvhImage& image, std::uint64_t memory_bytes)
+{
+    std::unique_ptr<KvmBackend> b(new KvmBackend());
+    if (auto r = b->setup(image, memory_bytes); !r)
+        return unexpected(r.error());
+    return b;
+}
+
+KvmBackend::~KvmBackend()
+{
+    if (run_)
+        ::munmap(run_, run_size_);
+    if (memory_)
+        ::munmap(memory_, memory_bytes_);
+}
+
+Expected<bool, std::string> KvmBackend::setup(const engine::PvhImage& image, std::uint64_t memory_bytes)
+{
+    kvm_.reset(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+    if (!kvm_.valid())
+        return unexpected(err("open /dev/kvm"));
+    if (::ioctl(kvm_.get(), KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
+        return unexpected(std::string("KVM: unexpected API version"));
+    vm_.reset(::ioctl(kvm_.get(), KVM_CREATE_VM, 0));
+    if (!vm_.valid())
+        return unexpected(err("KVM_CREATE_VM"));
+    (void)::ioctl(vm_.get(), KVM_SET_TSS_ADDR, kTssAddr); // needed by VMX for some modes; harmless elsewhere
+
+    memory_bytes_ = memory_bytes;
+    void* mem = ::mmap(nullptr, memory_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED)
+        return unexpected(err("mmap guest memory"));
+    memory_ = static_cast<std::uint8_t*>(mem);
+    kvm_userspace_memory_region region{0, KVM_MEM_LOG_DIRTY_PAGES, 0, memory_bytes, reinterpret_cast<std::uint64_t>(memory_)};
+    if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0)
+        return unexpected(err("KVM_SET_USER_MEMORY_REGION"));
+
+    for (const auto& seg : image.segments) {
+        if (seg.paddr + seg.bytes.size() > memory_bytes)
+            return unexpected(std::string("KVM: a guest image segment lies beyond guest memory"));
+        std::memcpy(memory_ + seg.paddr, seg.bytes.data(), seg.bytes.size());
+    }
+    // struct hvm_start_info, version 1: magic, version, flags, nr_modules, then zeros.
+    const std::uint32_t start_info[4] = {kStartInfoMagic, 1, 0, 0};
+    std::memcpy(memory_ + kStartInfoGpa, start_info, sizeof start_info);
+
+    vcpu_.reset(::ioctl(vm_.get(), KVM_CREATE_VCPU, 0));
+    if (!vcpu_.valid())
+        return unexpected(err("KVM_CREATE_VCPU"));
+    const int mmap_size = ::ioctl(kvm_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (mmap_size <= 0)
+        return unexpected(err("KVM_GET_VCPU_MMAP_SIZE"));
+    run_size_ = static_cast<std::size_t>(mmap_size);
+    void* run = ::mmap(nullptr, run_size_, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_.get(), 0);
+    if (run == MAP_FAILED)
+        return unexpected(err("mmap kvm_run"));
+    run_ = static_cast<kvm_run*>(run);
+
+    // CPUID: what KVM supports, minus what cannot be replayed.
+    constexpr int kEntries = 100;
+    std::vector<std::uint8_t> buf(sizeof(CpuidHeader) + kEntries * sizeof(kvm_cpuid_entry2));
+    auto* cpuid = reinterpret_cast<CpuidHeader*>(buf.data());
+    auto* entries = reinterpret_cast<kvm_cpuid_entry2*>(buf.data() + sizeof(CpuidHeader));
+    cpuid->nent = kEntries;
+    if (::ioctl(kvm_.get(), kGetSupportedCpuid, cpuid) != 0)
+        return unexpected(err("KVM_GET_SUPPORTED_CPUID"));
+    for (std::uint32_t i = 0; i < cpuid->nent; ++i) {
+        auto& e = entries[i];
+        if (e.function == 1)
+            e.ecx &= ~(1u << 30); // RDRAND
+        if (e.function == 7 && e.index == 0)
+            e.ebx &= ~(1u << 18); // RDSEED
+    }
+    if (::ioctl(vcpu_.get(), kSetCpuid2, cpuid) != 0)
+        return unexpected(err("KVM_SET_CPUID2"));
+
+    // The PVH entry state: 32-bit flat protected mode, paging off, EBX -> hvm_start_info.
+    kvm_sregs sregs{};
+    if (::ioctl(vcpu_.get(), KVM_GET_SREGS, &sregs) != 0)
+        return unexpected(err("KVM_GET_SREGS"));
+    flat_segment(sregs.cs, 0x08, 0xb);
+    flat_segment(sregs.ds, 0x10, 0x3);
+    sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+    sregs.tr = {};
+    sregs.tr.limit = 0x67;
+    sregs.tr.type = 0xb;
+    sregs.tr.present = 1;
+    sregs.cr0 = 0x11; // PE | ET
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    if (::ioctl(vcpu_.get(), KVM_SET_SREGS, &sregs) != 0)
+        return unexpected(err("KVM_SET_SREGS"));
+    kvm_regs regs{};
+    regs.rip = image.entry;
+    regs.rflags = 0x2;
+    regs.rbx = kStartInfoGpa;
+    if (::ioctl(vcpu_.get(), KVM_SET_REGS, &regs) != 0)
+        return unexpected(err("KVM_SET_REGS"));
+    return true;
+}
+
+Expected<engine::Exit, std::string> KvmBackend::run()
+{
+    for (;;) {
+        io_pending_ = false;
+        if (::ioctl(vcpu_.get(), KVM_RUN, 0) != 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue; // a host signal: asynchronous, not the guest's doing
+            return unexpected(err("KVM_RUN"));
+        }
+        engine::Exit e;
+        switch (run_->exit_reason) {
+        case KVM_EXIT_IO:
+            if (run_->io.count != 1)
+                return unexpected(std::string("KVM: string I/O is not supported by the device models"));
+            e.kind = run_->io.direction == KVM_EXIT_IO_IN ? engine::Exit::Kind::pio_read : engine::Exit::Kind::pio_write;
+            e.address = run_->io.port;
+            e.size = run_->io.size;
+            if (e.kind == engine::Exit::Kind::pio_write)
+                std::memcpy(&e.value, reinterpret_cast<std::uint8_t*>(run_) + run_->io.data_offset, e.size);
+            return e;
+        case KVM_EXIT_MMIO:
+            e.kind = run_->mmio.is_write ? engine::Exit::Kind::mmio_write : engine::Exit::Kind::mmio_read;
+            e.address = run_->mmio.phys_addr;
+            e.size = static_cast<std::uint8_t>(run_->mmio.len);
+            if (run_->mmio.is_write)
+                std::memcpy(&e.value, run_->mmio.data, e.size);
+            return e;
+        case KVM_EXIT_HLT:
+            e.kind = engine::Exit::Kind::hlt;
+            return e;
+        case KVM_EXIT_INTR:
+        case KVM_EXIT_IRQ_WINDOW_OPEN:
+            continue;
+        case KVM_EXIT_SHUTDOWN:
+            return unexpected(std::string("guest shut down (triple fault)"));
+        case KVM_EXIT_FAIL_ENTRY:
+            return unexpected("KVM: VM entry failed, hardware reason " +
+                              std::to_string(run_->fail_entry.hardware_entry_failure_reason));
+        case KVM_EXIT_INTERNAL_ERROR:
+            return unexpected("KVM: internal error, suberror " + std::to_string(run_->internal.suberror));
+        default:
+            return unexpected("KVM: unexpected exit reason " + std::to_string(run_->exit_reason));
+        }
+    }
+}
+
+void KvmBackend::complete_read(std::uint64_t value)
+{
+    if (run_->exit_reason == KVM_EXIT_IO)
+        std::memcpy(reinterpret_cast<std::uint8_t*>(run_) + run_->io.data_offset, &value, run_->io.size);
+    else if (run_->exit_reason == KVM_EXIT_MMIO)
+        std::memcpy(run_->mmio.data, &value, run_->mmio.len);
+    io_pending_ = true;
+}
+
+bool KvmBackend::can_inject()
+{
+    return run_->ready_for_interrupt_injection && run_->if_flag;
+}
+
+void KvmBackend::inject(std::uint8_t vector)
+{
+    kvm_interrupt irq{vector};
+    (void)::ioctl(vcpu_.get(), KVM_INTERRUPT, &irq);
+}
+
+Expected<bool, std::string> KvmBackend::write_memory(std::uint64_t gpa, std::span<const std::uint8_t> data)
+{
+    if (gpa > memory_bytes_ || data.size() > memory_bytes_ - gpa)
+        return unexpected("DMA to guest-physical " + std::to_string(gpa) + " beyond guest memory");
+    std::memcpy(memory_ + gpa, data.data(), data.size());
+    return true;
+}
+
+void KvmBackend::finish_pending_io()
+{
+    // KVM writes a completed read into the guest's registers only on the next KVM_RUN; run it
+    // with immediate_exit so the state we read is the one the guest will continue from.
+    if (!io_pending_)
+        return;
+    run_->immediate_exit = 1;
+    (void)::ioctl(vcpu_.get(), KVM_RUN, 0);
+    run_->immediate_exit = 0;
+    io_pending_ = false;
+}
+
+logformat::Sha256 KvmBackend::digest()
+{
+    finish_pending_io();
+    kvm_regs regs{};
+    kvm_sregs sregs{};
+    (void)::ioctl(vcpu_.get(), KVM_GET_REGS, &regs);
+    (void)::ioctl(vcpu_.get(), KVM_GET_SREGS, &sregs);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    EVP_DigestUpdate(ctx, &regs, sizeof regs);
+    const std::uint64_t control[] = {sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer, sregs.cs.selector, sregs.ss.selector};
+    EVP_DigestUpdate(ctx, control, sizeof control);
+    EVP_DigestUpdate(ctx, memory_, memory_bytes_);
+    logformat::Sha256 out{};
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, out.data(), &len);
+    EVP_MD_CTX_free(ctx);
+    return out;
+}
+
+} // namespace xenft::backends

@@ -1,0 +1,49 @@
+// The KVM backend: one single-vCPU VM on raw /dev/kvm, for tests and the local demo on machines
+// without Xen. No in-kernel irqchip or PIT (their timing is not deterministic); interrupts are
+// injected with KVM_INTERRUPT only at synchronous exits, never through an interrupt window;
+// CPUID is fixed with KVM_SET_CPUID2 (RDRAND and RDSEED hidden, since they cannot be trapped);
+// a pending I/O is completed with immediate_exit before the state is read.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "xenft/common/unique_fd.hpp"
+#include "xenft/engine/backend.hpp"
+#include "xenft/engine/pvh_image.hpp"
+
+namespace xenft::backends {
+
+class KvmBackend final : public engine::Backend {
+public:
+    // Creates the VM with memory_bytes of RAM at guest-physical 0, loads the image and sets the
+    // vCPU at its PVH entry. The error names the step that failed and why.
+    static Expected<std::unique_ptr<KvmBackend>, std::string> create(const engine::PvhImage& image, std::uint64_t memory_bytes);
+    ~KvmBackend() override;
+
+    Expected<engine::Exit, std::string> run() override;
+    void complete_read(std::uint64_t value) override;
+    bool can_inject() override;
+    void inject(std::uint8_t vector) override;
+    Expected<bool, std::string> write_memory(std::uint64_t gpa, std::span<const std::uint8_t> data) override;
+    logformat::Sha256 digest() override;
+
+    std::uint64_t memory_bytes() const noexcept { return memory_bytes_; }
+
+private:
+    KvmBackend() = default;
+    Expected<bool, std::string> setup(const engine::PvhImage& image, std::uint64_t memory_bytes);
+    void finish_pending_io();
+
+    UniqueFd kvm_, vm_, vcpu_;
+    kvm_run* run_ = nullptr;
+    std::size_t run_size_ = 0;
+    std::uint8_t* memory_ = nullptr;
+    std::uint64_t memory_bytes_ = 0;
+    bool io_pending_ = false; // a read was completed but KVM has not consumed it yet
+};
+
+} // namespace xenft::backends

@@ -1,0 +1,107 @@
+#include "xenft/devices/devices.hpp"
+
+namespace xenft::devices {
+
+namespace {
+constexpr std::size_t kMaxUartOutput = 64 * 1024;
+constexpr std::uint64_t kBusClockNs = 10; // 100 MHz, like Xen's vLAPIC
+} // namespace
+
+std::uint64_t Uart16550::read(std::uint64_t address, std::uint8_t)
+{
+    switch (address - kBase) {
+    case 3: return lcr_;
+    case 5: return 0x60; // line status: transmitter empty, holding register empty
+    default: return 0;
+    }
+}
+
+void Uart16550::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
+{
+    const auto reg = address - kBase;
+    if (reg == 3)
+        lcr_ = static_cast<std::uint8_t>(value);
+    else if (reg == 0 && !(lcr_ & 0x80)) { // transmit holding register (not the divisor latch)
+        out_ += static_cast<char>(value);
+        if (out_.size() > kMaxUartOutput)
+            out_.erase(0, out_.size() - kMaxUartOutput / 2);
+    }
+}
+
+std::uint64_t LapicTimer::period_ns() const
+{
+    // Divide configuration bits 3,1,0: 0b000 -> 2, 0b001 -> 4, ... 0b111 -> 1.
+    const std::uint32_t code = ((divide_ >> 1) & 4) | (divide_ & 3);
+    const std::uint64_t divisor = code == 7 ? 1 : std::uint64_t{2} << code;
+    return std::uint64_t{initial_} * divisor * kBusClockNs;
+}
+
+std::uint64_t LapicTimer::read(std::uint64_t address, std::uint8_t)
+{
+    switch (address - kBase) {
+    case 0x20: return 0;          // APIC ID
+    case 0x30: return 0x00050014; // version
+    case 0xf0: return svr_;
+    case 0x320: return lvt_;
+    case 0x380: return initial_;
+    case 0x3e0: return divide_;
+    case kCurrentCount: {
+        if (!next_ || period_ns() == 0)
+            return 0;
+        const std::uint64_t now = now_();
+        const std::uint64_t left = *next_ > now ? *next_ - now : 0;
+        const std::uint32_t code = ((divide_ >> 1) & 4) | (divide_ & 3);
+        const std::uint64_t divisor = code == 7 ? 1 : std::uint64_t{2} << code;
+        return left / (kBusClockNs * divisor);
+    }
+    default: return 0;
+    }
+}
+
+void LapicTimer::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
+{
+    const auto v = static_cast<std::uint32_t>(value);
+    switch (address - kBase) {
+    case 0xf0: svr_ = v; break;
+    case 0x320: lvt_ = v; break;
+    case 0x3e0: divide_ = v; break;
+    case 0x380:
+        initial_ = v;
+        next_.reset();
+        if (v != 0)
+            next_ = now_() + period_ns();
+        break;
+    default: break; // EOI and the rest: nothing to model for the timer
+    }
+}
+
+std::optional<std::uint64_t> LapicTimer::next_tick_ns() const
+{
+    const bool enabled = (svr_ & 0x100) && !(lvt_ & 0x10000);
+    return enabled ? next_ : std::nullopt;
+}
+
+void LapicTimer::take_tick()
+{
+    if (!next_)
+        return;
+    const bool periodic = (lvt_ >> 17) & 1;
+    if (!periodic || period_ns() == 0) {
+        next_.reset();
+        return;
+    }
+    *next_ += period_ns();
+    const std::uint64_t now = now_();
+    if (*next_ <= now) // ticks missed while the guest could not take them are dropped
+        *next_ = now + period_ns();
+}
+
+Device* DeviceBus::find(bool pio, std::uint64_t address) const
+{
+    for (Device* d : devices_)
+        if (d->claims(pio, address))
+            return d;
+    return nullptr;
+}
+
+} // namespace xenft::devices
