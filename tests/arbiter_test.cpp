@@ -352,7 +352,7 @@ BOOST_AUTO_TEST_CASE(preempt_fallback_has_exactly_one_winner, *utf::precondition
     }
     std::uint64_t epoch = 1;
     std::uint32_t owner = 0;
-    for (int round = 0; round < 50; ++round) {
+    for (int round = 0; round < 100; ++round) {
         // Two separate processes race; each reports its outcome as its exit status.
         pid_t pids[2];
         for (std::uint32_t h = 1; h <= 2; ++h) {

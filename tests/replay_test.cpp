@@ -68,6 +68,12 @@ struct Vm {
     }
 };
 
+template <class R>
+std::string error_of(const R& r)
+{
+    return r.has_value() ? std::string() : r.error();
+}
+
 struct Recording {
     std::vector<logformat::Entry> log;
     std::uint64_t exits = 0;
@@ -143,6 +149,39 @@ BOOST_AUTO_TEST_CASE(a_recorded_run_replays_bit_identically, *utf::precondition(
         BOOST_TEST((vm.backend->digest() == rec.final_digest), "attempt " << attempt << ": final state differs");
         BOOST_TEST(vm.uart.output() == rec.uart);
     }
+}
+
+BOOST_AUTO_TEST_CASE(replay_from_a_mid_run_checkpoint, *utf::precondition(have_kvm))
+{
+    // Record 5,000 exits, checkpoint the whole VM, record 5,000 more; a fresh VM restored from
+    // the checkpoint replays the second half to the recorder's final state.
+    Vm vm;
+    Recorder rec(*vm.backend, vm.bus, vm.timer, vm.now, 1000);
+    std::vector<logformat::Entry> log;
+    BOOST_TEST_REQUIRE(rec.run(5000, log).has_value());
+    const std::uint64_t at = rec.exits();
+    const auto checkpoint = vm.backend->save_state();
+    const auto timer = vm.timer.registers();
+    const auto lcr = vm.uart.line_control();
+    const std::size_t first_after = log.size();
+    BOOST_TEST_REQUIRE(rec.run(5000, log).has_value());
+    const auto final_digest = vm.backend->digest();
+
+    for (int attempt = 1; attempt <= 3; ++attempt) {
+        Vm replica;
+        auto restored = replica.backend->restore_state(checkpoint);
+        BOOST_TEST_REQUIRE(restored.has_value(), (restored ? "" : restored.error()));
+        replica.timer.set_registers(timer);
+        replica.uart.set_line_control(lcr);
+        Replayer rep(*replica.backend, replica.bus);
+        rep.resume_after(at);
+        auto ok = rep.run(std::span(log).subspan(first_after), rec.exits());
+        BOOST_TEST_REQUIRE(ok.has_value(), "attempt " << attempt << ": " << (ok ? "" : ok.error().message()));
+        BOOST_TEST((replica.backend->digest() == final_digest), "attempt " << attempt);
+    }
+    // A checkpoint of another VM size, or a damaged one, is refused.
+    std::vector<std::uint8_t> damaged(checkpoint.begin(), checkpoint.begin() + 100);
+    BOOST_TEST(error_of(vm.backend->restore_state(damaged)).find("truncated") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(an_altered_log_entry_is_reported_at_its_exit, *utf::precondition(have_kvm))

@@ -192,30 +192,49 @@ AcquireResult Arbiter::acquire(std::uint64_t known_epoch, std::uint32_t known_ow
 
 AcquireResult Arbiter::acquire_by_reservation(const Record& current)
 {
+    // Without COMPARE AND WRITE the reservation is the lock: at any instant one registered host
+    // holds it, and PREEMPT takes it away from the other (whose registration goes with it). The
+    // record is written only by the holder, after re-reading it under the reservation, so two
+    // hosts can never both move it from epoch E: a host that preempts after the other wrote
+    // sees the new epoch; a host preempted before it wrote gets RESERVATION CONFLICT on write.
     const std::uint64_t mine = key_of(cfg_.host_id), peer = key_of(cfg_.peer_id);
+    auto failed = [](const ScsiResult& r, const std::string& what) {
+        return result(r.kind == ScsiResult::Kind::transport_error ? Outcome::unknown : Outcome::lost, what + ": " + r.message);
+    };
     std::vector<std::uint64_t> keys;
     if (auto r = lun_.pr_read_keys(keys); !r.ok())
-        return result(r.kind == ScsiResult::Kind::transport_error ? Outcome::unknown : Outcome::lost, "READ KEYS: " + r.message);
-    const bool registered = std::find(keys.begin(), keys.end(), mine) != keys.end();
-    const bool peer_registered = std::find(keys.begin(), keys.end(), peer) != keys.end();
-    if (!registered)
+        return failed(r, "READ KEYS");
+    if (std::find(keys.begin(), keys.end(), mine) == keys.end())
         return result(Outcome::lost, current, "fenced: this host's key was preempted");
-    if (peer_registered) {
-        // The race: whoever preempts first removes the other's registration, and the other's
-        // PREEMPT then fails with RESERVATION CONFLICT.
+    if (std::find(keys.begin(), keys.end(), peer) != keys.end()) {
         const ScsiResult p = lun_.pr_preempt(mine, peer);
         if (p.kind == ScsiResult::Kind::reservation_conflict)
             return result(Outcome::lost, "the peer preempted this host first");
         if (!p.ok())
-            return result(p.kind == ScsiResult::Kind::transport_error ? Outcome::unknown : Outcome::lost, "PREEMPT: " + p.message);
+            return failed(p, "PREEMPT");
     }
     std::uint64_t holder = 0;
-    if (auto h = lun_.pr_read_holder(holder); h.ok() && holder != mine)
-        (void)lun_.pr_reserve(mine);
+    if (auto h = lun_.pr_read_holder(holder); !h.ok())
+        return failed(h, "READ RESERVATION");
+    if (holder != mine) {
+        if (auto r = lun_.pr_reserve(mine); !r.ok())
+            return failed(r, "RESERVE");
+        if (auto h = lun_.pr_read_holder(holder); !h.ok() || holder != mine)
+            return result(Outcome::lost, "another host holds the reservation");
+    }
+    // Under the reservation: is the record still where we found it?
+    auto again = read();
+    if (!again)
+        return result(Outcome::unknown, again.error());
+    if (again->epoch != current.epoch || again->owner != current.owner)
+        return result(Outcome::lost, *again, "another host moved the record first: " + to_string(*again));
     const Record next{cfg_.vm_id, current.epoch + 1, cfg_.host_id, now_ms()};
-    if (auto w = lun_.write(cfg_.record_lba, block_of(next)); !w.ok())
-        return result(Outcome::unknown, "won the reservation but writing the record failed: " + w.message);
-    return result(Outcome::won, next, "PREEMPT took the reservation (fallback without COMPARE AND WRITE)");
+    const ScsiResult w = lun_.write(cfg_.record_lba, block_of(next));
+    if (w.kind == ScsiResult::Kind::reservation_conflict)
+        return result(Outcome::lost, "preempted by the peer before writing the record");
+    if (!w.ok())
+        return result(Outcome::unknown, "holding the reservation but writing the record failed: " + w.message);
+    return result(Outcome::won, next, "took the reservation and moved the record (fallback without COMPARE AND WRITE)");
 }
 
 ScsiResult Arbiter::register_key()

@@ -35,6 +35,9 @@ public:
     bool read_is_deterministic(std::uint64_t) const override { return true; }
     // Everything the guest printed (the last 64 KiB).
     const std::string& output() const noexcept { return out_; }
+    // Register state, for checkpoints.
+    std::uint8_t line_control() const noexcept { return lcr_; }
+    void set_line_control(std::uint8_t lcr) noexcept { lcr_ = lcr; }
 
 private:
     std::uint8_t lcr_ = 0;
@@ -55,6 +58,13 @@ public:
     // Consumes the due tick and schedules the next one (periodic mode).
     void take_tick();
     std::uint8_t vector() const noexcept { return static_cast<std::uint8_t>(lvt_ & 0xff); }
+
+    // Register state, for checkpoints (when the next tick falls is the recorder's business).
+    struct Registers {
+        std::uint32_t svr, lvt, initial, divide;
+    };
+    Registers registers() const noexcept { return {svr_, lvt_, initial_, divide_}; }
+    void set_registers(const Registers& r) noexcept { svr_ = r.svr, lvt_ = r.lvt, initial_ = r.initial, divide_ = r.divide; }
 
 private:
     static constexpr std::uint64_t kCurrentCount = 0x390;

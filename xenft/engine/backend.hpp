@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "xenft/common/expected.hpp"
 #include "xenft/logformat/entry.hpp"
@@ -42,6 +43,11 @@ public:
     virtual Expected<bool, std::string> write_memory(std::uint64_t gpa, std::span<const std::uint8_t> data) = 0;
     // SHA-256 of guest memory and vCPU state, taken at the current exit.
     virtual logformat::Sha256 digest() = 0;
+    // The whole VM state (memory, vCPU) at the current exit, as an opaque blob that
+    // restore_state() of the same backend kind accepts; restoring it reproduces the VM bit for
+    // bit, so replay can start from a checkpoint.
+    virtual std::vector<std::uint8_t> save_state() = 0;
+    virtual Expected<bool, std::string> restore_state(std::span<const std::uint8_t> blob) = 0;
 };
 
 } // namespace xenft::engine

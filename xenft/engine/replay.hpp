@@ -53,6 +53,9 @@ public:
     // Replays `log` (the entries of exits up to until_exit) and runs the guest to exit
     // until_exit exactly.
     Expected<bool, Divergence> run(std::span<const logformat::Entry> log, std::uint64_t until_exit);
+    // For a VM restored from a checkpoint taken after exit `exit` was fully handled: replay
+    // continues with the next exit, fed the log entries that follow.
+    void resume_after(std::uint64_t exit) noexcept { exit_ = exit; }
     std::uint64_t exits() const noexcept { return exit_; }
 
 private:

@@ -256,4 +256,63 @@ logformat::Sha256 KvmBackend::digest()
     return out;
 }
 
+namespace {
+
+// The vCPU state a checkpoint carries, in a fixed layout (same build on both ends).
+struct VcpuState {
+    kvm_regs regs;
+    kvm_sregs sregs;
+    kvm_fpu fpu;
+    kvm_vcpu_events events;
+    kvm_debugregs debugregs;
+    kvm_mp_state mp_state;
+};
+constexpr std::uint32_t kStateMagic = 0x58534b31; // "XSK1"
+
+} // namespace
+
+std::vector<std::uint8_t> KvmBackend::save_state()
+{
+    finish_pending_io();
+    VcpuState v{};
+    (void)::ioctl(vcpu_.get(), KVM_GET_REGS, &v.regs);
+    (void)::ioctl(vcpu_.get(), KVM_GET_SREGS, &v.sregs);
+    (void)::ioctl(vcpu_.get(), KVM_GET_FPU, &v.fpu);
+    (void)::ioctl(vcpu_.get(), KVM_GET_VCPU_EVENTS, &v.events);
+    (void)::ioctl(vcpu_.get(), KVM_GET_DEBUGREGS, &v.debugregs);
+    (void)::ioctl(vcpu_.get(), KVM_GET_MP_STATE, &v.mp_state);
+    std::vector<std::uint8_t> blob(sizeof kStateMagic + sizeof(std::uint64_t) + sizeof v + memory_bytes_);
+    std::uint8_t* p = blob.data();
+    std::memcpy(p, &kStateMagic, sizeof kStateMagic);
+    p += sizeof kStateMagic;
+    std::memcpy(p, &memory_bytes_, sizeof memory_bytes_);
+    p += sizeof memory_bytes_;
+    std::memcpy(p, &v, sizeof v);
+    p += sizeof v;
+    std::memcpy(p, memory_, memory_bytes_);
+    return blob;
+}
+
+Expected<bool, std::string> KvmBackend::restore_state(std::span<const std::uint8_t> blob)
+{
+    std::uint32_t magic = 0;
+    std::uint64_t mem = 0;
+    if (blob.size() < sizeof magic + sizeof mem + sizeof(VcpuState))
+        return unexpected(std::string("KVM state: truncated"));
+    std::memcpy(&magic, blob.data(), sizeof magic);
+    std::memcpy(&mem, blob.data() + sizeof magic, sizeof mem);
+    if (magic != kStateMagic || mem != memory_bytes_ || blob.size() != sizeof magic + sizeof mem + sizeof(VcpuState) + mem)
+        return unexpected(std::string("KVM state: not a checkpoint of a VM this size"));
+    VcpuState v{};
+    std::memcpy(&v, blob.data() + sizeof magic + sizeof mem, sizeof v);
+    std::memcpy(memory_, blob.data() + sizeof magic + sizeof mem + sizeof v, memory_bytes_);
+    // Special registers first: they set the mode the others are interpreted in.
+    if (::ioctl(vcpu_.get(), KVM_SET_SREGS, &v.sregs) != 0 || ::ioctl(vcpu_.get(), KVM_SET_REGS, &v.regs) != 0 ||
+        ::ioctl(vcpu_.get(), KVM_SET_FPU, &v.fpu) != 0 || ::ioctl(vcpu_.get(), KVM_SET_VCPU_EVENTS, &v.events) != 0 ||
+        ::ioctl(vcpu_.get(), KVM_SET_DEBUGREGS, &v.debugregs) != 0 || ::ioctl(vcpu_.get(), KVM_SET_MP_STATE, &v.mp_state) != 0)
+        return unexpected(err("restoring vCPU state"));
+    io_pending_ = false;
+    return true;
+}
+
 } // namespace xenft::backends

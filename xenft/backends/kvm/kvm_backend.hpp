@@ -30,6 +30,8 @@ public:
     void inject(std::uint8_t vector) override;
     Expected<bool, std::string> write_memory(std::uint64_t gpa, std::span<const std::uint8_t> data) override;
     logformat::Sha256 digest() override;
+    std::vector<std::uint8_t> save_state() override;
+    Expected<bool, std::string> restore_state(std::span<const std::uint8_t> blob) override;
 
     std::uint64_t memory_bytes() const noexcept { return memory_bytes_; }
 
