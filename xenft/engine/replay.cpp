@@ -8,16 +8,9 @@ namespace xenft::engine {
 
 namespace {
 
-std::string hex(std::uint64_t v)
-{
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
-}
-
 std::string describe(const Exit& e)
 {
-    return std::string(e.is_pio() ? "port " : "mmio ") + hex(e.address) + "/" + std::to_string(e.size);
+    return std::string(e.is_pio() ? "port " : "mmio ") + logformat::hex(e.address) + "/" + std::to_string(e.size);
 }
 
 } // namespace

@@ -4,14 +4,14 @@
 
 namespace xenft::logformat {
 
-namespace {
-
 std::string hex(std::uint64_t v)
 {
     char buf[24];
     std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
     return buf;
 }
+
+namespace {
 
 std::string hex_prefix(const std::uint8_t* p, std::size_t n, std::size_t max)
 {
