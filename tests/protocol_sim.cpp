@@ -363,7 +363,6 @@ private:
                                    " (epoch " + std::to_string(e) + ") after host " + std::to_string(live.first) +
                                    " went live in epoch " + std::to_string(live_epoch));
             seen_.push_back({e, o.seq});
-            max_seen_seq_ = std::max(max_seen_seq_, o.seq);
         }
     }
 
@@ -457,7 +456,6 @@ private:
     std::map<Epoch, Seq> max_logged_;
     std::map<Epoch, std::pair<HostId, Time>> live_since_;
     std::vector<std::pair<Epoch, Seq>> seen_;
-    Seq max_seen_seq_ = 0;
     std::uint64_t next_output_id_ = 1;
     bool liveness_check_ = false;
     Time crash_at_ = 0;
