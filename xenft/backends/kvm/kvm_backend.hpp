@@ -33,7 +33,6 @@ public:
     std::vector<std::uint8_t> save_state() override;
     Expected<bool, std::string> restore_state(std::span<const std::uint8_t> blob) override;
 
-    std::uint64_t memory_bytes() const noexcept { return memory_bytes_; }
 
 private:
     KvmBackend() = default;
