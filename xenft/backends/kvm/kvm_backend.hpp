@@ -33,7 +33,6 @@ public:
     std::vector<std::uint8_t> save_state() override;
     Expected<bool, std::string> restore_state(std::span<const std::uint8_t> blob) override;
 
-
 private:
     KvmBackend() = default;
     Expected<bool, std::string> setup(const engine::PvhImage& image, std::uint64_t memory_bytes);
