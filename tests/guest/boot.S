@@ -70,6 +70,7 @@ long_mode:
     movw %ax, %fs
     movw %ax, %gs
     movabsq $boot_stack_top, %rsp
+    movl %ebx, %edi         /* hvm_start_info, untouched since the PVH entry */
     call guest_main
 3:  hlt
     jmp 3b
@@ -102,6 +103,8 @@ isr_\vector:
     .endm
 
     isr 236                 /* 0xec: the LAPIC timer */
+    isr 80                  /* 0x50: virtio-net */
+    isr 81                  /* 0x51: virtio-blk */
 
     .globl isr_fault
 isr_fault:

@@ -28,6 +28,33 @@ void Uart16550::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
     }
 }
 
+bool Uart16550::load(StateReader& in)
+{
+    lcr_ = static_cast<std::uint8_t>(in.get(0xff));
+    return in.ok();
+}
+
+void LapicTimer::save(StateWriter& out) const
+{
+    for (std::uint32_t r : {svr_, lvt_, initial_, divide_})
+        out.put(r);
+}
+
+bool LapicTimer::load(StateReader& in)
+{
+    for (std::uint32_t* r : {&svr_, &lvt_, &initial_, &divide_})
+        *r = static_cast<std::uint32_t>(in.get(0xffffffff));
+    next_.reset();
+    return in.ok();
+}
+
+void LapicTimer::rearm()
+{
+    next_.reset();
+    if (initial_ != 0)
+        next_ = now_() + period_ns();
+}
+
 std::uint64_t LapicTimer::period_ns() const
 {
     // Divide configuration bits 3,1,0: 0b000 -> 2, 0b001 -> 4, ... 0b111 -> 1.

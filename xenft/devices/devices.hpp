@@ -4,6 +4,10 @@
 //   Uart16550   port 0x3f8-0x3ff   console output
 //   LapicTimer  MMIO 0xfee00000    the local APIC's timer (periodic / one-shot), 100 MHz bus
 //   ClockReg    MMIO 0xfeb00000    nanoseconds since the VM started (64-bit)
+// The virtio-mmio network and block devices are in virtio_net.hpp and virtio_blk.hpp.
+// Each device can write its state (save/load) for checkpoints and the state digest, and a
+// device that interrupts says so through pending_interrupt(): the engine injects the vector at
+// a synchronous exit and logs it (no device injects anything by itself).
 #pragma once
 
 #include <cstdint>
@@ -12,10 +16,31 @@
 #include <string>
 #include <vector>
 
+#include "xenft/devices/device_state.hpp"
+
 namespace xenft::devices {
 
 // Where time comes from on the replica that records (the backup never asks).
 using TimeSource = std::function<std::uint64_t()>; // nanoseconds, monotonic
+
+// The guest's time: the host's monotonic clock plus an offset. A backup that goes live moves it
+// forward to the last time the guest saw on the primary, so guest time never runs backwards
+// across a failover.
+class GuestClock {
+public:
+    explicit GuestClock(TimeSource host) : host_(std::move(host)) {}
+    std::uint64_t now() const { return host_() + offset_; }
+    void advance_to(std::uint64_t t)
+    {
+        const std::uint64_t n = now();
+        if (n < t)
+            offset_ += t - n;
+    }
+
+private:
+    TimeSource host_;
+    std::uint64_t offset_ = 0;
+};
 
 class Device {
 public:
@@ -24,6 +49,18 @@ public:
     virtual std::uint64_t read(std::uint64_t address, std::uint8_t size) = 0;
     virtual void write(std::uint64_t address, std::uint8_t size, std::uint64_t value) = 0;
     virtual bool read_is_deterministic(std::uint64_t address) const = 0;
+
+    // For messages: "uart", "virtio-net", ...
+    virtual const char* name() const = 0;
+    // The guest-visible state, in a canonical encoding (checkpoints, digests). load() accepts
+    // what save() of the same device type wrote and returns false for anything else.
+    virtual void save(StateWriter& out) const = 0;
+    virtual bool load(StateReader& in) = 0;
+
+    // A vector the device wants delivered (message-signalled, like MSI: one delivery per
+    // event), and the engine's word that it was injected.
+    virtual std::optional<std::uint8_t> pending_interrupt() const { return std::nullopt; }
+    virtual void interrupt_delivered() {}
 };
 
 class Uart16550 final : public Device {
@@ -33,11 +70,11 @@ public:
     std::uint64_t read(std::uint64_t address, std::uint8_t size) override;
     void write(std::uint64_t address, std::uint8_t size, std::uint64_t value) override;
     bool read_is_deterministic(std::uint64_t) const override { return true; }
-    // Everything the guest printed (the last 64 KiB).
+    const char* name() const override { return "uart"; }
+    void save(StateWriter& out) const override { out.put(lcr_); }
+    bool load(StateReader& in) override;
+    // Everything the guest printed (the last 64 KiB). Host-side only: not guest state.
     const std::string& output() const noexcept { return out_; }
-    // Register state, for checkpoints.
-    std::uint8_t line_control() const noexcept { return lcr_; }
-    void set_line_control(std::uint8_t lcr) noexcept { lcr_ = lcr; }
 
 private:
     std::uint8_t lcr_ = 0;
@@ -57,14 +94,14 @@ public:
     std::optional<std::uint64_t> next_tick_ns() const;
     // Consumes the due tick and schedules the next one (periodic mode).
     void take_tick();
+    // A replica that goes live (or starts recording from a checkpoint) schedules the next tick
+    // one period from now: when ticks fell on the primary is not guest state.
+    void rearm();
     std::uint8_t vector() const noexcept { return static_cast<std::uint8_t>(lvt_ & 0xff); }
 
-    // Register state, for checkpoints (when the next tick falls is the recorder's business).
-    struct Registers {
-        std::uint32_t svr, lvt, initial, divide;
-    };
-    Registers registers() const noexcept { return {svr_, lvt_, initial_, divide_}; }
-    void set_registers(const Registers& r) noexcept { svr_ = r.svr, lvt_ = r.lvt, initial_ = r.initial, divide_ = r.divide; }
+    const char* name() const override { return "lapic-timer"; }
+    void save(StateWriter& out) const override;
+    bool load(StateReader& in) override;
 
 private:
     static constexpr std::uint64_t kCurrentCount = 0x390;
@@ -82,6 +119,9 @@ public:
     std::uint64_t read(std::uint64_t, std::uint8_t) override { return now_(); }
     void write(std::uint64_t, std::uint8_t, std::uint64_t) override {}
     bool read_is_deterministic(std::uint64_t) const override { return false; }
+    const char* name() const override { return "clock"; }
+    void save(StateWriter&) const override {}
+    bool load(StateReader&) override { return true; }
 
 private:
     TimeSource now_;
@@ -93,6 +133,7 @@ class DeviceBus {
 public:
     void attach(Device& d) { devices_.push_back(&d); }
     Device* find(bool pio, std::uint64_t address) const;
+    const std::vector<Device*>& devices() const noexcept { return devices_; }
 
 private:
     std::vector<Device*> devices_;

@@ -1,5 +1,9 @@
 #include "xenft/engine/replay.hpp"
 
+#include <poll.h>
+#include <time.h>
+
+#include <algorithm>
 #include <thread>
 
 #include "xenft/logformat/text.hpp"
@@ -8,75 +12,287 @@ namespace xenft::engine {
 
 namespace {
 
+constexpr std::uint32_t kNic = 0, kDisk = 0; // device indexes in log entries
+
 std::string describe(const Exit& e)
 {
     return std::string(e.is_pio() ? "port " : "mmio ") + logformat::hex(e.address) + "/" + std::to_string(e.size);
 }
 
-} // namespace
-
-Recorder::Recorder(Backend& backend, devices::DeviceBus& bus, devices::LapicTimer& timer, devices::TimeSource now,
-                   std::uint64_t digest_every)
-    : backend_(backend), bus_(bus), timer_(timer), now_(std::move(now)), digest_every_(digest_every)
+// A disk read that failed on the primary is logged in checksum mode with an all-zero
+// checksum (log-format.md): the backup's guest gets the same I/O error.
+logformat::DiskRead failed_read(std::uint64_t sector, std::uint64_t length)
 {
+    logformat::DiskRead d;
+    d.device = kDisk;
+    d.request = sector;
+    d.mode = logformat::DiskRead::Mode::checksum;
+    d.length = length;
+    return d;
 }
 
-void Recorder::append(std::vector<logformat::Entry>& log, logformat::Payload p)
+bool is_failed_read(const logformat::DiskRead& d)
 {
-    log.push_back(logformat::Entry{1, seq_++, 0, exit_, std::move(p)});
+    return d.mode == logformat::DiskRead::Mode::checksum &&
+           std::all_of(d.checksum.begin(), d.checksum.end(), [](std::uint8_t b) { return b == 0; });
+}
+
+} // namespace
+
+// ----- Recorder ---------------------------------------------------------------------------------
+
+// What the devices see as the outside world on the recording replica: the host's TAP and disk,
+// with every input and output logged at the current exit.
+class Recorder::Ports final : public devices::NetTransmit, public devices::BlockPort {
+public:
+    explicit Ports(Recorder& r) : r_(r) {}
+
+    void transmit(std::span<const std::uint8_t> frame) override
+    {
+        r_.append(logformat::Output{logformat::OutputKind::net_tx, kNic, ++frames_});
+        if (r_.io_.tap)
+            r_.io_.tap->transmit(frame);
+    }
+    bool read(std::uint64_t offset, std::span<std::uint8_t> out) override
+    {
+        const std::uint64_t sector = offset / devices::VirtioBlk::kSector;
+        if (!r_.io_.disk || !r_.io_.disk->read(offset, out)) {
+            r_.append(failed_read(sector, out.size()));
+            return false;
+        }
+        logformat::DiskRead d;
+        d.device = kDisk;
+        d.request = sector;
+        d.data.assign(out.begin(), out.end());
+        r_.append(std::move(d));
+        return true;
+    }
+    bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override
+    {
+        r_.append(logformat::Output{logformat::OutputKind::disk_write, kDisk, ++writes_});
+        return r_.io_.disk && r_.io_.disk->write(offset, data);
+    }
+    bool flush() override { return r_.io_.disk && r_.io_.disk->flush(); }
+
+private:
+    Recorder& r_;
+    std::uint64_t frames_ = 0, writes_ = 0;
+};
+
+Recorder::Recorder(Machine& machine, std::uint64_t digest_every, HostIo io, ResumePoint from)
+    : machine_(machine), digest_every_(digest_every), io_(io), ports_(std::make_unique<Ports>(*this)), exit_(from.exit),
+      seq_(from.next_seq)
+{
+    if (from.exit != 0)
+        machine_.timer().rearm();
+    if (auto* net = machine_.net())
+        net->set_transmit(ports_.get());
+    if (auto* blk = machine_.blk())
+        blk->set_port(ports_.get());
+}
+
+Recorder::~Recorder()
+{
+    if (auto* net = machine_.net())
+        net->set_transmit(nullptr);
+    if (auto* blk = machine_.blk())
+        blk->set_port(nullptr);
+}
+
+void Recorder::append(logformat::Payload p)
+{
+    log_->push_back(logformat::Entry{1, seq_++, 0, exit_, std::move(p)});
+}
+
+bool Recorder::deliver_frame()
+{
+    auto* net = machine_.net();
+    if (!net || !io_.tap)
+        return false;
+    while (!waiting_frame_) {
+        waiting_frame_ = io_.tap->receive();
+        if (!waiting_frame_)
+            return false;
+        if (waiting_frame_->size() > devices::VirtioNet::kMaxFrame || waiting_frame_->size() < 14)
+            waiting_frame_.reset(); // the NIC could never take it; the guest never sees it
+    }
+    if (!net->can_receive())
+        return false;
+    append(logformat::NetRx{kNic, *waiting_frame_});
+    net->receive(*waiting_frame_);
+    waiting_frame_.reset();
+    return true;
+}
+
+Expected<bool, std::string> Recorder::wait_while_halted()
+{
+    if (!machine_.backend().can_inject())
+        return unexpected("exit " + std::to_string(exit_) + ": the guest halted with interrupts disabled");
+    for (;;) {
+        if (machine_.interrupting_device())
+            return true;
+        const auto tick = machine_.timer().next_tick_ns();
+        const std::uint64_t now = machine_.now();
+        if (tick && now >= *tick)
+            return true;
+        if (deliver_frame())
+            continue;
+        const bool can_receive = io_.tap && machine_.net();
+        if (!tick && !can_receive)
+            return unexpected("exit " + std::to_string(exit_) + ": the guest halted with no interrupt that can wake it");
+        const std::uint64_t wait_ns = tick ? *tick - now : 100'000'000;
+        if (can_receive) {
+            pollfd p{io_.tap->fd(), POLLIN, 0};
+            const timespec timeout{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
+            (void)::ppoll(&p, 1, &timeout, nullptr);
+        } else {
+            std::this_thread::sleep_for(std::chrono::nanoseconds(wait_ns));
+        }
+    }
 }
 
 Expected<bool, std::string> Recorder::run(std::uint64_t exits, std::vector<logformat::Entry>& log)
 {
+    log_ = &log;
+    Backend& backend = machine_.backend();
     const std::uint64_t stop = exit_ + exits;
     while (exit_ < stop) {
-        auto e = backend_.run();
+        auto e = backend.run();
         if (!e)
             return unexpected("exit " + std::to_string(exit_ + 1) + ": " + e.error());
         ++exit_;
-        devices::Device* dev = bus_.find(e->is_pio(), e->address);
+        devices::Device* dev = machine_.bus().find(e->is_pio(), e->address);
         if (e->is_read()) {
             const std::uint64_t v = dev ? dev->read(e->address, e->size) & all_ones(e->size) : all_ones(e->size);
             if (dev && !dev->read_is_deterministic(e->address))
-                append(log, logformat::IoRead{e->is_pio() ? logformat::IoSpace::port : logformat::IoSpace::mmio, e->size,
-                                              e->address, v});
-            backend_.complete_read(v);
+                append(logformat::IoRead{e->is_pio() ? logformat::IoSpace::port : logformat::IoSpace::mmio, e->size,
+                                         e->address, v});
+            backend.complete_read(v);
         } else if (e->kind != Exit::Kind::hlt && dev) {
             dev->write(e->address, e->size, e->value);
         }
         if (digest_every_ != 0 && exit_ % digest_every_ == 0)
-            append(log, logformat::StateDigest{backend_.digest()});
+            append(logformat::StateDigest{machine_.digest()});
 
-        // Interrupts go in only here, at a synchronous exit. A halted vCPU waits for its tick.
-        auto tick = timer_.next_tick_ns();
+        deliver_frame();
         if (e->kind == Exit::Kind::hlt) {
-            if (!tick || !backend_.can_inject())
-                return unexpected("exit " + std::to_string(exit_) + ": the guest halted with no interrupt that can wake it");
-            const std::uint64_t now = now_();
-            if (*tick > now)
-                std::this_thread::sleep_for(std::chrono::nanoseconds(*tick - now));
+            auto woke = wait_while_halted();
+            if (!woke)
+                return woke;
         }
-        if (tick && now_() >= *tick && backend_.can_inject()) {
-            timer_.take_tick();
-            backend_.inject(timer_.vector());
-            append(log, logformat::Interrupt{timer_.vector(), logformat::IrqSource::lapic_timer});
+        // Interrupts go in only here, at a synchronous exit: devices first (they have been
+        // waiting), then the timer.
+        if (!backend.can_inject())
+            continue;
+        if (devices::Device* d = machine_.interrupting_device()) {
+            const std::uint8_t v = *d->pending_interrupt();
+            d->interrupt_delivered();
+            backend.inject(v);
+            append(logformat::Interrupt{v, logformat::IrqSource::msi});
+        } else if (auto tick = machine_.timer().next_tick_ns(); tick && machine_.now() >= *tick) {
+            machine_.timer().take_tick();
+            backend.inject(machine_.timer().vector());
+            append(logformat::Interrupt{machine_.timer().vector(), logformat::IrqSource::lapic_timer});
         }
     }
     return true;
 }
 
+// ----- Replayer ---------------------------------------------------------------------------------
+
+// What the devices see as the outside world on the replaying backup: inputs come from the log,
+// outputs are checked against it and dropped.
+class Replayer::Ports final : public devices::NetTransmit, public devices::BlockPort {
+public:
+    std::span<const logformat::Entry> log;
+    std::size_t next = 0;
+    std::uint64_t exit = 0;
+    std::optional<std::string> divergence;
+
+    void transmit(std::span<const std::uint8_t>) override { expect_output(logformat::OutputKind::net_tx); }
+    bool read(std::uint64_t offset, std::span<std::uint8_t> out) override
+    {
+        const std::uint64_t sector = offset / devices::VirtioBlk::kSector;
+        const auto* d = current<logformat::DiskRead>();
+        if (!d || d->request != sector || (d->mode == logformat::DiskRead::Mode::data ? d->data.size() : d->length) != out.size()) {
+            diverge("the guest read " + std::to_string(out.size()) + " bytes at sector " + std::to_string(sector));
+            return false;
+        }
+        ++next;
+        if (is_failed_read(*d))
+            return false;
+        if (d->mode != logformat::DiskRead::Mode::data) {
+            diverge("the log has a checksummed disk read; this backup replays logged data only");
+            return false;
+        }
+        std::copy(d->data.begin(), d->data.end(), out.begin());
+        return true;
+    }
+    bool write(std::uint64_t, std::span<const std::uint8_t>) override
+    {
+        expect_output(logformat::OutputKind::disk_write);
+        return true;
+    }
+    bool flush() override { return true; }
+
+private:
+    template <class P>
+    const P* current() const
+    {
+        return next < log.size() && log[next].exit == exit ? std::get_if<P>(&log[next].payload) : nullptr;
+    }
+    void diverge(const std::string& what)
+    {
+        if (!divergence)
+            divergence = what + " but the log has " +
+                         (next < log.size() ? logformat::to_text(log[next]) : std::string("nothing more"));
+    }
+    // The output ids are the recorder's own numbering (for the output gate); what must match
+    // is that the guest produced this kind of output at this exit.
+    void expect_output(logformat::OutputKind kind)
+    {
+        const auto* o = current<logformat::Output>();
+        if (!o || o->kind != kind) {
+            diverge(std::string("the guest produced ") + (kind == logformat::OutputKind::net_tx ? "a frame" : "a disk write"));
+            return;
+        }
+        ++next;
+    }
+};
+
+Replayer::Replayer(Machine& machine) : machine_(machine), ports_(std::make_unique<Ports>())
+{
+    if (auto* net = machine_.net())
+        net->set_transmit(ports_.get());
+    if (auto* blk = machine_.blk())
+        blk->set_port(ports_.get());
+}
+
+Replayer::~Replayer()
+{
+    if (auto* net = machine_.net())
+        net->set_transmit(nullptr);
+    if (auto* blk = machine_.blk())
+        blk->set_port(nullptr);
+}
+
 Expected<bool, Divergence> Replayer::run(std::span<const logformat::Entry> log, std::uint64_t until_exit)
 {
-    std::size_t next = 0;
+    Ports& ports = *ports_;
+    ports.log = log;
+    ports.next = 0;
+    std::size_t& next = ports.next;
+    Backend& backend = machine_.backend();
     auto diverge = [&](std::string what) { return unexpected(Divergence{exit_, std::move(what)}); };
     while (exit_ < until_exit) {
-        auto e = backend_.run();
+        auto e = backend.run();
         if (!e)
             return diverge("the guest stopped: " + e.error());
         ++exit_;
+        ports.exit = exit_;
         if (next < log.size() && log[next].exit < exit_)
             return diverge("the log's next entry (" + logformat::to_text(log[next]) + ") belongs to an earlier exit");
-        devices::Device* dev = bus_.find(e->is_pio(), e->address);
+        devices::Device* dev = machine_.bus().find(e->is_pio(), e->address);
         if (e->is_read()) {
             std::uint64_t v = all_ones(e->size);
             if (dev && !dev->read_is_deterministic(e->address)) {
@@ -88,23 +304,38 @@ Expected<bool, Divergence> Replayer::run(std::span<const logformat::Entry> log, 
                 if (r->address != e->address || r->size != e->size || (r->space == logformat::IoSpace::port) != e->is_pio())
                     return diverge("the guest read " + describe(*e) + " but the log has " + logformat::to_text(log[next]));
                 v = r->value;
+                machine_.observe_time(dev, v);
                 ++next;
             } else if (dev) {
                 v = dev->read(e->address, e->size) & all_ones(e->size);
             }
-            backend_.complete_read(v);
+            backend.complete_read(v);
         } else if (e->kind != Exit::Kind::hlt && dev) {
             dev->write(e->address, e->size, e->value);
         }
+        if (ports.divergence)
+            return diverge(*ports.divergence);
         for (; next < log.size() && log[next].exit == exit_; ++next) {
             const auto& entry = log[next];
             if (const auto* d = std::get_if<logformat::StateDigest>(&entry.payload)) {
-                if (backend_.digest() != d->digest)
+                if (machine_.digest() != d->digest)
                     return diverge("state digest differs from the primary's (entry " + std::to_string(entry.seq) + ")");
+            } else if (const auto* rx = std::get_if<logformat::NetRx>(&entry.payload)) {
+                auto* net = machine_.net();
+                if (!net || rx->device != kNic || !net->can_receive())
+                    return diverge("the log delivers a frame but this guest's NIC has no receive buffer");
+                net->receive(rx->frame);
             } else if (const auto* irq = std::get_if<logformat::Interrupt>(&entry.payload)) {
-                if (!backend_.can_inject())
+                if (!backend.can_inject())
                     return diverge("the log injects vector " + std::to_string(irq->vector) + " but the guest cannot take it");
-                backend_.inject(irq->vector);
+                if (irq->source != logformat::IrqSource::lapic_timer) {
+                    devices::Device* source = machine_.device_with_vector(irq->vector);
+                    if (!source)
+                        return diverge("the log injects device vector " + std::to_string(irq->vector) +
+                                       " but no device here has that interrupt pending");
+                    source->interrupt_delivered();
+                }
+                backend.inject(irq->vector);
             } else {
                 return diverge("unexpected log entry " + logformat::to_text(entry));
             }

@@ -1,20 +1,27 @@
-// The record/replay engine (ARCHITECTURE.md, "Determinism model"). It drives a Backend and the
-// device models exit by exit:
+// The record/replay engine (ARCHITECTURE.md, "Determinism model"). It drives a Machine exit by
+// exit:
 // - synchronous exits are numbered from 1;
-// - the recorder logs every non-deterministic read (its value) and every interrupt it injects,
-//   each with its exit number, and injects only at synchronous exits; a StateDigest entry
-//   every digest_every exits lets the replayer check it is on the same path;
-// - the replayer supplies logged values instead of asking the devices, injects exactly at the
-//   logged exits, never waits on HLT, and reports the first exit where anything differs.
+// - the recorder logs every non-deterministic input with its exit number: device reads that
+//   depend on time (io_read), frames from the network (net_rx), data read from the disk
+//   (disk_read), and every interrupt it injects (interrupt); it injects only at synchronous
+//   exits. It logs every output too (output: a transmitted frame, a disk write) so the output
+//   gate can hold it until the backup has the entry. A state_digest every digest_every exits
+//   lets the replayer check it is on the same path;
+// - the replayer feeds the same inputs at the same exits, drops the outputs after checking
+//   that the guest produced them at the same exits, never waits on HLT, and reports the first
+//   exit where anything differs.
+// A replayer that has replayed everything becomes the recorder of a live VM by handing the
+// machine to a Recorder that continues its numbering (go-live).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "xenft/devices/devices.hpp"
-#include "xenft/engine/backend.hpp"
+#include "xenft/devices/host_io.hpp"
+#include "xenft/engine/machine.hpp"
 #include "xenft/logformat/entry.hpp"
 
 namespace xenft::engine {
@@ -25,33 +32,58 @@ struct Divergence {
     std::string message() const { return "replay diverged at exit " + std::to_string(exit) + ": " + what; }
 };
 
+// The outside world of the replica that runs the VM live. Either may be absent.
+struct HostIo {
+    devices::TapDevice* tap = nullptr;
+    devices::BlockPort* disk = nullptr;
+};
+
+// Where the recorder resumes (go-live, or recording from a checkpoint): after this exit, with
+// log entries numbered from next_seq.
+struct ResumePoint {
+    std::uint64_t exit = 0;
+    std::uint64_t next_seq = 1;
+};
+
 class Recorder {
 public:
-    Recorder(Backend& backend, devices::DeviceBus& bus, devices::LapicTimer& timer, devices::TimeSource now,
-             std::uint64_t digest_every);
+    // Resuming (from.exit > 0) re-arms the timer from now: when ticks fell before is not state.
+    Recorder(Machine& machine, std::uint64_t digest_every, HostIo io = {}, ResumePoint from = {});
+    ~Recorder();
+    Recorder(const Recorder&) = delete;
+    Recorder& operator=(const Recorder&) = delete;
 
     // Runs `exits` more synchronous exits and appends the entries they produce to log.
     Expected<bool, std::string> run(std::uint64_t exits, std::vector<logformat::Entry>& log);
     std::uint64_t exits() const noexcept { return exit_; }
+    std::uint64_t next_seq() const noexcept { return seq_; }
 
 private:
-    void append(std::vector<logformat::Entry>& log, logformat::Payload p);
+    class Ports;
+    void append(logformat::Payload p);
+    // Hands a waiting frame to the NIC if it has a buffer; true if one was delivered.
+    bool deliver_frame();
+    Expected<bool, std::string> wait_while_halted();
 
-    Backend& backend_;
-    devices::DeviceBus& bus_;
-    devices::LapicTimer& timer_;
-    devices::TimeSource now_;
+    Machine& machine_;
     std::uint64_t digest_every_;
-    std::uint64_t exit_ = 0;
-    std::uint64_t seq_ = 1;
+    HostIo io_;
+    std::unique_ptr<Ports> ports_;
+    std::vector<logformat::Entry>* log_ = nullptr;
+    std::optional<std::vector<std::uint8_t>> waiting_frame_;
+    std::uint64_t exit_;
+    std::uint64_t seq_;
 };
 
 class Replayer {
 public:
-    Replayer(Backend& backend, devices::DeviceBus& bus) : backend_(backend), bus_(bus) {}
+    explicit Replayer(Machine& machine);
+    ~Replayer();
+    Replayer(const Replayer&) = delete;
+    Replayer& operator=(const Replayer&) = delete;
 
     // Replays `log` (the entries of exits up to until_exit) and runs the guest to exit
-    // until_exit exactly.
+    // until_exit exactly. Can be called again with the entries that follow.
     Expected<bool, Divergence> run(std::span<const logformat::Entry> log, std::uint64_t until_exit);
     // For a VM restored from a checkpoint taken after exit `exit` was fully handled: replay
     // continues with the next exit, fed the log entries that follow.
@@ -59,8 +91,9 @@ public:
     std::uint64_t exits() const noexcept { return exit_; }
 
 private:
-    Backend& backend_;
-    devices::DeviceBus& bus_;
+    class Ports;
+    Machine& machine_;
+    std::unique_ptr<Ports> ports_;
     std::uint64_t exit_ = 0;
 };
 

@@ -49,10 +49,11 @@ void flat_segment(kvm_segment& s, std::uint16_t selector, std::uint8_t type)
 
 } // namespace
 
-Expected<std::unique_ptr<KvmBackend>, std::string> KvmBackend::create(const engine::PvhImage& image, std::uint64_t memory_bytes)
+Expected<std::unique_ptr<KvmBackend>, std::string> KvmBackend::create(const engine::PvhImage& image, std::uint64_t memory_bytes,
+                                                                 const std::string& cmdline)
 {
     std::unique_ptr<KvmBackend> b(new KvmBackend());
-    if (auto r = b->setup(image, memory_bytes); !r)
+    if (auto r = b->setup(image, memory_bytes, cmdline); !r)
         return unexpected(r.error());
     return b;
 }
@@ -65,8 +66,13 @@ KvmBackend::~KvmBackend()
         ::munmap(memory_, memory_bytes_);
 }
 
-Expected<bool, std::string> KvmBackend::setup(const engine::PvhImage& image, std::uint64_t memory_bytes)
+Expected<bool, std::string> KvmBackend::setup(const engine::PvhImage& image, std::uint64_t memory_bytes,
+                                              const std::string& cmdline)
 {
+    if (cmdline.size() > kMaxCmdline || cmdline.find('\0') != std::string::npos)
+        return unexpected("guest command line: longer than " + std::to_string(kMaxCmdline) + " bytes or contains NUL");
+    if (memory_bytes % kPageBytes != 0 || memory_bytes < (1u << 20))
+        return unexpected("guest memory: " + std::to_string(memory_bytes) + " bytes is not a whole number of pages of at least 1 MiB");
     kvm_.reset(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
     if (!kvm_.valid())
         return unexpected(err("open /dev/kvm"));
@@ -91,9 +97,16 @@ Expected<bool, std::string> KvmBackend::setup(const engine::PvhImage& image, std
             return unexpected(std::string("KVM: a guest image segment lies beyond guest memory"));
         std::memcpy(memory_ + seg.paddr, seg.bytes.data(), seg.bytes.size());
     }
-    // struct hvm_start_info, version 1: magic, version, flags, nr_modules, then zeros.
+    // struct hvm_start_info, version 1: magic, version, flags, nr_modules, modlist_paddr,
+    // cmdline_paddr (the command line follows the structure), rsdp_paddr.
     const std::uint32_t start_info[4] = {kStartInfoMagic, 1, 0, 0};
     std::memcpy(memory_ + kStartInfoGpa, start_info, sizeof start_info);
+    if (!cmdline.empty()) {
+        const std::uint64_t cmdline_gpa = kStartInfoGpa + 0x100;
+        std::memcpy(memory_ + kStartInfoGpa + 24, &cmdline_gpa, sizeof cmdline_gpa);
+        std::memcpy(memory_ + cmdline_gpa, cmdline.c_str(), cmdline.size() + 1);
+    }
+    host_dirty_.assign((memory_bytes / kPageBytes + 63) / 64, 0);
 
     vcpu_.reset(::ioctl(vm_.get(), KVM_CREATE_VCPU, 0));
     if (!vcpu_.valid())
@@ -216,12 +229,48 @@ void KvmBackend::inject(std::uint8_t vector)
     (void)::ioctl(vcpu_.get(), KVM_INTERRUPT, &irq);
 }
 
-Expected<bool, std::string> KvmBackend::write_memory(std::uint64_t gpa, std::span<const std::uint8_t> data)
+bool KvmBackend::read_guest(std::uint64_t gpa, std::span<std::uint8_t> out)
+{
+    if (gpa > memory_bytes_ || out.size() > memory_bytes_ - gpa)
+        return false;
+    std::memcpy(out.data(), memory_ + gpa, out.size());
+    return true;
+}
+
+bool KvmBackend::write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data)
 {
     if (gpa > memory_bytes_ || data.size() > memory_bytes_ - gpa)
-        return unexpected("DMA to guest-physical " + std::to_string(gpa) + " beyond guest memory");
+        return false;
     std::memcpy(memory_ + gpa, data.data(), data.size());
+    mark_host_dirty(gpa, data.size());
     return true;
+}
+
+void KvmBackend::mark_host_dirty(std::uint64_t gpa, std::uint64_t bytes)
+{
+    if (bytes == 0)
+        return;
+    for (std::uint64_t page = gpa / kPageBytes; page <= (gpa + bytes - 1) / kPageBytes; ++page)
+        host_dirty_[page / 64] |= std::uint64_t{1} << (page % 64);
+}
+
+std::vector<std::uint64_t> KvmBackend::dirty_pages()
+{
+    std::vector<std::uint64_t> bitmap(host_dirty_.size(), 0);
+    kvm_dirty_log log{};
+    log.slot = 0;
+    log.dirty_bitmap = bitmap.data();
+    (void)::ioctl(vm_.get(), KVM_GET_DIRTY_LOG, &log); // fetches and clears the guest's writes
+    std::vector<std::uint64_t> pages;
+    for (std::size_t w = 0; w < bitmap.size(); ++w) {
+        std::uint64_t bits = bitmap[w] | host_dirty_[w];
+        host_dirty_[w] = 0;
+        while (bits) {
+            pages.push_back(w * 64 + static_cast<std::uint64_t>(__builtin_ctzll(bits)));
+            bits &= bits - 1;
+        }
+    }
+    return pages;
 }
 
 void KvmBackend::finish_pending_io()
@@ -271,7 +320,7 @@ constexpr std::uint32_t kStateMagic = 0x58534b31; // "XSK1"
 
 } // namespace
 
-std::vector<std::uint8_t> KvmBackend::save_state()
+std::vector<std::uint8_t> KvmBackend::save_cpu_state()
 {
     finish_pending_io();
     VcpuState v{};
@@ -281,37 +330,55 @@ std::vector<std::uint8_t> KvmBackend::save_state()
     (void)::ioctl(vcpu_.get(), KVM_GET_VCPU_EVENTS, &v.events);
     (void)::ioctl(vcpu_.get(), KVM_GET_DEBUGREGS, &v.debugregs);
     (void)::ioctl(vcpu_.get(), KVM_GET_MP_STATE, &v.mp_state);
-    std::vector<std::uint8_t> blob(sizeof kStateMagic + sizeof(std::uint64_t) + sizeof v + memory_bytes_);
-    std::uint8_t* p = blob.data();
-    std::memcpy(p, &kStateMagic, sizeof kStateMagic);
-    p += sizeof kStateMagic;
-    std::memcpy(p, &memory_bytes_, sizeof memory_bytes_);
-    p += sizeof memory_bytes_;
-    std::memcpy(p, &v, sizeof v);
-    p += sizeof v;
-    std::memcpy(p, memory_, memory_bytes_);
+    std::vector<std::uint8_t> blob(sizeof kStateMagic + sizeof v);
+    std::memcpy(blob.data(), &kStateMagic, sizeof kStateMagic);
+    std::memcpy(blob.data() + sizeof kStateMagic, &v, sizeof v);
     return blob;
 }
 
-Expected<bool, std::string> KvmBackend::restore_state(std::span<const std::uint8_t> blob)
+Expected<bool, std::string> KvmBackend::restore_cpu_state(std::span<const std::uint8_t> blob)
 {
     std::uint32_t magic = 0;
-    std::uint64_t mem = 0;
-    if (blob.size() < sizeof magic + sizeof mem + sizeof(VcpuState))
-        return unexpected(std::string("KVM state: truncated"));
+    if (blob.size() != sizeof magic + sizeof(VcpuState))
+        return unexpected(std::string("KVM vCPU state: wrong size"));
     std::memcpy(&magic, blob.data(), sizeof magic);
-    std::memcpy(&mem, blob.data() + sizeof magic, sizeof mem);
-    if (magic != kStateMagic || mem != memory_bytes_ || blob.size() != sizeof magic + sizeof mem + sizeof(VcpuState) + mem)
-        return unexpected(std::string("KVM state: not a checkpoint of a VM this size"));
+    if (magic != kStateMagic)
+        return unexpected(std::string("KVM vCPU state: not a state of this backend"));
     VcpuState v{};
-    std::memcpy(&v, blob.data() + sizeof magic + sizeof mem, sizeof v);
-    std::memcpy(memory_, blob.data() + sizeof magic + sizeof mem + sizeof v, memory_bytes_);
+    std::memcpy(&v, blob.data() + sizeof magic, sizeof v);
     // Special registers first: they set the mode the others are interpreted in.
     if (::ioctl(vcpu_.get(), KVM_SET_SREGS, &v.sregs) != 0 || ::ioctl(vcpu_.get(), KVM_SET_REGS, &v.regs) != 0 ||
         ::ioctl(vcpu_.get(), KVM_SET_FPU, &v.fpu) != 0 || ::ioctl(vcpu_.get(), KVM_SET_VCPU_EVENTS, &v.events) != 0 ||
         ::ioctl(vcpu_.get(), KVM_SET_DEBUGREGS, &v.debugregs) != 0 || ::ioctl(vcpu_.get(), KVM_SET_MP_STATE, &v.mp_state) != 0)
         return unexpected(err("restoring vCPU state"));
     io_pending_ = false;
+    return true;
+}
+
+std::vector<std::uint8_t> KvmBackend::save_state()
+{
+    std::vector<std::uint8_t> blob = save_cpu_state();
+    const std::size_t at = blob.size();
+    blob.resize(at + sizeof memory_bytes_ + memory_bytes_);
+    std::memcpy(blob.data() + at, &memory_bytes_, sizeof memory_bytes_);
+    std::memcpy(blob.data() + at + sizeof memory_bytes_, memory_, memory_bytes_);
+    return blob;
+}
+
+Expected<bool, std::string> KvmBackend::restore_state(std::span<const std::uint8_t> blob)
+{
+    constexpr std::size_t cpu = sizeof kStateMagic + sizeof(VcpuState);
+    std::uint64_t mem = 0;
+    if (blob.size() < cpu + sizeof mem)
+        return unexpected(std::string("KVM state: truncated"));
+    std::memcpy(&mem, blob.data() + cpu, sizeof mem);
+    if (mem != memory_bytes_ || blob.size() != cpu + sizeof mem + mem)
+        return unexpected(std::string("KVM state: not a checkpoint of a VM this size"));
+    auto restored = restore_cpu_state(blob.first(cpu));
+    if (!restored)
+        return restored;
+    std::memcpy(memory_, blob.data() + cpu + sizeof mem, memory_bytes_);
+    mark_host_dirty(0, memory_bytes_);
     return true;
 }
 
