@@ -1,0 +1,335 @@
+// Tests of the device models on their own: the virtio-mmio transport (registers, feature
+// negotiation, queue setup), virtio-blk requests against a real disk image file, virtio-net
+// transmit and receive, what a hostile guest can do with descriptors (loops, addresses outside
+// memory, oversized chains: the device resets itself, nothing else happens), device state
+// round trips and damaged state, and the host-side errors (disk files, TAP names). Guest
+// memory here is a plain buffer, which is all a device model sees of it.
+#define BOOST_TEST_MODULE devices
+#include <boost/test/unit_test.hpp>
+
+#include <cstring>
+
+#include "tests/vm_fixture.hpp"
+#include "xenft/devices/host_io.hpp"
+#include "xenft/devices/virtio_blk.hpp"
+#include "xenft/devices/virtio_net.hpp"
+
+using namespace xenft;
+using namespace xenft::devices;
+
+namespace {
+
+class BufferMemory final : public GuestMemory {
+public:
+    explicit BufferMemory(std::size_t bytes) : mem(bytes, 0) {}
+    bool read_guest(std::uint64_t gpa, std::span<std::uint8_t> out) override
+    {
+        if (gpa > mem.size() || out.size() > mem.size() - gpa)
+            return false;
+        std::memcpy(out.data(), mem.data() + gpa, out.size());
+        return true;
+    }
+    bool write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data) override
+    {
+        if (gpa > mem.size() || data.size() > mem.size() - gpa)
+            return false;
+        std::memcpy(mem.data() + gpa, data.data(), data.size());
+        return true;
+    }
+    template <class T>
+    void put(std::uint64_t gpa, T v)
+    {
+        std::memcpy(mem.data() + gpa, &v, sizeof v);
+    }
+    template <class T>
+    T get(std::uint64_t gpa) const
+    {
+        T v{};
+        std::memcpy(&v, mem.data() + gpa, sizeof v);
+        return v;
+    }
+    std::vector<std::uint8_t> mem;
+};
+
+// Queue layout in the test memory: descriptors at 0x1000, driver ring at 0x2000, device ring
+// at 0x3000, buffers from 0x10000.
+constexpr std::uint64_t kDesc = 0x1000, kAvail = 0x2000, kUsed = 0x3000;
+constexpr std::uint16_t kNext = 1, kWrite = 2;
+
+struct Driver {
+    VirtioMmio& dev;
+    BufferMemory& mem;
+    std::uint64_t base;
+    std::uint16_t avail = 0;
+
+    std::uint32_t reg(std::uint64_t off) { return static_cast<std::uint32_t>(dev.read(base + off, 4)); }
+    void set(std::uint64_t off, std::uint32_t v) { dev.write(base + off, 4, v); }
+
+    // The virtio 1.x initialization sequence, each queue at its own 0x10000 slice.
+    void init(int queues)
+    {
+        set(0x70, 0);
+        set(0x70, 3);
+        set(0x24, 1);
+        set(0x20, 1); // VERSION_1
+        set(0x70, 11);
+        for (int q = 0; q < queues; ++q) {
+            const std::uint64_t at = 0x10000u * static_cast<std::uint64_t>(q);
+            set(0x30, static_cast<std::uint32_t>(q));
+            set(0x38, 16);
+            set(0x80, static_cast<std::uint32_t>(at + kDesc));
+            set(0x90, static_cast<std::uint32_t>(at + kAvail));
+            set(0xa0, static_cast<std::uint32_t>(at + kUsed));
+            set(0x44, 1);
+        }
+        set(0x70, 15);
+    }
+    void desc(int q, std::uint16_t i, std::uint64_t addr, std::uint32_t len, std::uint16_t flags, std::uint16_t next)
+    {
+        const std::uint64_t d = 0x10000u * static_cast<std::uint64_t>(q) + kDesc + 16u * i;
+        mem.put(d, addr);
+        mem.put(d + 8, len);
+        mem.put(d + 12, flags);
+        mem.put(d + 14, next);
+    }
+    void offer(int q, std::uint16_t head)
+    {
+        const std::uint64_t a = 0x10000u * static_cast<std::uint64_t>(q) + kAvail;
+        const std::uint16_t idx = mem.get<std::uint16_t>(a + 2);
+        mem.put<std::uint16_t>(a + 4 + 2 * (idx % 16), head);
+        mem.put<std::uint16_t>(a + 2, static_cast<std::uint16_t>(idx + 1));
+    }
+    std::uint16_t used_idx(int q) { return mem.get<std::uint16_t>(0x10000u * static_cast<std::uint64_t>(q) + kUsed + 2); }
+    std::uint32_t used_len(int q, std::uint16_t n)
+    {
+        return mem.get<std::uint32_t>(0x10000u * static_cast<std::uint64_t>(q) + kUsed + 4 + 8u * (n % 16) + 4);
+    }
+};
+
+struct BlkRig {
+    BufferMemory mem{1u << 20};
+    testing::DiskImage image{64 * 1024};
+    FileStore store = FileStore::open(image.path()).value();
+    VirtioBlk blk{mem, store.size_bytes()};
+    Driver drv{blk, mem, VirtioBlk::kDefaultBase};
+    BlkRig()
+    {
+        blk.set_port(&store);
+        drv.init(1);
+    }
+    // One request: header at 0x20000, data at 0x30000, status at 0x40000. Returns the status.
+    std::uint8_t request(std::uint32_t type, std::uint64_t sector, std::uint32_t len)
+    {
+        mem.put<std::uint32_t>(0x20000, type);
+        mem.put<std::uint64_t>(0x20008, sector);
+        mem.put<std::uint8_t>(0x40000, 0xee);
+        const bool to_guest = type != 1;
+        drv.desc(0, 0, 0x20000, 16, kNext, 1);
+        if (len) {
+            drv.desc(0, 1, 0x30000, len, static_cast<std::uint16_t>(kNext | (to_guest ? kWrite : 0)), 2);
+            drv.desc(0, 2, 0x40000, 1, kWrite, 0);
+        } else {
+            drv.desc(0, 1, 0x40000, 1, kWrite, 0);
+        }
+        drv.offer(0, 0);
+        drv.set(0x50, 0);
+        return mem.get<std::uint8_t>(0x40000);
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_transport_registers_follow_virtio_mmio_version_2)
+{
+    BufferMemory mem(1u << 20);
+    VirtioNet net(mem, {2, 0, 0, 0, 0, 9});
+    Driver d{net, mem, VirtioNet::kDefaultBase};
+    BOOST_TEST(d.reg(0x000) == 0x74726976u);
+    BOOST_TEST(d.reg(0x004) == 2u);
+    BOOST_TEST(d.reg(0x008) == 1u);
+    d.set(0x14, 1);
+    BOOST_TEST(d.reg(0x010) == 1u); // VIRTIO_F_VERSION_1 is bit 32
+    d.set(0x14, 0);
+    BOOST_TEST((d.reg(0x010) & (1u << 5)) != 0u); // VIRTIO_NET_F_MAC
+    BOOST_TEST(net.read(VirtioNet::kDefaultBase + 0x105, 1) == 9u);
+    // Queue sizes must be powers of two up to the maximum; a queue without a size stays off.
+    d.set(0x30, 0);
+    d.set(0x38, 12);
+    d.set(0x44, 1);
+    BOOST_TEST(d.reg(0x44) == 0u);
+    d.set(0x38, 16);
+    d.set(0x44, 1);
+    BOOST_TEST(d.reg(0x44) == 1u);
+    // Reads of the common registers that are not 32 bits wide return nothing.
+    BOOST_TEST(net.read(VirtioNet::kDefaultBase, 2) == 0u);
+    BOOST_TEST(!net.driver_ready());
+}
+
+BOOST_AUTO_TEST_CASE(block_requests_reach_the_disk_image)
+{
+    BlkRig rig;
+    BOOST_TEST(rig.blk.read(VirtioBlk::kDefaultBase + 0x100, 8) == 128u); // 64 KiB in sectors
+    std::memset(rig.mem.mem.data() + 0x30000, 0xab, 1024);
+    BOOST_TEST(rig.request(1, 5, 1024) == 0u); // write sectors 5-6
+    std::memset(rig.mem.mem.data() + 0x30000, 0, 1024);
+    BOOST_TEST(rig.request(0, 5, 1024) == 0u); // read them back
+    BOOST_TEST(rig.mem.get<std::uint64_t>(0x30000 + 1016) == 0xababababababababull);
+    BOOST_TEST(rig.drv.used_len(0, 1) == 1025u); // data and status
+    std::vector<std::uint8_t> file(512);
+    BOOST_TEST(rig.store.read(6 * 512, file));
+    BOOST_TEST(file[511] == 0xabu);
+    BOOST_TEST(rig.request(4, 0, 0) == 0u);         // flush
+    BOOST_TEST(rig.request(0, 127, 1024) == 1u);    // runs past the end: I/O error
+    BOOST_TEST(rig.request(0, 1, 100) == 1u);       // not whole sectors
+    BOOST_TEST(rig.request(99, 0, 512) == 2u);      // unsupported
+    BOOST_TEST(rig.request(8, 0, 20) == 0u);        // GET_ID
+    BOOST_TEST(std::string(reinterpret_cast<const char*>(rig.mem.mem.data() + 0x30000)) == "xenft-virtio-blk");
+    BOOST_TEST(rig.drv.used_idx(0) == 7u);
+    BOOST_TEST((rig.blk.pending_interrupt() == std::optional<std::uint8_t>(VirtioBlk::kDefaultVector)));
+    BOOST_TEST(rig.drv.reg(0x60) == 1u); // used buffer notification
+    rig.drv.set(0x64, 1);
+    BOOST_TEST(rig.drv.reg(0x60) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_hostile_descriptor_chain_only_resets_the_device)
+{
+    {
+        BlkRig rig; // a chain that loops back on itself
+        rig.drv.desc(0, 0, 0x20000, 16, kNext, 1);
+        rig.drv.desc(0, 1, 0x30000, 512, kNext | kWrite, 0);
+        rig.drv.offer(0, 0);
+        rig.drv.set(0x50, 0);
+        BOOST_TEST((rig.drv.reg(0x70) & VirtioMmio::kStatusNeedsReset) != 0u);
+        BOOST_TEST(rig.drv.used_idx(0) == 0u);
+        // Once broken, notifications do nothing until the driver resets the device.
+        rig.drv.set(0x50, 0);
+        BOOST_TEST(rig.drv.used_idx(0) == 0u);
+        rig.drv.init(1);
+        BOOST_TEST(rig.drv.reg(0x70) == 15u);
+    }
+    {
+        BlkRig rig; // a buffer beyond guest memory
+        rig.drv.desc(0, 0, 0x20000, 16, kNext, 1);
+        rig.drv.desc(0, 1, 0xfffffffff000ull, 512, kNext | kWrite, 2);
+        rig.drv.desc(0, 2, 0x40000, 1, kWrite, 0);
+        rig.drv.offer(0, 0);
+        rig.drv.set(0x50, 0);
+        BOOST_TEST((rig.drv.reg(0x70) & VirtioMmio::kStatusNeedsReset) != 0u);
+    }
+    {
+        BlkRig rig; // more data than one request may carry, and a head index out of range
+        rig.drv.desc(0, 0, 0x20000, 16, kNext, 1);
+        rig.drv.desc(0, 1, 0x0, 0xffffff00u, kNext | kWrite, 2);
+        rig.drv.desc(0, 2, 0x40000, 1, kWrite, 0);
+        rig.drv.offer(0, 0);
+        rig.drv.set(0x50, 0);
+        BOOST_TEST((rig.drv.reg(0x70) & VirtioMmio::kStatusNeedsReset) != 0u);
+        BlkRig rig2;
+        rig2.drv.offer(0, 200);
+        rig2.drv.set(0x50, 0);
+        BOOST_TEST((rig2.drv.reg(0x70) & VirtioMmio::kStatusNeedsReset) != 0u);
+    }
+}
+
+namespace {
+struct Sink final : NetTransmit {
+    std::vector<std::vector<std::uint8_t>> frames;
+    void transmit(std::span<const std::uint8_t> f) override { frames.emplace_back(f.begin(), f.end()); }
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(frames_go_out_and_come_in_through_the_queues)
+{
+    BufferMemory mem(1u << 20);
+    VirtioNet net(mem, {2, 0, 0, 0, 0, 1});
+    Sink sink;
+    net.set_transmit(&sink);
+    Driver d{net, mem, VirtioNet::kDefaultBase};
+    d.init(2);
+    BOOST_TEST(!net.can_receive());
+    BOOST_TEST((net.receive(std::vector<std::uint8_t>(60, 1)) == VirtioNet::Rx::no_buffer));
+
+    // Transmit: a 12-byte header then the frame.
+    for (int i = 0; i < 72; ++i)
+        mem.mem[0x50000 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
+    d.desc(1, 0, 0x50000, 72, 0, 0);
+    d.offer(1, 0);
+    d.set(0x50, 1);
+    BOOST_TEST_REQUIRE(sink.frames.size() == 1u);
+    BOOST_TEST(sink.frames[0].size() == 60u);
+    BOOST_TEST(sink.frames[0][0] == 12u);
+    BOOST_TEST(d.used_idx(1) == 1u);
+
+    // Receive into a posted buffer; a frame larger than the buffer is dropped and the buffer
+    // returned empty.
+    d.desc(0, 0, 0x60000, 1526, kWrite, 0);
+    d.desc(0, 1, 0x61000, 40, kWrite, 0);
+    d.offer(0, 0);
+    d.offer(0, 1);
+    BOOST_TEST(net.can_receive());
+    std::vector<std::uint8_t> frame(100, 0x5a);
+    BOOST_TEST((net.receive(frame) == VirtioNet::Rx::delivered));
+    BOOST_TEST(d.used_len(0, 0) == 112u);
+    BOOST_TEST(mem.mem[0x60000 + 10] == 1u); // num_buffers
+    BOOST_TEST(mem.mem[0x60000 + 12] == 0x5au);
+    BOOST_TEST((net.receive(frame) == VirtioNet::Rx::dropped));
+    BOOST_TEST(d.used_len(0, 1) == 0u);
+    BOOST_TEST(net.frames_received() == 1u);
+    BOOST_TEST((net.receive(std::vector<std::uint8_t>(2000, 1)) == VirtioNet::Rx::no_buffer));
+}
+
+BOOST_AUTO_TEST_CASE(device_state_round_trips_and_damaged_state_is_refused)
+{
+    BlkRig rig;
+    std::memset(rig.mem.mem.data() + 0x30000, 1, 512);
+    BOOST_TEST(rig.request(1, 0, 512) == 0u);
+    std::vector<std::uint8_t> state;
+    StateWriter w(state);
+    rig.blk.save(w);
+
+    BufferMemory mem2(1u << 20);
+    VirtioBlk other(mem2, 64 * 1024);
+    StateReader r(state);
+    BOOST_TEST(other.load(r));
+    BOOST_TEST(r.at_end());
+    std::vector<std::uint8_t> again;
+    StateWriter w2(again);
+    other.save(w2);
+    BOOST_TEST(again == state);
+
+    for (std::size_t cut = 0; cut < state.size(); ++cut) {
+        VirtioBlk victim(mem2, 64 * 1024);
+        StateReader partial(std::span<const std::uint8_t>(state).first(cut));
+        BOOST_TEST(!victim.load(partial), "state cut at " << cut);
+    }
+    std::vector<std::uint8_t> junk(state.size(), 0xff);
+    VirtioBlk victim(mem2, 64 * 1024);
+    StateReader bad(junk);
+    BOOST_TEST(!victim.load(bad));
+
+    // The timer keeps its registers; the UART its line control.
+    LapicTimer timer([] { return std::uint64_t{0}; });
+    timer.write(LapicTimer::kBase + 0x320, 4, 0x200ec);
+    std::vector<std::uint8_t> ts;
+    StateWriter tw(ts);
+    timer.save(tw);
+    LapicTimer timer2([] { return std::uint64_t{0}; });
+    StateReader tr(ts);
+    BOOST_TEST(timer2.load(tr));
+    BOOST_TEST(timer2.vector() == 0xecu);
+}
+
+BOOST_AUTO_TEST_CASE(host_side_errors_name_the_object_and_the_cause)
+{
+    BOOST_TEST(FileStore::open("/nonexistent/disk.img").error() == "disk /nonexistent/disk.img: No such file or directory");
+    testing::DiskImage odd(1000);
+    BOOST_TEST(FileStore::open(odd.path()).error().find("is not a positive multiple of 512 bytes") != std::string::npos);
+    BOOST_TEST(TapDevice::open("").error().find("must be 1 to 15 characters") != std::string::npos);
+    BOOST_TEST(TapDevice::open("a-name-that-is-too-long").error().find("must be 1 to 15 characters") != std::string::npos);
+    testing::DiskImage small(4096);
+    auto store = FileStore::open(small.path());
+    BOOST_TEST_REQUIRE(store.has_value());
+    std::vector<std::uint8_t> buf(512);
+    BOOST_TEST(!store->read(4096, buf));
+    BOOST_TEST(!store->write(~0ull - 10, buf));
+}
