@@ -489,17 +489,18 @@ BOOST_AUTO_TEST_CASE(an_altered_frame_is_reported_as_a_divergence, *utf::precond
     auto disk = devices::FileStore::open(image.path());
     BOOST_TEST_REQUIRE(disk.has_value());
     const auto rec = record_service(net, *disk, 15'000, 0, 7);
-    // Flip the client id in a request the guest answered: the reply frame it builds differs,
-    // so the guest's memory differs at the next digest.
+    // Change the argument of an ADD the guest applied: the key's value in its memory differs
+    // from then on, so the next digest differs. (A changed GET would only change a reply
+    // buffer that later frames overwrite: no lasting difference, nothing to report.)
     auto log = rec.log;
     std::size_t victim = 0;
     for (std::size_t i = log.size() / 3; i < log.size() && victim == 0; ++i)
         if (auto* rx = std::get_if<logformat::NetRx>(&log[i].payload); rx && rx->frame.size() >= 42 + 24 &&
                                                                           rx->frame[12] == 0x08 && rx->frame[13] == 0x00 &&
-                                                                          rx->frame[23] == 17)
+                                                                          rx->frame[23] == 17 && rx->frame[42 + 12] == 1)
             victim = i;
-    BOOST_TEST_REQUIRE(victim != 0u, "no request frame in the second part of the log");
-    std::get<logformat::NetRx>(log[victim].payload).frame[42 + 4] ^= 0x55;
+    BOOST_TEST_REQUIRE(victim != 0u, "no ADD request in the second part of the log");
+    std::get<logformat::NetRx>(log[victim].payload).frame[42 + 16] ^= 0x55;
     Vm vm(service_spec(), net.cmdline());
     REQUIRE_VM(vm);
     Replayer rep(*vm.machine);

@@ -36,6 +36,7 @@ void VirtioNet::notify(std::uint32_t q)
             // Too big or not a frame: a real NIC drops it; the buffer still goes back.
         } else {
             ++tx_frames_;
+            tx_bytes_ += packet.size() - kHeaderBytes;
             if (tx_)
                 tx_->transmit(std::span(packet).subspan(kHeaderBytes));
         }
@@ -85,6 +86,7 @@ VirtioNet::Rx VirtioNet::receive(std::span<const std::uint8_t> frame)
         }
         written = static_cast<std::uint32_t>(kHeaderBytes + frame.size());
         ++rx_frames_;
+        rx_bytes_ += frame.size();
     }
     // A buffer too small for the frame goes back empty and the frame is dropped.
     if (!queue(kRxQueue)->push(memory_, chain->head, written)) {

@@ -44,6 +44,8 @@ public:
     const MacAddress& mac() const noexcept { return mac_; }
     std::uint64_t frames_transmitted() const noexcept { return tx_frames_; }
     std::uint64_t frames_received() const noexcept { return rx_frames_; }
+    std::uint64_t bytes_transmitted() const noexcept { return tx_bytes_; }
+    std::uint64_t bytes_received() const noexcept { return rx_bytes_; }
 
 private:
     void notify(std::uint32_t q) override;
@@ -51,7 +53,7 @@ private:
 
     MacAddress mac_;
     NetTransmit* tx_ = nullptr;
-    std::uint64_t tx_frames_ = 0, rx_frames_ = 0;
+    std::uint64_t tx_frames_ = 0, rx_frames_ = 0, tx_bytes_ = 0, rx_bytes_ = 0;
 };
 
 } // namespace xenft::devices
