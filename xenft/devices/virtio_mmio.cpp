@@ -42,6 +42,8 @@ bool gather(GuestMemory& mem, const VirtqChain& chain, std::vector<std::uint8_t>
             continue;
         if (b.length > max - out.size())
             return false;
+        if (b.length == 0)
+            continue;
         const std::size_t at = out.size();
         out.resize(at + b.length);
         if (!mem.read_guest(b.gpa, std::span(out).subspan(at)))
@@ -60,6 +62,8 @@ std::uint64_t writable_bytes(const VirtqChain& chain)
 
 bool scatter(GuestMemory& mem, const VirtqChain& chain, std::span<const std::uint8_t> data, std::uint64_t skip)
 {
+    if (data.empty())
+        return true;
     for (const auto& b : chain.buffers) {
         if (!b.device_writable)
             continue;

@@ -233,7 +233,8 @@ bool KvmBackend::read_guest(std::uint64_t gpa, std::span<std::uint8_t> out)
 {
     if (gpa > memory_bytes_ || out.size() > memory_bytes_ - gpa)
         return false;
-    std::memcpy(out.data(), memory_ + gpa, out.size());
+    if (!out.empty())
+        std::memcpy(out.data(), memory_ + gpa, out.size());
     return true;
 }
 
@@ -241,7 +242,8 @@ bool KvmBackend::write_guest(std::uint64_t gpa, std::span<const std::uint8_t> da
 {
     if (gpa > memory_bytes_ || data.size() > memory_bytes_ - gpa)
         return false;
-    std::memcpy(memory_ + gpa, data.data(), data.size());
+    if (!data.empty())
+        std::memcpy(memory_ + gpa, data.data(), data.size());
     mark_host_dirty(gpa, data.size());
     return true;
 }
