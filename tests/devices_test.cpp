@@ -2,15 +2,18 @@
 // negotiation, queue setup), virtio-blk requests against a real disk image file, virtio-net
 // transmit and receive, what a hostile guest can do with descriptors (loops, addresses outside
 // memory, oversized chains: the device resets itself, nothing else happens), device state
-// round trips and damaged state, and the host-side errors (disk files, TAP names). Guest
-// memory here is a plain buffer, which is all a device model sees of it.
+// round trips and damaged state, the guest disk on a real iSCSI LUN (istgt started by the
+// test), and the host-side errors (disk files, TAP names, LUNs). Guest memory here is a plain
+// buffer, which is all a device model sees of it.
 #define BOOST_TEST_MODULE devices
 #include <boost/test/unit_test.hpp>
 
 #include <cstring>
 
+#include "tests/iscsi_fixture.hpp"
 #include "tests/vm_fixture.hpp"
 #include "xenft/devices/host_io.hpp"
+#include "xenft/devices/iscsi_store.hpp"
 #include "xenft/devices/virtio_blk.hpp"
 #include "xenft/devices/virtio_net.hpp"
 
@@ -112,9 +115,9 @@ struct BlkRig {
     FileStore store = FileStore::open(image.path()).value();
     VirtioBlk blk{mem, store.size_bytes()};
     Driver drv{blk, mem, VirtioBlk::kDefaultBase};
-    BlkRig()
+    explicit BlkRig(BlockPort* port = nullptr)
     {
-        blk.set_port(&store);
+        blk.set_port(port ? port : &store);
         drv.init(1);
     }
     // One request: header at 0x20000, data at 0x30000, status at 0x40000. Returns the status.
@@ -332,4 +335,44 @@ BOOST_AUTO_TEST_CASE(host_side_errors_name_the_object_and_the_cause)
     std::vector<std::uint8_t> buf(512);
     BOOST_TEST(!store->read(4096, buf));
     BOOST_TEST(!store->write(~0ull - 10, buf));
+}
+
+namespace {
+boost::test_tools::assertion_result have_istgt(boost::unit_test::test_unit_id)
+{
+    boost::test_tools::assertion_result r(testing::have_program("istgt"));
+    r.message() << "istgt is not installed (apt-get install istgt)";
+    return r;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_guest_disk_can_live_on_the_shared_iscsi_lun, *boost::unit_test::precondition(have_istgt))
+{
+    testing::Istgt target(4);
+    auto lun = arbiter::Lun::connect({target.url(), "iqn.2026-11.test.xenft:devices", 7, 2});
+    BOOST_TEST_REQUIRE(lun.has_value(), (lun ? "" : lun.error()));
+    // Past the end of the 4 MiB LUN: refused with the LUN named.
+    auto lun2 = arbiter::Lun::connect({target.url(), "iqn.2026-11.test.xenft:devices", 8, 2});
+    BOOST_TEST_REQUIRE(lun2.has_value());
+    const auto too_big = IscsiStore::open(std::move(*lun2), 64, 4u << 20);
+    BOOST_TEST(too_big.error().find("run past the LUN's 8192 blocks") != std::string::npos, too_big.error());
+    BOOST_TEST(too_big.error().find(target.url()) != std::string::npos);
+
+    auto store = IscsiStore::open(std::move(*lun), 64, 64 * 1024); // blocks 64..191, after an arbiter record
+    BOOST_TEST_REQUIRE(store.has_value(), (store ? "" : store.error()));
+    BlkRig rig(&*store);
+    for (std::size_t i = 0; i < 4096; ++i)
+        rig.mem.mem[0x30000 + i] = static_cast<std::uint8_t>(i * 7);
+    BOOST_TEST(rig.request(1, 3, 4096) == 0u);
+    std::memset(rig.mem.mem.data() + 0x30000, 0, 4096);
+    BOOST_TEST(rig.request(0, 3, 4096) == 0u);
+    BOOST_TEST(rig.mem.mem[0x30000 + 4095] == static_cast<std::uint8_t>(4095 * 7));
+    BOOST_TEST(rig.request(4, 0, 0) == 0u, store->last_error());
+    BOOST_TEST(rig.request(0, 127, 1024) == 1u); // past the end of the disk
+
+    // The target dies: the guest gets I/O errors, the log line names the LUN and the cause.
+    target.kill();
+    BOOST_TEST(rig.request(0, 3, 512) == 1u);
+    BOOST_TEST(store->last_error().find(target.url()) != std::string::npos, store->last_error());
+    BOOST_TEST(store->last_error().find("read at block 67") != std::string::npos, store->last_error());
 }

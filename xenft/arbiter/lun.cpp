@@ -207,20 +207,27 @@ ScsiResult Lun::run(Issue issue, std::vector<std::uint8_t>* data_in)
     return r;
 }
 
-ScsiResult Lun::read(std::uint64_t lba, std::vector<std::uint8_t>& block)
+ScsiResult Lun::read_blocks(std::uint64_t lba, std::uint32_t count, std::vector<std::uint8_t>& data)
 {
-    return run([&](iscsi_context* c) { return iscsi_read16_sync(c, lun_, lba, block_size_, static_cast<int>(block_size_), 0, 1, 0, 0, 0); },
-               &block);
+    const std::uint32_t bytes = count * block_size_;
+    return run([&](iscsi_context* c) { return iscsi_read16_sync(c, lun_, lba, bytes, static_cast<int>(block_size_), 0, 1, 0, 0, 0); },
+               &data);
 }
 
-ScsiResult Lun::write(std::uint64_t lba, std::span<const std::uint8_t> block)
+ScsiResult Lun::write_blocks(std::uint64_t lba, std::span<const std::uint8_t> block)
 {
     std::vector<std::uint8_t> data(block.begin(), block.end());
+    const auto bytes = static_cast<std::uint32_t>(data.size() / block_size_ * block_size_);
     return run(
         [&](iscsi_context* c) {
-            return iscsi_write16_sync(c, lun_, lba, data.data(), block_size_, static_cast<int>(block_size_), 0, 0, 1, 0, 0);
+            return iscsi_write16_sync(c, lun_, lba, data.data(), bytes, static_cast<int>(block_size_), 0, 0, 1, 0, 0);
         },
         nullptr);
+}
+
+ScsiResult Lun::synchronize_cache()
+{
+    return run([&](iscsi_context* c) { return iscsi_synchronizecache16_sync(c, lun_, 0, 0, 0, 0); }, nullptr);
 }
 
 ScsiResult Lun::compare_and_write(std::uint64_t lba, std::span<const std::uint8_t> expect, std::span<const std::uint8_t> replace)

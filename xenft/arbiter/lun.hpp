@@ -49,8 +49,12 @@ public:
     std::uint64_t blocks() const noexcept { return blocks_; }
     const std::string& url() const noexcept { return cfg_.url; }
 
-    ScsiResult read(std::uint64_t lba, std::vector<std::uint8_t>& block);
-    ScsiResult write(std::uint64_t lba, std::span<const std::uint8_t> block);
+    ScsiResult read(std::uint64_t lba, std::vector<std::uint8_t>& block) { return read_blocks(lba, 1, block); }
+    ScsiResult write(std::uint64_t lba, std::span<const std::uint8_t> block) { return write_blocks(lba, block); }
+    // Several consecutive blocks in one command (the guest disk on the shared LUN).
+    ScsiResult read_blocks(std::uint64_t lba, std::uint32_t count, std::vector<std::uint8_t>& data);
+    ScsiResult write_blocks(std::uint64_t lba, std::span<const std::uint8_t> data); // whole blocks
+    ScsiResult synchronize_cache();
     // One block: write `replace` if the block still holds `expect`, atomically.
     ScsiResult compare_and_write(std::uint64_t lba, std::span<const std::uint8_t> expect,
                                  std::span<const std::uint8_t> replace);

@@ -1,0 +1,40 @@
+// The guest disk on the shared iSCSI LUN: a range of its blocks (the arbiter's record lives
+// in another part of the same LUN), reached through libiscsi like the arbiter. Requests are
+// split at 1 MiB; each command has the LUN's timeout, so an unreachable target turns into an
+// I/O error for the guest rather than a hang.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "xenft/arbiter/lun.hpp"
+#include "xenft/devices/virtio_blk.hpp"
+
+namespace xenft::devices {
+
+class IscsiStore final : public BlockPort {
+public:
+    // The disk is `bytes` long from block first_lba; the LUN must have 512-byte blocks (the
+    // virtio sector) and be large enough. The error names the LUN and the cause.
+    static Expected<IscsiStore, std::string> open(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes);
+
+    bool read(std::uint64_t offset, std::span<std::uint8_t> out) override;
+    bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+    bool flush() override;
+    std::uint64_t size_bytes() const noexcept { return bytes_; }
+    // The last command's failure, for the log ("LUN ...: timed out after 2 s").
+    const std::string& last_error() const noexcept { return last_error_; }
+
+private:
+    IscsiStore(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes)
+        : lun_(std::move(lun)), first_lba_(first_lba), bytes_(bytes)
+    {
+    }
+    bool fail(const std::string& what, const arbiter::ScsiResult& r);
+
+    arbiter::Lun lun_;
+    std::uint64_t first_lba_, bytes_;
+    std::string last_error_;
+};
+
+} // namespace xenft::devices
