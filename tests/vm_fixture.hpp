@@ -75,8 +75,9 @@ struct Vm {
     }
 };
 
-// A TAP interface named xft<pid><n> with 10.77.<n>.1/24 on the host side; the guest is
-// 10.77.<n>.2. Removed when the fixture ends (the last descriptor closes).
+// A TAP interface named xft<pid>n<n> with 10.<p>.<n>.1/24 on the host side, p from the
+// process id so that tests running side by side do not share a subnet; the guest is
+// 10.<p>.<n>.2. Removed when the fixture ends (the last descriptor closes).
 class TapNet {
 public:
     TapNet()
@@ -84,8 +85,9 @@ public:
         static std::atomic<int> counter{0};
         const int n = 1 + counter++ % 250;
         name_ = "xft" + std::to_string(::getpid() % 100000) + "n" + std::to_string(n);
-        host_ip_ = "10.77." + std::to_string(n) + ".1";
-        guest_ip_ = "10.77." + std::to_string(n) + ".2";
+        const std::string net = "10." + std::to_string(64 + ::getpid() % 128) + "." + std::to_string(n) + ".";
+        host_ip_ = net + "1";
+        guest_ip_ = net + "2";
         auto tap = devices::TapDevice::open(name_);
         if (!tap) {
             error_ = tap.error();

@@ -9,7 +9,8 @@ namespace {
 constexpr std::uint64_t kChunk = 1u << 20;
 }
 
-Expected<IscsiStore, std::string> IscsiStore::open(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes)
+Expected<IscsiStore, std::string> IscsiStore::open(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes,
+                                                  std::uint64_t reservation_key)
 {
     const std::string name = "disk on LUN " + lun.url();
     if (lun.block_size() != VirtioBlk::kSector)
@@ -19,6 +20,12 @@ Expected<IscsiStore, std::string> IscsiStore::open(arbiter::Lun lun, std::uint64
     if (first_lba > lun.blocks() || bytes / VirtioBlk::kSector > lun.blocks() - first_lba)
         return unexpected(name + ": blocks " + std::to_string(first_lba) + "+" + std::to_string(bytes / VirtioBlk::kSector) +
                           " run past the LUN's " + std::to_string(lun.blocks()) + " blocks");
+    if (reservation_key != 0) {
+        const auto r = lun.pr_register(reservation_key);
+        // A target without persistent reservations has nothing to fence with: fine.
+        if (!r.ok() && !r.illegal_request())
+            return unexpected(name + ": cannot register the host's reservation key: " + r.message);
+    }
     return IscsiStore(std::move(lun), first_lba, bytes);
 }
 

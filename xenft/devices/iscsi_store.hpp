@@ -15,8 +15,13 @@ namespace xenft::devices {
 class IscsiStore final : public BlockPort {
 public:
     // The disk is `bytes` long from block first_lba; the LUN must have 512-byte blocks (the
-    // virtio sector) and be large enough. The error names the LUN and the cause.
-    static Expected<IscsiStore, std::string> open(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes);
+    // virtio sector) and be large enough. With reservation_key (the host's arbiter key,
+    // Arbiter::key_of), the session registers that key, so the guest's writes go through the
+    // reservation the arbiter's winner holds and are fenced along with the arbiter's own
+    // session when this host loses (a PREEMPT removes every registration of the key). The
+    // error names the LUN and the cause.
+    static Expected<IscsiStore, std::string> open(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes,
+                                                  std::uint64_t reservation_key = 0);
 
     bool read(std::uint64_t offset, std::span<std::uint8_t> out) override;
     bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "xenft/engine/output_gate.hpp"
 #include "xenft/logformat/text.hpp"
 
 namespace xenft::engine {
@@ -49,14 +50,17 @@ public:
 
     void transmit(std::span<const std::uint8_t> frame) override
     {
-        r_.append(logformat::Output{logformat::OutputKind::net_tx, kNic, ++frames_});
-        if (r_.io_.tap)
+        const std::uint64_t seq = r_.append(logformat::Output{logformat::OutputKind::net_tx, kNic, ++frames_});
+        if (r_.io_.gate)
+            r_.io_.gate->hold_frame(seq, frame);
+        else if (r_.io_.tap)
             r_.io_.tap->transmit(frame);
     }
     bool read(std::uint64_t offset, std::span<std::uint8_t> out) override
     {
         const std::uint64_t sector = offset / devices::VirtioBlk::kSector;
-        if (!r_.io_.disk || !r_.io_.disk->read(offset, out)) {
+        const bool ok = r_.io_.gate ? r_.io_.gate->read(offset, out) : r_.io_.disk && r_.io_.disk->read(offset, out);
+        if (!ok) {
             r_.append(failed_read(sector, out.size()));
             return false;
         }
@@ -69,10 +73,14 @@ public:
     }
     bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override
     {
-        r_.append(logformat::Output{logformat::OutputKind::disk_write, kDisk, ++writes_});
+        const std::uint64_t seq = r_.append(logformat::Output{logformat::OutputKind::disk_write, kDisk, ++writes_});
+        if (r_.io_.gate) {
+            r_.io_.gate->hold_write(seq, offset, data);
+            return true;
+        }
         return r_.io_.disk && r_.io_.disk->write(offset, data);
     }
-    bool flush() override { return r_.io_.disk && r_.io_.disk->flush(); }
+    bool flush() override { return r_.io_.gate ? r_.io_.gate->flush() : r_.io_.disk && r_.io_.disk->flush(); }
 
 private:
     Recorder& r_;
@@ -99,9 +107,10 @@ Recorder::~Recorder()
         blk->set_port(nullptr);
 }
 
-void Recorder::append(logformat::Payload p)
+std::uint64_t Recorder::append(logformat::Payload p)
 {
-    log_->push_back(logformat::Entry{1, seq_++, 0, exit_, std::move(p)});
+    log_->push_back(logformat::Entry{1, seq_, 0, exit_, std::move(p)});
+    return seq_++;
 }
 
 bool Recorder::deliver_frame()
@@ -228,11 +237,15 @@ public:
         std::copy(d->data.begin(), d->data.end(), out.begin());
         return true;
     }
-    bool write(std::uint64_t, std::span<const std::uint8_t>) override
+    bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override
     {
         expect_output(logformat::OutputKind::disk_write);
+        recent_writes.push_back({offset, {data.begin(), data.end()}});
+        if (recent_writes.size() > kReissueWrites)
+            recent_writes.pop_front();
         return true;
     }
+    std::deque<std::pair<std::uint64_t, std::vector<std::uint8_t>>> recent_writes;
     bool flush() override { return true; }
 
 private:
@@ -259,6 +272,38 @@ private:
         ++next;
     }
 };
+
+Expected<bool, Divergence> Replayer::replay_available(std::deque<logformat::Entry>& pending, bool final)
+{
+    if (pending.empty())
+        return true;
+    const std::uint64_t newest = pending.back().exit;
+    const std::uint64_t until = final ? newest : newest - 1;
+    if (until <= exit_) {
+        if (pending.front().exit > exit_)
+            return true; // nothing complete yet
+        return unexpected(Divergence{exit_, "the log's next entry (" + logformat::to_text(pending.front()) +
+                                                ") belongs to an exit already replayed"});
+    }
+    std::vector<logformat::Entry> batch;
+    while (!pending.empty() && pending.front().exit <= until) {
+        batch.push_back(std::move(pending.front()));
+        pending.pop_front();
+    }
+    return run(batch, until);
+}
+
+Expected<std::size_t, std::string> Replayer::reissue_writes(devices::BlockPort& disk)
+{
+    std::size_t n = 0;
+    for (const auto& [offset, data] : ports_->recent_writes) {
+        if (!disk.write(offset, data))
+            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(offset) + " failed");
+        ++n;
+    }
+    ports_->recent_writes.clear();
+    return n;
+}
 
 Replayer::Replayer(Machine& machine) : machine_(machine), ports_(std::make_unique<Ports>())
 {
@@ -343,6 +388,8 @@ Expected<bool, Divergence> Replayer::run(std::span<const logformat::Entry> log, 
     }
     if (next < log.size())
         return diverge(std::to_string(log.size() - next) + " log entries beyond the last exit");
+    if (!log.empty())
+        last_seq_ = log.back().seq;
     return true;
 }
 

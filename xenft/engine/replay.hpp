@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,10 +33,15 @@ struct Divergence {
     std::string message() const { return "replay diverged at exit " + std::to_string(exit) + ": " + what; }
 };
 
-// The outside world of the replica that runs the VM live. Either may be absent.
+class OutputGate;
+
+// The outside world of the replica that runs the VM live. Any may be absent. With a gate,
+// transmitted frames and disk writes go to it (held until acked) and disk reads see its held
+// writes; without one they go straight to the TAP and the disk.
 struct HostIo {
     devices::TapDevice* tap = nullptr;
     devices::BlockPort* disk = nullptr;
+    OutputGate* gate = nullptr;
 };
 
 // Where the recorder resumes (go-live, or recording from a checkpoint): after this exit, with
@@ -60,7 +66,7 @@ public:
 
 private:
     class Ports;
-    void append(logformat::Payload p);
+    std::uint64_t append(logformat::Payload p); // returns the entry's seq
     // Hands a waiting frame to the NIC if it has a buffer; true if one was delivered.
     bool deliver_frame();
     Expected<bool, std::string> wait_while_halted();
@@ -85,16 +91,29 @@ public:
     // Replays `log` (the entries of exits up to until_exit) and runs the guest to exit
     // until_exit exactly. Can be called again with the entries that follow.
     Expected<bool, Divergence> run(std::span<const logformat::Entry> log, std::uint64_t until_exit);
+    // Streaming replay: entries arrive in order into `pending`. Replays every exit whose entries
+    // are all there (the exits before the newest entry's), consuming their entries; with
+    // final (the primary is gone, go-live is next) also the newest entry's exit.
+    Expected<bool, Divergence> replay_available(std::deque<logformat::Entry>& pending, bool final);
     // For a VM restored from a checkpoint taken after exit `exit` was fully handled: replay
     // continues with the next exit, fed the log entries that follow.
     void resume_after(std::uint64_t exit) noexcept { exit_ = exit; }
     std::uint64_t exits() const noexcept { return exit_; }
+    // The seq of the last entry replayed (where a recorder taking over continues).
+    std::uint64_t last_seq() const noexcept { return last_seq_; }
+
+    // Go-live: writes the guest made in the last kReissueWrites replayed disk writes, in order,
+    // to `disk` (the primary may have died holding some of them; see output_gate.hpp).
+    // Returns how many were written, or the first failure.
+    static constexpr std::size_t kReissueWrites = 2048;
+    Expected<std::size_t, std::string> reissue_writes(devices::BlockPort& disk);
 
 private:
     class Ports;
     Machine& machine_;
     std::unique_ptr<Ports> ports_;
     std::uint64_t exit_ = 0;
+    std::uint64_t last_seq_ = 0;
 };
 
 // What a read returns when no device claims the address.

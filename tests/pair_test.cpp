@@ -1,0 +1,303 @@
+// End-to-end tests of a fault-tolerant pair on the KVM backend, in one process: two nodes
+// (xenft/daemon/node.*) with real parts between them: the logging channel over TLS 1.3 on
+// loopback, authenticated UDP heartbeats, the arbiter and the guest's disk on a real iSCSI
+// LUN (istgt, started here), and the guest's NIC on a real TAP interface that clients reach.
+// A "kill" destroys a node without a word to its peer, as a dead host says nothing.
+// Scenarios, each repeated: the primary dies under client load (the backup goes live, no
+// acknowledged request is lost, the clients' history stays consistent); the backup dies (the
+// primary wins the test-and-set and carries on alone).
+// Needs /dev/kvm, a TAP interface (root) and istgt.
+#define BOOST_TEST_MODULE pair
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "tests/iscsi_fixture.hpp"
+#include "tests/tls_fixture.hpp"
+#include "tests/vm_fixture.hpp"
+#include "xenft/daemon/node.hpp"
+#include "xenft/devices/iscsi_store.hpp"
+
+using namespace xenft;
+namespace utf = boost::unit_test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::uint64_t kVm = 7;
+constexpr std::uint64_t kDiskLba = 64, kDiskBytes = 1u << 20;
+constexpr int kRepeats = 5;
+
+boost::test_tools::assertion_result need_pair_parts(utf::test_unit_id)
+{
+    std::string missing;
+    if (!testing::have_kvm())
+        missing = "this machine has no usable /dev/kvm";
+    else if (!testing::have_tap())
+        missing = "cannot create a TAP interface here (needs /dev/net/tun and CAP_NET_ADMIN)";
+    else if (!testing::have_program("istgt"))
+        missing = "istgt is not installed (apt-get install istgt)";
+    boost::test_tools::assertion_result r(missing.empty());
+    r.message() << missing;
+    return r;
+}
+
+std::uint16_t free_udp_port()
+{
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+SocketAddress loopback(std::uint16_t port)
+{
+    return SocketAddress::parse("127.0.0.1:" + std::to_string(port)).value();
+}
+
+// Log lines of both nodes, with the time they were said, for the timeline and for failures.
+struct Logbook {
+    std::mutex mu;
+    std::vector<std::pair<Clock::time_point, std::string>> lines;
+    std::function<void(const std::string&)> sink()
+    {
+        return [this](const std::string& l) {
+            std::lock_guard lock(mu);
+            lines.emplace_back(Clock::now(), l);
+        };
+    }
+    // When a line containing `what` was first said after `since`, in ms after it (-1: never).
+    double ms_until(const std::string& what, Clock::time_point since)
+    {
+        std::lock_guard lock(mu);
+        for (const auto& [t, l] : lines)
+            if (t >= since && l.find(what) != std::string::npos)
+                return std::chrono::duration<double, std::milli>(t - since).count();
+        return -1;
+    }
+    std::string all()
+    {
+        std::lock_guard lock(mu);
+        std::string s;
+        for (const auto& [t, l] : lines)
+            s += l + "\n";
+        return s;
+    }
+};
+
+// Everything one pair needs: shared LUN, TAP, certificates, and the two nodes' settings.
+struct PairRig {
+    testing::Istgt target{16};
+    testing::TlsFixture certs;
+    testing::TapNet net;
+    channel::TlsContext primary_tls = channel::TlsContext::create(certs.primary(), channel::TlsContext::Side::client).value();
+    channel::TlsContext backup_tls = channel::TlsContext::create(certs.backup(), channel::TlsContext::Side::server).value();
+    std::optional<devices::IscsiStore> disk_a, disk_b;
+    detector::HeartbeatKey key{};
+    std::uint16_t hb_a = free_udp_port(), hb_b = free_udp_port();
+    Logbook logbook;
+
+    arbiter::ArbiterConfig arbiter_config(protocol::HostId self, protocol::HostId peer)
+    {
+        arbiter::ArbiterConfig c;
+        c.lun = {target.url(), "iqn.2026-11.test.xenft:host" + std::to_string(self), static_cast<std::uint16_t>(self), 2};
+        c.vm_id = kVm;
+        c.host_id = self;
+        c.peer_id = peer;
+        c.record_lba = 0;
+        return c;
+    }
+
+    std::optional<devices::IscsiStore> open_disk(protocol::HostId self)
+    {
+        auto lun = arbiter::Lun::connect({target.url(), "iqn.2026-11.test.xenft:disk" + std::to_string(self),
+                                          static_cast<std::uint16_t>(100 + self), 2});
+        BOOST_TEST_REQUIRE(lun.has_value(), (lun ? "" : lun.error()));
+        auto store = devices::IscsiStore::open(std::move(*lun), kDiskLba, kDiskBytes, arbiter::Arbiter::key_of(self));
+        BOOST_TEST_REQUIRE(store.has_value(), (store ? "" : store.error()));
+        return std::move(*store);
+    }
+
+    PairRig()
+    {
+        BOOST_TEST_REQUIRE(net.error().empty(), net.error());
+        for (std::size_t i = 0; i < key.size(); ++i)
+            key[i] = static_cast<std::uint8_t>(i * 13 + 1);
+        auto a = arbiter::Arbiter::open(arbiter_config(1, 2));
+        BOOST_TEST_REQUIRE(a.has_value(), (a ? "" : a.error()));
+        auto fresh = a->init(1, true);
+        BOOST_TEST_REQUIRE(fresh.has_value(), (fresh ? "" : fresh.error()));
+        disk_a = open_disk(1);
+        disk_b = open_disk(2);
+    }
+
+    daemon::NodeConfig node_config(bool primary, std::uint16_t channel_port)
+    {
+        const protocol::HostId self = primary ? 1 : 2, peer = primary ? 2 : 1;
+        daemon::NodeConfig c;
+        c.vm_id = kVm;
+        c.self = self;
+        c.peer = peer;
+        c.start_as_primary = primary;
+        c.epoch = 1;
+        auto img = engine::load_pvh_image(testing::guest_path(), testing::kGuestMemory);
+        BOOST_TEST_REQUIRE(img.has_value(), (img ? "" : img.error()));
+        auto backend = backends::KvmBackend::create(*img, testing::kGuestMemory, net.cmdline());
+        BOOST_TEST_REQUIRE(backend.has_value(), (backend ? "" : backend.error()));
+        c.backend = std::move(backend).value();
+        c.machine.network = true;
+        c.machine.disk_bytes = kDiskBytes;
+        c.tap = net.tap();
+        c.disk = primary ? &*disk_a : &*disk_b;
+        c.channel.address = loopback(channel_port);
+        c.channel.vm_id = kVm;
+        c.channel.self = self;
+        c.channel.peer = peer;
+        c.channel.batch_delay = 2000;
+        c.channel.reconnect_delay = 50'000;
+        c.tls = primary ? &primary_tls : &backup_tls;
+        c.heartbeat = {loopback(primary ? hb_a : hb_b), loopback(primary ? hb_b : hb_a), kVm, self, peer, key};
+        c.arbiter = arbiter_config(self, peer);
+        c.record_owner = 0;
+        c.log = logbook.sink();
+        return c;
+    }
+};
+
+// Clients of the guest's service: random ADDs and GETs, retried until answered.
+struct Clients {
+    std::atomic<bool> stop{false};
+    std::atomic<int> answered{0};
+    std::vector<testing::KvCall> calls[2];
+    std::vector<std::thread> threads;
+
+    Clients(testing::TapNet& net, unsigned seed)
+    {
+        for (int c = 0; c < 2; ++c)
+            threads.emplace_back([&, c] {
+                std::mt19937 rng(seed + static_cast<unsigned>(c));
+                testing::KvClient client(net.host_ip(), net.guest_ip(), 10 + static_cast<std::uint32_t>(c));
+                while (!stop) {
+                    auto call = client.call(rng() % 10 < 7 ? 1 : 2, static_cast<std::uint8_t>(rng() % 8), rng() % 1000,
+                                            std::chrono::milliseconds(200), 100);
+                    answered += call.answered;
+                    calls[c].push_back(call);
+                }
+            });
+    }
+    ~Clients() { finish(); }
+    void finish()
+    {
+        stop = true;
+        for (auto& t : threads)
+            if (t.joinable())
+                t.join();
+    }
+    bool wait_answered(int n, int seconds)
+    {
+        const auto deadline = Clock::now() + std::chrono::seconds(seconds);
+        while (answered < n && Clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        return answered >= n;
+    }
+    std::vector<testing::KvCall> all() const
+    {
+        std::vector<testing::KvCall> v = calls[0];
+        v.insert(v.end(), calls[1].begin(), calls[1].end());
+        return v;
+    }
+};
+
+template <class Pred>
+bool wait_for(Pred pred, int seconds)
+{
+    const auto deadline = Clock::now() + std::chrono::seconds(seconds);
+    while (!pred() && Clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return pred();
+}
+
+std::unique_ptr<daemon::Node> start_node(daemon::NodeConfig cfg)
+{
+    auto n = daemon::Node::start(std::move(cfg));
+    BOOST_TEST_REQUIRE(n.has_value(), (n ? "" : n.error()));
+    return std::move(n).value();
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_primary_dies_under_load_and_the_backup_goes_live, *utf::precondition(need_pair_parts))
+{
+    for (int run = 1; run <= kRepeats; ++run) {
+        BOOST_TEST_CONTEXT("run " << run)
+        {
+            PairRig rig;
+            auto backup = start_node(rig.node_config(false, 0));
+            auto primary = start_node(rig.node_config(true, backup->channel_port()));
+            Clients clients(rig.net, 1000u * static_cast<unsigned>(run));
+            BOOST_TEST_REQUIRE(clients.wait_answered(40, 60), "the protected guest did not answer 40 requests\n"
+                                                                  << rig.logbook.all());
+            const auto before = primary->status();
+            BOOST_TEST_REQUIRE((before.role == protocol::Role::primary_protected), protocol::role_name(before.role) << "\n" << rig.logbook.all());
+            BOOST_TEST(before.acked > 0u);
+
+            const int answered_before = clients.answered;
+            const auto killed = Clock::now();
+            primary.reset(); // the host dies: nothing more is sent
+            const bool live = wait_for([&] { return backup->status().role == protocol::Role::primary_alone; }, 15);
+            BOOST_TEST_REQUIRE(live, "the backup did not go live\n" << rig.logbook.all());
+            const double live_ms = std::chrono::duration<double, std::milli>(Clock::now() - killed).count();
+            BOOST_TEST(clients.wait_answered(answered_before + 30, 60), "clients stalled after the failover\n"
+                                                                            << rig.logbook.all());
+            clients.finish();
+            const auto calls = clients.all();
+            std::size_t unanswered = 0;
+            for (const auto& c : calls)
+                unanswered += !c.answered;
+            BOOST_TEST(unanswered == 0u);
+            const auto verdict = testing::check_history(calls);
+            BOOST_TEST(!verdict.has_value(), verdict.value_or("") << "\n" << rig.logbook.all());
+            BOOST_TEST(backup->status().failure.empty(), backup->status().failure);
+            BOOST_TEST(rig.logbook.ms_until("re-issuing", killed) < 0, rig.logbook.all());
+            BOOST_TEST_MESSAGE("run " << run << ": " << calls.size() << " requests, all answered, history consistent; "
+                                      << "suspected after " << rig.logbook.ms_until("suspected", killed) << " ms, "
+                                      << "test-and-set won after " << rig.logbook.ms_until("test-and-set won", killed)
+                                      << " ms, live after " << rig.logbook.ms_until("going live at exit", killed)
+                                      << " ms (seen " << live_ms << " ms)");
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_backup_dies_and_the_primary_carries_on_alone, *utf::precondition(need_pair_parts))
+{
+    for (int run = 1; run <= kRepeats; ++run) {
+        BOOST_TEST_CONTEXT("run " << run)
+        {
+            PairRig rig;
+            auto backup = start_node(rig.node_config(false, 0));
+            auto primary = start_node(rig.node_config(true, backup->channel_port()));
+            Clients clients(rig.net, 2000u * static_cast<unsigned>(run));
+            BOOST_TEST_REQUIRE(clients.wait_answered(30, 60), rig.logbook.all());
+            const int answered_before = clients.answered;
+            const auto killed = Clock::now();
+            backup.reset();
+            const bool alone = wait_for([&] { return primary->status().role == protocol::Role::primary_alone; }, 15);
+            BOOST_TEST_REQUIRE(alone, "the primary did not continue alone\n" << rig.logbook.all());
+            BOOST_TEST(clients.wait_answered(answered_before + 30, 60), rig.logbook.all());
+            clients.finish();
+            const auto calls = clients.all();
+            const auto verdict = testing::check_history(calls);
+            BOOST_TEST(!verdict.has_value(), verdict.value_or(""));
+            BOOST_TEST(primary->status().epoch == 2u);
+            BOOST_TEST_MESSAGE("run " << run << ": " << calls.size() << " requests; alone after "
+                                      << rig.logbook.ms_until("running alone", killed) << " ms");
+        }
+    }
+}
