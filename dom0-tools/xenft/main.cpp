@@ -1,5 +1,5 @@
-// The xenft command-line tool for administrators: logs, logging-channel certificates and the
-// shared LUN's arbitration record today; status, protect and failover as the engine grows
+// The xenft command-line tool for administrators: logs, logging-channel certificates, the
+// shared LUN's arbitration record, and a running xenftd's status, failover and unprotect
 // (see xenft(8)).
 #include <iostream>
 #include <string>
@@ -7,6 +7,7 @@
 
 #include "dom0-tools/xenft/arbiter_commands.hpp"
 #include "dom0-tools/xenft/cert_commands.hpp"
+#include "dom0-tools/xenft/daemon_commands.hpp"
 #include "dom0-tools/xenft/log_commands.hpp"
 #include "xenft/common/version.hpp"
 
@@ -24,6 +25,9 @@ constexpr const char* kUsage =
     "  cert fingerprint  print a certificate's SHA-256 fingerprint, for pinning\n"
     "  arbiter init write a fresh arbitration record on the shared LUN\n"
     "  arbiter show print the arbitration record and what the target supports\n"
+    "  status       role, epoch, log lag and held outputs of a protected VM (from xenftd)\n"
+    "  failover     make the backup go live now (on the backup's host)\n"
+    "  unprotect    drop the backup; the primary runs alone (on the primary's host)\n"
     "\n"
     "See xenft(8).\n";
 
@@ -50,6 +54,8 @@ int main(int argc, char** argv)
             return xenft::cli::run_log_command({args.begin() + 1, args.end()});
         if (cmd == "arbiter")
             return xenft::cli::run_arbiter_command({args.begin() + 1, args.end()});
+        if (cmd == "status" || cmd == "failover" || cmd == "unprotect")
+            return xenft::cli::run_daemon_command(cmd, {args.begin() + 1, args.end()});
         if (cmd == "cert")
             return xenft::cli::run_cert_command({args.begin() + 1, args.end()});
     } catch (const std::exception& e) {

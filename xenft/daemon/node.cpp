@@ -103,6 +103,12 @@ NodeStatus Node::status() const
     return s;
 }
 
+void Node::request(const protocol::Event& e)
+{
+    std::lock_guard lock(mu_);
+    vm_events_.push_back(e);
+}
+
 // ----- VM thread ----------------------------------------------------------------------------------
 
 void Node::vm_loop()
@@ -358,10 +364,15 @@ void Node::control_loop()
             }
         }
         // A peer never heard from has not failed, it has not started: the pair forms when the
-        // first heartbeat arrives, so neither side suspects the other before (within a grace
-        // period, after which a missing peer is treated as failed).
-        if (heard_peer_ || now_us() > kStartupGraceUs)
+        // first heartbeat arrives, so until then (within a grace period, after which a missing
+        // peer is treated as failed) each side only announces itself and suspects nobody.
+        const protocol::Time now = now_us();
+        if (heard_peer_ || now > kStartupGraceUs) {
             step(protocol::Tick{});
+        } else if (now - last_hello_ >= cfg_.protocol.heartbeat_interval) {
+            last_hello_ = now;
+            (void)heartbeats_->send(protocol::HeartbeatMsg{replica_.epoch(), replica_.role(), now, 0, 0});
+        }
         if (replica_.role() == protocol::Role::going_live)
             final_replay_ = true;
         if (replica_.role() == protocol::Role::halted)
@@ -376,6 +387,7 @@ void Node::control_loop()
         status_.executed = replica_.executed();
         status_.held_outputs = gate_->held();
         status_.reason = replica_.reason();
+        status_.heartbeats_rejected = heartbeats_->rejected();
     }
 }
 

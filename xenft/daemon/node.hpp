@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -67,6 +68,7 @@ struct NodeStatus {
     std::size_t held_outputs = 0;
     std::string reason;
     std::string failure; // the VM stopped for this reason (empty while it runs)
+    std::map<std::string, std::uint64_t> heartbeats_rejected; // by reason
 };
 
 class Node {
@@ -81,6 +83,9 @@ public:
     Node& operator=(const Node&) = delete;
 
     NodeStatus status() const;
+    // An operator's request (OperatorFailover on the backup, OperatorUnprotect on the
+    // primary), handed to the protocol core by the control thread.
+    void request(const protocol::Event& e);
     // The backup's logging-channel port (useful when it listens on port 0).
     std::uint16_t channel_port() const noexcept { return receiver_ ? receiver_->port() : 0; }
     engine::Machine& machine() noexcept { return *machine_; }
@@ -116,6 +121,7 @@ private:
     std::atomic<bool> stopping_{false}, stalled_{false}, halted_{false};
     std::atomic<bool> final_replay_{false}, go_live_{false}, live_alone_{false};
     bool heard_peer_ = false; // control thread
+    protocol::Time last_hello_ = 0;
     std::atomic<std::uint64_t> executed_{0}, exits_{0};
     std::string failure_;
     NodeStatus status_; // a copy the control thread refreshes

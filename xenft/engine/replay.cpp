@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <set>
 #include <thread>
 
 #include "xenft/engine/output_gate.hpp"
@@ -295,13 +296,22 @@ Expected<bool, Divergence> Replayer::replay_available(std::deque<logformat::Entr
 
 Expected<std::size_t, std::string> Replayer::reissue_writes(devices::BlockPort& disk)
 {
+    // In order, except that a write a later one replaces exactly (same place, same length) is
+    // skipped: the disk ends the same, and a guest that rewrites one block costs one write.
+    auto& writes = ports_->recent_writes;
+    std::vector<bool> replaced(writes.size(), false);
+    std::set<std::pair<std::uint64_t, std::size_t>> later;
+    for (std::size_t i = writes.size(); i-- > 0;)
+        replaced[i] = !later.emplace(writes[i].first, writes[i].second.size()).second;
     std::size_t n = 0;
-    for (const auto& [offset, data] : ports_->recent_writes) {
-        if (!disk.write(offset, data))
-            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(offset) + " failed");
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+        if (replaced[i])
+            continue;
+        if (!disk.write(writes[i].first, writes[i].second))
+            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(writes[i].first) + " failed");
         ++n;
     }
-    ports_->recent_writes.clear();
+    writes.clear();
     return n;
 }
 

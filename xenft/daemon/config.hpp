@@ -1,0 +1,54 @@
+// xenftd's configuration file (xenft.conf(5)): one file per protected VM per host, INI style,
+// parsed with Boost.ProgramOptions. load_config() checks every value and says which key is
+// wrong and why; nothing is opened or started here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "xenft/common/expected.hpp"
+#include "xenft/common/socket_address.hpp"
+
+namespace xenft::daemon {
+
+struct DaemonConfig {
+    // [vm]
+    std::uint64_t vm_id = 0;
+    std::string image;         // the guest's PVH ELF image
+    std::string cmdline;       // passed to the guest (hvm_start_info)
+    std::uint64_t memory_mib = 16;
+    // [pair]
+    std::uint32_t host_id = 0, peer_id = 0;
+    bool primary = true;       // role at start: primary or backup
+    std::uint64_t epoch = 1;   // the arbitration record's epoch when the pair was set up
+    std::uint32_t record_owner = 0;
+    // [network]
+    std::string tap;           // the guest NIC's TAP interface (persistent, created by the admin)
+    std::string mac = "52:54:00:58:46:01";
+    // [disk]
+    std::string disk_lun;      // iscsi://... (the shared LUN) or
+    std::string disk_file;     // a local file (tests, demos without a LUN)
+    std::uint64_t disk_first_lba = 64;
+    std::uint64_t disk_mib = 1;
+    // [arbiter]
+    std::string arbiter_lun;
+    std::uint64_t record_lba = 0;
+    std::string initiator;     // this host's IQN
+    int lun_timeout_s = 2;
+    // [channel]
+    SocketAddress channel_listen; // backup
+    SocketAddress channel_peer;   // primary: the backup's address
+    std::string cert, key, ca, fingerprint, peer_name;
+    // [heartbeat]
+    SocketAddress heartbeat_listen, heartbeat_peer;
+    std::string heartbeat_key_file;
+    // [control]
+    std::string control_socket; // default /run/xenft/vm-<id>.sock
+};
+
+Expected<DaemonConfig, std::string> load_config(const std::string& path);
+
+// "52:54:00:58:46:01" -> bytes; false if malformed.
+bool parse_mac(const std::string& text, std::uint8_t (&out)[6]);
+
+} // namespace xenft::daemon
