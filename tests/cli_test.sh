@@ -72,8 +72,30 @@ check usage_errors_exit_2_and_write_nothing usage_errors
 version() { "$xenft" --version | grep -q '^xenft [0-9.]* (log format 1' && "$xenftd" --version | grep -q '^xenft '; }
 check version_reports_format version
 
-daemon_refuses_honestly() { "$xenftd" 2> "$work/e"; test $? -eq 1 && grep -q 'cannot protect domains yet' "$work/e"; }
-check xenftd_without_engine_says_so daemon_refuses_honestly
+daemon_without_config() {
+    "$xenftd" --config "$work/none.conf" 2> "$work/e"; test $? -eq 1 && grep -q "configuration $work/none.conf: cannot read it" "$work/e"
+}
+check xenftd_without_configuration_says_so daemon_without_config
+
+daemon_bad_config() { # a wrong value is named by its key, and nothing starts
+    printf '[vm]\nid = 7\nimage = /x\n[pair]\nhost-id = 1\npeer-id = 2\nrole = leader\n[arbiter]\nlun = iscsi://127.0.0.1/iqn.x:y/0\ninitiator = iqn.x:h1\n[channel]\ncert = c\nkey = k\nca = a\npeer-name = b\npeer = 127.0.0.1:7000\n[heartbeat]\nlisten = 127.0.0.1:7001\npeer = 127.0.0.1:7002\nkey-file = /k\n' > "$work/bad.conf"
+    "$xenftd" --config "$work/bad.conf" --check-config 2> "$work/e"; test $? -eq 1 || return 1
+    grep -q 'pair.role: "leader" is neither primary nor backup' "$work/e" || return 1
+    sed -i 's/role = leader/role = primary/; s/^id = 7/id = 7\nmemory-mib = 1/' "$work/bad.conf"
+    "$xenftd" --config "$work/bad.conf" --check-config 2> "$work/e"; test $? -eq 1 && grep -q 'vm.memory-mib: 1 is outside 2..4096' "$work/e" || return 1
+    sed -i '/memory-mib/d; /^peer-name/d' "$work/bad.conf"
+    "$xenftd" --config "$work/bad.conf" --check-config 2> "$work/e"; test $? -eq 1 && grep -q "channel.peer-name' is required" "$work/e" || return 1
+    printf 'peer-name = b\n' >> "$work/bad.conf"  # lands in [heartbeat]: an unknown key
+    "$xenftd" --config "$work/bad.conf" --check-config 2> "$work/e"; test $? -eq 1 && grep -q 'unrecognised option' "$work/e"
+}
+check xenftd_names_the_wrong_configuration_key daemon_bad_config
+
+status_without_daemon() {
+    "$xenft" status --socket "$work/nobody.sock" 2> "$work/e"; test $? -eq 1 || return 1
+    grep -q "cannot reach xenftd at $work/nobody.sock" "$work/e" || return 1
+    "$xenft" status 2> "$work/e"; test $? -eq 2 && grep -q 'give --vm ID or --socket PATH' "$work/e"
+}
+check status_without_a_daemon_says_so status_without_daemon
 
 certs() {
     local d="$work/pki"; mkdir -p "$d"
@@ -151,7 +173,7 @@ else
 fi
 
 man_pages_render() {
-    for page in xenft.8 xenftd.8; do
+    for page in xenft.8 xenftd.8 xenft.conf.5; do
         MANWIDTH=80 man -l "$src/man/$page" > "$work/man" 2> "$work/manerr" || return 1
         test ! -s "$work/manerr" || { cat "$work/manerr"; return 1; }
         grep -q 'SYNOPSIS' "$work/man" || return 1
