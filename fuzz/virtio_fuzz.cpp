@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "tests/buffer_memory.hpp"
 #include "xenft/devices/virtio_blk.hpp"
 #include "xenft/devices/virtio_net.hpp"
 
@@ -15,24 +16,7 @@ using namespace xenft::devices;
 
 constexpr std::size_t kMemory = 64 * 1024;
 
-class Memory final : public GuestMemory {
-public:
-    std::vector<std::uint8_t> bytes = std::vector<std::uint8_t>(kMemory, 0);
-    bool read_guest(std::uint64_t gpa, std::span<std::uint8_t> out) override
-    {
-        if (gpa > bytes.size() || out.size() > bytes.size() - gpa)
-            return false;
-        std::memcpy(out.data(), bytes.data() + gpa, out.size());
-        return true;
-    }
-    bool write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data) override
-    {
-        if (gpa > bytes.size() || data.size() > bytes.size() - gpa)
-            return false;
-        std::memcpy(bytes.data() + gpa, data.data(), data.size());
-        return true;
-    }
-};
+using Memory = xenft::testing::BufferMemory;
 
 class Disk final : public BlockPort {
 public:
@@ -77,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 {
     if (size < 2)
         return 0;
-    Memory mem;
+    Memory mem(kMemory);
     const bool init = data[0] & 1;
     const std::size_t image = std::min(size - 2, std::size_t{data[1]} * 32);
     std::memcpy(mem.bytes.data(), data + 2, image);

@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "tests/buffer_memory.hpp"
 #include "tests/iscsi_fixture.hpp"
 #include "tests/vm_fixture.hpp"
 #include "xenft/devices/host_io.hpp"
@@ -22,37 +23,7 @@ using namespace xenft::devices;
 
 namespace {
 
-class BufferMemory final : public GuestMemory {
-public:
-    explicit BufferMemory(std::size_t bytes) : mem(bytes, 0) {}
-    bool read_guest(std::uint64_t gpa, std::span<std::uint8_t> out) override
-    {
-        if (gpa > mem.size() || out.size() > mem.size() - gpa)
-            return false;
-        std::memcpy(out.data(), mem.data() + gpa, out.size());
-        return true;
-    }
-    bool write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data) override
-    {
-        if (gpa > mem.size() || data.size() > mem.size() - gpa)
-            return false;
-        std::memcpy(mem.data() + gpa, data.data(), data.size());
-        return true;
-    }
-    template <class T>
-    void put(std::uint64_t gpa, T v)
-    {
-        std::memcpy(mem.data() + gpa, &v, sizeof v);
-    }
-    template <class T>
-    T get(std::uint64_t gpa) const
-    {
-        T v{};
-        std::memcpy(&v, mem.data() + gpa, sizeof v);
-        return v;
-    }
-    std::vector<std::uint8_t> mem;
-};
+using testing::BufferMemory;
 
 // Queue layout in the test memory: descriptors at 0x1000, driver ring at 0x2000, device ring
 // at 0x3000, buffers from 0x10000.
@@ -172,9 +143,9 @@ BOOST_AUTO_TEST_CASE(block_requests_reach_the_disk_image)
 {
     BlkRig rig;
     BOOST_TEST(rig.blk.read(VirtioBlk::kDefaultBase + 0x100, 8) == 128u); // 64 KiB in sectors
-    std::memset(rig.mem.mem.data() + 0x30000, 0xab, 1024);
+    std::memset(rig.mem.bytes.data() + 0x30000, 0xab, 1024);
     BOOST_TEST(rig.request(1, 5, 1024) == 0u); // write sectors 5-6
-    std::memset(rig.mem.mem.data() + 0x30000, 0, 1024);
+    std::memset(rig.mem.bytes.data() + 0x30000, 0, 1024);
     BOOST_TEST(rig.request(0, 5, 1024) == 0u); // read them back
     BOOST_TEST(rig.mem.get<std::uint64_t>(0x30000 + 1016) == 0xababababababababull);
     BOOST_TEST(rig.drv.used_len(0, 1) == 1025u); // data and status
@@ -186,7 +157,7 @@ BOOST_AUTO_TEST_CASE(block_requests_reach_the_disk_image)
     BOOST_TEST(rig.request(0, 1, 100) == 1u);       // not whole sectors
     BOOST_TEST(rig.request(99, 0, 512) == 2u);      // unsupported
     BOOST_TEST(rig.request(8, 0, 20) == 0u);        // GET_ID
-    BOOST_TEST(std::string(reinterpret_cast<const char*>(rig.mem.mem.data() + 0x30000)) == "xenft-virtio-blk");
+    BOOST_TEST(std::string(reinterpret_cast<const char*>(rig.mem.bytes.data() + 0x30000)) == "xenft-virtio-blk");
     BOOST_TEST(rig.drv.used_idx(0) == 7u);
     BOOST_TEST((rig.blk.pending_interrupt() == std::optional<std::uint8_t>(VirtioBlk::kDefaultVector)));
     BOOST_TEST(rig.drv.reg(0x60) == 1u); // used buffer notification
@@ -254,7 +225,7 @@ BOOST_AUTO_TEST_CASE(frames_go_out_and_come_in_through_the_queues)
 
     // Transmit: a 12-byte header then the frame.
     for (int i = 0; i < 72; ++i)
-        mem.mem[0x50000 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
+        mem.bytes[0x50000 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i);
     d.desc(1, 0, 0x50000, 72, 0, 0);
     d.offer(1, 0);
     d.set(0x50, 1);
@@ -273,8 +244,8 @@ BOOST_AUTO_TEST_CASE(frames_go_out_and_come_in_through_the_queues)
     std::vector<std::uint8_t> frame(100, 0x5a);
     BOOST_TEST((net.receive(frame) == VirtioNet::Rx::delivered));
     BOOST_TEST(d.used_len(0, 0) == 112u);
-    BOOST_TEST(mem.mem[0x60000 + 10] == 1u); // num_buffers
-    BOOST_TEST(mem.mem[0x60000 + 12] == 0x5au);
+    BOOST_TEST(mem.bytes[0x60000 + 10] == 1u); // num_buffers
+    BOOST_TEST(mem.bytes[0x60000 + 12] == 0x5au);
     BOOST_TEST((net.receive(frame) == VirtioNet::Rx::dropped));
     BOOST_TEST(d.used_len(0, 1) == 0u);
     BOOST_TEST(net.frames_received() == 1u);
@@ -284,7 +255,7 @@ BOOST_AUTO_TEST_CASE(frames_go_out_and_come_in_through_the_queues)
 BOOST_AUTO_TEST_CASE(device_state_round_trips_and_damaged_state_is_refused)
 {
     BlkRig rig;
-    std::memset(rig.mem.mem.data() + 0x30000, 1, 512);
+    std::memset(rig.mem.bytes.data() + 0x30000, 1, 512);
     BOOST_TEST(rig.request(1, 0, 512) == 0u);
     std::vector<std::uint8_t> state;
     StateWriter w(state);
@@ -362,11 +333,11 @@ BOOST_AUTO_TEST_CASE(the_guest_disk_can_live_on_the_shared_iscsi_lun, *boost::un
     BOOST_TEST_REQUIRE(store.has_value(), (store ? "" : store.error()));
     BlkRig rig(&*store);
     for (std::size_t i = 0; i < 4096; ++i)
-        rig.mem.mem[0x30000 + i] = static_cast<std::uint8_t>(i * 7);
+        rig.mem.bytes[0x30000 + i] = static_cast<std::uint8_t>(i * 7);
     BOOST_TEST(rig.request(1, 3, 4096) == 0u);
-    std::memset(rig.mem.mem.data() + 0x30000, 0, 4096);
+    std::memset(rig.mem.bytes.data() + 0x30000, 0, 4096);
     BOOST_TEST(rig.request(0, 3, 4096) == 0u);
-    BOOST_TEST(rig.mem.mem[0x30000 + 4095] == static_cast<std::uint8_t>(4095 * 7));
+    BOOST_TEST(rig.mem.bytes[0x30000 + 4095] == static_cast<std::uint8_t>(4095 * 7));
     BOOST_TEST(rig.request(4, 0, 0) == 0u, store->last_error());
     BOOST_TEST(rig.request(0, 127, 1024) == 1u); // past the end of the disk
 

@@ -29,9 +29,10 @@ inline bool have_program(const char* name)
     return std::system((std::string("command -v ") + name + " > /dev/null 2>&1").c_str()) == 0;
 }
 
-inline std::uint16_t free_tcp_port()
+// A loopback port nobody uses right now (SOCK_STREAM: TCP, SOCK_DGRAM: UDP).
+inline std::uint16_t free_port(int type)
 {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    const int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -41,6 +42,8 @@ inline std::uint16_t free_tcp_port()
     ::close(fd);
     return ntohs(a.sin_port);
 }
+
+inline std::uint16_t free_tcp_port() { return free_port(SOCK_STREAM); }
 
 inline bool port_open(std::uint16_t port)
 {
@@ -108,7 +111,20 @@ public:
             pid_ = -1;
         }
     }
-    void pause() { ::kill(pid_, SIGSTOP); }
+    // SIGSTOP is asynchronous: wait until the kernel shows the target stopped, so a command
+    // sent next cannot be answered in between.
+    void pause()
+    {
+        ::kill(pid_, SIGSTOP);
+        for (int i = 0; i < 200; ++i) {
+            std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+            std::string pid, comm, state;
+            stat >> pid >> comm >> state;
+            if (state == "T" || state == "t")
+                return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
     void resume() { ::kill(pid_, SIGCONT); }
     // Stops the target and starts it again on the same port and backing file.
     void restart()

@@ -44,19 +44,6 @@ boost::test_tools::assertion_result need_pair_parts(utf::test_unit_id)
     return r;
 }
 
-std::uint16_t free_udp_port()
-{
-    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
 SocketAddress loopback(std::uint16_t port)
 {
     return SocketAddress::parse("127.0.0.1:" + std::to_string(port)).value();
@@ -101,7 +88,7 @@ struct PairRig {
     channel::TlsContext backup_tls = channel::TlsContext::create(certs.backup(), channel::TlsContext::Side::server).value();
     std::optional<devices::IscsiStore> disk_a, disk_b;
     detector::HeartbeatKey key{};
-    std::uint16_t hb_a = free_udp_port(), hb_b = free_udp_port();
+    std::uint16_t hb_a = testing::free_port(SOCK_DGRAM), hb_b = testing::free_port(SOCK_DGRAM);
     Logbook logbook;
 
     arbiter::ArbiterConfig arbiter_config(protocol::HostId self, protocol::HostId peer)

@@ -79,20 +79,7 @@ std::optional<std::uint32_t> VirtioBlk::serve(const VirtqChain& chain)
 
 void VirtioBlk::notify(std::uint32_t)
 {
-    Virtqueue* q = queue(0);
-    bool broken = false, returned = false;
-    while (auto chain = q->pop(memory_, &broken)) {
-        auto written = serve(*chain);
-        if (!written || !q->push(memory_, chain->head, *written)) {
-            broken = true;
-            break;
-        }
-        returned = true;
-    }
-    if (broken)
-        fail();
-    else if (returned)
-        used_buffer_notification();
+    drain(0, [this](const VirtqChain& chain) { return serve(chain); });
 }
 
 } // namespace xenft::devices

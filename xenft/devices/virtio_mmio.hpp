@@ -97,6 +97,27 @@ protected:
     virtual void load_device(StateReader&) {}
 
     Virtqueue* queue(std::uint32_t q) { return q < queues_.size() && queues_[q].ready ? &queues_[q] : nullptr; }
+    // Serves every chain the driver made available on q: serve() returns the bytes it wrote
+    // into the chain, or nothing if the chain is unusable (the device then needs a reset).
+    // One used-buffer notification for the lot.
+    template <class Serve>
+    void drain(std::uint32_t q, Serve serve)
+    {
+        Virtqueue* vq = queue(q);
+        bool broken = false, returned = false;
+        while (auto chain = vq->pop(memory_, &broken)) {
+            const std::optional<std::uint32_t> written = serve(*chain);
+            if (!written || !vq->push(memory_, chain->head, *written)) {
+                broken = true;
+                break;
+            }
+            returned = true;
+        }
+        if (broken)
+            fail();
+        else if (returned)
+            used_buffer_notification();
+    }
     // Marks the device broken (bad descriptors from the guest).
     void fail() { status_ |= kStatusNeedsReset, interrupt_status_ |= 2, irq_pending_ = true; }
     // A used buffer was returned: tell the driver.

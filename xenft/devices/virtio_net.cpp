@@ -27,29 +27,16 @@ void VirtioNet::notify(std::uint32_t q)
 {
     if (q != kTxQueue)
         return; // new receive buffers: the engine asks can_receive() at the next exit
-    Virtqueue* tx = queue(kTxQueue);
     std::vector<std::uint8_t> packet;
-    bool broken = false;
-    bool returned = false;
-    while (auto chain = tx->pop(memory_, &broken)) {
-        if (!gather(memory_, *chain, packet, kHeaderBytes + kMaxFrame) || packet.size() < kHeaderBytes + 14) {
-            // Too big or not a frame: a real NIC drops it; the buffer still goes back.
-        } else {
-            ++tx_frames_;
-            tx_bytes_ += packet.size() - kHeaderBytes;
-            if (tx_)
-                tx_->transmit(std::span(packet).subspan(kHeaderBytes));
-        }
-        if (!tx->push(memory_, chain->head, 0)) {
-            broken = true;
-            break;
-        }
-        returned = true;
-    }
-    if (broken)
-        fail();
-    else if (returned)
-        used_buffer_notification();
+    drain(kTxQueue, [&](const VirtqChain& chain) -> std::optional<std::uint32_t> {
+        if (!gather(memory_, chain, packet, kHeaderBytes + kMaxFrame) || packet.size() < kHeaderBytes + 14)
+            return 0; // too big or not a frame: a real NIC drops it; the buffer still goes back
+        ++tx_frames_;
+        tx_bytes_ += packet.size() - kHeaderBytes;
+        if (tx_)
+            tx_->transmit(std::span(packet).subspan(kHeaderBytes));
+        return 0;
+    });
 }
 
 bool VirtioNet::can_receive()

@@ -38,6 +38,15 @@ public:
     devices::LapicTimer& timer() noexcept { return timer_; }
     devices::VirtioNet* net() noexcept { return net_.get(); }
     devices::VirtioBlk* blk() noexcept { return blk_.get(); }
+    // Where the NIC's transmitted frames and the disk's requests go (the recorder's or the
+    // replayer's ports); null disconnects.
+    void connect_io(devices::NetTransmit* net, devices::BlockPort* disk)
+    {
+        if (net_)
+            net_->set_transmit(net);
+        if (blk_)
+            blk_->set_port(disk);
+    }
     // Guest time (what the clock register and the timer count in).
     std::uint64_t now() const { return clock_.now(); }
     // A replayed clock value: guest time on this replica is at least this from now on.

@@ -94,18 +94,12 @@ Recorder::Recorder(Machine& machine, std::uint64_t digest_every, HostIo io, Resu
 {
     if (from.exit != 0)
         machine_.timer().rearm();
-    if (auto* net = machine_.net())
-        net->set_transmit(ports_.get());
-    if (auto* blk = machine_.blk())
-        blk->set_port(ports_.get());
+    machine_.connect_io(ports_.get(), ports_.get());
 }
 
 Recorder::~Recorder()
 {
-    if (auto* net = machine_.net())
-        net->set_transmit(nullptr);
-    if (auto* blk = machine_.blk())
-        blk->set_port(nullptr);
+    machine_.connect_io(nullptr, nullptr);
 }
 
 std::uint64_t Recorder::append(logformat::Payload p)
@@ -317,18 +311,12 @@ Expected<std::size_t, std::string> Replayer::reissue_writes(devices::BlockPort& 
 
 Replayer::Replayer(Machine& machine) : machine_(machine), ports_(std::make_unique<Ports>())
 {
-    if (auto* net = machine_.net())
-        net->set_transmit(ports_.get());
-    if (auto* blk = machine_.blk())
-        blk->set_port(ports_.get());
+    machine_.connect_io(ports_.get(), ports_.get());
 }
 
 Replayer::~Replayer()
 {
-    if (auto* net = machine_.net())
-        net->set_transmit(nullptr);
-    if (auto* blk = machine_.blk())
-        blk->set_port(nullptr);
+    machine_.connect_io(nullptr, nullptr);
 }
 
 Expected<bool, Divergence> Replayer::run(std::span<const logformat::Entry> log, std::uint64_t until_exit)
