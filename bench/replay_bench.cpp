@@ -48,10 +48,15 @@ struct Wire {
     }
 };
 
+// The last complete "work N" line (the guest prints a character per exit, so the newest line
+// may still be half written).
 std::uint64_t work_units(const std::string& uart)
 {
-    const auto at = uart.rfind("work ");
-    return at == std::string::npos ? 0 : std::stoull(uart.substr(at + 5));
+    const auto end = uart.rfind('\n');
+    if (end == std::string::npos)
+        return 0;
+    const auto at = uart.rfind("work ", end);
+    return at == std::string::npos ? 0 : std::stoull(uart.substr(at + 5, end - at - 5));
 }
 
 // Work units per second of the CPU-bound guest over `seconds`, recording or not.
