@@ -174,7 +174,7 @@ for _ in $(seq 300); do
 done
 wait $client && verdict_ok=1 || verdict_ok=0
 
-say "== timeline (ms after the kill)"
+say "== what host B did after the kill"
 # xenftd's lines have no timestamps of their own; the backup's order of events and the first
 # status poll that saw it live bound them.
 grep -E 'suspected|test-and-set won|going live|running alone' "$work/b.log" | sed 's/^/   host B: /' || true
