@@ -188,7 +188,7 @@ void Node::replay_loop()
             say("halting the backup VM: " + failure_);
             return;
         }
-        executed_ = final && pending.empty() ? std::max(rep.last_seq(), executed_.load()) : rep.last_seq();
+        executed_ = rep.last_seq();
         if (rep.exits() == before)
             nap();
     }

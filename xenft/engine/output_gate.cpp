@@ -1,17 +1,8 @@
 #include "xenft/engine/output_gate.hpp"
 
 #include <algorithm>
-#include <chrono>
 
 namespace xenft::engine {
-
-namespace {
-std::uint64_t now_ns()
-{
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
-}
-} // namespace
 
 bool OutputGate::send(const Held& h)
 {
@@ -30,7 +21,7 @@ bool OutputGate::send(const Held& h)
 void OutputGate::hold_frame(std::uint64_t seq, std::span<const std::uint8_t> frame)
 {
     std::lock_guard lock(mu_);
-    Held h{seq, false, 0, {frame.begin(), frame.end()}, now_ns()};
+    Held h{seq, false, 0, {frame.begin(), frame.end()}};
     if (passthrough_)
         (void)send(h);
     else
@@ -40,7 +31,7 @@ void OutputGate::hold_frame(std::uint64_t seq, std::span<const std::uint8_t> fra
 void OutputGate::hold_write(std::uint64_t seq, std::uint64_t offset, std::span<const std::uint8_t> data)
 {
     std::lock_guard lock(mu_);
-    Held h{seq, true, offset, {data.begin(), data.end()}, now_ns()};
+    Held h{seq, true, offset, {data.begin(), data.end()}};
     if (passthrough_) {
         (void)send(h);
     } else {

@@ -62,7 +62,6 @@ private:
         bool is_write;
         std::uint64_t offset;
         std::vector<std::uint8_t> bytes;
-        std::uint64_t since_ns; // steady clock, for the latency figures
     };
     bool send(const Held& h); // with mu_ held
 
