@@ -5,7 +5,9 @@
 // A "kill" destroys a node without a word to its peer, as a dead host says nothing.
 // Scenarios, each repeated: the primary dies under client load (the backup goes live, no
 // acknowledged request is lost, the clients' history stays consistent); the backup dies (the
-// primary wins the test-and-set and carries on alone).
+// primary wins the test-and-set and carries on alone); a host that comes back joins as the
+// backup through a live copy of the running VM, and the pair then survives the death of either
+// host again (re-protection after a failover, both ways).
 // Needs /dev/kvm, a TAP interface (root) and istgt.
 #define BOOST_TEST_MODULE pair
 #include <boost/test/unit_test.hpp>
@@ -84,11 +86,17 @@ struct PairRig {
     testing::Istgt target{16};
     testing::TlsFixture certs;
     testing::TapNet net;
-    channel::TlsContext primary_tls = channel::TlsContext::create(certs.primary(), channel::TlsContext::Side::client).value();
-    channel::TlsContext backup_tls = channel::TlsContext::create(certs.backup(), channel::TlsContext::Side::server).value();
+    // Host 1 ("a") and host 2 ("b"), each able to be either side of the channel.
+    channel::TlsConfig tls_a{certs.cert("a"), certs.key("a"), certs.cert("ca"), "", testing::TlsFixture::kBackup};
+    channel::TlsConfig tls_b{certs.cert("b"), certs.key("b"), certs.cert("ca"), "", testing::TlsFixture::kPrimary};
+    channel::TlsContext client_a = channel::TlsContext::create(tls_a, channel::TlsContext::Side::client).value();
+    channel::TlsContext server_a = channel::TlsContext::create(tls_a, channel::TlsContext::Side::server).value();
+    channel::TlsContext client_b = channel::TlsContext::create(tls_b, channel::TlsContext::Side::client).value();
+    channel::TlsContext server_b = channel::TlsContext::create(tls_b, channel::TlsContext::Side::server).value();
     std::optional<devices::IscsiStore> disk_a, disk_b;
     detector::HeartbeatKey key{};
     std::uint16_t hb_a = testing::free_port(SOCK_DGRAM), hb_b = testing::free_port(SOCK_DGRAM);
+    std::uint16_t chan_a = testing::free_port(SOCK_STREAM), chan_b = testing::free_port(SOCK_STREAM);
     Logbook logbook;
 
     arbiter::ArbiterConfig arbiter_config(protocol::HostId self, protocol::HostId peer)
@@ -125,14 +133,18 @@ struct PairRig {
         disk_b = open_disk(2);
     }
 
-    daemon::NodeConfig node_config(bool primary, std::uint16_t channel_port)
+    enum class Start { primary, backup, join };
+    // Host 1 or 2, starting as the boot pair's primary or backup (epoch 1), or joining.
+    daemon::NodeConfig node_config(protocol::HostId self, Start how)
     {
-        const protocol::HostId self = primary ? 1 : 2, peer = primary ? 2 : 1;
+        const protocol::HostId peer = self == 1 ? 2 : 1;
+        const bool a = self == 1;
         daemon::NodeConfig c;
         c.vm_id = kVm;
         c.self = self;
         c.peer = peer;
-        c.start_as_primary = primary;
+        c.start_as_primary = how == Start::primary;
+        c.join = how == Start::join;
         c.epoch = 1;
         auto img = engine::load_pvh_image(testing::guest_path(), testing::kGuestMemory);
         BOOST_TEST_REQUIRE(img.has_value(), (img ? "" : img.error()));
@@ -142,15 +154,17 @@ struct PairRig {
         c.machine.network = true;
         c.machine.disk_bytes = kDiskBytes;
         c.tap = net.tap();
-        c.disk = primary ? &*disk_a : &*disk_b;
-        c.channel.address = loopback(channel_port);
+        c.disk = a ? &*disk_a : &*disk_b;
+        c.channel_listen = loopback(a ? chan_a : chan_b);
+        c.channel_peer = loopback(a ? chan_b : chan_a);
         c.channel.vm_id = kVm;
         c.channel.self = self;
         c.channel.peer = peer;
         c.channel.batch_delay = 2000;
         c.channel.reconnect_delay = 50'000;
-        c.tls = primary ? &primary_tls : &backup_tls;
-        c.heartbeat = {loopback(primary ? hb_a : hb_b), loopback(primary ? hb_b : hb_a), kVm, self, peer, key};
+        c.tls_client = a ? &client_a : &client_b;
+        c.tls_server = a ? &server_a : &server_b;
+        c.heartbeat = {loopback(a ? hb_a : hb_b), loopback(a ? hb_b : hb_a), kVm, self, peer, key};
         c.arbiter = arbiter_config(self, peer);
         c.record_owner = 0;
         c.log = logbook.sink();
@@ -226,8 +240,8 @@ BOOST_AUTO_TEST_CASE(the_primary_dies_under_load_and_the_backup_goes_live, *utf:
         BOOST_TEST_CONTEXT("run " << run)
         {
             PairRig rig;
-            auto backup = start_node(rig.node_config(false, 0));
-            auto primary = start_node(rig.node_config(true, backup->channel_port()));
+            auto backup = start_node(rig.node_config(2, PairRig::Start::backup));
+            auto primary = start_node(rig.node_config(1, PairRig::Start::primary));
             Clients clients(rig.net, 1000u * static_cast<unsigned>(run));
             BOOST_TEST_REQUIRE(clients.wait_answered(40, 60), "the protected guest did not answer 40 requests\n"
                                                                   << rig.logbook.all());
@@ -268,8 +282,8 @@ BOOST_AUTO_TEST_CASE(the_backup_dies_and_the_primary_carries_on_alone, *utf::pre
         BOOST_TEST_CONTEXT("run " << run)
         {
             PairRig rig;
-            auto backup = start_node(rig.node_config(false, 0));
-            auto primary = start_node(rig.node_config(true, backup->channel_port()));
+            auto backup = start_node(rig.node_config(2, PairRig::Start::backup));
+            auto primary = start_node(rig.node_config(1, PairRig::Start::primary));
             Clients clients(rig.net, 2000u * static_cast<unsigned>(run));
             BOOST_TEST_REQUIRE(clients.wait_answered(30, 60), rig.logbook.all());
             const int answered_before = clients.answered;
@@ -294,8 +308,8 @@ BOOST_AUTO_TEST_CASE(an_operator_failover_moves_the_vm_to_the_backup, *utf::prec
     // `xenft failover` on the backup's host: the backup takes the next epoch, the primary learns
     // it from the backup's heartbeats and halts; clients see one history throughout.
     PairRig rig;
-    auto backup = start_node(rig.node_config(false, 0));
-    auto primary = start_node(rig.node_config(true, backup->channel_port()));
+    auto backup = start_node(rig.node_config(2, PairRig::Start::backup));
+    auto primary = start_node(rig.node_config(1, PairRig::Start::primary));
     Clients clients(rig.net, 4242);
     BOOST_TEST_REQUIRE(clients.wait_answered(30, 60), rig.logbook.all());
     const int answered_before = clients.answered;
@@ -309,4 +323,82 @@ BOOST_AUTO_TEST_CASE(an_operator_failover_moves_the_vm_to_the_backup, *utf::prec
     const auto verdict = testing::check_history(clients.all());
     BOOST_TEST(!verdict.has_value(), verdict.value_or(""));
     BOOST_TEST(backup->status().epoch == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_returning_host_is_reprotected_by_a_live_copy_both_ways, *utf::precondition(need_pair_parts))
+{
+    // Each host dies once and comes back with its unchanged configuration (the arbitration
+    // record, past its epoch, tells it to join); the primary of the moment sends it a live copy
+    // of the running VM while the clients keep going, and the pair then survives the death of
+    // the other host. Clients see one history through all of it.
+    constexpr int kRuns = 2;
+    using Start = PairRig::Start;
+    for (int run = 1; run <= kRuns; ++run) {
+        BOOST_TEST_CONTEXT("run " << run)
+        {
+            PairRig rig;
+            auto b = start_node(rig.node_config(2, Start::backup));
+            auto a = start_node(rig.node_config(1, Start::primary));
+            Clients clients(rig.net, 5000u * static_cast<unsigned>(run));
+            BOOST_TEST_REQUIRE(clients.wait_answered(30, 60), rig.logbook.all());
+
+            // Host `dead` died while `live` was the primary; `live` continues alone, `dead`
+            // returns and is re-protected, then `live` dies and `dead` goes live.
+            auto cycle = [&](std::unique_ptr<daemon::Node>& live, std::unique_ptr<daemon::Node>& dead,
+                             protocol::HostId dead_id, Start config, protocol::Epoch alone_epoch) {
+                dead.reset();
+                BOOST_TEST_REQUIRE(wait_for([&] { return live->status().role == protocol::Role::primary_alone; }, 15),
+                                   "no primary alone\n" << rig.logbook.all());
+                BOOST_TEST(live->status().epoch == alone_epoch);
+                const unsigned copies_before = live->status().copy.copies_done;
+                const auto back = Clock::now();
+                dead = start_node(rig.node_config(dead_id, config));
+                const bool protected_again = wait_for(
+                    [&] {
+                        return live->status().role == protocol::Role::primary_protected &&
+                               dead->status().role == protocol::Role::backup_replaying;
+                    },
+                    60);
+                BOOST_TEST_REQUIRE(protected_again, "not re-protected\n" << rig.logbook.all());
+                const double protect_s = std::chrono::duration<double>(Clock::now() - back).count();
+                const auto copy = live->status().copy;
+                BOOST_TEST(copy.copies_done == copies_before + 1);
+                BOOST_TEST(copy.last_error.empty(), copy.last_error);
+                BOOST_TEST(copy.last_pause_ms < 1000.0);
+                // Really protected: the new backup acks and replays what the clients cause.
+                const auto acked = live->status().acked;
+                const auto replayed = dead->status().executed;
+                const int answered = clients.answered;
+                BOOST_TEST_REQUIRE(clients.wait_answered(answered + 30, 60), rig.logbook.all());
+                BOOST_TEST(live->status().acked > acked);
+                BOOST_TEST(wait_for([&] { return dead->status().executed > replayed; }, 10));
+                BOOST_TEST_MESSAGE("run " << run << ": host " << dead_id << " re-protected " << protect_s
+                                          << " s after it came back: copy of " << copy.last_rounds << " rounds in "
+                                          << copy.last_seconds << " s, final pause " << copy.last_pause_ms << " ms");
+                // Now the primary dies: the new backup goes live.
+                const int before_kill = clients.answered;
+                live.reset();
+                BOOST_TEST_REQUIRE(wait_for([&] { return dead->status().role == protocol::Role::primary_alone; }, 15),
+                                   "the re-protected backup did not go live\n" << rig.logbook.all());
+                BOOST_TEST(dead->status().epoch == alone_epoch + 1);
+                BOOST_TEST(dead->status().failure.empty(), dead->status().failure);
+                BOOST_TEST_REQUIRE(clients.wait_answered(before_kill + 30, 60), rig.logbook.all());
+            };
+            // b dies under a; b returns (configured as the boot backup) and takes over when a dies.
+            cycle(a, b, 2, Start::backup, 2);
+            // a returns (configured as the boot primary) and takes over when b dies.
+            cycle(b, a, 1, Start::primary, 3);
+            clients.finish();
+            const auto calls = clients.all();
+            std::size_t unanswered = 0;
+            for (const auto& c : calls)
+                unanswered += !c.answered;
+            BOOST_TEST(unanswered == 0u);
+            const auto verdict = testing::check_history(calls);
+            BOOST_TEST(!verdict.has_value(), verdict.value_or("") << "\n" << rig.logbook.all());
+            BOOST_TEST(a->status().epoch == 4u);
+            BOOST_TEST_MESSAGE("run " << run << ": " << calls.size() << " requests through 4 host deaths, 2 live copies; "
+                                      << "all answered, history consistent");
+        }
+    }
 }

@@ -1,4 +1,4 @@
-// `xenft status | failover | unprotect`; see daemon_commands.hpp and xenft(8).
+// `xenft status | failover | unprotect | protect`; see daemon_commands.hpp and xenft(8).
 #include "dom0-tools/xenft/daemon_commands.hpp"
 
 #include <sys/socket.h>
@@ -7,7 +7,9 @@
 
 #include <boost/program_options.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -21,7 +23,8 @@ namespace {
 
 constexpr const char* kUsage = "usage: xenft status    (--vm ID | --socket PATH) [--json]\n"
                                "       xenft failover  (--vm ID | --socket PATH)   on the backup's host\n"
-                               "       xenft unprotect (--vm ID | --socket PATH)   on the primary's host\n";
+                               "       xenft unprotect (--vm ID | --socket PATH)   on the primary's host\n"
+                               "       xenft protect   (--vm ID | --socket PATH)   on either host\n";
 
 // Sends one command, returns the daemon's JSON reply or an error naming the socket.
 std::optional<nlohmann::json> ask(const std::string& path, const std::string& cmd, std::string& error)
@@ -50,6 +53,23 @@ std::optional<nlohmann::json> ask(const std::string& path, const std::string& cm
         return std::nullopt;
     }
     return j;
+}
+
+std::string fixed(double v, int decimals)
+{
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return buf;
+}
+
+std::string local_time(std::uint64_t unix_ms)
+{
+    const std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+    std::tm tm{};
+    ::localtime_r(&t, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
 }
 
 } // namespace
@@ -102,8 +122,24 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
               << "  exits:         " << r.value("exits", 0) << "\n"
               << "  log:           logged " << r.value("logged", 0) << ", acked " << r.value("acked", 0) << ", received "
               << r.value("received", 0) << ", replayed " << r.value("executed", 0) << "\n"
-              << "  lag:           " << r.value("lag_entries", 0) << " entries\n"
+              << "  lag:           " << r.value("lag_entries", 0) << " entries, " << fixed(r.value("lag_ms", 0.0), 1)
+              << " ms\n"
+              << "  log rate:      " << fixed(r.value("log_mbit_s", 0.0), 3) << " Mbit/s\n"
               << "  held outputs:  " << r.value("held_outputs", 0) << "\n";
+    if (r.contains("copy") && r["copy"].is_object()) {
+        const auto& c = r["copy"];
+        if (c.value("active", false))
+            std::cout << "  live copy:     " << c.value("direction", std::string()) << ", round " << c.value("round", 0)
+                      << ", " << fixed(c.value("percent", 0.0), 0) << "% of " << c.value("pages_total", 0) << " pages, "
+                      << fixed(c.value("mib_per_s", 0.0), 1) << " MiB/s, ETA " << fixed(c.value("eta_s", 0.0), 1) << " s\n";
+        else if (c.value("copies_done", 0) > 0)
+            std::cout << "  last copy:     " << fixed(c.value("last_seconds", 0.0), 2) << " s, " << c.value("last_rounds", 0)
+                      << " rounds, final pause " << fixed(c.value("last_pause_ms", 0.0), 1) << " ms\n";
+        if (const auto e = c.value("last_error", std::string()); !e.empty())
+            std::cout << "  copy failed:   " << e << "\n";
+    }
+    if (const auto f = r.value("last_failover", std::string()); !f.empty())
+        std::cout << "  last failover: " << local_time(r.value("last_failover_unix_ms", std::uint64_t{0})) << ": " << f << "\n";
     if (r.contains("heartbeats_rejected") && r["heartbeats_rejected"].is_object() && !r["heartbeats_rejected"].empty()) {
         std::cout << "  heartbeats rejected:";
         for (const auto& [why, n] : r["heartbeats_rejected"].items())
@@ -111,7 +147,7 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         std::cout << "\n";
     }
     if (const auto reason = r.value("reason", std::string()); !reason.empty())
-        std::cout << "  last failover: " << reason << "\n";
+        std::cout << "  last event:    " << reason << "\n";
     if (const auto failure = r.value("failure", std::string()); !failure.empty())
         std::cout << "  stopped:       " << failure << "\n";
     return 0;

@@ -1,5 +1,5 @@
 // The xenft command-line tool for administrators: logs, logging-channel certificates, the
-// shared LUN's arbitration record, and a running xenftd's status, failover and unprotect
+// shared LUN's arbitration record, and a running xenftd's status, failover, unprotect and protect
 // (see xenft(8)).
 #include <iostream>
 #include <string>
@@ -28,6 +28,7 @@ constexpr const char* kUsage =
     "  status       role, epoch, log lag and held outputs of a protected VM (from xenftd)\n"
     "  failover     make the backup go live now (on the backup's host)\n"
     "  unprotect    drop the backup; the primary runs alone (on the primary's host)\n"
+    "  protect      allow a backup again (on the primary), or join as backup now (on a halted host)\n"
     "\n"
     "See xenft(8).\n";
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv)
             return xenft::cli::run_log_command({args.begin() + 1, args.end()});
         if (cmd == "arbiter")
             return xenft::cli::run_arbiter_command({args.begin() + 1, args.end()});
-        if (cmd == "status" || cmd == "failover" || cmd == "unprotect")
+        if (cmd == "status" || cmd == "failover" || cmd == "unprotect" || cmd == "protect")
             return xenft::cli::run_daemon_command(cmd, {args.begin() + 1, args.end()});
         if (cmd == "cert")
             return xenft::cli::run_cert_command({args.begin() + 1, args.end()});

@@ -22,6 +22,7 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kMaxFrameBytes = 256 * 1024; // close a frame early when its body is this large
 constexpr std::size_t kMaxPendingHandshakes = 4;
 constexpr Seq kAckEvery = 4096; // ack at least this often even without a timer
+constexpr std::size_t kCopyInSocketBytes = 1u << 20; // compressed copy bytes queued on the TLS stream
 
 void log_line(const ChannelConfig& cfg, const std::string& line)
 {
@@ -179,6 +180,64 @@ Lag LogSender::lag() const
     return l;
 }
 
+bool LogSender::append_copy(const CopyRecord& r)
+{
+    if (!cfg_.send_copy)
+        throw std::logic_error("live copy records on a sender made without send_copy");
+    {
+        std::lock_guard lock(mu_);
+        if (copy_queue_bytes_ >= kCopyQueueBytes)
+            return false;
+        copy_queue_.push_back(encode_copy_record(r));
+        copy_queue_bytes_ += copy_queue_.back().size();
+    }
+    wake();
+    return true;
+}
+
+std::size_t LogSender::copy_backlog() const
+{
+    std::lock_guard lock(mu_);
+    return copy_queue_bytes_ + copy_in_socket_;
+}
+
+std::string LogSender::copy_error() const
+{
+    std::lock_guard lock(mu_);
+    return copy_error_;
+}
+
+void LogSender::send_copy()
+{
+    // Compress here, on the channel thread, so the VM's thread only copies pages; keep about
+    // kCopyInSocketBytes on the TLS stream so the socket never runs dry nor hoards the copy.
+    while (state_ == State::copying && stream_->pending() < kCopyInSocketBytes) {
+        std::vector<std::uint8_t> raw;
+        {
+            std::lock_guard lock(mu_);
+            if (copy_queue_.empty())
+                break;
+            raw = std::move(copy_queue_.front());
+            copy_queue_.pop_front();
+            copy_queue_bytes_ -= raw.size();
+        }
+        std::vector<std::uint8_t> wire;
+        append_message(wire, CopyChunk{compress_copy_record(raw, cfg_.zstd_level)});
+        raw_sent_ += raw.size();
+        wire_sent_ += wire.size();
+        stream_->queue(wire.data(), wire.size());
+        copy_progress_at_ = Clock::now();
+    }
+    if (state_ != State::copying)
+        return;
+    const std::size_t before = stream_->pending();
+    if (stream_->flush() == TlsStream::Io::error)
+        return disconnect(stream_->error());
+    if (stream_->pending() < before)
+        copy_progress_at_ = Clock::now();
+    copy_in_socket_ = stream_->pending();
+}
+
 void LogSender::start_connect()
 {
     UniqueFd fd(::socket(cfg_.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -206,6 +265,19 @@ void LogSender::disconnect(const std::string& why)
     }
     state_ = State::disconnected;
     retry_at_ = Clock::now() + std::chrono::microseconds(cfg_.reconnect_delay);
+    if (cfg_.send_copy && copy_state_ != CopyState::done) {
+        // A copy is not resumed on a new connection: the primary starts over when the backup
+        // asks again (copy.hpp).
+        {
+            std::lock_guard lock(mu_);
+            copy_error_ = why.empty() ? "the connection broke" : why;
+            copy_queue_.clear();
+            copy_queue_bytes_ = 0;
+        }
+        copy_in_socket_ = 0;
+        copy_state_ = CopyState::failed;
+        retry_at_ = Clock::time_point::max();
+    }
 }
 
 void LogSender::on_message(const ChannelMsg& m)
@@ -233,11 +305,32 @@ void LogSender::on_message(const ChannelMsg& m)
             drop_acked();
             resend_from = acked_ + 1;
         }
+        ++connections_;
+        if (cfg_.send_copy && copy_state_ == CopyState::none) {
+            state_ = State::copying;
+            copy_state_ = CopyState::copying;
+            copy_progress_at_ = Clock::now();
+            log_line(cfg_, "backup " + cfg_.address.to_string() + ": sending a live copy of the VM");
+            return send_copy();
+        }
         compressor_.emplace(cfg_.zstd_level);
         state_ = State::streaming;
-        if (++connections_ > 1)
+        if (connections_ > 1)
             log_line(cfg_, "backup " + cfg_.address.to_string() + ": reconnected, resending from entry " +
                                std::to_string(resend_from));
+        send_unsent(true);
+        return;
+    }
+    if (const auto* done = std::get_if<CopyDone>(&m); done && state_ == State::copying) {
+        if (!done->ok)
+            return disconnect("could not apply the live copy: " + done->reason);
+        std::vector<std::uint8_t> confirm;
+        append_message(confirm, CopyDone{true, {}});
+        stream_->queue(confirm.data(), confirm.size());
+        compressor_.emplace(cfg_.zstd_level);
+        copy_in_socket_ = 0;
+        copy_state_ = CopyState::done;
+        state_ = State::streaming;
         send_unsent(true);
         return;
     }
@@ -275,6 +368,8 @@ void LogSender::pump(int timeout_ms)
             send_unsent(ack_now);
     };
     send_due();
+    if (state_ == State::copying)
+        send_copy();
 
     pollfd p[2] = {{-1, 0, 0}, {wake_fd_.get(), POLLIN, 0}};
     Clock::time_point wake_at = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -294,7 +389,7 @@ void LogSender::pump(int timeout_ms)
         if (open_.entry_count() > 0)
             wake_at = std::min(wake_at, open_since_ + std::chrono::microseconds(cfg_.batch_delay));
     }
-    if (state_ != State::disconnected && state_ != State::streaming)
+    if (state_ != State::disconnected && state_ != State::streaming && state_ != State::copying)
         wake_at = std::min(wake_at, deadline_);
     ::poll(p, 2, ms_until(wake_at));
     if (p[1].revents & POLLIN) {
@@ -302,6 +397,8 @@ void LogSender::pump(int timeout_ms)
         (void)!::read(wake_fd_.get(), &n, sizeof n);
     }
     send_due();
+    if (state_ == State::copying)
+        send_copy();
 
     if (state_ == State::connecting && p[0].revents != 0) {
         int err = 0;
@@ -318,12 +415,12 @@ void LogSender::pump(int timeout_ms)
             return disconnect(stream_->error().empty() ? "closed the connection during the TLS handshake" : stream_->error());
         if (r == TlsStream::Io::done) {
             std::vector<std::uint8_t> hello;
-            append_message(hello, Hello{cfg_.vm_id, cfg_.self, cfg_.epoch});
+            append_message(hello, Hello{cfg_.vm_id, cfg_.self, cfg_.epoch, cfg_.send_copy && copy_state_ == CopyState::none});
             stream_->queue(hello.data(), hello.size());
             state_ = State::awaiting_reply;
         }
     }
-    if (state_ == State::awaiting_reply || state_ == State::streaming) {
+    if (state_ == State::awaiting_reply || state_ == State::copying || state_ == State::streaming) {
         for (;;) {
             std::vector<std::uint8_t> buf;
             const auto r = stream_->read(buf, kReadChunk);
@@ -348,7 +445,10 @@ void LogSender::pump(int timeout_ms)
         if (stream_->flush() == TlsStream::Io::error)
             return disconnect(stream_->error());
     }
-    if (state_ != State::disconnected && state_ != State::streaming && Clock::now() >= deadline_)
+    if (state_ == State::copying && since(copy_progress_at_) >= cfg_.handshake_timeout)
+        return disconnect("the live copy made no progress for " + std::to_string(cfg_.handshake_timeout / 1000) + " ms");
+    if (state_ != State::disconnected && state_ != State::streaming && state_ != State::copying &&
+        Clock::now() >= deadline_)
         disconnect("no TLS session within " + std::to_string(cfg_.handshake_timeout / 1000) + " ms");
 }
 
@@ -381,6 +481,91 @@ std::optional<logformat::Entry> LogReceiver::pop()
     return e;
 }
 
+void LogReceiver::await_copy(std::uint64_t epoch)
+{
+    cfg_.epoch = epoch;
+    copy_phase_ = CopyPhase::awaiting;
+    copies_.clear();
+    buffer_.clear();
+    buffer_bytes_ = 0;
+    received_ = acked_sent_ = 0;
+    if (active_) {
+        log_line(cfg_, "primary " + active_->peer + ": connection closed: this backup now needs a live copy");
+        active_.reset();
+    }
+}
+
+std::optional<LogReceiver::ReceivedCopy> LogReceiver::pop_copy()
+{
+    // Built in place: GCC 12 warns falsely about a moved variant of vectors otherwise.
+    std::optional<ReceivedCopy> r;
+    if (copies_.empty())
+        return r;
+    r.emplace(std::move(copies_.front()));
+    copies_.pop_front();
+    if (const auto* p = std::get_if<CopyPages>(&r->record))
+        buffer_bytes_ -= std::min(buffer_bytes_, p->data.size());
+    return r;
+}
+
+void LogReceiver::copy_applied(std::uint64_t attempt, bool ok, const std::string& reason)
+{
+    if (attempt != copy_attempt_ || copy_phase_ != CopyPhase::applying || !active_)
+        return; // that copy's connection is gone; the primary starts over
+    std::vector<std::uint8_t> out;
+    append_message(out, CopyDone{ok, reason});
+    active_->stream.queue(out.data(), out.size());
+    copy_phase_ = ok ? CopyPhase::answered : CopyPhase::awaiting;
+    if (!ok)
+        log_line(cfg_, "primary " + active_->peer + ": live copy refused: " + reason);
+}
+
+void LogReceiver::drop_active()
+{
+    active_.reset();
+    acked_sent_ = received_;
+    if (copy_phase_ == CopyPhase::receiving || copy_phase_ == CopyPhase::applying || copy_phase_ == CopyPhase::answered) {
+        copy_phase_ = CopyPhase::awaiting;
+        copies_.clear();
+        buffer_.clear();
+        buffer_bytes_ = 0;
+        received_ = acked_sent_ = 0;
+    }
+}
+
+bool LogReceiver::on_copy_message(Conn& c, const ChannelMsg& m)
+{
+    if (const auto* chunk = std::get_if<CopyChunk>(&m); chunk && copy_phase_ == CopyPhase::receiving) {
+        auto rec = decompress_copy_record(chunk->compressed);
+        if (!rec) {
+            log_line(cfg_, "primary " + c.peer + ": live copy: " + rec.error());
+            return false;
+        }
+        if (const auto* f = std::get_if<CopyFinal>(&*rec)) {
+            if (f->epoch != cfg_.epoch) {
+                log_line(cfg_, "primary " + c.peer + ": live copy of epoch " + std::to_string(f->epoch) +
+                                   " on a connection of epoch " + std::to_string(cfg_.epoch));
+                return false;
+            }
+            // The log continues after the copy's last entry; what follows is buffered as usual.
+            received_ = acked_sent_ = f->next_seq - 1;
+            copy_phase_ = CopyPhase::applying;
+        } else if (const auto* p = std::get_if<CopyPages>(&*rec)) {
+            buffer_bytes_ += p->data.size();
+        }
+        copies_.push_back({copy_attempt_, std::move(rec).value()});
+        return true;
+    }
+    if (const auto* done = std::get_if<CopyDone>(&m); done && done->ok && copy_phase_ == CopyPhase::answered) {
+        copy_phase_ = CopyPhase::confirmed;
+        log_line(cfg_, "primary " + c.peer + ": live copy confirmed; the log follows from entry " +
+                           std::to_string(received_ + 1));
+        return true;
+    }
+    log_line(cfg_, "primary " + c.peer + ": unexpected message during the live copy");
+    return false;
+}
+
 void LogReceiver::send_ack(Conn& c)
 {
     std::vector<std::uint8_t> out;
@@ -403,6 +588,11 @@ bool LogReceiver::on_message(Conn& c, const ChannelMsg& m, bool& promote)
         else if (h->epoch != cfg_.epoch)
             refusal = std::string(h->epoch < cfg_.epoch ? "older" : "newer") + " epoch " + std::to_string(h->epoch) +
                       ", this backup is in epoch " + std::to_string(cfg_.epoch);
+        else if (!h->copy && copy_phase_ != CopyPhase::none && copy_phase_ != CopyPhase::confirmed)
+            refusal = "this backup has no copy of the VM yet: it needs a live copy first";
+        else if (h->copy && copy_phase_ != CopyPhase::awaiting && copy_phase_ != CopyPhase::receiving &&
+                 copy_phase_ != CopyPhase::applying && copy_phase_ != CopyPhase::answered)
+            refusal = "this backup already replays the VM's log: it needs no copy";
         std::vector<std::uint8_t> out;
         append_message(out, HelloReply{refusal.empty(), received_, refusal});
         c.stream.queue(out.data(), out.size());
@@ -413,8 +603,24 @@ bool LogReceiver::on_message(Conn& c, const ChannelMsg& m, bool& promote)
         }
         c.hello = true;
         promote = true;
+        if (h->copy) {
+            // A new copy replaces any earlier, unfinished one.
+            copy_phase_ = CopyPhase::receiving;
+            ++copy_attempt_;
+            copies_.clear();
+            buffer_.clear();
+            buffer_bytes_ = 0;
+            received_ = 0;
+        }
         acked_sent_ = received_;
         return true;
+    }
+    if (c.hello && (std::holds_alternative<CopyChunk>(m) || std::holds_alternative<CopyDone>(m)))
+        return on_copy_message(c, m);
+    if (std::holds_alternative<LogChunk>(m) && copy_phase_ != CopyPhase::none && copy_phase_ != CopyPhase::confirmed &&
+        copy_phase_ != CopyPhase::answered) {
+        log_line(cfg_, "primary " + c.peer + ": log before the live copy was complete");
+        return false;
     }
     if (const auto* chunk = std::get_if<LogChunk>(&m); chunk && c.hello) {
         std::string error;
@@ -508,6 +714,7 @@ bool LogReceiver::service(Conn& c, bool is_active)
         if (active_)
             log_line(cfg_, "primary " + active_->peer + ": replaced by a new connection from " + c.peer);
         active_.emplace(std::move(c));
+
         ++accepted_;
         return false; // moved out of pending
     }
@@ -544,10 +751,8 @@ void LogReceiver::pump(int timeout_ms)
                                 Clock::now() + std::chrono::microseconds(cfg_.handshake_timeout)});
     }
 
-    if (active_ && !service(*active_, true)) {
-        active_.reset();
-        acked_sent_ = received_;
-    }
+    if (active_ && !service(*active_, true))
+        drop_active();
     for (std::size_t i = 0; i < pending_.size();) {
         const bool keep = service(pending_[i], false);
         if (keep && Clock::now() >= pending_[i].deadline) {
@@ -567,7 +772,7 @@ void LogReceiver::pump(int timeout_ms)
     }
     if (active_ && active_->stream.flush() == TlsStream::Io::error) {
         log_line(cfg_, "primary " + active_->peer + ": " + active_->stream.error());
-        active_.reset();
+        drop_active();
     }
 }
 

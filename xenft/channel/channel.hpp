@@ -10,6 +10,12 @@
 //   what it holds, and the sender resends the rest; duplicates are dropped by sequence number.
 // - Refusals: wrong certificate, wrong name, wrong VM or host, another epoch: the connection is
 //   dropped with a log line that names the peer and the cause.
+// - Live copy (re-protection, copy.hpp): a sender made with send_copy opens its first
+//   connection with the copy flag and sends the copy records before any log entry; a receiver
+//   told to await_copy() accepts only such a connection and hands the records to its owner,
+//   who applies them and answers through copy_applied(). The sender confirms, and the log
+//   follows on the same connection. A copy whose connection breaks is not resumed: it fails,
+//   and the primary starts a new one when the backup asks again.
 // Threads: LogSender's producer side (append, flush, acked, full, lag) may be called from the
 // VM's thread while another thread runs pump(), so encoding stays with the producer and
 // compression and TLS with the channel thread; a flush wakes pump() through an eventfd.
@@ -24,6 +30,7 @@
 #include <optional>
 #include <string>
 
+#include "xenft/channel/copy.hpp"
 #include "xenft/channel/tls.hpp"
 #include "xenft/channel/wire.hpp"
 #include "xenft/common/socket_address.hpp"
@@ -49,10 +56,13 @@ struct ChannelConfig {
     Micros batch_delay = 10'000;
     Micros ack_delay = 1000;             // receiver: longest wait before an ack
     Micros reconnect_delay = 100'000;
-    Micros handshake_timeout = 5'000'000;
+    Micros handshake_timeout = 5'000'000; // also: longest a live copy may make no progress
+    bool send_copy = false;              // sender: a live copy of the VM goes first (see above)
     // Where errors and notices go (default: stderr). Lines name the peer and the cause.
     std::function<void(const std::string&)> log;
 };
+
+enum class CopyState : std::uint8_t { none, copying, done, failed };
 
 struct Lag {
     std::uint64_t entries = 0; // appended but not acked
@@ -74,6 +84,14 @@ public:
     Seq appended() const;
     bool full() const;
     Lag lag() const;
+    // Live copy (send_copy senders, before the first log entry): queues a record. False, taking
+    // nothing, while kCopyQueueBytes wait: the producer runs its VM a little and tries again.
+    static constexpr std::size_t kCopyQueueBytes = 8u << 20;
+    bool append_copy(const CopyRecord& r);
+    // Copy bytes queued or written but not yet taken by the socket.
+    std::size_t copy_backlog() const;
+    CopyState copy_state() const noexcept { return copy_state_; }
+    std::string copy_error() const;
 
     // ---- channel side: one thread ------------------------------------------------------------
     // Connects, handshakes, compresses, writes and reads for up to timeout_ms.
@@ -85,7 +103,7 @@ public:
     std::uint64_t wire_bytes_sent() const noexcept { return wire_sent_; }
 
 private:
-    enum class State { disconnected, connecting, handshaking, awaiting_reply, streaming };
+    enum class State { disconnected, connecting, handshaking, awaiting_reply, copying, streaming };
     struct Frame {
         Seq first, last;
         std::vector<std::uint8_t> bytes;
@@ -93,6 +111,7 @@ private:
     };
     void close_frame(); // with mu_ held
     void send_unsent(bool ack_now);
+    void send_copy();
     void start_connect();
     void disconnect(const std::string& why);
     void on_message(const ChannelMsg& m);
@@ -114,6 +133,9 @@ private:
     bool first_append_ = true;
     bool flush_requested_ = false;
     bool ack_now_requested_ = false;
+    std::deque<std::vector<std::uint8_t>> copy_queue_; // encoded copy records
+    std::size_t copy_queue_bytes_ = 0;
+    std::string copy_error_;
 
     // Channel thread only.
     std::atomic<State> state_{State::disconnected};
@@ -123,6 +145,9 @@ private:
     MessageReader reader_;
     std::chrono::steady_clock::time_point retry_at_{}, deadline_{};
     std::atomic<std::uint64_t> connections_{0}, raw_sent_{0}, wire_sent_{0};
+    std::atomic<CopyState> copy_state_{CopyState::none};
+    std::atomic<std::size_t> copy_in_socket_{0};
+    std::chrono::steady_clock::time_point copy_progress_at_{};
 };
 
 class LogReceiver {
@@ -137,6 +162,21 @@ public:
     std::size_t buffered_bytes() const noexcept { return buffer_bytes_; }
     bool connected() const noexcept { return active_.has_value(); }
     void set_epoch(std::uint64_t e) { cfg_.epoch = e; }
+
+    // Live copy. From now on only a primary of `epoch` sending a copy is accepted; the buffer
+    // starts over.
+    void await_copy(std::uint64_t epoch);
+    struct ReceivedCopy {
+        std::uint64_t attempt; // a new connection's copy starts over with a higher attempt
+        CopyRecord record;
+    };
+    // The next copy record to apply, in order.
+    std::optional<ReceivedCopy> pop_copy();
+    // The owner applied the final record of `attempt` (or could not): tells the primary.
+    void copy_applied(std::uint64_t attempt, bool ok, const std::string& reason);
+    // The primary confirmed the copy: log entries from the final record's next_seq follow.
+    bool copy_confirmed() const noexcept { return copy_phase_ == CopyPhase::confirmed; }
+    std::uint64_t copy_attempt() const noexcept { return copy_attempt_; }
     // The port actually bound (for listening on port 0 in tests).
     std::uint16_t port() const noexcept { return port_; }
     std::uint64_t connections() const noexcept { return accepted_; }
@@ -158,7 +198,15 @@ private:
     // Drives one connection; false means drop it (the reason has been logged).
     bool service(Conn& c, bool is_active);
     bool on_message(Conn& c, const ChannelMsg& m, bool& promote);
+    bool on_copy_message(Conn& c, const ChannelMsg& m);
     void send_ack(Conn& c);
+    // The active connection is gone; a copy in progress on it starts over.
+    void drop_active();
+
+    // none: not copying (a replaying backup); awaiting: needs a copy; receiving: records
+    // arrive; applying: the final record arrived, the owner applies it; answered: copy_done
+    // sent, waiting for the primary's confirmation; confirmed: the log follows.
+    enum class CopyPhase : std::uint8_t { none, awaiting, receiving, applying, answered, confirmed };
 
     ChannelConfig cfg_;
     const TlsContext& tls_;
@@ -173,6 +221,9 @@ private:
     bool ack_now_ = false;
     std::chrono::steady_clock::time_point unacked_since_{};
     std::uint64_t accepted_ = 0;
+    CopyPhase copy_phase_ = CopyPhase::none;
+    std::uint64_t copy_attempt_ = 0;
+    std::deque<ReceivedCopy> copies_;
 };
 
 } // namespace xenft::channel

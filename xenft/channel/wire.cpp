@@ -10,7 +10,7 @@ namespace {
 constexpr std::uint8_t kHelloMagic[4] = {'X', 'F', 'C', 'H'};
 constexpr std::size_t kHelloBytes = 4 + 1 + 8 + 4 + 8;
 
-enum class MsgType : std::uint8_t { hello = 1, hello_reply = 2, log = 3, ack = 4 };
+enum class MsgType : std::uint8_t { hello = 1, hello_reply = 2, log = 3, ack = 4, copy_chunk = 5, copy_done = 6 };
 
 void put(std::vector<std::uint8_t>& out, std::uint64_t v, int n)
 {
@@ -33,6 +33,23 @@ void header(std::vector<std::uint8_t>& out, MsgType t, std::uint8_t flags, std::
     put(out, len, 4);
 }
 
+// ok u8 | reason length u8 | reason: the shape of hello_reply's tail and of copy_done.
+void put_reason(std::vector<std::uint8_t>& out, const std::string& reason)
+{
+    const std::size_t n = std::min(reason.size(), kMaxReasonBytes);
+    out.push_back(static_cast<std::uint8_t>(n));
+    out.insert(out.end(), reason.begin(), reason.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
+std::string printable(const std::uint8_t* p, std::size_t n)
+{
+    std::string s(reinterpret_cast<const char*>(p), n);
+    for (char& c : s)
+        if (c < 0x20 || c > 0x7e)
+            c = '?'; // a reason ends up in our logs: no control characters
+    return s;
+}
+
 } // namespace
 
 void append_message(std::vector<std::uint8_t>& out, const ChannelMsg& msg)
@@ -41,7 +58,7 @@ void append_message(std::vector<std::uint8_t>& out, const ChannelMsg& msg)
         [&](const auto& m) {
             using M = std::decay_t<decltype(m)>;
             if constexpr (std::is_same_v<M, Hello>) {
-                header(out, MsgType::hello, 0, kHelloBytes);
+                header(out, MsgType::hello, m.copy ? kFlagCopy : 0, kHelloBytes);
                 out.insert(out.end(), kHelloMagic, kHelloMagic + 4);
                 out.push_back(kChannelVersion);
                 put(out, m.vm_id, 8);
@@ -52,14 +69,20 @@ void append_message(std::vector<std::uint8_t>& out, const ChannelMsg& msg)
                 header(out, MsgType::hello_reply, 0, 1 + 8 + 1 + n);
                 out.push_back(m.accepted ? 1 : 0);
                 put(out, m.received, 8);
-                out.push_back(static_cast<std::uint8_t>(n));
-                out.insert(out.end(), m.reason.begin(), m.reason.begin() + static_cast<std::ptrdiff_t>(n));
+                put_reason(out, m.reason);
             } else if constexpr (std::is_same_v<M, Ack>) {
                 header(out, MsgType::ack, 0, 8);
                 put(out, m.acked, 8);
             } else if constexpr (std::is_same_v<M, LogChunk>) {
                 header(out, MsgType::log, m.ack_now ? kFlagAckNow : 0, m.compressed.size());
                 out.insert(out.end(), m.compressed.begin(), m.compressed.end());
+            } else if constexpr (std::is_same_v<M, CopyChunk>) {
+                header(out, MsgType::copy_chunk, 0, m.compressed.size());
+                out.insert(out.end(), m.compressed.begin(), m.compressed.end());
+            } else if constexpr (std::is_same_v<M, CopyDone>) {
+                header(out, MsgType::copy_done, 0, 2 + std::min(m.reason.size(), kMaxReasonBytes));
+                out.push_back(m.ok ? 1 : 0);
+                put_reason(out, m.reason);
             }
         },
         msg);
@@ -77,13 +100,13 @@ Expected<std::optional<ChannelMsg>, std::string> MessageReader::next()
     const std::uint8_t* h = buf_.data() + pos_;
     const std::uint8_t type = h[0], flags = h[1];
     const auto len = static_cast<std::size_t>(get(h + 2, 4));
-    if (type < 1 || type > 4)
+    if (type < 1 || type > 6)
         return unexpected("unknown message type " + std::to_string(type));
     if (len > kMaxMsgPayload)
         return unexpected("message of " + std::to_string(len) + " bytes, over the " + std::to_string(kMaxMsgPayload) +
                           "-byte limit");
     const auto t = static_cast<MsgType>(type);
-    if (flags != 0 && !(t == MsgType::log && flags == kFlagAckNow))
+    if (flags != 0 && !(t == MsgType::log && flags == kFlagAckNow) && !(t == MsgType::hello && flags == kFlagCopy))
         return unexpected("message type " + std::to_string(type) + " with reserved flags " + std::to_string(flags));
     if (buffered() < kMsgHeaderBytes + len)
         return std::optional<ChannelMsg>{};
@@ -96,16 +119,13 @@ Expected<std::optional<ChannelMsg>, std::string> MessageReader::next()
         if (p[4] != kChannelVersion)
             return unexpected("peer speaks channel version " + std::to_string(p[4]) + ", this build speaks " +
                               std::to_string(kChannelVersion));
-        return std::optional<ChannelMsg>{Hello{get(p + 5, 8), static_cast<std::uint32_t>(get(p + 13, 4)), get(p + 17, 8)}};
+        return std::optional<ChannelMsg>{
+            Hello{get(p + 5, 8), static_cast<std::uint32_t>(get(p + 13, 4)), get(p + 17, 8), flags == kFlagCopy}};
     }
     case MsgType::hello_reply: {
         if (len < 10 || p[0] > 1 || len != 10u + p[9] || p[9] > kMaxReasonBytes)
             return unexpected(std::string("malformed hello reply"));
-        std::string reason(reinterpret_cast<const char*>(p + 10), p[9]);
-        for (char& c : reason)
-            if (c < 0x20 || c > 0x7e)
-                c = '?'; // the reason ends up in our logs: no control characters
-        return std::optional<ChannelMsg>{HelloReply{p[0] == 1, get(p + 1, 8), std::move(reason)}};
+        return std::optional<ChannelMsg>{HelloReply{p[0] == 1, get(p + 1, 8), printable(p + 10, p[9])}};
     }
     case MsgType::ack:
         if (len != 8)
@@ -115,6 +135,14 @@ Expected<std::optional<ChannelMsg>, std::string> MessageReader::next()
         if (len == 0)
             return unexpected(std::string("empty log chunk"));
         return std::optional<ChannelMsg>{LogChunk{(flags & kFlagAckNow) != 0, std::vector<std::uint8_t>(p, p + len)}};
+    case MsgType::copy_chunk:
+        if (len == 0)
+            return unexpected(std::string("empty copy chunk"));
+        return std::optional<ChannelMsg>{CopyChunk{std::vector<std::uint8_t>(p, p + len)}};
+    case MsgType::copy_done:
+        if (len < 2 || p[0] > 1 || len != 2u + p[1] || p[1] > kMaxReasonBytes)
+            return unexpected(std::string("malformed copy_done"));
+        return std::optional<ChannelMsg>{CopyDone{p[0] == 1, printable(p + 2, p[1])}};
     }
     return unexpected(std::string("unreachable"));
 }

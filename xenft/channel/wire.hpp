@@ -2,10 +2,14 @@
 // socket-free so it can be fuzzed (fuzz/channel_fuzz.cpp).
 //
 // Messages: type u8 | flags u8 | length u32 LE | payload (length <= 1 MiB)
-//   1 hello        primary -> backup: "XFCH", version u8, VM id u64, host id u32, epoch u64
+//   1 hello        primary -> backup: "XFCH", version u8, VM id u64, host id u32, epoch u64;
+//                  flag 0x02: this connection starts with a live copy of the VM (copy.hpp)
 //   2 hello_reply  backup -> primary: accepted u8, last entry received u64, reason len u8, reason
 //   3 log          primary -> backup: a zstd stream chunk; flag 0x01 asks for an immediate ack
 //   4 ack          backup -> primary: every entry up to this sequence number is in the buffer
+//   5 copy_chunk   primary -> backup: one live-copy record, one zstd frame (copy.hpp)
+//   6 copy_done    backup -> primary: ok u8, reason len u8, reason (the copy is applied, or why
+//                  not); primary -> backup: ok 1 (confirmed: the log follows)
 // The log chunks of one connection form one zstd stream, flushed per batch; decompressed, it is
 // a sequence of log frames (docs/log-format.md).
 #pragma once
@@ -30,6 +34,7 @@ inline constexpr std::uint8_t kChannelVersion = 1;
 inline constexpr std::size_t kMsgHeaderBytes = 6;
 inline constexpr std::uint32_t kMaxMsgPayload = 1u << 20;
 inline constexpr std::uint8_t kFlagAckNow = 0x01;
+inline constexpr std::uint8_t kFlagCopy = 0x02;
 inline constexpr std::size_t kMaxReasonBytes = 200;
 // One log chunk may not decompress to more than this: a decompression bomb is cut off here.
 inline constexpr std::size_t kMaxDecompressedPerChunk = 64u << 20;
@@ -38,6 +43,7 @@ struct Hello {
     std::uint64_t vm_id = 0;
     std::uint32_t host = 0;
     std::uint64_t epoch = 0;
+    bool copy = false; // a live copy comes first
 };
 struct HelloReply {
     bool accepted = false;
@@ -51,7 +57,14 @@ struct LogChunk {
     bool ack_now = false;
     std::vector<std::uint8_t> compressed;
 };
-using ChannelMsg = std::variant<Hello, HelloReply, Ack, LogChunk>;
+struct CopyChunk {
+    std::vector<std::uint8_t> compressed;
+};
+struct CopyDone {
+    bool ok = false;
+    std::string reason;
+};
+using ChannelMsg = std::variant<Hello, HelloReply, Ack, LogChunk, CopyChunk, CopyDone>;
 
 void append_message(std::vector<std::uint8_t>& out, const ChannelMsg& msg);
 

@@ -35,6 +35,7 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
         ("pair.role", po::value(&role)->required())
         ("pair.epoch", po::value(&c.epoch))
         ("pair.record-owner", po::value(&c.record_owner))
+        ("pair.rejoin", po::value(&c.rejoin))
         ("network.tap", po::value(&c.tap))
         ("network.mac", po::value(&c.mac))
         ("disk.lun", po::value(&c.disk_lun))
@@ -94,17 +95,16 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
         out = *a;
         return {};
     };
-    if (c.primary) {
-        if (channel_peer.empty())
-            return bad("channel.peer", "a primary needs the backup's address (HOST:PORT)");
-        if (auto e = address("channel.peer", channel_peer, c.channel_peer); !e.empty())
-            return unexpected("configuration " + path + ": " + e);
-    } else {
-        if (channel_listen.empty())
-            return bad("channel.listen", "a backup needs the address to listen on (HOST:PORT)");
-        if (auto e = address("channel.listen", channel_listen, c.channel_listen); !e.empty())
-            return unexpected("configuration " + path + ": " + e);
-    }
+    // Both, whatever the role at setup: after a failover the hosts swap roles, and a host that
+    // rejoins as backup listens for the copy.
+    if (channel_listen.empty())
+        return bad("channel.listen", "needed: the address this host's backup side listens on (HOST:PORT)");
+    if (channel_peer.empty())
+        return bad("channel.peer", "needed: the peer host's channel.listen address (HOST:PORT)");
+    if (auto e = address("channel.listen", channel_listen, c.channel_listen); !e.empty())
+        return unexpected("configuration " + path + ": " + e);
+    if (auto e = address("channel.peer", channel_peer, c.channel_peer); !e.empty())
+        return unexpected("configuration " + path + ": " + e);
     if (auto e = address("heartbeat.listen", hb_listen, c.heartbeat_listen); !e.empty())
         return unexpected("configuration " + path + ": " + e);
     if (auto e = address("heartbeat.peer", hb_peer, c.heartbeat_peer); !e.empty())

@@ -22,6 +22,7 @@ struct DaemonConfig {
     bool primary = true;       // role at start: primary or backup
     std::uint64_t epoch = 1;   // the arbitration record's epoch when the pair was set up
     std::uint32_t record_owner = 0;
+    bool rejoin = true;        // after the VM here is halted, join again as a backup
     // [network]
     std::string tap;           // the guest NIC's TAP interface (persistent, created by the admin)
     std::string mac = "52:54:00:58:46:01";
@@ -36,8 +37,8 @@ struct DaemonConfig {
     std::string initiator;     // this host's IQN
     int lun_timeout_s = 2;
     // [channel]
-    SocketAddress channel_listen; // backup
-    SocketAddress channel_peer;   // primary: the backup's address
+    SocketAddress channel_listen; // where this host listens when it is the backup
+    SocketAddress channel_peer;   // the peer's channel_listen (this host as primary connects)
     std::string cert, key, ca, fingerprint, peer_name;
     // [heartbeat]
     SocketAddress heartbeat_listen, heartbeat_peer;

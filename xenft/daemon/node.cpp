@@ -7,23 +7,33 @@ namespace xenft::daemon {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 constexpr std::uint64_t kExitsPerChunk = 32;
 constexpr protocol::Time kStartupGraceUs = 10'000'000;
+// Live copy: the pause ends the rounds once a round's dirty pages are this few (2 MiB: a few
+// ms on the channel), or after this many rounds, whichever comes first.
+constexpr std::size_t kFinalRoundPages = 512;
+constexpr unsigned kMaxCopyRounds = 30;
+constexpr auto kCopyAnswerTimeout = std::chrono::seconds(10);
 
 void nap() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 } // namespace
 
 Node::Node(NodeConfig cfg)
-    : cfg_(std::move(cfg)), replica_(protocol::Replica::starting(cfg_.protocol, cfg_.self, cfg_.peer, cfg_.epoch, 0))
+    : cfg_(std::move(cfg)), replica_(protocol::Replica::starting(cfg_.protocol, cfg_.self, cfg_.peer, cfg_.epoch, 0)),
+      record_owner_(cfg_.record_owner)
 {
 }
 
 Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
 {
     const std::string vm = "vm " + std::to_string(cfg.vm_id) + ": ";
-    if (!cfg.backend || !cfg.tls)
-        return unexpected(vm + "node needs a VM backend and a TLS context");
+    if (!cfg.backend || !cfg.tls_client || !cfg.tls_server)
+        return unexpected(vm + "node needs a VM backend and TLS contexts for both sides");
     if (auto bad = cfg.protocol.validate(); !bad.empty())
         return unexpected(vm + bad);
     std::unique_ptr<Node> n(new Node(std::move(cfg)));
@@ -42,6 +52,22 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
     if (!arb)
         return unexpected(vm + arb.error());
     n->arbiter_.emplace(std::move(arb).value());
+    // A record past the configured epoch means the pair went on without this host (it failed
+    // over, or the other host ran alone): the VM lives elsewhere, and this host can only join.
+    auto record = n->arbiter_->read();
+    if (!record)
+        return unexpected(vm + "reading the arbitration record: " + record.error());
+    if (!c.join && record->epoch > c.epoch) {
+        n->say("the arbitration record is at epoch " + std::to_string(record->epoch) + " (host " +
+               std::to_string(record->owner) + "), past this host's epoch " + std::to_string(c.epoch) +
+               ": the VM runs elsewhere; joining as a backup");
+        c.join = true;
+    }
+    if (c.join) {
+        c.start_as_primary = false;
+        c.epoch = record->epoch;
+        n->record_owner_ = record->owner;
+    }
     auto hb = detector::HeartbeatSocket::open(c.heartbeat);
     if (!hb)
         return unexpected(vm + hb.error());
@@ -55,16 +81,30 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
         };
     c.channel.epoch = c.epoch;
     if (c.start_as_primary) {
-        n->sender_ = std::make_unique<channel::LogSender>(c.channel, *c.tls);
+        channel::ChannelConfig to = c.channel;
+        to.address = c.channel_peer;
+        n->sender_ = std::make_shared<channel::LogSender>(to, *c.tls_client);
+        n->log_epoch_ = c.epoch;
+        n->streaming_ = true;
         n->replica_ = protocol::Replica::protected_primary(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
     } else {
-        auto rx = channel::LogReceiver::listen(c.channel, *c.tls);
+        channel::ChannelConfig from = c.channel;
+        from.address = c.channel_listen;
+        auto rx = channel::LogReceiver::listen(from, *c.tls_server);
         if (!rx)
             return unexpected(vm + rx.error());
         n->receiver_.emplace(std::move(rx).value());
-        n->replica_ = protocol::Replica::replaying_backup(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
+        if (c.join) {
+            n->receiver_->await_copy(c.epoch);
+            n->replica_ = protocol::Replica::syncing_backup(c.protocol, c.self, c.peer, n->now_us());
+        } else {
+            n->replica_ = protocol::Replica::replaying_backup(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
+        }
     }
-    n->say(std::string("starting as ") + (c.start_as_primary ? "primary" : "backup") + " in epoch " + std::to_string(c.epoch));
+    n->say(c.join ? "joining the pair in epoch " + std::to_string(c.epoch) + ": waiting for a live copy from host " +
+                        std::to_string(c.peer)
+                  : std::string("starting as ") + (c.start_as_primary ? "primary" : "backup") + " in epoch " +
+                        std::to_string(c.epoch));
     n->vm_thread_ = std::thread([p = n.get()] { p->vm_loop(); });
     n->control_thread_ = std::thread([p = n.get()] { p->control_loop(); });
     return n;
@@ -109,24 +149,45 @@ void Node::request(const protocol::Event& e)
     vm_events_.push_back(e);
 }
 
+std::shared_ptr<channel::LogSender> Node::sender() const
+{
+    std::lock_guard lock(mu_);
+    return sender_;
+}
+
 // ----- VM thread ----------------------------------------------------------------------------------
 
 void Node::vm_loop()
 {
     if (cfg_.start_as_primary) {
         engine::Recorder rec(*machine_, cfg_.digest_every, engine::HostIo{cfg_.tap, cfg_.disk, gate_.get()});
-        record_loop(rec, true);
-    } else {
-        replay_loop();
+        record_loop(rec);
+        return;
     }
+    engine::ResumePoint from;
+    if (cfg_.join && !receive_copy(from))
+        return;
+    replay_loop(from);
 }
 
-void Node::record_loop(engine::Recorder& rec, bool streaming)
+void Node::record_loop(engine::Recorder& rec)
 {
     std::vector<logformat::Entry> log;
+    std::optional<CopyOut> copy;
     while (!stopping_ && !halted_) {
-        const bool to_backup = streaming && !live_alone_;
-        if (stalled_ || gate_->full() || (to_backup && sender_->full())) {
+        if (!copy) {
+            std::lock_guard lock(mu_);
+            if (copy_to_) {
+                copy.emplace();
+                copy->to = std::move(copy_to_);
+                copy->epoch = copy_epoch_;
+                copy_to_.reset();
+            }
+        }
+        if (copy && !copy_step(rec, *copy))
+            copy.reset();
+        const auto to = streaming_ ? sender() : nullptr;
+        if (stalled_ || gate_->full() || (to && to->full())) {
             nap();
             continue;
         }
@@ -144,9 +205,10 @@ void Node::record_loop(engine::Recorder& rec, bool streaming)
             continue;
         std::vector<protocol::Event> events{protocol::VmLogged{log.back().seq}};
         bool output = false;
-        for (const auto& e : log) {
-            if (to_backup)
-                while (!sender_->append(e)) { // the channel's buffer is full: the VM waits
+        for (auto& e : log) {
+            e.epoch = log_epoch_; // the epoch the backup replays this log in
+            if (to)
+                while (!to->append(e)) { // the channel's buffer is full: the VM waits
                     if (stopping_)
                         return;
                     nap();
@@ -160,14 +222,223 @@ void Node::record_loop(engine::Recorder& rec, bool streaming)
             std::lock_guard lock(mu_);
             vm_events_.insert(vm_events_.end(), events.begin(), events.end());
         }
-        if (to_backup)
-            sender_->flush(output);
+        if (to)
+            to->flush(output);
     }
 }
 
-void Node::replay_loop()
+bool Node::queue_pages(CopyOut& c, std::span<const std::uint64_t> pages, bool wait)
+{
+    engine::Backend& vm = machine_->backend();
+    channel::CopyPages rec;
+    std::size_t i = 0;
+    while (i < pages.size()) {
+        const std::size_t n = std::min(channel::kCopyPagesPerRecord, pages.size() - i);
+        rec.numbers.assign(pages.begin() + static_cast<std::ptrdiff_t>(i), pages.begin() + static_cast<std::ptrdiff_t>(i + n));
+        rec.data.resize(n * channel::kCopyPageBytes);
+        for (std::size_t k = 0; k < n; ++k)
+            if (!vm.read_guest(rec.numbers[k] * channel::kCopyPageBytes,
+                               std::span(rec.data).subspan(k * channel::kCopyPageBytes, channel::kCopyPageBytes)))
+                return false;
+        while (!c.to->append_copy(rec)) {
+            if (!wait)
+                return true; // the channel is busy; the caller resumes from c.next later
+            if (stopping_ || c.to->copy_state() == channel::CopyState::failed)
+                return false;
+            nap();
+        }
+        i += n;
+        c.next += n;
+        std::lock_guard lock(mu_);
+        status_.copy.pages_copied += n;
+        if (c.round == 1)
+            status_.copy.pages_done += n;
+    }
+    return true;
+}
+
+bool Node::copy_step(engine::Recorder& rec, CopyOut& c)
+{
+    engine::Backend& vm = machine_->backend();
+    if (c.to->copy_state() == channel::CopyState::failed) {
+        const std::string why = c.to->copy_error();
+        say("live copy to host " + std::to_string(cfg_.peer) + " failed in round " + std::to_string(c.round) + ": " + why);
+        std::lock_guard lock(mu_);
+        status_.copy.active = false;
+        status_.copy.last_error = why;
+        vm_events_.push_back(protocol::SyncFailed{});
+        return false;
+    }
+    if (c.todo.empty() && c.next == 0 && c.round == 1) {
+        // Round 1: every page. Dirty tracking restarts now, so what the guest writes from here
+        // on is in the next round.
+        (void)vm.dirty_pages();
+        const std::uint64_t pages = vm.memory_bytes() / engine::Backend::kPageBytes;
+        c.todo.resize(pages);
+        for (std::uint64_t p = 0; p < pages; ++p)
+            c.todo[p] = p;
+        (void)c.to->append_copy(channel::CopyBegin{vm.memory_bytes(), pages});
+        std::lock_guard lock(mu_);
+        status_.copy = CopyProgress{true, true, 1, pages, 0, 0, 0, 0, status_.copy.copies_done, status_.copy.last_seconds,
+                                    status_.copy.last_pause_ms, status_.copy.last_rounds, ""};
+        say("live copy to host " + std::to_string(cfg_.peer) + ": " + std::to_string(pages) + " pages (" +
+            std::to_string(vm.memory_bytes() >> 20) + " MiB) while the guest runs");
+    }
+    // Queue what the channel takes now (a few MiB); the guest runs on meanwhile.
+    if (c.next < c.todo.size()) {
+        const std::size_t n = std::min<std::size_t>(c.todo.size() - c.next, 8 * channel::kCopyPagesPerRecord);
+        if (!queue_pages(c, std::span(c.todo).subspan(c.next, n), false)) {
+            std::lock_guard lock(mu_);
+            vm_events_.push_back(protocol::SyncFailed{});
+            status_.copy.active = false;
+            status_.copy.last_error = "cannot read guest memory";
+            return false;
+        }
+        const double secs = std::max(seconds_since(c.started), 1e-3);
+        std::lock_guard lock(mu_);
+        auto& p = status_.copy;
+        p.round = c.round;
+        p.mib_per_s = static_cast<double>(p.pages_copied) * 4096.0 / (1 << 20) / secs;
+        p.eta_s = p.pages_copied ? secs / static_cast<double>(p.pages_copied) * static_cast<double>(p.pages_total - p.pages_done) : 0;
+        return true;
+    }
+    if (c.to->copy_backlog() > 0)
+        return true; // the round is still on its way
+    auto dirty = vm.dirty_pages();
+    if (dirty.size() <= kFinalRoundPages || c.round >= kMaxCopyRounds) {
+        copy_finish(rec, c, std::move(dirty));
+        return false;
+    }
+    c.todo = std::move(dirty);
+    c.next = 0;
+    ++c.round;
+    return true;
+}
+
+void Node::copy_finish(engine::Recorder& rec, CopyOut& c, std::vector<std::uint64_t> last_pages)
+{
+    // The pause: the guest does not run until the backup has applied the copy. Then both are at
+    // the same exit, and the log from the next entry on is all the backup needs.
+    const auto paused = Clock::now();
+    c.todo = std::move(last_pages);
+    c.next = 0;
+    const std::size_t last = c.todo.size();
+    bool ok = queue_pages(c, c.todo, true);
+    channel::CopyFinal f;
+    f.epoch = c.epoch;
+    f.exit = rec.exits();
+    f.next_seq = rec.next_seq();
+    f.cpu = machine_->backend().save_cpu_state();
+    f.devices = machine_->save_devices();
+    while (ok && !c.to->append_copy(f)) {
+        if (stopping_ || c.to->copy_state() == channel::CopyState::failed)
+            ok = false;
+        nap();
+    }
+    const auto deadline = Clock::now() + kCopyAnswerTimeout;
+    while (ok && c.to->copy_state() == channel::CopyState::copying && !stopping_ && Clock::now() < deadline)
+        nap();
+    const bool done = ok && c.to->copy_state() == channel::CopyState::done;
+    const double pause_ms = seconds_since(paused) * 1000;
+    if (!done) {
+        const std::string why = c.to->copy_state() == channel::CopyState::failed ? c.to->copy_error()
+                                                                                 : "no answer from the backup";
+        say("live copy to host " + std::to_string(cfg_.peer) + " failed at the final pause: " + why);
+        std::lock_guard lock(mu_);
+        status_.copy.active = false;
+        status_.copy.last_error = why;
+        vm_events_.push_back(protocol::SyncFailed{});
+        return;
+    }
+    // From here the backup replays; what the guest produces waits for its acks.
+    gate_->set_passthrough(false);
+    {
+        std::lock_guard lock(mu_);
+        sender_ = c.to;
+        log_epoch_ = c.epoch;
+        streaming_ = true;
+        vm_events_.push_back(protocol::SyncComplete{c.epoch, f.next_seq - 1});
+        auto& p = status_.copy;
+        p.active = false;
+        ++p.copies_done;
+        p.last_seconds = seconds_since(c.started);
+        p.last_pause_ms = pause_ms;
+        p.last_rounds = c.round;
+        p.last_error.clear();
+    }
+    say("live copy to host " + std::to_string(cfg_.peer) + " done: " + std::to_string(c.round) + " rounds in " +
+        std::to_string(seconds_since(c.started)).substr(0, 5) + " s, the final pause " + std::to_string(pause_ms).substr(0, 5) +
+        " ms (" + std::to_string(last) + " pages); protected from exit " + std::to_string(f.exit) + ", entry " +
+        std::to_string(f.next_seq));
+}
+
+bool Node::receive_copy(engine::ResumePoint& at)
+{
+    engine::Backend& vm = machine_->backend();
+    const std::uint64_t pages = vm.memory_bytes() / engine::Backend::kPageBytes;
+    auto refuse = [&](std::uint64_t attempt, const std::string& why) {
+        say("cannot take the live copy: " + why);
+        std::lock_guard lock(mu_);
+        copy_applied_ = CopyApplied{attempt, false, why, 0};
+        failure_ = "live copy: " + why;
+        status_.copy.last_error = why;
+    };
+    while (!stopping_ && !halted_ && !synced_) {
+        std::optional<channel::LogReceiver::ReceivedCopy> got;
+        {
+            std::lock_guard lock(mu_);
+            if (!copy_inbox_.empty()) {
+                got.emplace(std::move(copy_inbox_.front()));
+                copy_inbox_.pop_front();
+            }
+        }
+        if (!got) {
+            nap();
+            continue;
+        }
+        if (const auto* b = std::get_if<channel::CopyBegin>(&got->record)) {
+            if (b->memory_bytes != vm.memory_bytes())
+                return refuse(got->attempt, "the primary's VM has " + std::to_string(b->memory_bytes >> 20) +
+                                                " MiB of memory, this one " + std::to_string(vm.memory_bytes() >> 20) +
+                                                " MiB (vm.memory-mib differs)"),
+                       false;
+            std::lock_guard lock(mu_);
+            status_.copy = CopyProgress{true, false, 1, b->pages, 0, 0, 0, 0, status_.copy.copies_done, 0, 0, 0, ""};
+        } else if (const auto* p = std::get_if<channel::CopyPages>(&got->record)) {
+            for (std::size_t k = 0; k < p->numbers.size(); ++k) {
+                if (p->numbers[k] >= pages)
+                    return refuse(got->attempt, "page " + std::to_string(p->numbers[k]) + " is outside the VM's " +
+                                                    std::to_string(pages) + " pages"),
+                           false;
+                (void)vm.write_guest(p->numbers[k] * engine::Backend::kPageBytes,
+                                     std::span(p->data).subspan(k * channel::kCopyPageBytes, channel::kCopyPageBytes));
+            }
+            std::lock_guard lock(mu_);
+            auto& s = status_.copy;
+            s.pages_copied += p->numbers.size();
+            s.pages_done = std::min(s.pages_total, s.pages_copied);
+        } else {
+            const auto& f = std::get<channel::CopyFinal>(got->record);
+            if (auto r = vm.restore_cpu_state(f.cpu); !r)
+                return refuse(got->attempt, "vCPU state: " + r.error()), false;
+            if (auto r = machine_->load_devices(f.devices); !r)
+                return refuse(got->attempt, "device state: " + r.error()), false;
+            at = {f.exit, f.next_seq};
+            std::lock_guard lock(mu_);
+            copy_applied_ = CopyApplied{got->attempt, true, {}, f.next_seq - 1};
+            status_.copy.active = false;
+            ++status_.copy.copies_done;
+        }
+    }
+    return synced_ && !stopping_;
+}
+
+void Node::replay_loop(engine::ResumePoint from)
 {
     engine::Replayer rep(*machine_);
+    if (from.exit > 0)
+        rep.resume_after(from.exit, from.next_seq - 1);
+    replaying_ = true;
     std::deque<logformat::Entry> pending;
     while (!stopping_ && !halted_ && !go_live_) {
         {
@@ -206,12 +477,12 @@ void Node::replay_loop()
         }
     }
     gate_->set_passthrough(true);
-    live_alone_ = true;
+    replaying_ = false;
     engine::Recorder rec(*machine_, cfg_.digest_every, engine::HostIo{cfg_.tap, cfg_.disk, gate_.get()},
                          engine::ResumePoint{rep.exits(), rep.last_seq() + 1});
     if (auto* nic = machine_->net())
         announce_mac(nic->mac());
-    record_loop(rec, false);
+    record_loop(rec);
 }
 
 void Node::announce_mac(const devices::MacAddress& mac)
@@ -235,6 +506,31 @@ void Node::step(const protocol::Event& e)
 {
     for (const auto& a : replica_.step(now_us(), e))
         act(a);
+    after_step();
+}
+
+void Node::took_over(const std::string& what)
+{
+    const auto unix_ms = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    std::lock_guard lock(mu_);
+    status_.last_failover_unix_ms = unix_ms;
+    status_.last_failover = what;
+}
+
+void Node::start_copy()
+{
+    if (replica_.role() != protocol::Role::primary_alone)
+        return;
+    channel::ChannelConfig to = cfg_.channel;
+    to.address = cfg_.channel_peer;
+    to.epoch = replica_.epoch();
+    to.send_copy = true;
+    say("host " + std::to_string(cfg_.peer) + " asks to be the backup: starting a live copy to " + to.address.to_string());
+    std::lock_guard lock(mu_);
+    sender_ = std::make_shared<channel::LogSender>(to, *cfg_.tls_client);
+    copy_to_ = sender_;
+    copy_epoch_ = replica_.epoch();
 }
 
 void Node::act(const protocol::Action& a)
@@ -255,7 +551,7 @@ void Node::act(const protocol::Action& a)
             } else if constexpr (std::is_same_v<A, protocol::RequestArbiter>) {
                 say("peer host " + std::to_string(cfg_.peer) + " suspected (" + replica_.reason() + "): test-and-set epoch " +
                     std::to_string(x.expected) + " -> " + std::to_string(x.next));
-                const auto r = arbiter_->acquire(x.expected, cfg_.record_owner);
+                const auto r = arbiter_->acquire(x.expected, record_owner_);
                 say(std::string("test-and-set ") + std::string(arbiter::outcome_name(r.outcome)) +
                     (r.detail.empty() ? "" : ": " + r.detail));
                 protocol::ArbiterDone done;
@@ -265,6 +561,8 @@ void Node::act(const protocol::Action& a)
                 if (r.holder_known) {
                     done.record_epoch = r.holder.epoch;
                     done.record_owner = r.holder.owner;
+                    if (r.outcome == arbiter::Outcome::won)
+                        record_owner_ = r.holder.owner;
                 }
                 step(done);
             } else if constexpr (std::is_same_v<A, protocol::Fence>) {
@@ -272,13 +570,10 @@ void Node::act(const protocol::Action& a)
                 if (!r.ok())
                     say("fencing host " + std::to_string(x.loser) + " on the shared LUN: " + r.message);
             } else if constexpr (std::is_same_v<A, protocol::GoLive>) {
-                if (receiver_) {
+                if (replaying_) {
                     say("going live in epoch " + std::to_string(x.epoch));
                     go_live_ = true;
-                } else {
-                    say("running alone in epoch " + std::to_string(x.epoch));
-                    live_alone_ = true;
-                    gate_->set_passthrough(true);
+                    took_over("went live in epoch " + std::to_string(x.epoch) + " (" + replica_.reason() + ")");
                 }
             } else if constexpr (std::is_same_v<A, protocol::HaltVm>) {
                 const std::size_t dropped = gate_->discard_all();
@@ -290,16 +585,77 @@ void Node::act(const protocol::Action& a)
                 say("halting the VM for good: " + x.reason + " (" + std::to_string(dropped) +
                     " held outputs never left)");
             } else if constexpr (std::is_same_v<A, protocol::StartReprotection>) {
-                say("a backup host asks to be synced; creating a backup from a running primary is not implemented yet");
+                start_copy();
             }
         },
         a);
-    // A primary that wins alone releases everything and from then on lets outputs through.
-    if (replica_.role() == protocol::Role::primary_alone && !receiver_ && !live_alone_) {
-        say("running alone in epoch " + std::to_string(replica_.epoch()) + " (" + std::to_string(gate_->held()) +
-            " held outputs released)");
-        live_alone_ = true;
+}
+
+void Node::after_step()
+{
+    // A primary that wins alone releases everything and from then on lets outputs through; its
+    // old channel goes (a joining backup gets a new one, with a copy).
+    const protocol::Role role = replica_.role(), before = last_role_;
+    last_role_ = role;
+    // (The arbitration may have been asked for and decided within one step.)
+    if (role == protocol::Role::primary_alone &&
+        (before == protocol::Role::primary_arbitrating || before == protocol::Role::primary_protected)) {
+        streaming_ = false;
         gate_->set_passthrough(true);
+        {
+            std::lock_guard lock(mu_);
+            sender_.reset();
+        }
+        say("running alone in epoch " + std::to_string(replica_.epoch()) + " (held outputs released)");
+        took_over("continued alone in epoch " + std::to_string(replica_.epoch()) + " (" + replica_.reason() + ")");
+    }
+    if (role == protocol::Role::halted)
+        halted_ = true;
+}
+
+void Node::pump_channel()
+{
+    const protocol::Role role = replica_.role();
+    const auto out = sender();
+    if (out) {
+        out->pump(2);
+        if (out->copy_state() == channel::CopyState::failed && !streaming_) {
+            std::lock_guard lock(mu_);
+            if (sender_ == out)
+                sender_.reset();
+        }
+    } else if (receiver_ && (role == protocol::Role::backup_replaying || role == protocol::Role::backup_syncing)) {
+        // Once the primary is suspected the backup accepts and acks nothing more.
+        receiver_->pump(2);
+    } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    if (!receiver_ || role != protocol::Role::backup_syncing)
+        return;
+    // Joining: copy records to the VM thread, its answer to the primary, and the primary's
+    // confirmation to the protocol core.
+    std::optional<CopyApplied> applied;
+    {
+        std::lock_guard lock(mu_);
+        while (auto r = receiver_->pop_copy())
+            copy_inbox_.push_back(std::move(*r));
+        applied.swap(copy_applied_);
+    }
+    if (applied) {
+        receiver_->copy_applied(applied->attempt, applied->ok, applied->error);
+        copy_at_ = applied->at;
+        if (!applied->ok) {
+            halted_ = true; // a copy this VM cannot take: nothing to replay, ever
+            return;
+        }
+    }
+    if (receiver_->copy_confirmed()) {
+        // Not received(): log entries may have come in with the confirmation.
+        const protocol::Seq at = copy_at_;
+        step(protocol::SyncComplete{cfg_.epoch, at});
+        synced_ = true;
+        say("live copy from host " + std::to_string(cfg_.peer) + " applied and confirmed: replaying from entry " +
+            std::to_string(at + 1));
     }
 }
 
@@ -307,27 +663,44 @@ void Node::control_loop()
 {
     protocol::Seq last_acked = 0, last_executed = 0;
     bool was_streaming = false;
+    std::shared_ptr<channel::LogSender> watched; // the sender whose connection state was_streaming follows
+    std::uint64_t wire_before = 0;
+    auto rate_since = Clock::now();
     while (!stopping_) {
-        const protocol::Role role = replica_.role();
-        const bool frozen = role != protocol::Role::backup_replaying;
-        if (sender_ && !live_alone_)
-            sender_->pump(2);
-        else if (receiver_ && !frozen)
-            receiver_->pump(2); // once the primary is suspected the backup accepts and acks nothing
-        else
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        if (halted_) {
+            // Halted: silent, as a dead host would be. The peer's detector does the rest.
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            std::lock_guard lock(mu_);
+            status_.role = protocol::Role::halted;
+            continue;
+        }
+        pump_channel();
 
         for (const auto& hb : heartbeats_->receive()) {
             heard_peer_ = true;
             step(protocol::Received{hb});
         }
-        if (sender_ && !live_alone_) {
-            const protocol::Seq acked = sender_->acked();
+        // The VM's events first: a SyncComplete must reach the core before the acks that follow.
+        std::deque<protocol::Event> events;
+        {
+            std::lock_guard lock(mu_);
+            events.swap(vm_events_);
+        }
+        for (const auto& e : events)
+            step(e);
+        const auto out = streaming_ ? sender() : nullptr;
+        if (out) {
+            if (out != watched) {
+                watched = out;
+                was_streaming = false;
+                wire_before = out->wire_bytes_sent();
+            }
+            const protocol::Seq acked = out->acked();
             if (acked > last_acked) {
                 last_acked = acked;
                 step(protocol::Received{protocol::AckMsg{replica_.epoch(), acked, 0}});
             }
-            const bool streaming = sender_->streaming();
+            const bool streaming = out->streaming();
             if (streaming != was_streaming) {
                 was_streaming = streaming;
                 if (streaming)
@@ -349,14 +722,7 @@ void Node::control_loop()
                 step(protocol::Received{msg});
             }
         }
-        std::deque<protocol::Event> events;
-        {
-            std::lock_guard lock(mu_);
-            events.swap(vm_events_);
-        }
-        for (const auto& e : events)
-            step(e);
-        if (receiver_) {
+        if (replaying_) {
             const protocol::Seq ex = executed_;
             if (ex > last_executed) {
                 last_executed = ex;
@@ -367,7 +733,7 @@ void Node::control_loop()
         // first heartbeat arrives, so until then (within a grace period, after which a missing
         // peer is treated as failed) each side only announces itself and suspects nobody.
         const protocol::Time now = now_us();
-        if (heard_peer_ || now > kStartupGraceUs) {
+        if (heard_peer_ || now > kStartupGraceUs || replica_.role() == protocol::Role::backup_syncing) {
             step(protocol::Tick{});
         } else if (now - last_hello_ >= cfg_.protocol.heartbeat_interval) {
             last_hello_ = now;
@@ -375,8 +741,6 @@ void Node::control_loop()
         }
         if (replica_.role() == protocol::Role::going_live)
             final_replay_ = true;
-        if (replica_.role() == protocol::Role::halted)
-            halted_ = true;
 
         std::lock_guard lock(mu_);
         status_.role = replica_.role();
@@ -388,6 +752,13 @@ void Node::control_loop()
         status_.held_outputs = gate_->held();
         status_.reason = replica_.reason();
         status_.heartbeats_rejected = heartbeats_->rejected();
+        status_.lag_ms = out ? out->lag().seconds * 1000 : 0;
+        if (const double dt = seconds_since(rate_since); dt >= 1.0) {
+            const std::uint64_t wire = out ? out->wire_bytes_sent() : 0;
+            status_.log_mbit_s = out && wire >= wire_before ? static_cast<double>(wire - wire_before) * 8 / 1e6 / dt : 0;
+            wire_before = wire;
+            rate_since = Clock::now();
+        }
     }
 }
 

@@ -7,10 +7,17 @@
 //
 // Two threads: the VM thread runs the guest (recording or replaying) and never blocks on the
 // network; the control thread pumps the channel and heartbeats, feeds the protocol core and
-// carries out its actions (release outputs, stall, test-and-set, go live, halt).
+// carries out its actions (release outputs, stall, test-and-set, go live, halt, live copy).
 //
-// Both replicas start from the same guest image at exit 0 (protection from boot, as `xl create`
-// with ft= does); creating a backup from a running primary is to come.
+// How a node starts:
+// - both replicas from the same guest image at exit 0 (protection from boot, as `xl create`
+//   with ft= does): start_as_primary on one host, a backup on the other;
+// - or as a joining backup (join, or automatically when the arbitration record shows the pair
+//   moved on without this host): it announces itself, a primary running alone sends it a live
+//   copy of the running VM (docs/pair.md, "Re-protection"), and it replays from there.
+// A primary running alone answers every joining backup with a live copy: dirty-page rounds
+// while the guest runs, then a short pause for the last pages, the vCPU and the devices, after
+// which both switch to log replay at the same exit.
 #pragma once
 
 #include <atomic>
@@ -20,6 +27,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +47,9 @@ struct NodeConfig {
     std::uint64_t vm_id = 0;
     protocol::HostId self = 0, peer = 0;
     bool start_as_primary = true;
+    // Start as a backup that needs a live copy from the running primary. Also chosen by start()
+    // when the arbitration record is past `epoch`: the pair went on without this host.
+    bool join = false;
     protocol::Epoch epoch = 1; // the pair's epoch, as the arbitration record holds it
     protocol::Config protocol;
 
@@ -50,8 +62,12 @@ struct NodeConfig {
     devices::TapDevice* tap = nullptr;
     devices::BlockPort* disk = nullptr;
 
-    channel::ChannelConfig channel; // address: the backup's listening address
-    const channel::TlsContext* tls = nullptr;
+    // The logging channel: a backup listens on channel_listen, a primary connects to the
+    // peer's channel_peer (either host can be either, over time). `channel` holds the rest.
+    channel::ChannelConfig channel;
+    SocketAddress channel_listen, channel_peer;
+    const channel::TlsContext* tls_client = nullptr; // this host as primary
+    const channel::TlsContext* tls_server = nullptr; // this host as backup
     detector::HeartbeatSocketConfig heartbeat;
     arbiter::ArbiterConfig arbiter;
     std::uint32_t record_owner = 0; // the arbitration record's owner at `epoch`
@@ -60,15 +76,39 @@ struct NodeConfig {
     std::function<void(const std::string&)> log;
 };
 
+// A live copy's progress, as the CLI shows it.
+struct CopyProgress {
+    bool active = false;
+    bool sending = false;           // this host sends the copy (primary) or takes it (backup)
+    unsigned round = 0;             // 1: every page; then the pages dirtied meanwhile
+    std::uint64_t pages_total = 0;  // of the first round
+    std::uint64_t pages_done = 0;   // of the first round
+    std::uint64_t pages_copied = 0; // every round
+    double mib_per_s = 0;
+    double eta_s = 0;               // to the end of the first round
+    double percent() const { return pages_total ? 100.0 * static_cast<double>(pages_done) / static_cast<double>(pages_total) : 0; }
+    // The last finished copy (or the reason the last one failed).
+    unsigned copies_done = 0;
+    double last_seconds = 0, last_pause_ms = 0;
+    unsigned last_rounds = 0;
+    std::string last_error;
+};
+
 struct NodeStatus {
     protocol::Role role = protocol::Role::starting;
     protocol::Epoch epoch = 0;
     std::uint64_t exits = 0;
     std::uint64_t logged = 0, acked = 0, received = 0, executed = 0;
     std::size_t held_outputs = 0;
+    double lag_ms = 0;          // primary: age of the oldest unacked entry
+    double log_mbit_s = 0;      // primary: logging-channel bytes on the wire, last second
     std::string reason;
     std::string failure; // the VM stopped for this reason (empty while it runs)
     std::map<std::string, std::uint64_t> heartbeats_rejected; // by reason
+    CopyProgress copy;
+    // The last time this host took over the VM (went live, or continued alone).
+    std::uint64_t last_failover_unix_ms = 0;
+    std::string last_failover; // what happened, e.g. "went live in epoch 2 (primary silent)"
 };
 
 class Node {
@@ -88,43 +128,84 @@ public:
     void request(const protocol::Event& e);
     // The backup's logging-channel port (useful when it listens on port 0).
     std::uint16_t channel_port() const noexcept { return receiver_ ? receiver_->port() : 0; }
+    // Whether the VM was halted and this node will not run it again: xenftd then starts a
+    // new node that joins the pair as a backup.
+    bool halted() const noexcept { return halted_; }
     engine::Machine& machine() noexcept { return *machine_; }
 
 private:
+    // The primary's side of a live copy, run by the VM thread between chunks of exits.
+    struct CopyOut {
+        std::shared_ptr<channel::LogSender> to;
+        protocol::Epoch epoch = 0;
+        std::vector<std::uint64_t> todo; // this round's pages
+        std::size_t next = 0;
+        unsigned round = 1;
+        std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    };
+    // What the VM thread applied of a copy, for the control thread to report.
+    struct CopyApplied {
+        std::uint64_t attempt = 0;
+        bool ok = false;
+        std::string error;
+        std::uint64_t at = 0; // the last log entry the copy covers
+    };
+
     explicit Node(NodeConfig cfg);
     void vm_loop();
-    void record_loop(engine::Recorder& rec, bool protected_run);
-    void replay_loop();
+    void record_loop(engine::Recorder& rec);
+    // One step of an outgoing copy; false when it ended (done or failed).
+    bool copy_step(engine::Recorder& rec, CopyOut& c);
+    void copy_finish(engine::Recorder& rec, CopyOut& c, std::vector<std::uint64_t> last_pages);
+    bool queue_pages(CopyOut& c, std::span<const std::uint64_t> pages, bool wait);
+    // The joining backup: applies copy records until the primary confirmed one.
+    bool receive_copy(engine::ResumePoint& at);
+    void replay_loop(engine::ResumePoint from);
     void control_loop();
+    void pump_channel();
     void step(const protocol::Event& e);
     void act(const protocol::Action& a);
+    void after_step();
+    void start_copy();
     void say(const std::string& line) const;
     // After going live: a RARP announcement of the guest's MAC (as QEMU's announce-self does),
     // so switches learn the guest's new port without waiting for it to speak.
     void announce_mac(const devices::MacAddress& mac);
+    void took_over(const std::string& what);
     protocol::Time now_us() const;
+    std::shared_ptr<channel::LogSender> sender() const;
 
     NodeConfig cfg_;
     std::unique_ptr<engine::Machine> machine_;
     std::unique_ptr<engine::OutputGate> gate_;
     std::optional<arbiter::Arbiter> arbiter_;
     std::optional<detector::HeartbeatSocket> heartbeats_;
-    std::unique_ptr<channel::LogSender> sender_;
-    std::optional<channel::LogReceiver> receiver_;
-    protocol::Replica replica_;
+    std::optional<channel::LogReceiver> receiver_; // control thread
+    protocol::Replica replica_;                    // control thread
+    std::uint32_t record_owner_ = 0;               // control thread: the record's owner now
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 
     // Between the threads.
     mutable std::mutex mu_;
-    std::deque<protocol::Event> vm_events_;  // VM thread -> control thread
-    std::deque<logformat::Entry> inbox_;     // control thread -> VM thread (backup)
+    std::shared_ptr<channel::LogSender> sender_;     // a primary's channel to its backup
+    std::shared_ptr<channel::LogSender> copy_to_;    // a copy for the VM thread to start
+    protocol::Epoch copy_epoch_ = 0;
+    std::deque<protocol::Event> vm_events_;          // VM thread -> control thread
+    std::deque<logformat::Entry> inbox_;             // control thread -> VM thread (backup)
+    std::deque<channel::LogReceiver::ReceivedCopy> copy_inbox_; // likewise, while joining
+    std::optional<CopyApplied> copy_applied_;        // VM thread -> control thread
     std::atomic<bool> stopping_{false}, stalled_{false}, halted_{false};
-    std::atomic<bool> final_replay_{false}, go_live_{false}, live_alone_{false};
-    bool heard_peer_ = false; // control thread
+    std::atomic<bool> final_replay_{false}, go_live_{false}, replaying_{false};
+    std::atomic<bool> streaming_{false}; // the VM thread appends its log to sender_
+    std::atomic<protocol::Epoch> log_epoch_{1}; // ... in this epoch
+    std::atomic<bool> synced_{false};    // the joining backup's copy was confirmed
+    bool heard_peer_ = false;            // control thread
+    protocol::Role last_role_ = protocol::Role::starting; // control thread
+    std::uint64_t copy_at_ = 0;          // control thread: what the applied copy covers
     protocol::Time last_hello_ = 0;
     std::atomic<std::uint64_t> executed_{0}, exits_{0};
     std::string failure_;
-    NodeStatus status_; // a copy the control thread refreshes
+    NodeStatus status_; // a copy the control thread refreshes (copy progress: the VM thread)
 
     std::thread vm_thread_, control_thread_;
 };

@@ -1,7 +1,9 @@
 // xenftd, the per-host FT daemon (see xenftd(8)): reads one VM's configuration (xenft.conf(5)),
 // opens what the pair needs (guest image, TAP, disk, arbiter LUN, TLS, heartbeat key), runs the
-// node (xenft/daemon/node.hpp) and answers the xenft CLI on a Unix control socket. This build
-// runs the guest on the KVM backend; the Xen backend is to come.
+// node (xenft/daemon/node.hpp) and answers the xenft CLI on a Unix control socket. When the
+// node halts its VM (it lost the test-and-set, or was deposed), xenftd starts a new node that
+// joins the pair as a backup and gets a live copy of the VM from the primary (pair.rejoin).
+// This build runs the guest on the KVM backend; the Xen backend is to come.
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -40,6 +42,20 @@ int fail(const std::string& what)
 nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStatus& s)
 {
     const bool primary = protocol::is_primary(s.role);
+    const auto& p = s.copy;
+    nlohmann::json copy = {{"active", p.active},
+                           {"direction", p.sending ? "sending" : "receiving"},
+                           {"round", p.round},
+                           {"percent", p.percent()},
+                           {"pages_total", p.pages_total},
+                           {"pages_copied", p.pages_copied},
+                           {"mib_per_s", p.mib_per_s},
+                           {"eta_s", p.eta_s},
+                           {"copies_done", p.copies_done},
+                           {"last_seconds", p.last_seconds},
+                           {"last_rounds", p.last_rounds},
+                           {"last_pause_ms", p.last_pause_ms},
+                           {"last_error", p.last_error}};
     return {{"vm", c.vm_id},
             {"host", c.host_id},
             {"peer", c.peer_id},
@@ -51,14 +67,73 @@ nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStat
             {"received", s.received},
             {"executed", s.executed},
             {"lag_entries", primary ? s.logged - std::min(s.logged, s.acked) : s.received - std::min(s.received, s.executed)},
+            {"lag_ms", s.lag_ms},
+            {"log_mbit_s", s.log_mbit_s},
             {"held_outputs", s.held_outputs},
             {"reason", s.reason},
             {"failure", s.failure},
-            {"heartbeats_rejected", s.heartbeats_rejected}};
+            {"heartbeats_rejected", s.heartbeats_rejected},
+            {"copy", copy},
+            {"last_failover", s.last_failover},
+            {"last_failover_unix_ms", s.last_failover_unix_ms}};
 }
 
-// One request per connection: a command line in, one JSON line out.
-void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node& node)
+// What a node needs beyond the configuration: opened once, shared by every node xenftd starts.
+struct HostParts {
+    std::optional<devices::TapDevice> tap;
+    std::unique_ptr<devices::BlockPort> disk;
+    std::optional<channel::TlsContext> tls_client, tls_server;
+    detector::HeartbeatKey heartbeat_key{};
+};
+
+// A node for the VM: a fresh guest from the image (a joining node's memory is then replaced by
+// the live copy).
+Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::DaemonConfig& cfg, HostParts& parts, bool join)
+{
+    const std::string vm_name = "vm " + std::to_string(cfg.vm_id);
+    const std::uint64_t memory = cfg.memory_mib << 20;
+    auto image = engine::load_pvh_image(cfg.image, memory);
+    if (!image)
+        return unexpected(vm_name + ": " + image.error());
+    auto backend = backends::KvmBackend::create(*image, memory, cfg.cmdline);
+    if (!backend)
+        return unexpected(vm_name + ": " + backend.error());
+    daemon::NodeConfig n;
+    n.vm_id = cfg.vm_id;
+    n.self = cfg.host_id;
+    n.peer = cfg.peer_id;
+    n.start_as_primary = cfg.primary;
+    n.join = join;
+    n.epoch = cfg.epoch;
+    n.record_owner = cfg.record_owner;
+    n.backend = std::move(backend).value();
+    n.machine.network = parts.tap.has_value();
+    std::uint8_t mac[6];
+    daemon::parse_mac(cfg.mac, mac);
+    std::copy(std::begin(mac), std::end(mac), n.machine.mac.begin());
+    n.machine.disk_bytes = parts.disk ? cfg.disk_mib << 20 : 0;
+    n.tap = parts.tap ? &*parts.tap : nullptr;
+    n.disk = parts.disk.get();
+    n.channel.vm_id = cfg.vm_id;
+    n.channel.self = cfg.host_id;
+    n.channel.peer = cfg.peer_id;
+    n.channel.batch_delay = 2000;
+    n.channel_listen = cfg.channel_listen;
+    n.channel_peer = cfg.channel_peer;
+    n.tls_client = &*parts.tls_client;
+    n.tls_server = &*parts.tls_server;
+    n.heartbeat = {cfg.heartbeat_listen, cfg.heartbeat_peer, cfg.vm_id, cfg.host_id, cfg.peer_id, parts.heartbeat_key};
+    n.arbiter.lun = {cfg.arbiter_lun, cfg.initiator, static_cast<std::uint16_t>(cfg.host_id), cfg.lun_timeout_s};
+    n.arbiter.vm_id = cfg.vm_id;
+    n.arbiter.host_id = cfg.host_id;
+    n.arbiter.peer_id = cfg.peer_id;
+    n.arbiter.record_lba = cfg.record_lba;
+    return daemon::Node::start(std::move(n));
+}
+
+// One request per connection: a command line in, one JSON line out. `node` is null while
+// xenftd waits to start a new one; rejoin_now asks for it at once.
+void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bool& rejoin_now)
 {
     const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0)
@@ -71,16 +146,39 @@ void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node& node)
     while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r'))
         cmd.pop_back();
     nlohmann::json reply;
-    if (cmd == "status") {
-        reply = status_json(cfg, node.status());
+    const auto role = node ? node->status().role : protocol::Role::halted;
+    if (cmd != "status" && cmd != "failover" && cmd != "unprotect" && cmd != "protect") {
+        reply = {{"error", "unknown command \"" + cmd.substr(0, 40) + "\" (status, failover, unprotect, protect)"}};
+    } else if (cmd == "status") {
+        reply = node ? status_json(cfg, node->status())
+                     : nlohmann::json{{"vm", cfg.vm_id},      {"host", cfg.host_id},
+                                      {"peer", cfg.peer_id},  {"role", "none (about to join the pair as a backup)"},
+                                      {"epoch", 0}};
     } else if (cmd == "failover") {
-        node.request(protocol::OperatorFailover{});
-        reply = {{"ok", true}, {"note", "failover requested; the backup goes live once it wins the test-and-set"}};
+        if (role != protocol::Role::backup_replaying) {
+            reply = {{"error", "this host is " + std::string(protocol::role_name(role)) +
+                                   ": failover is asked of the backup that replays the log"}};
+        } else {
+            node->request(protocol::OperatorFailover{});
+            reply = {{"ok", true}, {"note", "failover requested; the backup goes live once it wins the test-and-set"}};
+        }
     } else if (cmd == "unprotect") {
-        node.request(protocol::OperatorUnprotect{});
-        reply = {{"ok", true}, {"note", "unprotect requested; the primary continues alone"}};
+        if (!protocol::is_primary(role)) {
+            reply = {{"error", "this host is " + std::string(protocol::role_name(role)) + ": unprotect is asked of the primary"}};
+        } else {
+            node->request(protocol::OperatorUnprotect{});
+            reply = {{"ok", true},
+                     {"note", "unprotect requested; the primary continues alone and gives no backup a copy until "
+                              "`xenft protect`"}};
+        }
+    } else if (protocol::is_primary(role)) {
+        node->request(protocol::OperatorProtect{});
+        reply = {{"ok", true}, {"note", "protection allowed; a backup host that asks gets a live copy of the VM"}};
+    } else if (role == protocol::Role::halted) {
+        rejoin_now = true;
+        reply = {{"ok", true}, {"note", "this host joins the pair as a backup now; the primary sends it a live copy"}};
     } else {
-        reply = {{"error", "unknown command \"" + cmd.substr(0, 40) + "\" (status, failover, unprotect)"}};
+        reply = {{"ok", true}, {"note", "this host is already " + std::string(protocol::role_name(role))}};
     }
     const std::string out = reply.dump() + "\n";
     (void)!::write(fd, out.data(), out.size());
@@ -122,24 +220,14 @@ int main(int argc, char** argv)
     }
     const std::string vm_name = "vm " + std::to_string(cfg->vm_id);
 
-    // The guest.
-    const std::uint64_t memory = cfg->memory_mib << 20;
-    auto image = engine::load_pvh_image(cfg->image, memory);
-    if (!image)
-        return fail(vm_name + ": " + image.error());
-    auto backend = backends::KvmBackend::create(*image, memory, cfg->cmdline);
-    if (!backend)
-        return fail(vm_name + ": " + backend.error());
-
-    // Its network and disk.
-    std::optional<devices::TapDevice> tap;
+    // The guest's network and disk.
+    HostParts parts;
     if (!cfg->tap.empty()) {
         auto t = devices::TapDevice::open(cfg->tap);
         if (!t)
             return fail(vm_name + ": " + t.error());
-        tap.emplace(std::move(t).value());
+        parts.tap.emplace(std::move(t).value());
     }
-    std::unique_ptr<devices::BlockPort> disk;
     if (!cfg->disk_lun.empty()) {
         auto lun = arbiter::Lun::connect({cfg->disk_lun, cfg->initiator, static_cast<std::uint16_t>(0x1000 + cfg->host_id),
                                           cfg->lun_timeout_s});
@@ -149,50 +237,26 @@ int main(int argc, char** argv)
                                                arbiter::Arbiter::key_of(cfg->host_id));
         if (!store)
             return fail(vm_name + ": " + store.error());
-        disk = std::make_unique<devices::IscsiStore>(std::move(*store));
+        parts.disk = std::make_unique<devices::IscsiStore>(std::move(*store));
     } else if (!cfg->disk_file.empty()) {
         auto store = devices::FileStore::open(cfg->disk_file);
         if (!store)
             return fail(vm_name + ": " + store.error());
-        disk = std::make_unique<devices::FileStore>(std::move(*store));
+        parts.disk = std::make_unique<devices::FileStore>(std::move(*store));
     }
 
-    // The pair: TLS, heartbeats, arbiter.
-    auto tls = channel::TlsContext::create({cfg->cert, cfg->key, cfg->ca, cfg->fingerprint, cfg->peer_name},
-                                           cfg->primary ? channel::TlsContext::Side::client : channel::TlsContext::Side::server);
-    if (!tls)
-        return fail(vm_name + ": " + tls.error());
+    // The pair: TLS for either role (the hosts swap roles after a failover), heartbeats.
+    const channel::TlsConfig tls_cfg{cfg->cert, cfg->key, cfg->ca, cfg->fingerprint, cfg->peer_name};
+    for (auto side : {channel::TlsContext::Side::client, channel::TlsContext::Side::server}) {
+        auto tls = channel::TlsContext::create(tls_cfg, side);
+        if (!tls)
+            return fail(vm_name + ": " + tls.error());
+        (side == channel::TlsContext::Side::client ? parts.tls_client : parts.tls_server).emplace(std::move(tls).value());
+    }
     auto hb_key = detector::load_heartbeat_key(cfg->heartbeat_key_file);
     if (!hb_key)
         return fail(vm_name + ": " + hb_key.error());
-
-    daemon::NodeConfig n;
-    n.vm_id = cfg->vm_id;
-    n.self = cfg->host_id;
-    n.peer = cfg->peer_id;
-    n.start_as_primary = cfg->primary;
-    n.epoch = cfg->epoch;
-    n.record_owner = cfg->record_owner;
-    n.backend = std::move(backend).value();
-    n.machine.network = tap.has_value();
-    std::uint8_t mac[6];
-    daemon::parse_mac(cfg->mac, mac);
-    std::copy(std::begin(mac), std::end(mac), n.machine.mac.begin());
-    n.machine.disk_bytes = disk ? cfg->disk_mib << 20 : 0;
-    n.tap = tap ? &*tap : nullptr;
-    n.disk = disk.get();
-    n.channel.address = cfg->primary ? cfg->channel_peer : cfg->channel_listen;
-    n.channel.vm_id = cfg->vm_id;
-    n.channel.self = cfg->host_id;
-    n.channel.peer = cfg->peer_id;
-    n.channel.batch_delay = 2000;
-    n.tls = &*tls;
-    n.heartbeat = {cfg->heartbeat_listen, cfg->heartbeat_peer, cfg->vm_id, cfg->host_id, cfg->peer_id, *hb_key};
-    n.arbiter.lun = {cfg->arbiter_lun, cfg->initiator, static_cast<std::uint16_t>(cfg->host_id), cfg->lun_timeout_s};
-    n.arbiter.vm_id = cfg->vm_id;
-    n.arbiter.host_id = cfg->host_id;
-    n.arbiter.peer_id = cfg->peer_id;
-    n.arbiter.record_lba = cfg->record_lba;
+    parts.heartbeat_key = *hb_key;
 
     // The control socket, before the node starts, so a bad path changes nothing.
     std::error_code ec;
@@ -208,23 +272,49 @@ int main(int argc, char** argv)
         return fail(vm_name + ": control socket " + cfg->control_socket + ": " + std::strerror(errno));
     ::chmod(cfg->control_socket.c_str(), 0600);
 
-    auto node = daemon::Node::start(std::move(n));
-    if (!node) {
+    auto first = start_node(*cfg, parts, false);
+    if (!first) {
         ::unlink(cfg->control_socket.c_str());
-        return fail(node.error());
+        return fail(first.error());
     }
+    std::unique_ptr<daemon::Node> node = std::move(first).value();
     struct sigaction sa{};
     sa.sa_handler = on_signal;
     ::sigaction(SIGTERM, &sa, nullptr);
     ::sigaction(SIGINT, &sa, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point halted_since{}, retry_at{};
     while (!g_stop) {
         pollfd p{control.get(), POLLIN, 0};
+        bool rejoin_now = false;
         if (::poll(&p, 1, 200) > 0)
-            serve(control.get(), *cfg, **node);
+            serve(control.get(), *cfg, node.get(), rejoin_now);
+        // A halted VM is gone for good; the host can still serve as the backup of the VM that
+        // now runs on the peer: a new node joins and gets a live copy.
+        if (node && node->halted()) {
+            if (halted_since == Clock::time_point{})
+                halted_since = Clock::now();
+            if (rejoin_now || (cfg->rejoin && Clock::now() - halted_since >= std::chrono::seconds(1))) {
+                std::cerr << vm_name << ": the VM on this host was halted (" << node->status().failure
+                          << "); joining the pair again as a backup\n";
+                node.reset();
+                retry_at = Clock::now();
+            }
+        }
+        if (!node && Clock::now() >= retry_at) {
+            auto n = start_node(*cfg, parts, true);
+            if (n) {
+                node = std::move(n).value();
+                halted_since = {};
+            } else {
+                std::cerr << n.error() << " (trying again in 5 s)\n";
+                retry_at = Clock::now() + std::chrono::seconds(5);
+            }
+        }
     }
     std::cerr << vm_name << ": stopping on signal\n";
-    node->reset();
+    node.reset();
     ::unlink(cfg->control_socket.c_str());
     return 0;
 }

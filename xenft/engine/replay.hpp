@@ -95,9 +95,14 @@ public:
     // are all there (the exits before the newest entry's), consuming their entries; with
     // final (the primary is gone, go-live is next) also the newest entry's exit.
     Expected<bool, Divergence> replay_available(std::deque<logformat::Entry>& pending, bool final);
-    // For a VM restored from a checkpoint taken after exit `exit` was fully handled: replay
-    // continues with the next exit, fed the log entries that follow.
-    void resume_after(std::uint64_t exit) noexcept { exit_ = exit; }
+    // For a VM restored from a checkpoint (or a live copy) taken after exit `exit` was fully
+    // handled, whose log continues after entry last_seq: replay continues with the next exit,
+    // fed the log entries that follow.
+    void resume_after(std::uint64_t exit, std::uint64_t last_seq = 0) noexcept
+    {
+        exit_ = exit;
+        last_seq_ = last_seq;
+    }
     std::uint64_t exits() const noexcept { return exit_; }
     // The seq of the last entry replayed (where a recorder taking over continues).
     std::uint64_t last_seq() const noexcept { return last_seq_; }

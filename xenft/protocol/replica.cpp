@@ -141,8 +141,12 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                 if (role_ == Role::backup_replaying)
                     begin_arbitration(now, Role::backup_arbitrating, now + cfg_.suspect_timeout, "operator failover");
             } else if constexpr (std::is_same_v<E, OperatorUnprotect>) {
+                if (is_primary(role_))
+                    reprotect_allowed_ = false;
                 if (role_ == Role::primary_protected)
                     begin_arbitration(now, Role::primary_arbitrating, now, "operator unprotect");
+            } else if constexpr (std::is_same_v<E, OperatorProtect>) {
+                reprotect_allowed_ = true;
             }
         },
         e);
@@ -185,7 +189,7 @@ void Replica::on_message(Time now, const Message& m)
 {
     // A fresh backup host announces itself with epoch 0: the cue for re-protection.
     if (const auto* hb = std::get_if<HeartbeatMsg>(&m); hb && hb->role == Role::backup_syncing) {
-        if (role_ == Role::primary_alone && !reprotecting_) {
+        if (role_ == Role::primary_alone && !reprotecting_ && reprotect_allowed_) {
             reprotecting_ = true;
             emit(StartReprotection{});
         }

@@ -107,10 +107,12 @@ struct SyncFailed {};
 struct ChannelLost {};
 struct ChannelRestored {};
 struct OperatorFailover {};                    // on the backup: take over now
-struct OperatorUnprotect {};                   // on the primary: drop the backup, run alone
+struct OperatorUnprotect {};                   // on the primary: drop the backup, run alone,
+                                               // and give no joining backup a copy until
+struct OperatorProtect {};                     // on the primary: joining backups get copies again
 
 using Event = std::variant<Tick, VmLogged, VmOutput, Received, ArbiterDone, ReplayProgress, SyncComplete, SyncFailed,
-                           ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect>;
+                           ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect, OperatorProtect>;
 
 // ---- actions out -------------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ private:
     Time lease_until_ = 0;
     bool stalled_ = false;
     bool reprotecting_ = false;
+    bool reprotect_allowed_ = true; // cleared by OperatorUnprotect, set by OperatorProtect
     std::deque<VmOutput> outputs_;
 
     // backup
