@@ -674,3 +674,191 @@ BOOST_AUTO_TEST_CASE(the_vm_thread_appends_while_the_channel_thread_pumps)
     BOOST_TEST(next - 1 == n);
     BOOST_TEST(p.tx->acked() == n);
 }
+
+// ----- live copy (copy.hpp) -----------------------------------------------------------------------
+
+namespace {
+
+CopyPages some_pages(std::uint64_t first, std::size_t n)
+{
+    CopyPages p;
+    for (std::size_t i = 0; i < n; ++i) {
+        p.numbers.push_back(first + i);
+        p.data.resize(p.data.size() + kCopyPageBytes, static_cast<std::uint8_t>(first + i));
+    }
+    return p;
+}
+
+CopyFinal some_final(std::uint64_t epoch, std::uint64_t next_seq)
+{
+    CopyFinal f;
+    f.epoch = epoch;
+    f.exit = 1000;
+    f.next_seq = next_seq;
+    f.cpu.assign(3000, 0xc9);
+    f.devices.assign(200, 0xde);
+    return f;
+}
+
+// Pumps until the receiver holds n copy records and returns them.
+std::vector<LogReceiver::ReceivedCopy> receive_copies(Pair& p, std::size_t n)
+{
+    std::vector<LogReceiver::ReceivedCopy> got;
+    p.pump_until([&] {
+        while (auto r = p.rx->pop_copy())
+            got.push_back(std::move(*r));
+        return got.size() >= n;
+    });
+    return got;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(copy_records_round_trip_and_bad_ones_are_refused)
+{
+    const std::vector<CopyRecord> records{CopyBegin{16u << 20, 4096}, some_pages(7, kCopyPagesPerRecord), some_final(3, 42)};
+    for (const auto& r : records) {
+        const auto bytes = encode_copy_record(r);
+        auto back = decode_copy_record(bytes);
+        BOOST_TEST_REQUIRE(back.has_value(), (back ? "" : back.error()));
+        BOOST_TEST((*back == r));
+        auto unzipped = decompress_copy_record(compress_copy_record(bytes, 1));
+        BOOST_TEST_REQUIRE(unzipped.has_value());
+        BOOST_TEST((*unzipped == r));
+        for (std::size_t cut : {std::size_t{1}, bytes.size() / 2, bytes.size() - 1}) // truncated anywhere
+            BOOST_TEST(!decode_copy_record(std::span(bytes).first(cut)).has_value());
+        auto longer = bytes;
+        longer.push_back(0);
+        BOOST_TEST(decode_copy_record(longer).error().find("trailing") != std::string::npos);
+    }
+    auto err = [](std::vector<std::uint8_t> b) {
+        auto r = decode_copy_record(b);
+        return r ? std::string("accepted") : r.error();
+    };
+    BOOST_TEST(err({9}).find("unknown copy record type 9") != std::string::npos);
+    BOOST_TEST(err({}).find("empty") != std::string::npos);
+    auto too_many = encode_copy_record(some_pages(0, 1));
+    too_many[1] = static_cast<std::uint8_t>(kCopyPagesPerRecord + 1);
+    BOOST_TEST(err(too_many).find("copy record of 65 pages") != std::string::npos);
+    auto begin = encode_copy_record(CopyBegin{4096, 2}); // two pages of a one-page memory
+    BOOST_TEST(err(begin).find("do not fit") != std::string::npos);
+    auto fin = encode_copy_record(some_final(1, 5));
+    fin[25] = 0xff, fin[26] = 0xff, fin[27] = 0xff; // a vCPU state of ~16 MiB
+    BOOST_TEST(err(fin).find("limit") != std::string::npos);
+    // A small zstd frame that claims more than a record may hold is refused before it is inflated.
+    const std::vector<std::uint8_t> zeros(kMaxCopyRecordBytes + 1, 0);
+    auto bomb = decompress_copy_record(compress_copy_record(zeros, 1));
+    BOOST_TEST(!bomb.has_value());
+    BOOST_TEST(bomb.error().find("over the") != std::string::npos);
+    BOOST_TEST(!decompress_copy_record(std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(a_live_copy_goes_first_and_the_log_follows_on_the_same_connection)
+{
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) { s.send_copy = true; });
+    p.rx->await_copy(1);
+    BOOST_TEST(p.tx->append_copy(CopyBegin{1u << 20, 256}));
+    for (std::uint64_t first = 0; first < 256; first += kCopyPagesPerRecord)
+        BOOST_TEST(p.tx->append_copy(some_pages(first, kCopyPagesPerRecord)));
+    BOOST_TEST(p.tx->append_copy(some_final(1, 51)));
+    auto got = receive_copies(p, 6);
+    BOOST_TEST_REQUIRE(got.size() == 6u);
+    BOOST_TEST(std::holds_alternative<CopyBegin>(got[0].record));
+    BOOST_TEST((std::get<CopyPages>(got[3].record) == some_pages(128, kCopyPagesPerRecord)));
+    BOOST_TEST((std::get<CopyFinal>(got[5].record) == some_final(1, 51)));
+    BOOST_TEST((p.tx->copy_state() == CopyState::copying));
+    BOOST_TEST(p.rx->received() == 50u); // the log continues after the copy's last entry
+
+    // The VM runs on after the pause; its entries wait until the backup applied the copy.
+    for (std::uint64_t s = 51; s <= 100; ++s)
+        BOOST_TEST(p.tx->append(make_entry(s)));
+    p.tx->flush(true);
+    p.pump(50);
+    BOOST_TEST(p.rx->received() == 50u);
+    BOOST_TEST(!p.rx->copy_confirmed());
+
+    p.rx->copy_applied(got[5].attempt, true, {});
+    BOOST_TEST_REQUIRE(p.pump_until([&] { return p.rx->copy_confirmed() && p.tx->acked() == 100u; }));
+    BOOST_TEST((p.tx->copy_state() == CopyState::done));
+    for (std::uint64_t s = 51; s <= 100; ++s) {
+        auto e = p.rx->pop();
+        BOOST_TEST_REQUIRE(e.has_value());
+        BOOST_TEST((*e == make_entry(s)));
+    }
+    BOOST_TEST(p.logs.contains("live copy confirmed; the log follows from entry 51"));
+}
+
+BOOST_AUTO_TEST_CASE(a_copy_is_refused_where_it_does_not_belong_or_cannot_be_applied)
+{
+    testing::TlsFixture f;
+    {
+        // A backup that needs a copy refuses a primary that only has log for it.
+        Pair p(f, f.primary(), f.backup());
+        p.rx->await_copy(1);
+        p.tx->append(make_entry(1));
+        p.tx->flush(true);
+        BOOST_TEST(p.pump_until([&] { return p.logs.contains("needs a live copy first"); }));
+        BOOST_TEST(p.rx->received() == 0u);
+    }
+    {
+        // A backup that replays the log needs no copy; the copy fails on the primary's side.
+        Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) { s.send_copy = true; });
+        p.tx->append_copy(CopyBegin{1u << 20, 256});
+        BOOST_TEST(p.pump_until([&] { return p.tx->copy_state() == CopyState::failed; }));
+        BOOST_TEST(p.tx->copy_error().find("needs no copy") != std::string::npos, p.tx->copy_error());
+    }
+    {
+        // A backup that cannot apply the copy says why; the primary's copy fails with it.
+        Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) { s.send_copy = true; });
+        p.rx->await_copy(1);
+        p.tx->append_copy(CopyBegin{1u << 20, 256});
+        p.tx->append_copy(some_final(1, 1));
+        auto got = receive_copies(p, 2);
+        BOOST_TEST_REQUIRE(got.size() == 2u);
+        p.rx->copy_applied(got[1].attempt, false, "the primary's VM has 1 MiB of memory, this one 16 MiB");
+        BOOST_TEST(p.pump_until([&] { return p.tx->copy_state() == CopyState::failed; }));
+        BOOST_TEST(p.tx->copy_error().find("this one 16 MiB") != std::string::npos, p.tx->copy_error());
+    }
+    {
+        // A copy of another epoch is refused at its final record.
+        Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) { s.send_copy = true; });
+        p.rx->await_copy(1);
+        p.tx->append_copy(some_final(2, 1));
+        BOOST_TEST(p.pump_until([&] { return p.logs.contains("live copy of epoch 2 on a connection of epoch 1"); }));
+        BOOST_TEST(p.pump_until([&] { return p.tx->copy_state() == CopyState::failed; }));
+        BOOST_TEST(!p.rx->pop_copy().has_value());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_copy_whose_connection_breaks_fails_and_the_next_one_starts_over)
+{
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) { s.send_copy = true; });
+    p.rx->await_copy(1);
+    p.tx->append_copy(CopyBegin{1u << 20, 256});
+    p.tx->append_copy(some_pages(0, 8));
+    p.tx->append_copy(some_final(1, 10));
+    auto first = receive_copies(p, 3);
+    BOOST_TEST_REQUIRE(first.size() == 3u);
+    p.tx.reset(); // the primary dies before the backup answered
+    for (int i = 0; i < 20; ++i)
+        p.rx->pump(1);
+    p.rx->copy_applied(first[2].attempt, true, {}); // too late: that connection is gone
+    BOOST_TEST(!p.rx->copy_confirmed());
+    BOOST_TEST(p.rx->received() == 0u);
+
+    // The next copy is a new attempt, from its beginning.
+    ChannelConfig sc = config(p.rx->port(), p.logs, "primary");
+    sc.self = 1, sc.peer = 2, sc.send_copy = true;
+    p.tx.emplace(sc, p.client_tls);
+    p.tx->append_copy(CopyBegin{1u << 20, 256});
+    p.tx->append_copy(some_final(1, 20));
+    auto second = receive_copies(p, 2);
+    BOOST_TEST_REQUIRE(second.size() == 2u);
+    BOOST_TEST(second[0].attempt > first[0].attempt);
+    BOOST_TEST(std::holds_alternative<CopyBegin>(second[0].record));
+    p.rx->copy_applied(second[1].attempt, true, {});
+    BOOST_TEST(p.pump_until([&] { return p.rx->copy_confirmed() && p.tx->copy_state() == CopyState::done; }));
+    BOOST_TEST(p.rx->received() == 19u);
+}

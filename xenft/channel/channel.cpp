@@ -251,7 +251,7 @@ void LogSender::start_connect()
     deadline_ = Clock::now() + std::chrono::microseconds(cfg_.handshake_timeout);
 }
 
-void LogSender::disconnect(const std::string& why)
+void LogSender::disconnect(std::string why)
 {
     if (state_ != State::disconnected || !why.empty())
         log_line(cfg_, "backup " + cfg_.address.to_string() + ": " + why);
@@ -421,13 +421,15 @@ void LogSender::pump(int timeout_ms)
         }
     }
     if (state_ == State::awaiting_reply || state_ == State::copying || state_ == State::streaming) {
+        // What came before the end of the stream is read first: a refusal's reason, say.
+        std::string ended;
         for (;;) {
             std::vector<std::uint8_t> buf;
             const auto r = stream_->read(buf, kReadChunk);
             if (r == TlsStream::Io::closed)
-                return disconnect("closed the connection");
-            if (r == TlsStream::Io::error)
-                return disconnect(stream_->error());
+                ended = "closed the connection";
+            else if (r == TlsStream::Io::error)
+                ended = stream_->error();
             if (r != TlsStream::Io::done)
                 break;
             reader_.feed(buf);
@@ -442,6 +444,8 @@ void LogSender::pump(int timeout_ms)
             if (state_ == State::disconnected)
                 return;
         }
+        if (!ended.empty())
+            return disconnect(ended);
         if (stream_->flush() == TlsStream::Io::error)
             return disconnect(stream_->error());
     }

@@ -113,7 +113,7 @@ private:
     void send_unsent(bool ack_now);
     void send_copy();
     void start_connect();
-    void disconnect(const std::string& why);
+    void disconnect(std::string why); // by value: callers pass strings of the stream it closes
     void on_message(const ChannelMsg& m);
     void wake();
 

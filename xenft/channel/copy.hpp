@@ -32,16 +32,19 @@ inline constexpr std::size_t kMaxCopyRecordBytes = 2 * kMaxCopyStateBytes + 64;
 struct CopyBegin {
     std::uint64_t memory_bytes = 0;
     std::uint64_t pages = 0; // in the first round
+    bool operator==(const CopyBegin&) const = default;
 };
 struct CopyPages {
     std::vector<std::uint64_t> numbers;
     std::vector<std::uint8_t> data; // numbers.size() pages of kCopyPageBytes
+    bool operator==(const CopyPages&) const = default;
 };
 struct CopyFinal {
     std::uint64_t epoch = 0;
     std::uint64_t exit = 0;     // the VM was paused after this exit
     std::uint64_t next_seq = 1; // the log continues with this entry
     std::vector<std::uint8_t> cpu, devices;
+    bool operator==(const CopyFinal&) const = default;
 };
 using CopyRecord = std::variant<CopyBegin, CopyPages, CopyFinal>;
 
