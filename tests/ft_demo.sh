@@ -1,21 +1,47 @@
 #!/bin/bash
-# The local FT demo (README's main job) and the process-level failover test: two "hosts" and a
-# client in network namespaces, a real iSCSI target as the shared LUN, the test guest on host
-# A protected by host B, client traffic, then xenftd on A killed with SIGKILL; B goes live and
-# the client carries on. Prints a timeline and the client's consistency verdict; exits 0 only
-# if B went live and the verdict is "consistent".
+# The local FT demo (README's main job) and the process-level system tests: two "hosts" and a
+# client in network namespaces, a real iSCSI target as the shared LUN, the test guest on host A
+# protected by host B, client traffic, and a fault. Prints a timeline and the client's
+# consistency verdict; exits 0 only if the scenario's expectations held and the verdict is
+# "consistent" (every request answered, one history).
 #
-#   ft_demo.sh BUILD_DIR [--quiet]
+#   ft_demo.sh BUILD_DIR [--quiet] [--scenario NAME]
+#
+# Scenarios (the demo is "failover"):
+#   failover             kill -9 of A's xenftd under load: B goes live; A's xenftd starts again
+#                        with its unchanged configuration, joins and is re-protected by a live
+#                        copy of the running VM
+#   backup-restart       kill -9 of B's xenftd: A wins the test-and-set and runs alone; B starts
+#                        again and is re-protected without stopping the guest; then A is killed
+#                        and B goes live
+#   partition            the logging channel and heartbeats between A and B cut, storage
+#                        reachable: exactly one side live; healed: the other re-protected
+#   partition-no-storage the channel cut and both hosts cut from the storage: neither goes live,
+#                        outputs stay held; storage back: exactly one live, nothing lost
 #
 # Topology (all private, removed at exit):
 #   netns xftc-$$ (client + LAN): bridge br0 10.99.0.1/24, istgt on 10.99.0.1, kv_load
 #   netns xfta-$$ (host A): bridge bra 10.99.0.11 with the guest's TAP tapa, veth to br0
 #   netns xftb-$$ (host B): bridge brb 10.99.0.12 with the guest's TAP tapb, veth to br0
-#   guest: 10.99.0.2, MAC 52:54:00:58:46:01 (the same on both hosts; B announces it when live)
-# The logging channel and heartbeats go between 10.99.0.11 and 10.99.0.12.
+#   guest: 10.99.0.2, MAC 52:54:00:58:46:01 (the same on both hosts; the live one announces it)
+# The logging channel and heartbeats go between 10.99.0.11 and 10.99.0.12; faults are nftables
+# rules on the hosts' own traffic (the guest's frames are bridged and never see them).
 set -euo pipefail
-build=$(cd "${1:?usage: ft_demo.sh BUILD_DIR [--quiet]}" && pwd)
-quiet=${2:-}
+build=$(cd "${1:?usage: ft_demo.sh BUILD_DIR [--quiet] [--scenario NAME]}" && pwd)
+shift
+quiet= scenario=failover
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quiet) quiet=1 ;;
+    --scenario) scenario=${2:?--scenario needs a name}; shift ;;
+    *) echo "ft_demo: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+case $scenario in
+failover | backup-restart | partition | partition-no-storage) ;;
+*) echo "ft_demo: unknown scenario $scenario (failover, backup-restart, partition, partition-no-storage)" >&2; exit 2 ;;
+esac
 xenft=$build/dom0-tools/xenft/xenft
 xenftd=$build/xenft/daemon/xenftd
 kv_load=$build/tests/kv_load
@@ -23,7 +49,7 @@ guest=$build/tests/guest/xenft-guest.elf
 for f in "$xenft" "$xenftd" "$kv_load" "$guest"; do
     [ -e "$f" ] || { echo "ft_demo: $f is missing (build first: make -C $build all check_PROGRAMS=...)" >&2; exit 2; }
 done
-for tool in ip istgt; do
+for tool in ip istgt nft; do
     command -v $tool >/dev/null || { echo "ft_demo: $tool is not installed" >&2; exit 2; }
 done
 
@@ -145,52 +171,179 @@ EOF
 config a primary 1 2 10.99.0.11 10.99.0.12 hostb.xenft.demo > "$work/a.conf"
 config b backup 2 1 10.99.0.12 10.99.0.11 hosta.xenft.demo > "$work/b.conf"
 
-# --- run -------------------------------------------------------------------------------------
+# --- helpers -----------------------------------------------------------------------------------
+declare -A pid host_ns sock
+host_ns[a]=$A host_ns[b]=$B
+sock[a]=$work/hosta.sock sock[b]=$work/hostb.sock
 t0=$(now_ms)
-ip netns exec $B "$xenftd" --config "$work/b.conf" > "$work/b.log" 2>&1 &
-pids+=($!)
-sleep 0.5
-ip netns exec $A "$xenftd" --config "$work/a.conf" > "$work/a.log" 2>&1 &
-pid_a=$!
-pids+=($pid_a)
-for _ in $(seq 100); do [ -S "$work/hosta.sock" ] && break; sleep 0.1; done
-say "== host A (primary) and host B (backup) running the test guest; client starts"
-ip netns exec $C "$kv_load" --server 10.99.0.2 --local 10.99.0.1 --seconds 16 --seed $id > "$work/client.log" 2>&1 &
-client=$!
-sleep 6
-say "== status before the failure"
-[ -n "$quiet" ] || "$xenft" status --socket "$work/hosta.sock" || true
-[ -n "$quiet" ] || "$xenft" status --socket "$work/hostb.sock" || true
-
-say "== kill -9 xenftd on host A"
-kill -9 $pid_a
-t_kill=$(now_ms)
-live=
-for _ in $(seq 300); do
-    if "$xenft" status --socket "$work/hostb.sock" --json 2>/dev/null | grep -q '"role":"primary (alone)"'; then
-        live=$(now_ms); break
+mark() { say "   [+$(( $(now_ms) - t0 )) ms] $*"; }
+start_host() { # a|b
+    ip netns exec "${host_ns[$1]}" "$xenftd" --config "$work/$1.conf" >> "$work/$1.log" 2>&1 &
+    pid[$1]=$!
+    pids+=(${pid[$1]})
+}
+kill_host() { # sets t_kill
+    t_kill=$(now_ms)
+    kill -9 "${pid[$1]}"
+    wait "${pid[$1]}" 2>/dev/null || true
+}
+role_of() { "$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"role":"[^"]*"' | cut -d'"' -f4; }
+epoch_of() { "$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"epoch":[0-9]*' | cut -d: -f2; }
+# wait_role HOST ROLE SECONDS: polls every 20 ms
+wait_role() {
+    local end=$(( $(now_ms) + $3 * 1000 ))
+    while [ "$(now_ms)" -lt $end ]; do
+        [ "$(role_of "$1")" = "$2" ] && return 0
+        sleep 0.02
+    done
+    return 1
+}
+show_status() { [ -n "$quiet" ] || { "$xenft" status --socket "${sock[$1]}" 2>/dev/null | sed "s/^/   host ${1^^}: /" || true; }; }
+# nftables faults on a host's own traffic: the channel and heartbeats to the peer, the storage.
+cut_off() { # HOST peer|storage
+    local match
+    if [ "$2" = peer ]; then
+        local other=10.99.0.12
+        [ "$1" = b ] && other=10.99.0.11
+        match="ip daddr $other drop; ip saddr $other drop"
+    else
+        match="ip daddr 10.99.0.1 tcp dport 3260 drop; ip saddr 10.99.0.1 tcp sport 3260 drop"
     fi
-    sleep 0.02
-done
-wait $client && verdict_ok=1 || verdict_ok=0
+    printf 'table inet xft_%s {\n chain out { type filter hook output priority 0; %s; }\n chain in { type filter hook input priority 0; %s; }\n}\n' \
+        "$2" "${match%%;*}" "${match#*; }" | ip netns exec "${host_ns[$1]}" nft -f -
+}
+heal() { # HOST peer|storage
+    ip netns exec "${host_ns[$1]}" nft delete table inet "xft_$2" 2>/dev/null || true
+}
+fail() { echo "ft_demo: $scenario: $*" >&2; failed=1; }
+failed=0
 
-say "== what host B did after the kill"
-# xenftd's lines have no timestamps of their own; the backup's order of events and the first
-# status poll that saw it live bound them.
-grep -E 'suspected|test-and-set won|going live|running alone' "$work/b.log" | sed 's/^/   host B: /' || true
-if [ -n "$live" ]; then
-    say "   status shows host B live after $((live - t_kill)) ms"
-else
-    echo "ft_demo: host B did not go live within 6 s" >&2
-fi
+# --- run ---------------------------------------------------------------------------------------
+seconds=24
+[ "$scenario" = failover ] && seconds=20
+start_host b
+sleep 0.5
+start_host a
+for _ in $(seq 100); do [ -S "${sock[a]}" ] && break; sleep 0.1; done
+say "== host A (primary) and host B (backup) run the test guest; the client starts (${seconds} s)"
+ip netns exec $C "$kv_load" --server 10.99.0.2 --local 10.99.0.1 --seconds $seconds --seed $id > "$work/client.log" 2>&1 &
+client=$!
+sleep 5
+wait_role a "primary (protected)" 10 || fail "the pair did not form (A is $(role_of a))"
+show_status a
+show_status b
+summary=
+
+case $scenario in
+failover)
+    say "== kill -9 xenftd on host A"
+    kill_host a
+    if wait_role b "primary (alone)" 6; then
+        live_ms=$(( $(now_ms) - t_kill ))
+        mark "host B live ($live_ms ms after the kill)"
+    else
+        fail "host B did not go live within 6 s"
+    fi
+    say "== what host B did after the kill"
+    # xenftd's lines have no timestamps of their own; the backup's order of events and the
+    # first status poll that saw it live bound them.
+    grep -E 'suspected|test-and-set won|going live|running alone' "$work/b.log" | sed 's/^/   host B: /' || true
+    sleep 2
+    say "== host A comes back: xenftd starts again with the same configuration"
+    t_back=$(now_ms)
+    start_host a
+    if wait_role a "backup (replaying)" 30 && wait_role b "primary (protected)" 5; then
+        mark "host A re-protects the VM: backup again $(( $(now_ms) - t_back )) ms after it started"
+        grep -E 'joining|live copy to host 1 done' "$work/a.log" "$work/b.log" | sed 's/^[^:]*b.log:/   host B: /; s/^[^:]*a.log:/   host A: /' || true
+    else
+        fail "host A was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
+    fi
+    summary="host B went live ${live_ms:-?} ms after host A's xenftd was killed; A rejoined as backup"
+    ;;
+backup-restart)
+    say "== kill -9 xenftd on host B (the backup)"
+    kill_host b
+    wait_role a "primary (alone)" 6 && mark "host A runs alone ($(( $(now_ms) - t_kill )) ms after the kill, epoch $(epoch_of a))" ||
+        fail "host A did not continue alone"
+    sleep 1
+    say "== host B's xenftd starts again"
+    t_back=$(now_ms)
+    start_host b
+    if wait_role b "backup (replaying)" 30 && wait_role a "primary (protected)" 5; then
+        mark "re-protected $(( $(now_ms) - t_back )) ms after B started; the guest never stopped"
+        grep -E 'live copy to host 2 done' "$work/a.log" | sed 's/^/   host A: /' || true
+    else
+        fail "host B was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
+    fi
+    sleep 2
+    say "== kill -9 xenftd on host A: the re-protected backup takes over"
+    kill_host a
+    wait_role b "primary (alone)" 6 && live_ms=$(( $(now_ms) - t_kill )) && mark "host B live ($live_ms ms after the kill, epoch $(epoch_of b))" ||
+        fail "host B did not go live"
+    summary="A ran alone, B re-protected by a live copy, then live ${live_ms:-?} ms after A was killed"
+    ;;
+partition | partition-no-storage)
+    say "== cut the logging channel and heartbeats between A and B"
+    [ "$scenario" = partition-no-storage ] && { say "== and both hosts from the storage"; cut_off a storage; cut_off b storage; }
+    cut_off a peer
+    t_cut=$(now_ms)
+    if [ "$scenario" = partition-no-storage ]; then
+        # Nobody can win the test-and-set: nobody may go live, whatever the wait.
+        end=$(( t_cut + 4000 ))
+        while [ "$(now_ms)" -lt $end ]; do
+            ra=$(role_of a) rb=$(role_of b)
+            [ "$ra" = "primary (alone)" ] && fail "host A went live without the arbiter"
+            [ "$rb" = "primary (alone)" ] && fail "host B went live without the arbiter"
+            sleep 0.05
+        done
+        mark "4 s without storage: A is $(role_of a), B is $(role_of b); outputs held on A: $("$xenft" status --socket "${sock[a]}" --json | grep -o '"held_outputs":[0-9]*' | cut -d: -f2)"
+        say "== storage back (the channel stays cut)"
+        heal a storage
+        heal b storage
+        t_cut=$(now_ms)
+    fi
+    # Exactly one side live: watch for 3 s after the first one is.
+    live=
+    end=$(( t_cut + 15000 ))
+    while [ "$(now_ms)" -lt $end ] && [ -z "$live" ]; do
+        [ "$(role_of a)" = "primary (alone)" ] && live=a
+        [ "$(role_of b)" = "primary (alone)" ] && live=${live:+both}${live:-b}
+        sleep 0.02
+    done
+    [ -n "$live" ] || fail "neither side went live"
+    since="the cut"
+    [ "$scenario" = partition-no-storage ] && since="the storage came back"
+    mark "host ${live^^} live ($(( $(now_ms) - t_cut )) ms after $since)"
+    end=$(( $(now_ms) + 3000 ))
+    while [ "$(now_ms)" -lt $end ]; do
+        [ "$(role_of a)" = "primary (alone)" ] && [ "$(role_of b)" = "primary (alone)" ] && { fail "both sides live"; break; }
+        sleep 0.05
+    done
+    other=a
+    [ "$live" = a ] && other=b
+    mark "the other side, host ${other^^}: $(role_of $other)"
+    say "== heal the partition"
+    heal a peer
+    t_heal=$(now_ms)
+    if wait_role "$other" "backup (replaying)" 30; then
+        mark "host ${other^^} re-protected $(( $(now_ms) - t_heal )) ms after the heal"
+    else
+        fail "host ${other^^} was not re-protected (it is $(role_of $other))"
+    fi
+    summary="exactly one side live (host ${live^^}), the other re-protected after the heal"
+    ;;
+esac
+
+wait $client && verdict_ok=1 || verdict_ok=0
 say "== client"
 [ -n "$quiet" ] || tail -3 "$work/client.log"
-[ -n "$quiet" ] || "$xenft" status --socket "$work/hostb.sock" || true
-if [ -n "$live" ] && [ $verdict_ok = 1 ]; then
-    echo "ft_demo: PASS: host B went live $((live - t_kill)) ms after host A's xenftd was killed; $(grep '^client: .* requests' "$work/client.log")"
+show_status a
+show_status b
+if [ $failed = 0 ] && [ $verdict_ok = 1 ]; then
+    echo "ft_demo: PASS ($scenario): $summary; $(grep '^client: .* requests' "$work/client.log")"
     exit 0
 fi
-echo "ft_demo: FAIL" >&2
+echo "ft_demo: FAIL ($scenario)" >&2
 echo "--- host A" >&2; cat "$work/a.log" >&2
 echo "--- host B" >&2; cat "$work/b.log" >&2
 echo "--- client" >&2; cat "$work/client.log" >&2

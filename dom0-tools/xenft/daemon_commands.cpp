@@ -132,9 +132,12 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
             std::cout << "  live copy:     " << c.value("direction", std::string()) << ", round " << c.value("round", 0)
                       << ", " << fixed(c.value("percent", 0.0), 0) << "% of " << c.value("pages_total", 0) << " pages, "
                       << fixed(c.value("mib_per_s", 0.0), 1) << " MiB/s, ETA " << fixed(c.value("eta_s", 0.0), 1) << " s\n";
-        else if (c.value("copies_done", 0) > 0)
-            std::cout << "  last copy:     " << fixed(c.value("last_seconds", 0.0), 2) << " s, " << c.value("last_rounds", 0)
+        else if (c.value("copies_done", 0) > 0 && c.value("direction", std::string()) == "sending")
+            std::cout << "  last copy:     sent in " << fixed(c.value("last_seconds", 0.0), 2) << " s, " << c.value("last_rounds", 0)
                       << " rounds, final pause " << fixed(c.value("last_pause_ms", 0.0), 1) << " ms\n";
+        else if (c.value("copies_done", 0) > 0)
+            std::cout << "  last copy:     received " << c.value("pages_copied", 0) << " pages in "
+                      << fixed(c.value("last_seconds", 0.0), 2) << " s\n";
         if (const auto e = c.value("last_error", std::string()); !e.empty())
             std::cout << "  copy failed:   " << e << "\n";
     }

@@ -383,6 +383,7 @@ bool Node::receive_copy(engine::ResumePoint& at)
         failure_ = "live copy: " + why;
         status_.copy.last_error = why;
     };
+    auto began = Clock::now();
     while (!stopping_ && !halted_ && !synced_) {
         std::optional<channel::LogReceiver::ReceivedCopy> got;
         {
@@ -404,6 +405,7 @@ bool Node::receive_copy(engine::ResumePoint& at)
                        false;
             std::lock_guard lock(mu_);
             status_.copy = CopyProgress{true, false, 1, b->pages, 0, 0, 0, 0, status_.copy.copies_done, 0, 0, 0, ""};
+            began = Clock::now();
         } else if (const auto* p = std::get_if<channel::CopyPages>(&got->record)) {
             for (std::size_t k = 0; k < p->numbers.size(); ++k) {
                 if (p->numbers[k] >= pages)
@@ -427,6 +429,7 @@ bool Node::receive_copy(engine::ResumePoint& at)
             std::lock_guard lock(mu_);
             copy_applied_ = CopyApplied{got->attempt, true, {}, f.next_seq - 1};
             status_.copy.active = false;
+            status_.copy.last_seconds = seconds_since(began);
             ++status_.copy.copies_done;
         }
     }
