@@ -402,3 +402,51 @@ BOOST_AUTO_TEST_CASE(a_returning_host_is_reprotected_by_a_live_copy_both_ways, *
         }
     }
 }
+
+BOOST_AUTO_TEST_CASE(a_backup_restarted_before_the_primary_noticed_is_dropped_and_rejoins, *utf::precondition(need_pair_parts))
+{
+    // The backup's host restarts its node faster than the failure detector's 250 ms: the
+    // record still shows epoch 1, so the new node starts as the boot backup, with no log.
+    // The primary learns it from the channel (the backup holds less than it had acked), takes
+    // epoch 2 alone, the restarted backup is deposed, and a joining node is re-protected.
+    using Start = PairRig::Start;
+    PairRig rig;
+    // A detector slower than this machine restarts a node (tearing down and creating a VM, an
+    // iSCSI login): 3 s.
+    auto slow_detector = [&](protocol::HostId host, Start how) {
+        auto c = rig.node_config(host, how);
+        c.protocol.suspect_timeout = 3'000'000;
+        return c;
+    };
+    auto b = start_node(slow_detector(2, Start::backup));
+    auto a = start_node(slow_detector(1, Start::primary));
+    Clients clients(rig.net, 777);
+    BOOST_TEST_REQUIRE(clients.wait_answered(30, 60), rig.logbook.all());
+    BOOST_TEST_REQUIRE((a->status().role == protocol::Role::primary_protected));
+    auto again = slow_detector(2, Start::backup);
+    const auto crashed = Clock::now();
+    b.reset();
+    b = start_node(std::move(again));
+    BOOST_TEST_REQUIRE(wait_for([&] { return a->status().role == protocol::Role::primary_alone; }, 15),
+                       "the primary did not drop the restarted backup\n" << rig.logbook.all());
+    BOOST_TEST(a->status().epoch == 2u);
+    BOOST_TEST(rig.logbook.ms_until("restarted and lost the log", crashed) >= 0, rig.logbook.all());
+    BOOST_TEST_REQUIRE(wait_for([&] { return b->halted(); }, 15), "the restarted backup was not deposed\n" << rig.logbook.all());
+    b.reset();
+    b = start_node(slow_detector(2, Start::join)); // what xenftd does next (pair.rejoin)
+    BOOST_TEST_REQUIRE(wait_for(
+                           [&] {
+                               return a->status().role == protocol::Role::primary_protected &&
+                                      b->status().role == protocol::Role::backup_replaying;
+                           },
+                           60),
+                       "not re-protected\n" << rig.logbook.all());
+    const int answered = clients.answered;
+    BOOST_TEST(clients.wait_answered(answered + 30, 60), rig.logbook.all());
+    clients.finish();
+    const auto verdict = testing::check_history(clients.all());
+    BOOST_TEST(!verdict.has_value(), verdict.value_or(""));
+    BOOST_TEST_MESSAGE("restarted backup dropped after " << rig.logbook.ms_until("restarted and lost the log", crashed)
+                                                         << " ms, primary alone after "
+                                                         << rig.logbook.ms_until("running alone", crashed) << " ms");
+}

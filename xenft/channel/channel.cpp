@@ -295,15 +295,28 @@ void LogSender::on_message(const ChannelMsg& m)
         if (!reply->accepted)
             return disconnect("refused the connection: " + reply->reason);
         Seq resend_from = 0;
+        std::string wrong; // decided under the lock, acted on without it (disconnect takes it)
         {
             std::lock_guard lock(mu_);
-            if (reply->received > next_seq_ - 1)
-                return disconnect("claims entry " + std::to_string(reply->received) + " but only " +
-                                  std::to_string(next_seq_ - 1) + " were appended");
-            acked_ = std::max(acked_, reply->received);
-            unsent_ = 0;
-            drop_acked();
-            resend_from = acked_ + 1;
+            if (reply->received > next_seq_ - 1) {
+                wrong = "claims entry " + std::to_string(reply->received) + " but only " + std::to_string(next_seq_ - 1) +
+                        " were appended";
+            } else if (reply->received < acked_ && !first_append_) {
+                lost_log_ = true;
+                wrong = "holds entry " + std::to_string(reply->received) + " but had acked " + std::to_string(acked_) +
+                        ": it restarted and lost its log";
+            } else {
+                acked_ = std::max(acked_, reply->received);
+                unsent_ = 0;
+                drop_acked();
+                resend_from = acked_ + 1;
+            }
+        }
+        if (!wrong.empty()) {
+            disconnect(wrong);
+            if (lost_log_)
+                retry_at_ = Clock::time_point::max(); // nothing to resend would help that backup
+            return;
         }
         ++connections_;
         if (cfg_.send_copy && copy_state_ == CopyState::none) {
@@ -335,12 +348,19 @@ void LogSender::on_message(const ChannelMsg& m)
         return;
     }
     if (const auto* ack = std::get_if<Ack>(&m); ack && state_ == State::streaming) {
-        std::lock_guard lock(mu_);
-        if (ack->acked > next_seq_ - 1)
-            return disconnect("acked entry " + std::to_string(ack->acked) + " beyond the last appended, " +
-                              std::to_string(next_seq_ - 1));
-        acked_ = std::max(acked_, ack->acked);
-        drop_acked();
+        std::string wrong;
+        {
+            std::lock_guard lock(mu_);
+            if (ack->acked > next_seq_ - 1) {
+                wrong = "acked entry " + std::to_string(ack->acked) + " beyond the last appended, " +
+                        std::to_string(next_seq_ - 1);
+            } else {
+                acked_ = std::max(acked_, ack->acked);
+                drop_acked();
+            }
+        }
+        if (!wrong.empty())
+            disconnect(wrong);
         return;
     }
     disconnect("sent an unexpected message");

@@ -97,6 +97,10 @@ public:
     // Connects, handshakes, compresses, writes and reads for up to timeout_ms.
     void pump(int timeout_ms);
     bool streaming() const noexcept { return state_ == State::streaming; }
+    // The backup answered with less log than it had acked: it restarted and lost its buffer,
+    // so the unacked tail is all this sender could resend. The sender stops; the pair must
+    // be formed again (protocol::BackupRestarted).
+    bool backup_lost_log() const noexcept { return lost_log_; }
     std::uint64_t connections() const noexcept { return connections_; }
     // Bytes before and after compression, since the start (for the log-bandwidth figures).
     std::uint64_t raw_bytes_sent() const noexcept { return raw_sent_; }
@@ -146,6 +150,7 @@ private:
     std::chrono::steady_clock::time_point retry_at_{}, deadline_{};
     std::atomic<std::uint64_t> connections_{0}, raw_sent_{0}, wire_sent_{0};
     std::atomic<CopyState> copy_state_{CopyState::none};
+    std::atomic<bool> lost_log_{false};
     std::atomic<std::size_t> copy_in_socket_{0};
     std::chrono::steady_clock::time_point copy_progress_at_{};
 };

@@ -89,20 +89,21 @@ Expected<CopyRecord, std::string> decode_copy_record(std::span<const std::uint8_
         return unexpected(std::string("empty copy record"));
     Reader in(bytes.subspan(1));
     auto truncated = [](const char* what) { return unexpected(std::string("truncated copy record (") + what + ")"); };
+    // Each record is decoded in place in `rec` (moving a variant of vectors around makes GCC 12
+    // warn falsely about uninitialized members).
+    CopyRecord rec;
     switch (static_cast<Tag>(bytes[0])) {
     case Tag::begin: {
-        CopyBegin b;
+        auto& b = rec.emplace<CopyBegin>();
         if (!in.take(b.memory_bytes, 8) || !in.take(b.pages, 8))
             return truncated("begin");
         if (b.memory_bytes == 0 || b.memory_bytes % kCopyPageBytes != 0 || b.pages > b.memory_bytes / kCopyPageBytes)
             return unexpected("copy begin: " + std::to_string(b.pages) + " pages of a " + std::to_string(b.memory_bytes) +
                               "-byte memory do not fit");
-        if (!in.at_end())
-            return unexpected(std::string("copy begin: trailing bytes"));
-        return CopyRecord{b};
+        break;
     }
     case Tag::pages: {
-        CopyPages p;
+        auto& p = rec.emplace<CopyPages>();
         std::uint64_t count = 0;
         if (!in.take(count, 4))
             return truncated("page count");
@@ -115,12 +116,10 @@ Expected<CopyRecord, std::string> decode_copy_record(std::span<const std::uint8_
                 return truncated("page numbers");
         if (!in.bytes(p.data, count * kCopyPageBytes))
             return truncated("page data");
-        if (!in.at_end())
-            return unexpected(std::string("copy pages: trailing bytes"));
-        return CopyRecord{std::move(p)};
+        break;
     }
     case Tag::final: {
-        CopyFinal f;
+        auto& f = rec.emplace<CopyFinal>();
         std::uint64_t n = 0;
         if (!in.take(f.epoch, 8) || !in.take(f.exit, 8) || !in.take(f.next_seq, 8))
             return truncated("final");
@@ -135,12 +134,14 @@ Expected<CopyRecord, std::string> decode_copy_record(std::span<const std::uint8_
             if (!in.bytes(*blob, n))
                 return truncated("state");
         }
-        if (!in.at_end())
-            return unexpected(std::string("copy final: trailing bytes"));
-        return CopyRecord{std::move(f)};
+        break;
     }
+    default:
+        return unexpected("unknown copy record type " + std::to_string(bytes[0]));
     }
-    return unexpected("unknown copy record type " + std::to_string(bytes[0]));
+    if (!in.at_end())
+        return unexpected(std::string("copy record with trailing bytes"));
+    return rec;
 }
 
 std::vector<std::uint8_t> compress_copy_record(std::span<const std::uint8_t> encoded, int level)

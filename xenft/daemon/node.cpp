@@ -703,6 +703,11 @@ void Node::control_loop()
                 last_acked = acked;
                 step(protocol::Received{protocol::AckMsg{replica_.epoch(), acked, 0}});
             }
+            if (out->backup_lost_log() && replica_.role() == protocol::Role::primary_protected) {
+                say("host " + std::to_string(cfg_.peer) + " restarted and lost the log it had acked: dropping it "
+                    "(it rejoins with a live copy)");
+                step(protocol::BackupRestarted{});
+            }
             const bool streaming = out->streaming();
             if (streaming != was_streaming) {
                 was_streaming = streaming;

@@ -147,6 +147,9 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                     begin_arbitration(now, Role::primary_arbitrating, now, "operator unprotect");
             } else if constexpr (std::is_same_v<E, OperatorProtect>) {
                 reprotect_allowed_ = true;
+            } else if constexpr (std::is_same_v<E, BackupRestarted>) {
+                if (role_ == Role::primary_protected)
+                    begin_arbitration(now, Role::primary_arbitrating, now, "the backup restarted and lost its log");
             }
         },
         e);

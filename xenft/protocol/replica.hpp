@@ -110,9 +110,14 @@ struct OperatorFailover {};                    // on the backup: take over now
 struct OperatorUnprotect {};                   // on the primary: drop the backup, run alone,
                                                // and give no joining backup a copy until
 struct OperatorProtect {};                     // on the primary: joining backups get copies again
+// The backup's channel answered with less log than it had acked: it restarted (from boot, in
+// this epoch) and cannot continue. The primary takes the next epoch and runs alone; the
+// restarted backup, deposed, rejoins with a live copy.
+struct BackupRestarted {};
 
 using Event = std::variant<Tick, VmLogged, VmOutput, Received, ArbiterDone, ReplayProgress, SyncComplete, SyncFailed,
-                           ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect, OperatorProtect>;
+                           ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect, OperatorProtect,
+                           BackupRestarted>;
 
 // ---- actions out -------------------------------------------------------------------------------
 
