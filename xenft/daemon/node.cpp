@@ -172,6 +172,7 @@ void Node::vm_loop()
 
 void Node::record_loop(engine::Recorder& rec)
 {
+    rec.end_at_outputs(true); // an output waits for the backup's ack: ship its entry at once
     std::vector<logformat::Entry> log;
     std::optional<CopyOut> copy;
     while (!stopping_ && !halted_) {
@@ -758,6 +759,7 @@ void Node::control_loop()
         status_.received = replica_.received();
         status_.executed = replica_.executed();
         status_.held_outputs = gate_->held();
+        status_.released_outputs = gate_->released();
         status_.reason = replica_.reason();
         status_.heartbeats_rejected = heartbeats_->rejected();
         status_.lag_ms = out ? out->lag().seconds * 1000 : 0;

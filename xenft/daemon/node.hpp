@@ -100,6 +100,7 @@ struct NodeStatus {
     std::uint64_t exits = 0;
     std::uint64_t logged = 0, acked = 0, received = 0, executed = 0;
     std::size_t held_outputs = 0;
+    std::uint64_t released_outputs = 0; // that left through this host's gate
     double lag_ms = 0;          // primary: age of the oldest unacked entry
     double log_mbit_s = 0;      // primary: logging-channel bytes on the wire, last second
     std::string reason;

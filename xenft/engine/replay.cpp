@@ -104,6 +104,7 @@ Recorder::~Recorder()
 
 std::uint64_t Recorder::append(logformat::Payload p)
 {
+    output_appended_ = output_appended_ || std::holds_alternative<logformat::Output>(p);
     log_->push_back(logformat::Entry{1, seq_, 0, exit_, std::move(p)});
     return seq_++;
 }
@@ -160,7 +161,10 @@ Expected<bool, std::string> Recorder::run(std::uint64_t exits, std::vector<logfo
     log_ = &log;
     Backend& backend = machine_.backend();
     const std::uint64_t stop = exit_ + exits;
+    output_appended_ = false;
     while (exit_ < stop) {
+        if (end_at_outputs_ && output_appended_)
+            break; // the previous exit, fully handled, produced an output
         auto e = backend.run();
         if (!e)
             return unexpected("exit " + std::to_string(exit_ + 1) + ": " + e.error());

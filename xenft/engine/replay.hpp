@@ -59,8 +59,12 @@ public:
     Recorder(const Recorder&) = delete;
     Recorder& operator=(const Recorder&) = delete;
 
-    // Runs `exits` more synchronous exits and appends the entries they produce to log.
+    // Runs `exits` more synchronous exits and appends the entries they produce to log (fewer
+    // with end_at_outputs: the run ends after the first exit that produced an output, so the
+    // caller can ship the log and get the output released without waiting for the rest of
+    // the chunk, which an idle guest spends halted).
     Expected<bool, std::string> run(std::uint64_t exits, std::vector<logformat::Entry>& log);
+    void end_at_outputs(bool on) noexcept { end_at_outputs_ = on; }
     std::uint64_t exits() const noexcept { return exit_; }
     std::uint64_t next_seq() const noexcept { return seq_; }
 
@@ -79,6 +83,8 @@ private:
     std::optional<std::vector<std::uint8_t>> waiting_frame_;
     std::uint64_t exit_;
     std::uint64_t seq_;
+    bool end_at_outputs_ = false;
+    bool output_appended_ = false;
 };
 
 class Replayer {
