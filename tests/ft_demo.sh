@@ -216,6 +216,19 @@ heal() { # HOST peer|storage
     ip netns exec "${host_ns[$1]}" nft delete table inet "xft_$2" 2>/dev/null || true
 }
 fail() { echo "ft_demo: $scenario: $*" >&2; failed=1; }
+# rejoin HOST PRIMARY: HOST's xenftd starts again with its unchanged configuration; it must
+# become the backup of PRIMARY through a live copy within 30 s, the guest running throughout.
+rejoin() {
+    local t_back
+    t_back=$(now_ms)
+    start_host "$1"
+    if wait_role "$1" "backup (replaying)" 30 && wait_role "$2" "primary (protected)" 5; then
+        mark "host ${1^^} re-protects the VM: backup again $(( $(now_ms) - t_back )) ms after its xenftd started"
+        grep -hE 'joining|live copy to host [12] done' "$work/$1.log" "$work/$2.log" | sed 's/^/   /' || true
+    else
+        fail "host ${1^^} was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
+    fi
+}
 failed=0
 
 # --- run ---------------------------------------------------------------------------------------
@@ -250,14 +263,7 @@ failover)
     grep -E 'suspected|test-and-set won|going live|running alone' "$work/b.log" | sed 's/^/   host B: /' || true
     sleep 2
     say "== host A comes back: xenftd starts again with the same configuration"
-    t_back=$(now_ms)
-    start_host a
-    if wait_role a "backup (replaying)" 30 && wait_role b "primary (protected)" 5; then
-        mark "host A re-protects the VM: backup again $(( $(now_ms) - t_back )) ms after it started"
-        grep -E 'joining|live copy to host 1 done' "$work/a.log" "$work/b.log" | sed 's/^[^:]*b.log:/   host B: /; s/^[^:]*a.log:/   host A: /' || true
-    else
-        fail "host A was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
-    fi
+    rejoin a b
     summary="host B went live ${live_ms:-?} ms after host A's xenftd was killed; A rejoined as backup"
     ;;
 backup-restart)
@@ -267,14 +273,7 @@ backup-restart)
         fail "host A did not continue alone"
     sleep 1
     say "== host B's xenftd starts again"
-    t_back=$(now_ms)
-    start_host b
-    if wait_role b "backup (replaying)" 30 && wait_role a "primary (protected)" 5; then
-        mark "re-protected $(( $(now_ms) - t_back )) ms after B started; the guest never stopped"
-        grep -E 'live copy to host 2 done' "$work/a.log" | sed 's/^/   host A: /' || true
-    else
-        fail "host B was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
-    fi
+    rejoin b a
     sleep 2
     say "== kill -9 xenftd on host A: the re-protected backup takes over"
     kill_host a

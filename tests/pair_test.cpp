@@ -42,6 +42,21 @@ boost::test_tools::assertion_result need_pair_parts(utf::test_unit_id)
 
 } // namespace
 
+namespace {
+
+// Every request the clients made was answered, and their histories form one.
+void expect_answered_and_consistent(const std::vector<KvCall>& calls, Logbook& logbook)
+{
+    std::size_t unanswered = 0;
+    for (const auto& c : calls)
+        unanswered += !c.answered;
+    BOOST_TEST(unanswered == 0u);
+    const auto verdict = check_history(calls);
+    BOOST_TEST(!verdict.has_value(), verdict.value_or("") << "\n" << logbook.all());
+}
+
+} // namespace
+
 BOOST_AUTO_TEST_CASE(the_primary_dies_under_load_and_the_backup_goes_live, *utf::precondition(need_pair_parts))
 {
     for (int run = 1; run <= kRepeats; ++run) {
@@ -67,12 +82,7 @@ BOOST_AUTO_TEST_CASE(the_primary_dies_under_load_and_the_backup_goes_live, *utf:
                                                                             << rig.logbook.all());
             clients.finish();
             const auto calls = clients.all();
-            std::size_t unanswered = 0;
-            for (const auto& c : calls)
-                unanswered += !c.answered;
-            BOOST_TEST(unanswered == 0u);
-            const auto verdict = testing::check_history(calls);
-            BOOST_TEST(!verdict.has_value(), verdict.value_or("") << "\n" << rig.logbook.all());
+            expect_answered_and_consistent(calls, rig.logbook);
             BOOST_TEST(backup->status().failure.empty(), backup->status().failure);
             BOOST_TEST(rig.logbook.ms_until("re-issuing", killed) < 0, rig.logbook.all());
             BOOST_TEST_MESSAGE("run " << run << ": " << calls.size() << " requests, all answered, history consistent; "
@@ -198,12 +208,7 @@ BOOST_AUTO_TEST_CASE(a_returning_host_is_reprotected_by_a_live_copy_both_ways, *
             cycle(b, a, 1, Start::primary, 3);
             clients.finish();
             const auto calls = clients.all();
-            std::size_t unanswered = 0;
-            for (const auto& c : calls)
-                unanswered += !c.answered;
-            BOOST_TEST(unanswered == 0u);
-            const auto verdict = testing::check_history(calls);
-            BOOST_TEST(!verdict.has_value(), verdict.value_or("") << "\n" << rig.logbook.all());
+            expect_answered_and_consistent(calls, rig.logbook);
             BOOST_TEST(a->status().epoch == 4u);
             BOOST_TEST_MESSAGE("run " << run << ": " << calls.size() << " requests through 4 host deaths, 2 live copies; "
                                       << "all answered, history consistent");
