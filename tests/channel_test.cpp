@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -861,4 +862,31 @@ BOOST_AUTO_TEST_CASE(a_copy_whose_connection_breaks_fails_and_the_next_one_start
     p.rx->copy_applied(second[1].attempt, true, {});
     BOOST_TEST(p.pump_until([&] { return p.rx->copy_confirmed() && p.tx->copy_state() == CopyState::done; }));
     BOOST_TEST(p.rx->received() == 19u);
+}
+
+BOOST_AUTO_TEST_CASE(writing_to_a_vanished_peer_fails_instead_of_killing_the_process)
+{
+    // With SIGPIPE's default action, the first write after the backup's socket closed would
+    // end this process (as it ended the in-process pair test once). The channel must survive
+    // without the program ignoring SIGPIPE.
+    struct sigaction dfl{}, old{};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &dfl, &old);
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup());
+    std::uint64_t s = 1;
+    for (; s <= 100; ++s)
+        p.tx->append(make_entry(s));
+    p.tx->flush(true);
+    BOOST_TEST_REQUIRE(p.pump_until([&] { return p.tx->acked() == 100u; }));
+    p.rx.reset(); // the backup's process is gone: its sockets close
+    for (int round = 0; round < 50; ++round) {
+        for (int i = 0; i < 200; ++i, ++s)
+            (void)p.tx->append(make_entry(s));
+        p.tx->flush(true);
+        p.tx->pump(1);
+    }
+    BOOST_TEST(!p.tx->streaming());
+    BOOST_TEST(p.logs.contains("backup 127.0.0.1"));
+    ::sigaction(SIGPIPE, &old, nullptr);
 }

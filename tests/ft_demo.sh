@@ -177,8 +177,10 @@ host_ns[a]=$A host_ns[b]=$B
 sock[a]=$work/hosta.sock sock[b]=$work/hostb.sock
 t0=$(now_ms)
 mark() { say "   [+$(( $(now_ms) - t0 )) ms] $*"; }
+# xenftd's lines, each prefixed with the wall-clock time in ms it was read (for the timeline).
+stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date +%s%3N)" "$line"; done; }
 start_host() { # a|b
-    ip netns exec "${host_ns[$1]}" "$xenftd" --config "$work/$1.conf" >> "$work/$1.log" 2>&1 &
+    ip netns exec "${host_ns[$1]}" "$xenftd" --config "$work/$1.conf" > >(stamp >> "$work/$1.log") 2>&1 &
     pid[$1]=$!
     pids+=(${pid[$1]})
 }
@@ -224,7 +226,7 @@ rejoin() {
     start_host "$1"
     if wait_role "$1" "backup (replaying)" 30 && wait_role "$2" "primary (protected)" 5; then
         mark "host ${1^^} re-protects the VM: backup again $(( $(now_ms) - t_back )) ms after its xenftd started"
-        grep -hE 'joining|live copy to host [12] done' "$work/$1.log" "$work/$2.log" | sed 's/^/   /' || true
+        grep -hE 'joining|live copy to host [12] done' "$work/$1.log" "$work/$2.log" | sed 's/^[0-9]* /   /' || true
     else
         fail "host ${1^^} was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
     fi
@@ -257,10 +259,10 @@ failover)
     else
         fail "host B did not go live within 6 s"
     fi
-    say "== what host B did after the kill"
-    # xenftd's lines have no timestamps of their own; the backup's order of events and the
-    # first status poll that saw it live bound them.
-    grep -E 'suspected|test-and-set won|going live|running alone' "$work/b.log" | sed 's/^/   host B: /' || true
+    say "== timeline: host B after the kill (ms after SIGKILL, as B's lines were written)"
+    sleep 0.5 # the first released output follows the go-live by a client's retry at most
+    grep -E 'suspected|test-and-set won|going live|first output released' "$work/b.log" |
+        while read -r ms line; do say "   +$((ms - t_kill)) ms  ${line#vm 7 (host 2): }"; done || true
     sleep 2
     say "== host A comes back: xenftd starts again with the same configuration"
     rejoin a b

@@ -263,3 +263,37 @@ BOOST_AUTO_TEST_CASE(a_backup_restarted_before_the_primary_noticed_is_dropped_an
                                                          << " ms, primary alone after "
                                                          << rig.logbook.ms_until("running alone", crashed) << " ms");
 }
+
+BOOST_AUTO_TEST_CASE(unprotect_drops_the_backup_until_protect, *utf::precondition(need_pair_parts))
+{
+    // `xenft unprotect` on the primary: it takes the next epoch alone and the backup halts; a
+    // backup host that asks to join gets no copy until `xenft protect`, then it is re-protected.
+    using Start = PairRig::Start;
+    PairRig rig;
+    auto b = start_node(rig.node_config(2, Start::backup));
+    auto a = start_node(rig.node_config(1, Start::primary));
+    Clients clients(rig.net, 31337);
+    BOOST_TEST_REQUIRE(clients.wait_answered(30, 60), rig.logbook.all());
+    a->request(protocol::OperatorUnprotect{});
+    BOOST_TEST_REQUIRE(wait_for([&] { return a->status().role == protocol::Role::primary_alone; }, 15), rig.logbook.all());
+    BOOST_TEST(a->status().epoch == 2u);
+    BOOST_TEST_REQUIRE(wait_for([&] { return b->halted(); }, 15), "the backup did not halt\n" << rig.logbook.all());
+    b.reset();
+    b = start_node(rig.node_config(2, Start::join));
+    std::this_thread::sleep_for(std::chrono::seconds(2)); // it asks, many times over
+    BOOST_TEST((b->status().role == protocol::Role::backup_syncing));
+    BOOST_TEST(a->status().copy.copies_done == 0u);
+    BOOST_TEST((a->status().role == protocol::Role::primary_alone));
+    a->request(protocol::OperatorProtect{});
+    BOOST_TEST_REQUIRE(wait_for(
+                           [&] {
+                               return a->status().role == protocol::Role::primary_protected &&
+                                      b->status().role == protocol::Role::backup_replaying;
+                           },
+                           60),
+                       "not re-protected after protect\n" << rig.logbook.all());
+    const int answered = clients.answered;
+    BOOST_TEST(clients.wait_answered(answered + 30, 60), rig.logbook.all());
+    clients.finish();
+    expect_answered_and_consistent(clients.all(), rig.logbook);
+}

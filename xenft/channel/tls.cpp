@@ -3,6 +3,9 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -92,6 +95,42 @@ Expected<TlsContext, std::string> TlsContext::create(const TlsConfig& cfg, Side 
     return TlsContext(std::move(ctx), std::move(owned), side);
 }
 
+namespace {
+
+// OpenSSL writes to the socket with plain write(): a peer that closed the connection would
+// kill the process with SIGPIPE. A library must not change the process's signal handling, so,
+// as libpq and libcurl do, SIGPIPE is blocked in this thread around each TLS call and a SIGPIPE
+// it raised is consumed before the mask is restored; the call then fails with EPIPE.
+class SigpipeGuard {
+public:
+    SigpipeGuard()
+    {
+        sigemptyset(&pipe_);
+        sigaddset(&pipe_, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+        sigset_t pending;
+        sigpending(&pending);
+        was_pending_ = sigismember(&pending, SIGPIPE) == 1; // not ours: leave it
+    }
+    ~SigpipeGuard()
+    {
+        if (!was_pending_) {
+            const timespec zero{0, 0};
+            while (sigtimedwait(&pipe_, nullptr, &zero) > 0) {
+            }
+        }
+        pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    SigpipeGuard(const SigpipeGuard&) = delete;
+    SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+private:
+    sigset_t pipe_{}, old_{};
+    bool was_pending_ = false;
+};
+
+} // namespace
+
 TlsStream::TlsStream(const TlsContext& ctx, UniqueFd fd) : fd_(std::move(fd)), ssl_(SSL_new(ctx.get()))
 {
     SSL_set_fd(ssl_.get(), fd_.get());
@@ -132,6 +171,7 @@ TlsStream::Io TlsStream::status(int ret, const char* what)
 
 TlsStream::Io TlsStream::handshake()
 {
+    SigpipeGuard guard;
     errno = 0;
     const int r = SSL_do_handshake(ssl_.get());
     return r == 1 ? Io::done : status(r, "TLS handshake failed");
@@ -142,6 +182,7 @@ TlsStream::Io TlsStream::read(std::vector<std::uint8_t>& out, std::size_t max)
     const std::size_t start = out.size();
     out.resize(start + max);
     std::size_t got = 0;
+    SigpipeGuard guard; // TLS 1.3 may write while reading (key updates, tickets)
     errno = 0;
     const int r = SSL_read_ex(ssl_.get(), out.data() + start, max, &got);
     out.resize(start + got);
@@ -150,6 +191,7 @@ TlsStream::Io TlsStream::read(std::vector<std::uint8_t>& out, std::size_t max)
 
 TlsStream::Io TlsStream::flush()
 {
+    SigpipeGuard guard;
     while (out_pos_ < out_.size()) {
         std::size_t written = 0;
         errno = 0;

@@ -750,6 +750,11 @@ void Node::control_loop()
         }
         if (replica_.role() == protocol::Role::going_live)
             final_replay_ = true;
+        // The failover's last step as a client sees it: the new primary's first output leaves.
+        if (go_live_ && !first_output_seen_ && gate_->released() > 0) {
+            first_output_seen_ = true;
+            say("first output released after going live");
+        }
 
         std::lock_guard lock(mu_);
         status_.role = replica_.role();
