@@ -16,6 +16,7 @@ constexpr protocol::Time kStartupGraceUs = 10'000'000;
 constexpr std::size_t kFinalRoundPages = 512;
 constexpr unsigned kMaxCopyRounds = 30;
 constexpr auto kCopyAnswerTimeout = std::chrono::seconds(10);
+constexpr protocol::Time kCopyRetryUs = 1'000'000; // after a failed copy, before the next
 
 void nap() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
 
@@ -690,8 +691,19 @@ void Node::control_loop()
             std::lock_guard lock(mu_);
             events.swap(vm_events_);
         }
-        for (const auto& e : events)
+        for (const auto& e : events) {
+            if (std::holds_alternative<protocol::SyncFailed>(e)) {
+                // The protocol core starts the next copy at the backup's next heartbeat; a
+                // backup that cannot be reached would be tried every 50 ms. Tell it later.
+                sync_failed_due_ = now_us() + kCopyRetryUs;
+                continue;
+            }
             step(e);
+        }
+        if (sync_failed_due_ != 0 && now_us() >= sync_failed_due_) {
+            sync_failed_due_ = 0;
+            step(protocol::SyncFailed{});
+        }
         const auto out = streaming_ ? sender() : nullptr;
         if (out) {
             if (out != watched) {

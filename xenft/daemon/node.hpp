@@ -202,6 +202,7 @@ private:
     std::atomic<bool> synced_{false};    // the joining backup's copy was confirmed
     bool heard_peer_ = false;            // control thread
     bool first_output_seen_ = false;     // control thread: after going live
+    protocol::Time sync_failed_due_ = 0; // control thread: a failed copy, reported then
     protocol::Role last_role_ = protocol::Role::starting; // control thread
     std::uint64_t copy_at_ = 0;          // control thread: what the applied copy covers
     protocol::Time last_hello_ = 0;
