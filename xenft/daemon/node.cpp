@@ -281,8 +281,7 @@ bool Node::copy_step(engine::Recorder& rec, CopyOut& c)
             c.todo[p] = p;
         (void)c.to->append_copy(channel::CopyBegin{vm.memory_bytes(), pages});
         std::lock_guard lock(mu_);
-        status_.copy = CopyProgress{true, true, 1, pages, 0, 0, 0, 0, status_.copy.copies_done, status_.copy.last_seconds,
-                                    status_.copy.last_pause_ms, status_.copy.last_rounds, ""};
+        status_.copy.start(true, pages);
         say("live copy to host " + std::to_string(cfg_.peer) + ": " + std::to_string(pages) + " pages (" +
             std::to_string(vm.memory_bytes() >> 20) + " MiB) while the guest runs");
     }
@@ -384,6 +383,7 @@ bool Node::receive_copy(engine::ResumePoint& at)
         copy_applied_ = CopyApplied{attempt, false, why, 0};
         failure_ = "live copy: " + why;
         status_.copy.last_error = why;
+        return false; // receive_copy's answer: no copy to replay from
     };
     auto began = Clock::now();
     while (!stopping_ && !halted_ && !synced_) {
@@ -403,17 +403,15 @@ bool Node::receive_copy(engine::ResumePoint& at)
             if (b->memory_bytes != vm.memory_bytes())
                 return refuse(got->attempt, "the primary's VM has " + std::to_string(b->memory_bytes >> 20) +
                                                 " MiB of memory, this one " + std::to_string(vm.memory_bytes() >> 20) +
-                                                " MiB (vm.memory-mib differs)"),
-                       false;
+                                                " MiB (vm.memory-mib differs)");
             std::lock_guard lock(mu_);
-            status_.copy = CopyProgress{true, false, 1, b->pages, 0, 0, 0, 0, status_.copy.copies_done, 0, 0, 0, ""};
+            status_.copy.start(false, b->pages);
             began = Clock::now();
         } else if (const auto* p = std::get_if<channel::CopyPages>(&got->record)) {
             for (std::size_t k = 0; k < p->numbers.size(); ++k) {
                 if (p->numbers[k] >= pages)
                     return refuse(got->attempt, "page " + std::to_string(p->numbers[k]) + " is outside the VM's " +
-                                                    std::to_string(pages) + " pages"),
-                           false;
+                                                    std::to_string(pages) + " pages");
                 (void)vm.write_guest(p->numbers[k] * engine::Backend::kPageBytes,
                                      std::span(p->data).subspan(k * channel::kCopyPageBytes, channel::kCopyPageBytes));
             }
@@ -424,9 +422,9 @@ bool Node::receive_copy(engine::ResumePoint& at)
         } else {
             const auto& f = std::get<channel::CopyFinal>(got->record);
             if (auto r = vm.restore_cpu_state(f.cpu); !r)
-                return refuse(got->attempt, "vCPU state: " + r.error()), false;
+                return refuse(got->attempt, "vCPU state: " + r.error());
             if (auto r = machine_->load_devices(f.devices); !r)
-                return refuse(got->attempt, "device state: " + r.error()), false;
+                return refuse(got->attempt, "device state: " + r.error());
             at = {f.exit, f.next_seq};
             std::lock_guard lock(mu_);
             copy_applied_ = CopyApplied{got->attempt, true, {}, f.next_seq - 1};

@@ -87,6 +87,17 @@ struct CopyProgress {
     double mib_per_s = 0;
     double eta_s = 0;               // to the end of the first round
     double percent() const { return pages_total ? 100.0 * static_cast<double>(pages_done) / static_cast<double>(pages_total) : 0; }
+    // A new copy begins: its progress from zero; the last copy's figures stay until it ends.
+    void start(bool is_sending, std::uint64_t first_round_pages)
+    {
+        active = true;
+        sending = is_sending;
+        round = 1;
+        pages_total = first_round_pages;
+        pages_done = pages_copied = 0;
+        mib_per_s = eta_s = 0;
+        last_error.clear();
+    }
     // The last finished copy (or the reason the last one failed).
     unsigned copies_done = 0;
     double last_seconds = 0, last_pause_ms = 0;
