@@ -124,6 +124,14 @@ cert_errors() {
 }
 check cert_errors_are_explained_and_write_nothing cert_errors
 
+cert_out_directory() { # --out names a new directory: created private; its parent must exist
+    "$xenft" cert ca --name ca --out "$work/newpki" > /dev/null &&
+    test "$(stat -c %a "$work/newpki")" = 700 && test -s "$work/newpki/ca.crt" || return 1
+    "$xenft" cert ca --name ca --out "$work/no/such/dir" 2> "$work/e"; test $? -eq 1 || return 1
+    grep -q "cannot create the directory $work/no/such/dir: No such file or directory" "$work/e"
+}
+check cert_out_directory_is_created_private cert_out_directory
+
 arbiter_cli() {
     # A real istgt target on a private port, stopped by PID at the end.
     local d="$work/ist" port

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -53,7 +54,11 @@ struct TempDir {
         char tmpl[] = "/tmp/xenft-test-XXXXXX";
         path = ::mkdtemp(tmpl);
     }
-    ~TempDir() { std::system(("rm -rf " + path).c_str()); }
+    ~TempDir()
+    {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
     std::string write(const std::string& name, const std::string& content, mode_t mode)
     {
         const std::string p = path + "/" + name;

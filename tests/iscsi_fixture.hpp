@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -98,7 +99,8 @@ public:
     virtual ~Target()
     {
         kill();
-        std::system(("rm -rf " + dir_).c_str());
+        std::error_code ignored;
+        std::filesystem::remove_all(dir_, ignored);
     }
     const std::string& url() const { return url_; }
     pid_t pid() const { return pid_; }
@@ -165,7 +167,8 @@ public:
     explicit Istgt(int megabytes = 16) : mb_(megabytes)
     {
         std::ofstream(dir_ + "/auth.conf");
-        std::system(("truncate -s " + std::to_string(mb_) + "M " + dir_ + "/lun0.img").c_str());
+        std::ofstream(dir_ + "/lun0.img");
+        std::filesystem::resize_file(dir_ + "/lun0.img", static_cast<std::uintmax_t>(mb_) << 20);
         const std::uint16_t control = free_tcp_port();
         std::ofstream(dir_ + "/istgt.conf")
             << "[Global]\n  NodeBase \"iqn.2026-11.test.xenft\"\n  PidFile " << dir_ << "/istgt.pid\n  AuthFile " << dir_
@@ -195,7 +198,8 @@ class Tgtd : public Target {
 public:
     Tgtd()
     {
-        std::system(("truncate -s 16M " + dir_ + "/lun.img").c_str());
+        std::ofstream(dir_ + "/lun.img");
+        std::filesystem::resize_file(dir_ + "/lun.img", std::uintmax_t{16} << 20);
         url_ = "iscsi://127.0.0.1:" + std::to_string(port_) + "/iqn.2026-11.test.xenft:fence/1";
         start();
     }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "xenft/channel/certs.hpp"
@@ -34,7 +35,11 @@ public:
         issue("selfa", kPrimary, nullptr, nullptr, 0, 30);
         issue("selfb", kBackup, nullptr, nullptr, 0, 30);
     }
-    ~TlsFixture() { std::system(("rm -rf " + dir).c_str()); }
+    ~TlsFixture()
+    {
+        std::error_code ignored;
+        std::filesystem::remove_all(dir, ignored);
+    }
     TlsFixture(const TlsFixture&) = delete;
     TlsFixture& operator=(const TlsFixture&) = delete;
 

@@ -6,6 +6,8 @@
 
 #include <boost/program_options.hpp>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 
 #include "xenft/channel/certs.hpp"
@@ -21,11 +23,16 @@ constexpr const char* kCertUsage =
     "       xenft cert create --name HOST --out DIR [--ca-cert FILE --ca-key FILE] [--days N]\n"
     "       xenft cert fingerprint FILE\n";
 
-// Writes DIR/NAME.key (mode 0600) and DIR/NAME.crt, refusing to overwrite either.
+// Writes DIR/NAME.key (mode 0600) and DIR/NAME.crt, refusing to overwrite either. DIR is
+// created (mode 0700: it holds keys) if it does not exist; its parent must.
 int write_pair(const std::string& dir, const std::string& name, EVP_PKEY* key, X509* cert)
 {
     const std::string key_path = dir + "/" + name + ".key", cert_path = dir + "/" + name + ".crt";
     struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0 && ::mkdir(dir.c_str(), 0700) != 0) {
+        std::cerr << "xenft: cert: cannot create the directory " << dir << ": " << std::strerror(errno) << "\n";
+        return 1;
+    }
     for (const auto& p : {key_path, cert_path})
         if (::stat(p.c_str(), &st) == 0) {
             std::cerr << "xenft: cert: " << p << " already exists; not overwriting it\n";

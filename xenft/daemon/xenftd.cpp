@@ -215,7 +215,8 @@ int main(int argc, char** argv)
         return fail(cfg.error());
     if (vm.count("check-config")) {
         std::cout << "xenftd: " << config_path << ": vm " << cfg->vm_id << ", host " << cfg->host_id << " ("
-                  << (cfg->primary ? "primary" : "backup") << "), peer host " << cfg->peer_id << ": ok\n";
+                  << (cfg->primary ? "primary" : "backup") << "), peer host " << cfg->peer_id
+                  << ", control socket " << cfg->control_socket << ": ok\n";
         return 0;
     }
     const std::string vm_name = "vm " + std::to_string(cfg->vm_id);

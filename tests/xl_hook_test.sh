@@ -1,0 +1,55 @@
+#!/bin/bash
+# Tests of the xl glue (dom0-tools/xl/xl-hook) as `xl create` runs it: an unprotected domain
+# is left alone; a bad name, a missing or wrong configuration and a missing systemd each stop
+# the domain's creation with exit 1 and a message naming the domain, the file and the cause;
+# `check` names the control socket xenftd will answer on. Starting a real xenftd@ unit needs
+# systemd as PID 1, which this machine's container does not run; the package test verifies the
+# unit files. Writes one "PASS name" / "FAIL name" / "SKIP name: reason" line per case to
+# $CASES_FILE.
+set -u
+
+src=${top_srcdir:-.}
+hook=${XL_HOOK:?XL_HOOK must name the built xl-hook}
+export XENFTD=${XENFTD:?XENFTD must name the xenftd binary}
+export XENFT=${XENFT:?XENFT must name the xenft binary}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cases=${CASES_FILE:-tests/xl_hook_test.cases}
+: > "$cases"
+failed=0
+export XENFT_CONFDIR=$work
+
+# name, expected exit status, a pattern stderr+stdout must match ('' = must be empty), hook args
+expect() {
+    local name=$1 want_rc=$2 pattern=$3; shift 3
+    "$hook" "$@" > "$work/out" 2>&1
+    local rc=$?
+    if [ $rc -ne "$want_rc" ]; then
+        echo "FAIL $name: exit $rc, expected $want_rc" | tee -a "$cases"; sed 's/^/    /' "$work/out"; failed=1
+    elif [ -z "$pattern" ] && [ -s "$work/out" ]; then
+        echo "FAIL $name: printed something" | tee -a "$cases"; sed 's/^/    /' "$work/out"; failed=1
+    elif [ -n "$pattern" ] && ! grep -Eq -- "$pattern" "$work/out"; then
+        echo "FAIL $name: output does not match /$pattern/" | tee -a "$cases"; sed 's/^/    /' "$work/out"; failed=1
+    else
+        echo "PASS $name" | tee -a "$cases"
+    fi
+}
+
+sed -e "s|/etc/xenft/tls|$work|" "$src/etc/xenft.conf.example" > "$work/web.conf"
+sed -e 's/^id = 7/id = 0/' "$work/web.conf" > "$work/broken.conf"
+
+expect usage_error_exits_2 2 '^usage: xl-hook' start web
+expect unknown_action_exits_2 2 '^usage: xl-hook' restart web 3 web
+expect ft_no_does_nothing 0 '' start web 3 no
+expect ft_off_on_stop_does_nothing 0 '' stop web 3 off
+expect domid_must_be_a_number 1 '^xenft: domain web \(id 3x\): domain id "3x" is not a number$' start web 3x web
+expect name_cannot_climb_directories 1 '^xenft: domain web \(id 3\): ft="\.\./web": "\.\./web" is not a valid name' start web 3 ../web
+expect missing_configuration_is_named 1 "^xenft: domain db \\(id 4\\): ft=\"yes\" but $work/db.conf does not exist \\(see xenft.conf\\(5\\)\\)$" start db 4 yes
+expect wrong_configuration_names_the_key 1 "^xenft: domain web \\(id 3\\): xenftd: configuration $work/broken.conf: vm.id: must not be 0$" start web 3 broken
+expect check_names_the_control_socket 0 "^xenftd: $work/web.conf: vm 7, host 1 \\(primary\\), peer host 2, control socket /run/xenft/vm-7.sock: ok$" check web 3 yes
+if [ -d /run/systemd/system ]; then
+    echo "SKIP start_without_systemd_is_refused: systemd runs on this machine (the case needs a dom0 without it)" | tee -a "$cases"
+else
+    expect start_without_systemd_is_refused 1 "^xenft: domain web \\(id 3\\): systemd is not running, so xenftd@web.service cannot be started: run '$XENFTD --config $work/web.conf' yourself" start web 3 web
+fi
+exit $failed
