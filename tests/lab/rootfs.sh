@@ -5,7 +5,7 @@
 #
 # usage: tests/lab/rootfs.sh WORKDIR
 #   WORKDIR/rootfs.img, WORKDIR/vmlinuz, WORKDIR/initrd.img
-# Needs root, debootstrap and e2fsprogs (scripts/install-deps --lab) and Debian's archive.
+# Needs root, debootstrap and e2fsprogs (scripts/install-deps) and Debian's archive.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +28,7 @@ if [ ! -x "$root/usr/sbin/xl" ]; then
         > "$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log"; exit 1; }
 fi
 install -m 0755 "$here/dom0-init" "$root/sbin/lab-init"
+mkdir -p "$root/lab"
 cp "$root"/boot/vmlinuz-* "$work/vmlinuz"
 cp "$root"/boot/initrd.img-* "$work/initrd.img"
 # Room for what each run copies in (the guest, the scenario) through a second disk.
