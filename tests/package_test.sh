@@ -16,6 +16,7 @@ out=${1:-$top/build/package}
 cases=$out/package_test.cases
 rm -rf "$out"
 mkdir -p "$out/src"
+out=$(cd "$out" && pwd) # apt-get takes a .deb only by a path with a slash in front
 : > "$cases"
 failed=0
 start=$(date +%s)
