@@ -14,6 +14,10 @@
  *   mode=cpu                integer work with a clock read every 4,096 steps (the only
  *                           exits); prints "work N" every 16 units of 4,096 steps
  *   mode=idle               HLT; the timer interrupt reads the clock and returns
+ *   mode=replay-check       a finite run for the lab's record/replay check (units=N, default
+ *                           64): integer work, RDTSC and clock reads, a HLT every fourth unit;
+ *                           then prints "replay-check digest HEX ticks N" and stops with
+ *                           CLI; HLT (Xen powers the domain off at that exit)
  * Every clock value and the point where each timer tick arrived go into a running hash, so a
  * replay that delivers anything differently ends with a different memory state.
  */
@@ -256,6 +260,53 @@ static void run_cpu(void)
     }
 }
 
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return (uint64_t)hi << 32 | lo;
+}
+
+static uint64_t parse_dec(const char* s)
+{
+    uint64_t v = 0;
+    while (*s >= '0' && *s <= '9')
+        v = v * 10 + (uint64_t)(*s++ - '0');
+    return v;
+}
+
+/*
+ * Every kind of non-determinism the hypervisor logs, in a run that ends: TSC values, device
+ * reads (the clock register; the UART's status register while printing), timer interrupts
+ * arriving during work and waking HLT. The digest covers them all and where each tick came.
+ */
+static void run_replay_check(void)
+{
+    char buf[12];
+    uint64_t units = option("units", buf, sizeof buf) ? parse_dec(buf) : 64;
+    for (uint64_t unit = 1; unit <= units; ++unit) {
+        for (uint64_t i = 0; i < 1024; ++i)
+            work_counter = mix(work_counter, i);
+        state = mix(state, rdtsc());
+        state = mix(state, mmio_read64(CLOCK_BASE));
+        if (unit % 4 == 0)
+            __asm__ volatile("hlt");
+        if (unit % 16 == 0) {
+            puts("replay-check unit ");
+            put_dec(unit);
+            puts("\n");
+        }
+    }
+    __asm__ volatile("cli");
+    puts("replay-check digest ");
+    put_hex(mix(state, work_counter));
+    puts(" ticks ");
+    put_dec(ticks);
+    puts("\n");
+    for (;;)
+        __asm__ volatile("hlt");
+}
+
 static void run_idle(void)
 {
     for (;;)
@@ -296,6 +347,8 @@ void guest_main(uint32_t start_info)
         run_cpu();
     else if (streq(mode, "idle"))
         run_idle();
+    else if (streq(mode, "replay-check"))
+        run_replay_check();
     else
         run_service();
 }

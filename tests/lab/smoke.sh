@@ -16,6 +16,7 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 xen_work=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
+probe=${XENFT_FT_PROBE:-$work/xenft-ft-probe}
 timeout_s=${LAB_TIMEOUT_S:-900}
 cases=${CASES_FILE:-$work/lab_smoke.cases}
 : > "$cases"
@@ -77,7 +78,34 @@ xl dmesg | grep '(d1)' | tail -n 1 | sed 's/^/LAB: guest: /'
 echo "LAB: guest work lines $(xl dmesg | grep -c '(d1) work ')"
 echo "LAB: guest state $(xl list smoke-ft-off 2>&1 | awk 'NR == 2 { print $5 }')"
 xl destroy smoke-ft-off
+
+# Record and replay: two identical domains, created paused; the probe puts one in FT mode
+# RECORD and the other in REPLAY, forwards the log and compares them once both stopped.
+xl create -p /lab/pvh-ft-record.cfg > /tmp/create-rec 2>&1 || echo "LAB: FAIL xl create ft-record: $(tail -n 3 /tmp/create-rec | tr '\n' ' ')"
+xl create -p /lab/pvh-ft-replay.cfg > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
+rec=$(xl domid ft-record) rep=$(xl domid ft-replay)
+echo "LAB: ft domains $rec $rep"
+/lab/xenft-ft-probe "$rec" "$rep" --ring-pages 2 --timeout-s 400 2>&1 | sed 's/^/LAB: /'
+xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: guest: /'
+xl dmesg | grep -E "\(d($rec|$rep)\).*FT" | head -n 5 | sed 's/^/LAB: xen: /'
+echo "LAB: ft states $(xl list ft-record ft-replay 2>&1 | awk 'NR > 1 { printf "%s=%s ", $1, $5 }')"
+xl destroy ft-record
+xl destroy ft-replay
 EOF
+for role in record replay; do
+    cat > "$payload/pvh-ft-$role.cfg" <<EOF
+name = "ft-$role"
+type = "pvh"
+kernel = "/lab/xenft-guest.elf"
+cmdline = "mode=replay-check units=256"
+memory = 32
+vcpus = 1
+tsc_mode = "always_emulate"
+on_poweroff = "preserve"
+on_crash = "preserve"
+EOF
+done
+cp "$probe" "$payload/xenft-ft-probe"
 chmod +x "$payload/run"
 rm -f "$work/payload.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload.img" 64M
@@ -88,7 +116,7 @@ rm -f "$work/serial.log"
 timeout "$timeout_s" qemu-system-x86_64 -machine q35,accel=tcg -cpu qemu64,+svm,+npt -smp 1 -m 2048 \
     -display none -monitor none -no-reboot -serial "file:$work/serial.log" \
     -kernel "$work/xen" \
-    -append "console=com1 com1=115200 dom0_mem=768M bootscrub=false apicv=0 loglvl=all guest_loglvl=all" \
+    -append "console=com1 com1=115200 dom0_mem=768M bootscrub=true apicv=0 loglvl=all guest_loglvl=all" \
     -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init,$work/initrd.img" \
     -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
     -drive "file=$work/payload.img,if=virtio,format=raw,readonly=on" \
