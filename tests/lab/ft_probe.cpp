@@ -6,6 +6,9 @@
 // synchronous exit, and hold the same memory and registers as R.
 //
 // usage: xenft-ft-probe RECORD_DOMID REPLAY_DOMID [--ring-pages N] [--timeout-s S] [--memory-mb M]
+//                       [--corrupt-tsc K]
+// --corrupt-tsc K flips a bit of the K-th TSC value on its way to the replayer: the lab's check
+// that this comparison notices a replay that went elsewhere.
 // Prints "ft-probe: ..." lines and exits 0 when the replay matched, 1 when it did not, 2 on a
 // usage error.
 #include <openssl/evp.h>
@@ -32,12 +35,13 @@ struct Options {
     unsigned ring_pages = 16;
     int timeout_s = 600;
     std::uint64_t memory_mb = 32;
+    std::uint64_t corrupt_tsc = 0; // 0: none
 };
 
 [[noreturn]] void usage(const char* why)
 {
     std::fprintf(stderr, "xenft-ft-probe: %s\nusage: xenft-ft-probe RECORD_DOMID REPLAY_DOMID [--ring-pages N] "
-                         "[--timeout-s S] [--memory-mb M]\n", why);
+                         "[--timeout-s S] [--memory-mb M] [--corrupt-tsc K]\n", why);
     std::exit(2);
 }
 
@@ -57,9 +61,12 @@ Options parse(int argc, char** argv)
     std::vector<std::uint64_t> positional;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if ((a == "--ring-pages" || a == "--timeout-s" || a == "--memory-mb") && i + 1 < argc) {
+        if ((a == "--ring-pages" || a == "--timeout-s" || a == "--memory-mb" || a == "--corrupt-tsc") &&
+            i + 1 < argc) {
             const std::uint64_t v = number(argv[++i], a.c_str());
-            if (a == "--ring-pages")
+            if (a == "--corrupt-tsc")
+                o.corrupt_tsc = v;
+            else if (a == "--ring-pages")
                 o.ring_pages = static_cast<unsigned>(v);
             else if (a == "--timeout-s")
                 o.timeout_s = static_cast<int>(v);
@@ -254,7 +261,10 @@ int main(int argc, char** argv)
                             " after a record of exit " + std::to_string(last_exit) + ", with the vCPU at exit " +
                             std::to_string(recorder.ring().exits()));
             last_exit = r.exit;
-            ++by_type[r.type];
+            if (++by_type[r.type] == o.corrupt_tsc && r.type == XEN_FT_REC_TSC) {
+                pending[i].value[0] ^= 1;
+                say("changed TSC value " + std::to_string(o.corrupt_tsc) + " (exit " + std::to_string(r.exit) + ")");
+            }
         }
         if (!recorder_done) {
             auto info = xc->domain_info(o.record_domid);

@@ -1,9 +1,12 @@
 #!/bin/bash
 # The lab smoke test: boots Xen built with xenft's patch series (hvm-patches/build) under QEMU
 # (TCG: these machines have no hardware virtualisation for a nested hypervisor) with a Debian
-# dom0 (tests/lab/rootfs.sh), and in dom0 runs a scenario: `xl info`, then the project's
-# bare-metal test guest as a PVH domain with FT off, which must run and print through Xen's
-# debug port. It prints one PASS/FAIL line per check, the timeline and its duration.
+# dom0 (tests/lab/rootfs.sh), and in dom0 runs a scenario: `xl info`; the project's bare-metal
+# test guest as a PVH domain with FT off, which must run and print through Xen's debug port;
+# then record and replay: two identical PVH domains (mode=replay-check), one in FT mode
+# RECORD, the other in REPLAY fed its log by tests/lab/ft_probe.cpp, which must stop at the
+# same synchronous exit with the same memory, registers and guest digest. It prints one
+# PASS/FAIL line per check, the timeline and its duration.
 #
 # usage: tests/lab/smoke.sh [WORKDIR]          (default build/lab)
 # Env: XEN_WORKDIR (where hvm-patches/build works; default build/xen), XENFT_GUEST (the test guest ELF; default build/main/tests/guest/xenft-guest.elf),
@@ -38,9 +41,27 @@ for tool in qemu-system-x86_64 debootstrap mke2fs; do
     command -v $tool > /dev/null || { fail lab_smoke "$tool is missing (./scripts/install-deps)"; finish; }
 done
 
-stamp "building Xen with the patch series"
-if ! "$top/hvm-patches/build" "$xen_work"; then fail xen_builds "hvm-patches/build failed"; finish; fi
+stamp "building Xen with the patch series (the hypervisor and the controller's libraries)"
+if ! "$top/hvm-patches/build" --libs "$xen_work"; then fail xen_builds "hvm-patches/build --libs failed"; finish; fi
 pass xen_builds
+# The record/replay controller dom0 runs: xenft's Xen backend code linked statically with the
+# patched libraries, so that it runs beside Debian's Xen tools in dom0.
+if [ -z "${XENFT_FT_PROBE:-}" ]; then
+    stamp "building the record/replay probe"
+    xen_usr=$xen_work/stage/usr
+    if g++ -std=gnu++20 -O2 -g -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
+           -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" \
+           "$top/xenft/backends/xen/xen_handles.cpp" "$top/xenft/backends/xen/ft_log.cpp" \
+           "$top/tests/lab/ft_probe.cpp" -o "$probe" -static -L"$xen_usr/lib" \
+           -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevicemodel -lxencall -lxentoollog \
+           -lxentoolcore -lcrypto -lpthread -ldl > "$work/probe-build.log" 2>&1; then
+        pass ft_probe_builds
+    else
+        grep -v 'statically linked\|in function' "$work/probe-build.log" | head -n 20
+        fail ft_probe_builds "the probe did not build ($work/probe-build.log)"
+        finish
+    fi
+fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work"; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
 
@@ -88,9 +109,19 @@ echo "LAB: ft domains $rec $rep"
 /lab/xenft-ft-probe "$rec" "$rep" --ring-pages 2 --timeout-s 400 2>&1 | sed 's/^/LAB: /'
 xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: guest: /'
 xl dmesg | grep -E "\(d($rec|$rep)\).*FT" | head -n 5 | sed 's/^/LAB: xen: /'
-echo "LAB: ft states $(xl list ft-record ft-replay 2>&1 | awk 'NR > 1 { printf "%s=%s ", $1, $5 }')"
+echo "LAB: ft states $(for d in ft-record ft-replay; do xl list $d 2>&1 | awk 'NR == 2 { printf "%s=%s ", $1, $5 }'; done)"
 xl destroy ft-record
 xl destroy ft-replay
+
+# The same with one TSC value of the log changed on its way: the check must see the replay
+# go elsewhere.
+xl create -p /lab/pvh-ft-record.cfg 'name="ft-bad-record"' > /tmp/create-rec 2>&1 || echo "LAB: FAIL xl create ft-bad-record: $(tail -n 3 /tmp/create-rec | tr '\n' ' ')"
+xl create -p /lab/pvh-ft-replay.cfg 'name="ft-bad-replay"' > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-bad-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
+rec=$(xl domid ft-bad-record) rep=$(xl domid ft-bad-replay)
+/lab/xenft-ft-probe "$rec" "$rep" --ring-pages 2 --timeout-s 400 --corrupt-tsc 100 2>&1 | sed 's/^/LAB: corrupted log: /'
+xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: corrupted log: guest: /'
+xl destroy ft-bad-record
+xl destroy ft-bad-replay
 EOF
 for role in record replay; do
     cat > "$payload/pvh-ft-$role.cfg" <<EOF
@@ -141,6 +172,39 @@ if seen 'LAB: guest state [-rbps]*$' && ! seen 'LAB: guest state .*c'; then
     pass pvh_guest_did_not_crash
 else
     fail pvh_guest_did_not_crash "$(grep -a 'LAB: guest state' "$work/console.log")"
+fi
+# Record and replay (tests/lab/ft_probe.cpp prints what it compared).
+probe_line() { grep -a "LAB: ft-probe: $1" "$work/console.log" | head -n 1; }
+if [ -n "$(probe_line 'recorded: inject [1-9][0-9]* tsc [1-9][0-9]* io-read [1-9]')" ] && ! seen 'LAB: ft-probe: FAIL record '; then
+    pass ft_record_logs_injections_tsc_and_reads
+else
+    fail ft_record_logs_injections_tsc_and_reads "$(probe_line 'recorded:' || echo 'no record summary') $(probe_line 'FAIL' )"
+fi
+exits=$(probe_line 'synchronous exits:')
+if [[ $exits =~ recorder\ ([0-9]+),\ replayer\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] && [ "${BASH_REMATCH[1]}" -gt 0 ]; then
+    pass ft_replay_stops_at_the_recorded_exit
+else
+    fail ft_replay_stops_at_the_recorded_exit "${exits:-the replay did not finish: $(probe_line 'FAIL')}"
+fi
+memory=$(probe_line 'memory:')
+if [[ $memory =~ recorder\ ([0-9a-f]+)\ \(([0-9]+)\ pages\),\ replayer\ ([0-9a-f]+) ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[3]}" ]; then
+    pass ft_replay_memory_identical
+else
+    fail ft_replay_memory_identical "${memory:-no memory comparison} $(probe_line 'FAIL memory')"
+fi
+if seen 'LAB: ft-probe: vCPU registers equal'; then pass ft_replay_registers_identical; else fail ft_replay_registers_identical "$(probe_line 'FAIL vCPU' || echo 'no register comparison')"; fi
+digests=$(grep -a 'LAB: guest: (d[0-9]*) replay-check digest' "$work/console.log" | sed 's/.*digest //' | sort -u)
+if [ "$(grep -ac 'LAB: guest: (d[0-9]*) replay-check digest' "$work/console.log")" -eq 2 ] && [ "$(echo "$digests" | wc -l)" -eq 1 ]; then
+    pass ft_guest_digests_equal
+else
+    fail ft_guest_digests_equal "the two domains printed: $(echo $digests)"
+fi
+if seen 'LAB: ft-probe: PASS'; then pass ft_probe_passes; else fail ft_probe_passes "$(probe_line 'FAIL' || echo 'the probe did not finish')"; fi
+bad_digests=$(grep -a 'LAB: corrupted log: guest: (d[0-9]*) replay-check digest' "$work/console.log" | sed 's/.*digest //' | sort -u | wc -l)
+if seen 'LAB: corrupted log: ft-probe: FAIL memory differs' && [ "$bad_digests" -eq 2 ]; then
+    pass ft_replay_check_detects_a_corrupted_log
+else
+    fail ft_replay_check_detects_a_corrupted_log "with one TSC value changed: $(grep -a 'LAB: corrupted log: ft-probe: \(PASS\|FAIL\)' "$work/console.log" | head -n 2 | tr '\n' ' ') ($bad_digests distinct digests)"
 fi
 if seen 'LAB: FAIL'; then fail no_failures_in_dom0 "$(grep -a 'LAB: FAIL' "$work/console.log" | head -n 3 | tr '\n' ' ')"; fi
 if seen 'LAB: done'; then pass scenario_completes; else fail scenario_completes "dom0 did not finish the scenario (see $work/serial.log)"; fi
