@@ -1,18 +1,28 @@
-// The lab's record/replay check (tests/lab/smoke.sh runs it in dom0): domain R runs in FT mode
-// RECORD, domain P (an identical domain) in mode REPLAY, and this controller forwards R's log
-// ring into P's, as xenftd will between two hosts. Both domains run the test guest's
-// mode=replay-check, which ends with CLI; HLT (Xen powers the domain off there; the lab's
-// configuration preserves it). Then P must have replayed every record, stopped at the same
-// synchronous exit, and hold the same memory and registers as R.
+// The lab's record/replay controller (tests/lab/smoke.sh runs it in dom0), built from xenft's
+// Xen backend code. It puts domains into hvm-patches' FT modes and moves the log, as xenftd
+// will between two hosts:
 //
-// usage: xenft-ft-probe RECORD_DOMID REPLAY_DOMID [--ring-pages N] [--timeout-s S] [--memory-mb M]
-//                       [--corrupt-tsc K]
-// --corrupt-tsc K flips a bit of the K-th TSC value on its way to the replayer: the lab's check
-// that this comparison notices a replay that went elsewhere.
-// Prints "ft-probe: ..." lines and exits 0 when the replay matched, 1 when it did not, 2 on a
-// usage error.
+//   pair R P       domain R records, domain P (an identical domain) replays; the log goes
+//                  from R's ring into P's as it is written; then `compare`
+//   record R --log FILE [--ready FILE]
+//                  R (created paused, e.g. by `xl create` with ft=, whose hook starts this)
+//                  records into FILE until it stops; FILE gets the replay stream; --ready is
+//                  created once FT is on, so the hook can let xl unpause the domain
+//   replay P --log FILE
+//                  P (created paused) replays FILE until it stops
+//   compare R P    R and P stopped at the same synchronous exit with the same memory and
+//                  registers
+//
+// Both domains run the test guest's mode=replay-check, which ends with CLI; HLT: Xen powers the
+// domain off there and the lab's configuration preserves it for the comparison.
+// Options: --ring-pages N (16), --timeout-s S (600), --memory-mb M (32), --corrupt-tsc K (flip
+// a bit of the K-th TSC value on its way: the lab's check that the comparison notices a replay
+// that went elsewhere).
+// Prints "ft-probe: ..." lines; exits 0 when all matched, 1 when not, 2 on a usage error.
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -20,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -27,61 +38,76 @@
 #include "xenft/backends/xen/ft_log.hpp"
 
 namespace xen = xenft::backends::xen;
+using xenft::Expected;
+using xenft::unexpected;
 
 namespace {
 
 struct Options {
-    std::uint32_t record_domid = 0, replay_domid = 0;
+    std::string command;
+    std::vector<std::uint32_t> domids;
+    std::string log_path, ready_path;
     unsigned ring_pages = 16;
     int timeout_s = 600;
     std::uint64_t memory_mb = 32;
     std::uint64_t corrupt_tsc = 0; // 0: none
 };
 
-[[noreturn]] void usage(const char* why)
+constexpr const char* kUsage =
+    "usage: xenft-ft-probe pair RECORD_DOMID REPLAY_DOMID | record DOMID --log FILE [--ready FILE] |\n"
+    "                      replay DOMID --log FILE | compare RECORD_DOMID REPLAY_DOMID\n"
+    "       options: --ring-pages N, --timeout-s S, --memory-mb M, --corrupt-tsc K\n";
+
+[[noreturn]] void usage(const std::string& why)
 {
-    std::fprintf(stderr, "xenft-ft-probe: %s\nusage: xenft-ft-probe RECORD_DOMID REPLAY_DOMID [--ring-pages N] "
-                         "[--timeout-s S] [--memory-mb M] [--corrupt-tsc K]\n", why);
+    std::fprintf(stderr, "xenft-ft-probe: %s\n%s", why.c_str(), kUsage);
     std::exit(2);
 }
 
-std::uint64_t number(const char* s, const char* what)
+std::uint64_t number(const char* s, const std::string& what)
 {
     char* end = nullptr;
     errno = 0;
     const unsigned long long v = std::strtoull(s, &end, 10);
     if (errno || end == s || *end)
-        usage((std::string(what) + " is not a number: " + s).c_str());
+        usage(what + " is not a number: " + s);
     return v;
 }
 
 Options parse(int argc, char** argv)
 {
     Options o;
-    std::vector<std::uint64_t> positional;
-    for (int i = 1; i < argc; ++i) {
+    if (argc < 2)
+        usage("no command");
+    o.command = argv[1];
+    for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
-        if ((a == "--ring-pages" || a == "--timeout-s" || a == "--memory-mb" || a == "--corrupt-tsc") &&
-            i + 1 < argc) {
-            const std::uint64_t v = number(argv[++i], a.c_str());
-            if (a == "--corrupt-tsc")
-                o.corrupt_tsc = v;
-            else if (a == "--ring-pages")
-                o.ring_pages = static_cast<unsigned>(v);
-            else if (a == "--timeout-s")
-                o.timeout_s = static_cast<int>(v);
-            else
-                o.memory_mb = v;
-        } else if (!a.empty() && a[0] != '-') {
-            positional.push_back(number(argv[i], "a domain id"));
-        } else {
-            usage(("unknown option " + a).c_str());
-        }
+        const bool has_value = i + 1 < argc;
+        if (a == "--log" && has_value)
+            o.log_path = argv[++i];
+        else if (a == "--ready" && has_value)
+            o.ready_path = argv[++i];
+        else if (a == "--ring-pages" && has_value)
+            o.ring_pages = static_cast<unsigned>(number(argv[++i], a));
+        else if (a == "--timeout-s" && has_value)
+            o.timeout_s = static_cast<int>(number(argv[++i], a));
+        else if (a == "--memory-mb" && has_value)
+            o.memory_mb = number(argv[++i], a);
+        else if (a == "--corrupt-tsc" && has_value)
+            o.corrupt_tsc = number(argv[++i], a);
+        else if (!a.empty() && a[0] != '-')
+            o.domids.push_back(static_cast<std::uint32_t>(number(argv[i], "a domain id")));
+        else
+            usage("unknown option " + a);
     }
-    if (positional.size() != 2)
-        usage("two domain ids are needed");
-    o.record_domid = static_cast<std::uint32_t>(positional[0]);
-    o.replay_domid = static_cast<std::uint32_t>(positional[1]);
+    const std::size_t want = (o.command == "pair" || o.command == "compare") ? 2
+                             : (o.command == "record" || o.command == "replay") ? 1 : 0;
+    if (!want)
+        usage("unknown command " + o.command);
+    if (o.domids.size() != want)
+        usage(o.command + " takes " + std::to_string(want) + " domain id(s)");
+    if ((o.command == "record" || o.command == "replay") && o.log_path.empty())
+        usage(o.command + " needs --log FILE");
     return o;
 }
 
@@ -95,6 +121,11 @@ int fail(const std::string& why)
 {
     say("FAIL " + why);
     return 1;
+}
+
+long long ms_since(std::chrono::steady_clock::time_point start)
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
 }
 
 std::string hex(const unsigned char* p, std::size_t n)
@@ -198,175 +229,180 @@ std::size_t whole_exits_prefix(const std::vector<xen::FtRecord>& records, std::s
     return n;
 }
 
-} // namespace
 
-int main(int argc, char** argv)
-{
-    const Options o = parse(argc, argv);
-    auto xc = xen::XenControl::open();
-    if (!xc)
-        return fail(xc.error());
-    auto fm = xen::ForeignMemory::open();
-    if (!fm)
-        return fail(fm.error());
-    auto rec = xen::FtSession::enable(*xc, *fm, o.record_domid, xen::FtSession::Mode::record, o.ring_pages);
-    if (!rec)
-        return fail(rec.error());
-    auto rep = xen::FtSession::enable(*xc, *fm, o.replay_domid, xen::FtSession::Mode::replay, o.ring_pages);
-    if (!rep)
-        return fail(rep.error());
-    xen::FtSession& recorder = **rec;
-    xen::FtSession& replayer = **rep;
-    say("domain " + std::to_string(o.record_domid) + " records, domain " + std::to_string(o.replay_domid) +
-        " replays; rings of " + std::to_string(recorder.ring().slots()) + " records");
-    for (auto d : {o.replay_domid, o.record_domid})
-        if (auto r = xc->unpause(d); !r)
-            return fail(r.error());
+// The recording side: takes what Xen logged and turns it into the replay stream, exit by exit
+// (the replaying vCPU must find all values of an exit once it may enter the guest before it)
+// with progress records for exits that logged nothing.
+class Recorder {
+public:
+    Recorder(const xen::XenControl& xc, xen::FtSession& session, std::uint64_t corrupt_tsc)
+        : xc_(xc), session_(session), corrupt_tsc_(corrupt_tsc) {}
 
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<xen::FtRecord> pending; // taken from the recorder, not yet in the replayer's ring
-    std::map<std::uint16_t, std::uint64_t> by_type;
-    std::uint64_t taken = 0, forwarded = 0, progress_sent = 0, last_exit = 0;
-    std::uint64_t progress_at = 0; // the recorder has passed exit progress_at - 1 (0: nothing sent)
-    bool recorder_done = false, replayer_done = false;
-    std::uint64_t recorder_final_exits = 0;
-    while (!replayer_done) {
-        const auto elapsed = std::chrono::steady_clock::now() - start;
-        if (elapsed > std::chrono::seconds(o.timeout_s))
-            return fail("timed out after " + std::to_string(o.timeout_s) + " s: recorder at exit " +
-                        std::to_string(recorder.ring().exits()) + ", replayer at exit " +
-                        std::to_string(replayer.ring().exits()) + ", " + std::to_string(pending.size()) +
-                        " records not forwarded");
-        pollfd fds[2] = {{recorder.channel().fd(), POLLIN, 0}, {replayer.channel().fd(), POLLIN, 0}};
-        ::poll(fds, 2, 20);
-        if (auto r = recorder.channel().acknowledge(); !r)
-            return fail(r.error());
-        if (auto r = replayer.channel().acknowledge(); !r)
-            return fail(r.error());
-
-        // The recorder's log. `exits` is read before the records: those of earlier exits are all in.
-        const std::uint64_t exits = recorder.ring().exits();
-        const std::size_t before = pending.size();
-        const std::size_t n = recorder.ring().take(pending, recorder.ring().slots());
-        if (n) {
-            taken += n;
-            if (auto r = recorder.channel().notify(); !r) // room again, should it wait
-                return fail(r.error());
-        }
-        for (std::size_t i = before; i < pending.size(); ++i) {
-            const auto& r = pending[i];
-            if (r.exit < last_exit || r.exit > recorder.ring().exits())
-                return fail("record " + std::to_string(taken - n + (i - before)) + " (" +
-                            xen::ft_record_type_name(r.type) + ") has exit " + std::to_string(r.exit) +
-                            " after a record of exit " + std::to_string(last_exit) + ", with the vCPU at exit " +
-                            std::to_string(recorder.ring().exits()));
-            last_exit = r.exit;
-            if (++by_type[r.type] == o.corrupt_tsc && r.type == XEN_FT_REC_TSC) {
-                pending[i].value[0] ^= 1;
-                say("changed TSC value " + std::to_string(o.corrupt_tsc) + " (exit " + std::to_string(r.exit) + ")");
+    // Appends what is ready to `stream`; an error when the log is out of order or the domain
+    // crashed.
+    Expected<bool, std::string> step(std::vector<xen::FtRecord>& stream)
+    {
+        // `exits` before the records: those of earlier exits are then all in the ring.
+        const std::uint64_t exits = session_.ring().exits();
+        auto info = xc_.domain_info(session_.domid());
+        if (!info)
+            return unexpected(info.error());
+        if (info->crashed)
+            return unexpected(std::string("the recording domain crashed (xl dmesg says why)"));
+        const bool stopped = info->shutdown;
+        const std::size_t before = held_.size();
+        if (session_.ring().take(held_, session_.ring().slots()))
+            if (auto r = session_.channel().notify(); !r) // room again, should the vCPU wait for it
+                return unexpected(r.error());
+        const std::uint64_t now = session_.ring().exits();
+        for (std::size_t i = before; i < held_.size(); ++i) {
+            auto& r = held_[i];
+            if (r.exit < last_exit_ || r.exit > now)
+                return unexpected("record " + std::to_string(records_ + 1) + " (" + xen::ft_record_type_name(r.type) +
+                                  ") has exit " + std::to_string(r.exit) + " after a record of exit " +
+                                  std::to_string(last_exit_) + ", with the vCPU at exit " + std::to_string(now));
+            last_exit_ = r.exit;
+            ++records_;
+            if (++by_type_[r.type] == corrupt_tsc_ && r.type == XEN_FT_REC_TSC) {
+                r.value[0] ^= 1;
+                say("changed TSC value " + std::to_string(corrupt_tsc_) + " (exit " + std::to_string(r.exit) + ")");
             }
         }
-        if (!recorder_done) {
-            auto info = xc->domain_info(o.record_domid);
-            if (!info)
-                return fail(info.error());
-            if (info->crashed)
-                return fail("the recording domain crashed (xl dmesg says why)");
-            if (info->shutdown) {
-                // Its last exit is done: take what it logged after `exits` was read.
-                recorder.ring().take(pending, recorder.ring().slots());
-                for (std::size_t i = before + n; i < pending.size(); ++i)
-                    ++by_type[pending[i].type];
-                taken = 0;
-                for (const auto& [type, count] : by_type)
-                    taken += count;
-                recorder_done = true;
-                recorder_final_exits = recorder.ring().exits();
-                say("recording domain stopped at exit " + std::to_string(recorder_final_exits) + " after " +
-                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()) +
-                    " ms; " + std::to_string(taken) + " records, ring full " +
-                    std::to_string(recorder.ring().full_count()) + " times");
-            }
-        }
-
-        // Forward whole exits: everything of exits the recorder has passed, all once it stopped.
-        std::size_t ready = pending.size();
-        if (!recorder_done)
-            while (ready > 0 && pending[ready - 1].exit >= exits)
-                --ready;
-        const std::size_t fit = whole_exits_prefix(pending, std::min(ready, replayer.ring().room()));
-        std::size_t put = replayer.ring().put(std::span(pending.data(), fit));
-        pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(put));
-        forwarded += put;
-        // Progress: with nothing of earlier exits left to forward, the replayer may run up to
-        // the exit after the one the recorder has passed.
-        const std::uint64_t passed = recorder_done ? recorder_final_exits : (exits ? exits - 1 : 0);
-        if ((pending.empty() || pending.front().exit > passed) && passed + 1 > progress_at &&
-            replayer.ring().room() > 0) {
+        // A stopped domain's last exit is complete; otherwise only exits before `exits` are.
+        const std::uint64_t passed = stopped ? now : (exits ? exits - 1 : 0);
+        std::size_t ready = 0;
+        while (ready < held_.size() && held_[ready].exit <= passed)
+            ++ready;
+        stream.insert(stream.end(), held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(ready));
+        held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(ready));
+        if (passed > progress_ || (passed == 0 && stopped && !stopped_)) {
             xen::FtRecord p{};
             p.exit = passed;
             p.type = XEN_FT_REC_PROGRESS;
-            put += replayer.ring().put(std::span(&p, 1));
-            progress_at = passed + 1;
-            ++progress_sent;
+            stream.push_back(p);
+            progress_ = passed;
+            ++progress_records_;
         }
-        if (put)
-            if (auto r = replayer.channel().notify(); !r)
-                return fail(r.error());
-
-        auto info = xc->domain_info(o.replay_domid);
-        if (!info)
-            return fail(info.error());
-        if (info->crashed)
-            return fail("the replaying domain crashed at exit " + std::to_string(replayer.ring().exits()) +
-                        " (the recorder was at exit " + std::to_string(recorder.ring().exits()) +
-                        "; xl dmesg names the record)");
-        replayer_done = info->shutdown;
+        if (stopped && !stopped_)
+            final_exits_ = now;
+        stopped_ = stopped;
+        return true;
     }
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-    say("replaying domain stopped after " + std::to_string(ms.count()) + " ms; " + std::to_string(forwarded) +
-        " records and " + std::to_string(progress_sent) + " progress records forwarded");
-    std::string types;
-    for (const auto& [type, count] : by_type)
-        types += std::string(" ") + xen::ft_record_type_name(type) + " " + std::to_string(count);
-    say("recorded:" + types);
 
+    bool stopped() const { return stopped_; }
+    std::uint64_t final_exits() const { return final_exits_; }
+    std::string summary() const
+    {
+        std::string s = std::to_string(records_) + " records (";
+        const char* sep = "";
+        for (const auto& [type, count] : by_type_) {
+            s += sep + std::string(xen::ft_record_type_name(type)) + " " + std::to_string(count);
+            sep = ", ";
+        }
+        return s + ") and " + std::to_string(progress_records_) + " progress records, ring full " +
+               std::to_string(session_.ring().full_count()) + " times";
+    }
+    bool logged_every_kind() const
+    {
+        return by_type_.count(XEN_FT_REC_INJECT) && by_type_.count(XEN_FT_REC_TSC) && by_type_.count(XEN_FT_REC_IO_READ);
+    }
+    std::uint64_t exits() const { return session_.ring().exits(); }
+
+private:
+    const xen::XenControl& xc_;
+    xen::FtSession& session_;
+    std::uint64_t corrupt_tsc_;
+    std::vector<xen::FtRecord> held_; // records of exits the recorder has not passed yet
+    std::map<std::uint16_t, std::uint64_t> by_type_;
+    std::uint64_t records_ = 0, progress_records_ = 0, last_exit_ = 0, progress_ = 0, final_exits_ = 0;
+    bool stopped_ = false;
+};
+
+// The replaying side: publishes the stream into the ring whole exits at a time.
+class Replayer {
+public:
+    Replayer(const xen::XenControl& xc, xen::FtSession& session) : xc_(xc), session_(session) {}
+
+    Expected<bool, std::string> feed(std::vector<xen::FtRecord>& stream)
+    {
+        const std::size_t n = whole_exits_prefix(stream, session_.ring().room());
+        const std::size_t put = session_.ring().put(std::span(stream.data(), n));
+        stream.erase(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(put));
+        if (put)
+            if (auto r = session_.channel().notify(); !r)
+                return unexpected(r.error());
+        auto info = xc_.domain_info(session_.domid());
+        if (!info)
+            return unexpected(info.error());
+        if (info->crashed)
+            return unexpected("the replaying domain crashed at exit " + std::to_string(session_.ring().exits()) +
+                              " (xl dmesg names the record)");
+        stopped_ = info->shutdown;
+        return true;
+    }
+    bool stopped() const { return stopped_; }
+    std::uint64_t unreplayed() const { return session_.ring().produced() - session_.ring().consumed(); }
+    std::uint64_t exits() const { return session_.ring().exits(); }
+
+private:
+    const xen::XenControl& xc_;
+    xen::FtSession& session_;
+    bool stopped_ = false;
+};
+
+void wait_for_events(std::initializer_list<const xen::FtSession*> sessions)
+{
+    std::vector<pollfd> fds;
+    for (const auto* s : sessions)
+        fds.push_back({s->channel().fd(), POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 20);
+    for (const auto* s : sessions)
+        (void)s->channel().acknowledge();
+}
+
+struct Handles {
+    xen::XenControl xc;
+    xen::ForeignMemory fm;
+};
+
+Expected<Handles, std::string> open_handles()
+{
+    auto xc = xen::XenControl::open();
+    if (!xc)
+        return unexpected(xc.error());
+    auto fm = xen::ForeignMemory::open();
+    if (!fm)
+        return unexpected(fm.error());
+    return Handles{std::move(*xc), std::move(*fm)};
+}
+
+int compare(const Handles& h, std::uint32_t rec, std::uint32_t rep, std::uint64_t memory_mb)
+{
     int failures = 0;
-    auto rs = recorder.state(), ps = replayer.state();
-    if (!rs || !ps)
-        return fail(!rs ? rs.error() : ps.error());
-    say("synchronous exits: recorder " + std::to_string(rs->sync_exits) + ", replayer " +
-        std::to_string(ps->sync_exits));
-    if (rs->sync_exits != ps->sync_exits || rs->sync_exits == 0)
+    xen_domctl_ft_op rs{}, ps{};
+    if (xc_ft_get_state(h.xc.get(), rec, &rs) != 0 || xc_ft_get_state(h.xc.get(), rep, &ps) != 0)
+        return fail(xen::errno_text("cannot read the domains' FT state"));
+    say("synchronous exits: recorder " + std::to_string(rs.sync_exits) + ", replayer " + std::to_string(ps.sync_exits));
+    if (rs.sync_exits != ps.sync_exits || rs.sync_exits == 0)
         failures += fail("the domains stopped at different exits (or none counted)");
-    if (by_type[XEN_FT_REC_INJECT] == 0 || by_type[XEN_FT_REC_TSC] == 0 || by_type[XEN_FT_REC_IO_READ] == 0)
-        failures += fail("the log lacks injections, TSC reads or device reads: the check proves little");
-    if (replayer.ring().consumed() != replayer.ring().produced())
-        failures += fail(std::to_string(replayer.ring().produced() - replayer.ring().consumed()) +
-                         " records were not replayed");
 
-    auto ma = memory_digest(*fm, o.record_domid, o.memory_mb), mb = memory_digest(*fm, o.replay_domid, o.memory_mb);
+    auto ma = memory_digest(h.fm, rec, memory_mb), mb = memory_digest(h.fm, rep, memory_mb);
     if (!ma || !mb)
         return fail(!ma ? ma.error() : mb.error());
     say("memory: recorder " + ma->sha256.substr(0, 16) + " (" + std::to_string(ma->pages) + " pages), replayer " +
         mb->sha256.substr(0, 16) + " (" + std::to_string(mb->pages) + " pages)");
     if (ma->sha256 != mb->sha256) {
         std::string pages;
-        int shown = 0;
-        for (std::size_t i = 0; i < ma->page_hashes.size() && shown < 8; ++i)
-            if (ma->page_hashes[i] != mb->page_hashes[i]) {
+        std::size_t differing = 0;
+        for (std::size_t i = 0; i < ma->page_hashes.size(); ++i)
+            if (ma->page_hashes[i] != mb->page_hashes[i] && ++differing <= 8) {
                 char b[24];
                 std::snprintf(b, sizeof b, " %#zx", i);
                 pages += b;
-                ++shown;
             }
-        std::size_t differing = 0, last = 0;
-        for (std::size_t i = 0; i < ma->page_hashes.size(); ++i)
-            if (ma->page_hashes[i] != mb->page_hashes[i])
-                ++differing, last = i;
-        failures += fail("memory differs in " + std::to_string(differing) + " pages, the last " + std::to_string(last) + ", first pages (gfn):" + pages);
+        failures += fail("memory differs in " + std::to_string(differing) + " pages (gfn" + pages + ")");
     }
-    auto ca = vcpu_state(*xc, o.record_domid), cb = vcpu_state(*xc, o.replay_domid);
+    auto ca = vcpu_state(h.xc, rec), cb = vcpu_state(h.xc, rep);
     if (!ca || !cb)
         return fail(!ca ? ca.error() : cb.error());
     if (const std::string diff = registers_differ(*ca, *cb); !diff.empty())
@@ -375,7 +411,138 @@ int main(int argc, char** argv)
         say("vCPU registers equal (rip " + std::to_string(ca->user_regs.rip) + ")");
     if (failures)
         return 1;
-    say("PASS the replay reached the recorder's exit " + std::to_string(rs->sync_exits) + " with the same memory " +
+    say("PASS the replay reached the recorder's exit " + std::to_string(rs.sync_exits) + " with the same memory " +
         ma->sha256.substr(0, 16) + " and registers");
     return 0;
+}
+
+int run_pair(const Options& o)
+{
+    auto h = open_handles();
+    if (!h)
+        return fail(h.error());
+    auto rec = xen::FtSession::enable(h->xc, h->fm, o.domids[0], xen::FtSession::Mode::record, o.ring_pages);
+    if (!rec)
+        return fail(rec.error());
+    auto rep = xen::FtSession::enable(h->xc, h->fm, o.domids[1], xen::FtSession::Mode::replay, o.ring_pages);
+    if (!rep)
+        return fail(rep.error());
+    say("domain " + std::to_string(o.domids[0]) + " records, domain " + std::to_string(o.domids[1]) +
+        " replays; rings of " + std::to_string((*rec)->ring().slots()) + " records");
+    for (auto d : {o.domids[1], o.domids[0]})
+        if (auto r = h->xc.unpause(d); !r)
+            return fail(r.error());
+    Recorder recorder(h->xc, **rec, o.corrupt_tsc);
+    Replayer replayer(h->xc, **rep);
+    std::vector<xen::FtRecord> stream;
+    const auto start = std::chrono::steady_clock::now();
+    bool said_stopped = false;
+    while (!replayer.stopped()) {
+        if (ms_since(start) > o.timeout_s * 1000LL)
+            return fail("timed out after " + std::to_string(o.timeout_s) + " s: recorder at exit " +
+                        std::to_string(recorder.exits()) + ", replayer at exit " + std::to_string(replayer.exits()));
+        wait_for_events({rec->get(), rep->get()});
+        if (auto r = recorder.step(stream); !r)
+            return fail(r.error());
+        if (recorder.stopped() && !said_stopped) {
+            say("recording domain stopped at exit " + std::to_string(recorder.final_exits()) + " after " +
+                std::to_string(ms_since(start)) + " ms; " + recorder.summary());
+            said_stopped = true;
+        }
+        if (auto r = replayer.feed(stream); !r)
+            return fail(r.error() + " (the recorder was at exit " + std::to_string(recorder.exits()) + ")");
+    }
+    say("replaying domain stopped after " + std::to_string(ms_since(start)) + " ms");
+    int failures = 0;
+    if (!recorder.logged_every_kind())
+        failures += fail("the log lacks injections, TSC reads or device reads: the check proves little");
+    if (replayer.unreplayed() || !stream.empty())
+        failures += fail(std::to_string(replayer.unreplayed() + stream.size()) + " records were not replayed");
+    return compare(*h, o.domids[0], o.domids[1], o.memory_mb) | (failures ? 1 : 0);
+}
+
+int run_record(const Options& o)
+{
+    auto h = open_handles();
+    if (!h)
+        return fail(h.error());
+    std::ofstream log(o.log_path, std::ios::binary | std::ios::trunc);
+    if (!log)
+        return fail("cannot create " + o.log_path + ": " + std::strerror(errno));
+    auto rec = xen::FtSession::enable(h->xc, h->fm, o.domids[0], xen::FtSession::Mode::record, o.ring_pages);
+    if (!rec)
+        return fail(rec.error());
+    say("domain " + std::to_string(o.domids[0]) + " records into " + o.log_path);
+    if (!o.ready_path.empty() && !std::ofstream(o.ready_path))
+        return fail("cannot create " + o.ready_path + ": " + std::strerror(errno));
+    Recorder recorder(h->xc, **rec, o.corrupt_tsc);
+    std::vector<xen::FtRecord> stream;
+    const auto start = std::chrono::steady_clock::now();
+    while (!recorder.stopped()) {
+        if (ms_since(start) > o.timeout_s * 1000LL)
+            return fail("timed out after " + std::to_string(o.timeout_s) + " s at exit " + std::to_string(recorder.exits()));
+        wait_for_events({rec->get()});
+        if (auto r = recorder.step(stream); !r)
+            return fail(r.error());
+        log.write(reinterpret_cast<const char*>(stream.data()),
+                  static_cast<std::streamsize>(stream.size() * sizeof(xen::FtRecord)));
+        stream.clear();
+        if (!log.flush())
+            return fail("cannot write " + o.log_path + ": " + std::strerror(errno));
+    }
+    say("recording domain stopped at exit " + std::to_string(recorder.final_exits()) + "; " + recorder.summary());
+    return recorder.logged_every_kind() ? 0 : fail("the log lacks injections, TSC reads or device reads");
+}
+
+int run_replay(const Options& o)
+{
+    std::ifstream in(o.log_path, std::ios::binary);
+    std::vector<char> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (!in.good() && !in.eof())
+        return fail("cannot read " + o.log_path);
+    if (bytes.size() % sizeof(xen::FtRecord))
+        return fail(o.log_path + ": " + std::to_string(bytes.size()) + " bytes is not a whole number of records");
+    std::vector<xen::FtRecord> stream(bytes.size() / sizeof(xen::FtRecord));
+    std::memcpy(stream.data(), bytes.data(), bytes.size());
+    auto h = open_handles();
+    if (!h)
+        return fail(h.error());
+    auto rep = xen::FtSession::enable(h->xc, h->fm, o.domids[0], xen::FtSession::Mode::replay, o.ring_pages);
+    if (!rep)
+        return fail(rep.error());
+    say("domain " + std::to_string(o.domids[0]) + " replays " + std::to_string(stream.size()) + " records from " +
+        o.log_path);
+    if (auto r = h->xc.unpause(o.domids[0]); !r)
+        return fail(r.error());
+    Replayer replayer(h->xc, **rep);
+    const auto start = std::chrono::steady_clock::now();
+    while (!replayer.stopped()) {
+        if (ms_since(start) > o.timeout_s * 1000LL)
+            return fail("timed out after " + std::to_string(o.timeout_s) + " s at exit " + std::to_string(replayer.exits()));
+        if (auto r = replayer.feed(stream); !r)
+            return fail(r.error());
+        wait_for_events({rep->get()});
+    }
+    say("replaying domain stopped at exit " + std::to_string(replayer.exits()) + " after " +
+        std::to_string(ms_since(start)) + " ms");
+    if (replayer.unreplayed() || !stream.empty())
+        return fail(std::to_string(replayer.unreplayed() + stream.size()) + " records were not replayed");
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    const Options o = parse(argc, argv);
+    if (o.command == "pair")
+        return run_pair(o);
+    if (o.command == "record")
+        return run_record(o);
+    if (o.command == "replay")
+        return run_replay(o);
+    auto h = open_handles();
+    if (!h)
+        return fail(h.error());
+    return compare(*h, o.domids[0], o.domids[1], o.memory_mb);
 }

@@ -1,12 +1,15 @@
 #!/bin/bash
 # The lab smoke test: boots Xen built with xenft's patch series (hvm-patches/build) under QEMU
 # (TCG: these machines have no hardware virtualisation for a nested hypervisor) with a Debian
-# dom0 (tests/lab/rootfs.sh), and in dom0 runs a scenario: `xl info`; the project's bare-metal
-# test guest as a PVH domain with FT off, which must run and print through Xen's debug port;
-# then record and replay: two identical PVH domains (mode=replay-check), one in FT mode
-# RECORD, the other in REPLAY fed its log by tests/lab/ft_probe.cpp, which must stop at the
-# same synchronous exit with the same memory, registers and guest digest. It prints one
-# PASS/FAIL line per check, the timeline and its duration.
+# dom0 (tests/lab/rootfs.sh) running the patched xl, and in dom0 runs a scenario: `xl info`;
+# the project's bare-metal test guest as a PVH domain with FT off, which must run and print
+# through Xen's debug port; record and replay: two identical PVH domains (mode=replay-check),
+# one in FT mode RECORD, the other in REPLAY fed its log by tests/lab/ft_probe.cpp, which must
+# stop at the same synchronous exit with the same memory, registers and guest digest; the same
+# with a corrupted log, which the comparison must catch; a domain created by `xl create` with
+# ft="lab" (xl runs the hook, which starts the recording, before it unpauses the domain), its
+# log replayed into a second domain; and ft= the hook refuses, which must fail `xl create` and
+# leave no domain. It prints one PASS/FAIL line per check, the timeline and its duration.
 #
 # usage: tests/lab/smoke.sh [WORKDIR]          (default build/lab)
 # Env: XEN_WORKDIR (where hvm-patches/build works; default build/xen), XENFT_GUEST (the test guest ELF; default build/main/tests/guest/xenft-guest.elf),
@@ -41,11 +44,11 @@ for tool in qemu-system-x86_64 debootstrap mke2fs; do
     command -v $tool > /dev/null || { fail lab_smoke "$tool is missing (./scripts/install-deps)"; finish; }
 done
 
-stamp "building Xen with the patch series (the hypervisor and the controller's libraries)"
-if ! "$top/hvm-patches/build" --libs "$xen_work"; then fail xen_builds "hvm-patches/build --libs failed"; finish; fi
+stamp "building Xen with the patch series (the hypervisor and the tools)"
+if ! "$top/hvm-patches/build" --tools "$xen_work"; then fail xen_builds "hvm-patches/build --tools failed"; finish; fi
 pass xen_builds
 # The record/replay controller dom0 runs: xenft's Xen backend code linked statically with the
-# patched libraries, so that it runs beside Debian's Xen tools in dom0.
+# patched libraries.
 if [ -z "${XENFT_FT_PROBE:-}" ]; then
     stamp "building the record/replay probe"
     xen_usr=$xen_work/stage/usr
@@ -78,54 +81,113 @@ memory = 32
 vcpus = 1
 on_crash = "preserve"
 EOF
+# The patched xl and its libraries: dom0 runs them from the scenario disk (Debian's own tools
+# stay installed and provide xenstored and xenconsoled).
+mkdir -p "$payload/xen/lib"
+cp "$xen_work/stage/usr/sbin/xl" "$payload/xen/xl"
+cp -P "$xen_work"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
+# xenft's glue as the lab has it: until xenftd drives Xen (the Xen backend issue), the hook
+# the patched xl runs for ft="lab" starts the probe recording the domain.
+cat > "$payload/xl-hook" <<'EOF'
+#!/bin/sh
+# The lab's stand-in for /usr/libexec/xenft/xl-hook: start DOMAIN DOMID FTSPEC.
+action=$1 domain=$2 domid=$3 ft=$4
+case $action in
+start)
+    if [ "$ft" != lab ]; then
+        echo "xenft: domain $domain (id $domid): no FT configuration \"$ft\" in the lab" >&2
+        exit 1
+    fi
+    rm -f "/tmp/ft-$domid.ready"
+    /lab/xenft-ft-probe record "$domid" --log "/tmp/ft-$domid.log" --ready "/tmp/ft-$domid.ready" \
+        --ring-pages 2 --timeout-s 400 > "/tmp/ft-$domid.out" 2>&1 < /dev/null &
+    for i in $(seq 100); do
+        [ -f "/tmp/ft-$domid.ready" ] && exit 0
+        sleep 0.1
+    done
+    echo "xenft: domain $domain (id $domid): recording did not start: $(cat "/tmp/ft-$domid.out")" >&2
+    exit 1 ;;
+stop) exit 0 ;;
+esac
+EOF
+chmod +x "$payload/xl-hook"
 cat > "$payload/run" <<'EOF'
 #!/bin/sh
-if xl info > /tmp/info 2>&1; then
+export LD_LIBRARY_PATH=/lab/xen/lib
+xl=/lab/xen/xl
+mkdir -p /usr/libexec/xenft && cp /lab/xl-hook /usr/libexec/xenft/xl-hook
+if $xl info > /tmp/info 2>&1; then
     echo "LAB: xl info ok: $(grep -E '^(xen_version|virt_caps)' /tmp/info | tr -s ' ' | tr '\n' ' ')"
 else
     echo "LAB: FAIL xl info: $(tail -n 3 /tmp/info | tr '\n' ' ')"
 fi
-if xl create /lab/pvh-ft-off.cfg > /tmp/create 2>&1; then
+if $xl create /lab/pvh-ft-off.cfg > /tmp/create 2>&1; then
     echo "LAB: created smoke-ft-off"
 else
     echo "LAB: FAIL xl create: $(tail -n 5 /tmp/create | tr '\n' ' ')"
 fi
 for i in $(seq 60); do
-    xl dmesg | grep -q '(d1) work 32' && break
+    $xl dmesg | grep -q '(d1) work 32' && break
     sleep 2
 done
-xl dmesg | grep '(d1)' | head -n 1 | sed 's/^/LAB: guest: /'
-xl dmesg | grep '(d1)' | tail -n 1 | sed 's/^/LAB: guest: /'
-echo "LAB: guest work lines $(xl dmesg | grep -c '(d1) work ')"
-echo "LAB: guest state $(xl list smoke-ft-off 2>&1 | awk 'NR == 2 { print $5 }')"
-xl destroy smoke-ft-off
+$xl dmesg | grep '(d1)' | head -n 1 | sed 's/^/LAB: guest: /'
+$xl dmesg | grep '(d1)' | tail -n 1 | sed 's/^/LAB: guest: /'
+echo "LAB: guest work lines $($xl dmesg | grep -c '(d1) work ')"
+echo "LAB: guest state $($xl list smoke-ft-off 2>&1 | awk 'NR == 2 { print $5 }')"
+$xl destroy smoke-ft-off
 
 # Record and replay: two identical domains, created paused; the probe puts one in FT mode
 # RECORD and the other in REPLAY, forwards the log and compares them once both stopped.
-xl create -p /lab/pvh-ft-record.cfg > /tmp/create-rec 2>&1 || echo "LAB: FAIL xl create ft-record: $(tail -n 3 /tmp/create-rec | tr '\n' ' ')"
-xl create -p /lab/pvh-ft-replay.cfg > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
-rec=$(xl domid ft-record) rep=$(xl domid ft-replay)
-echo "LAB: ft domains $rec $rep"
-/lab/xenft-ft-probe "$rec" "$rep" --ring-pages 2 --timeout-s 400 2>&1 | sed 's/^/LAB: /'
-xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: guest: /'
-xl dmesg | grep -E "\(d($rec|$rep)\).*FT" | head -n 5 | sed 's/^/LAB: xen: /'
-echo "LAB: ft states $(for d in ft-record ft-replay; do xl list $d 2>&1 | awk 'NR == 2 { printf "%s=%s ", $1, $5 }'; done)"
-xl destroy ft-record
-xl destroy ft-replay
+$xl create -p /lab/pvh-ft.cfg 'name="ft-record"' > /tmp/create-rec 2>&1 || echo "LAB: FAIL xl create ft-record: $(tail -n 3 /tmp/create-rec | tr '\n' ' ')"
+$xl create -p /lab/pvh-ft.cfg 'name="ft-replay"' > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
+rec=$($xl domid ft-record) rep=$($xl domid ft-replay)
+/lab/xenft-ft-probe pair "$rec" "$rep" --ring-pages 2 --timeout-s 400 2>&1 | sed 's/^/LAB: pair: /'
+$xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: pair: guest: /'
+$xl dmesg | grep -E "d($rec|$rep)v0 FT" | head -n 5 | sed 's/^/LAB: pair: xen: /'
+echo "LAB: pair: states $(for d in ft-record ft-replay; do $xl list $d 2>&1 | awk 'NR == 2 { printf "%s=%s ", $1, $5 }'; done)"
+$xl destroy ft-record
+$xl destroy ft-replay
 
 # The same with one TSC value of the log changed on its way: the check must see the replay
 # go elsewhere.
-xl create -p /lab/pvh-ft-record.cfg 'name="ft-bad-record"' > /tmp/create-rec 2>&1 || echo "LAB: FAIL xl create ft-bad-record: $(tail -n 3 /tmp/create-rec | tr '\n' ' ')"
-xl create -p /lab/pvh-ft-replay.cfg 'name="ft-bad-replay"' > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-bad-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
-rec=$(xl domid ft-bad-record) rep=$(xl domid ft-bad-replay)
-/lab/xenft-ft-probe "$rec" "$rep" --ring-pages 2 --timeout-s 400 --corrupt-tsc 100 2>&1 | sed 's/^/LAB: corrupted log: /'
-xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: corrupted log: guest: /'
-xl destroy ft-bad-record
-xl destroy ft-bad-replay
+$xl create -p /lab/pvh-ft.cfg 'name="ft-bad-record"' > /tmp/create-rec 2>&1 || echo "LAB: FAIL xl create ft-bad-record: $(tail -n 3 /tmp/create-rec | tr '\n' ' ')"
+$xl create -p /lab/pvh-ft.cfg 'name="ft-bad-replay"' > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-bad-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
+rec=$($xl domid ft-bad-record) rep=$($xl domid ft-bad-replay)
+/lab/xenft-ft-probe pair "$rec" "$rep" --ring-pages 2 --timeout-s 400 --corrupt-tsc 100 2>&1 | sed 's/^/LAB: corrupted log: /'
+$xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: corrupted log: guest: /'
+$xl destroy ft-bad-record
+$xl destroy ft-bad-replay
+
+# ft= in the domain's configuration: the patched xl runs the hook before it unpauses the
+# domain, the hook starts the recording; then a second domain replays the recorded log.
+if $xl create /lab/pvh-ft.cfg 'name="ft-xl"' 'ft="lab"' > /tmp/create-xl 2>&1; then
+    rec=$($xl domid ft-xl)
+    echo "LAB: xl ft: created ft-xl (id $rec) with ft=\"lab\""
+    for i in $(seq 200); do
+        grep -q 'stopped\|FAIL' "/tmp/ft-$rec.out" 2> /dev/null && ! pgrep -f "record $rec " > /dev/null && break
+        sleep 1
+    done
+    sed 's/^/LAB: xl ft: record: /' "/tmp/ft-$rec.out"
+    $xl create -p /lab/pvh-ft.cfg 'name="ft-xl-replay"' > /tmp/create-rep 2>&1 || echo "LAB: FAIL xl create ft-xl-replay: $(tail -n 3 /tmp/create-rep | tr '\n' ' ')"
+    rep=$($xl domid ft-xl-replay)
+    /lab/xenft-ft-probe replay "$rep" --log "/tmp/ft-$rec.log" --ring-pages 2 --timeout-s 400 2>&1 | sed 's/^/LAB: xl ft: replay: /'
+    /lab/xenft-ft-probe compare "$rec" "$rep" 2>&1 | sed 's/^/LAB: xl ft: /'
+    $xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: xl ft: guest: /'
+    $xl destroy ft-xl
+    $xl destroy ft-xl-replay
+else
+    echo "LAB: FAIL xl create with ft=\"lab\": $(tail -n 3 /tmp/create-xl | tr '\n' ' ')"
+fi
+# A configuration the hook refuses: xl create fails with the hook's reason and leaves no domain.
+if $xl create /lab/pvh-ft.cfg 'name="ft-refused"' 'ft="nosuch"' > /tmp/create-bad 2>&1; then
+    echo "LAB: xl ft refused: created anyway"
+    $xl destroy ft-refused
+else
+    echo "LAB: xl ft refused: $(grep -E 'xenft|xl:' /tmp/create-bad | tr '\n' ' ')"
+    echo "LAB: xl ft refused: domains left $($xl list | grep -c ft-refused)"
+fi
 EOF
-for role in record replay; do
-    cat > "$payload/pvh-ft-$role.cfg" <<EOF
-name = "ft-$role"
+cat > "$payload/pvh-ft.cfg" <<EOF
 type = "pvh"
 kernel = "/lab/xenft-guest.elf"
 cmdline = "mode=replay-check units=256"
@@ -135,7 +197,6 @@ tsc_mode = "always_emulate"
 on_poweroff = "preserve"
 on_crash = "preserve"
 EOF
-done
 cp "$probe" "$payload/xenft-ft-probe"
 chmod +x "$payload/run"
 rm -f "$work/payload.img"
@@ -173,38 +234,59 @@ if seen 'LAB: guest state [-rbps]*$' && ! seen 'LAB: guest state .*c'; then
 else
     fail pvh_guest_did_not_crash "$(grep -a 'LAB: guest state' "$work/console.log")"
 fi
-# Record and replay (tests/lab/ft_probe.cpp prints what it compared).
-probe_line() { grep -a "LAB: ft-probe: $1" "$work/console.log" | head -n 1; }
-if [ -n "$(probe_line 'recorded: inject [1-9][0-9]* tsc [1-9][0-9]* io-read [1-9]')" ] && ! seen 'LAB: ft-probe: FAIL record '; then
-    pass ft_record_logs_injections_tsc_and_reads
-else
-    fail ft_record_logs_injections_tsc_and_reads "$(probe_line 'recorded:' || echo 'no record summary') $(probe_line 'FAIL' )"
-fi
-exits=$(probe_line 'synchronous exits:')
-if [[ $exits =~ recorder\ ([0-9]+),\ replayer\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] && [ "${BASH_REMATCH[1]}" -gt 0 ]; then
-    pass ft_replay_stops_at_the_recorded_exit
-else
-    fail ft_replay_stops_at_the_recorded_exit "${exits:-the replay did not finish: $(probe_line 'FAIL')}"
-fi
-memory=$(probe_line 'memory:')
-if [[ $memory =~ recorder\ ([0-9a-f]+)\ \(([0-9]+)\ pages\),\ replayer\ ([0-9a-f]+) ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[3]}" ]; then
-    pass ft_replay_memory_identical
-else
-    fail ft_replay_memory_identical "${memory:-no memory comparison} $(probe_line 'FAIL memory')"
-fi
-if seen 'LAB: ft-probe: vCPU registers equal'; then pass ft_replay_registers_identical; else fail ft_replay_registers_identical "$(probe_line 'FAIL vCPU' || echo 'no register comparison')"; fi
-digests=$(grep -a 'LAB: guest: (d[0-9]*) replay-check digest' "$work/console.log" | sed 's/.*digest //' | sort -u)
-if [ "$(grep -ac 'LAB: guest: (d[0-9]*) replay-check digest' "$work/console.log")" -eq 2 ] && [ "$(echo "$digests" | wc -l)" -eq 1 ]; then
-    pass ft_guest_digests_equal
-else
-    fail ft_guest_digests_equal "the two domains printed: $(echo $digests)"
-fi
-if seen 'LAB: ft-probe: PASS'; then pass ft_probe_passes; else fail ft_probe_passes "$(probe_line 'FAIL' || echo 'the probe did not finish')"; fi
+# Record and replay (tests/lab/ft_probe.cpp prints what it recorded and compared). $1 is the
+# scenario's prefix ("pair", "xl ft"), $2 the name its checks start with.
+line_of() { grep -a "LAB: $1: $2" "$work/console.log" | head -n 1; }
+check_replay() {
+    local scenario=$1 name=$2 exits memory digests
+    if [ -n "$(grep -a "LAB: $scenario: .*recording domain stopped at exit [1-9][0-9]*.*inject [1-9][0-9]*, tsc [1-9][0-9]*, io-read [1-9]" "$work/console.log")" ]; then
+        pass "${name}_logs_injections_tsc_and_reads"
+    else
+        fail "${name}_logs_injections_tsc_and_reads" "$(line_of "$scenario" '.*recording domain stopped' || echo 'no record summary') $(line_of "$scenario" '.*FAIL')"
+    fi
+    exits=$(line_of "$scenario" 'ft-probe: synchronous exits:')
+    if [[ $exits =~ recorder\ ([0-9]+),\ replayer\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[2]}" ] && [ "${BASH_REMATCH[1]}" -gt 0 ]; then
+        pass "${name}_replay_stops_at_the_recorded_exit"
+    else
+        fail "${name}_replay_stops_at_the_recorded_exit" "${exits:-the replay did not finish: $(line_of "$scenario" '.*FAIL')}"
+    fi
+    memory=$(line_of "$scenario" 'ft-probe: memory:')
+    if [[ $memory =~ recorder\ ([0-9a-f]+)\ \(([0-9]+)\ pages\),\ replayer\ ([0-9a-f]+) ]] && [ "${BASH_REMATCH[1]}" = "${BASH_REMATCH[3]}" ]; then
+        pass "${name}_replay_memory_identical"
+    else
+        fail "${name}_replay_memory_identical" "${memory:-no memory comparison} $(line_of "$scenario" 'ft-probe: FAIL memory')"
+    fi
+    if [ -n "$(line_of "$scenario" 'ft-probe: vCPU registers equal')" ]; then
+        pass "${name}_replay_registers_identical"
+    else
+        fail "${name}_replay_registers_identical" "$(line_of "$scenario" 'ft-probe: FAIL vCPU' || echo 'no register comparison')"
+    fi
+    digests=$(grep -a "LAB: $scenario: guest: (d[0-9]*) replay-check digest" "$work/console.log" | sed 's/.*digest //' | sort -u)
+    if [ "$(grep -ac "LAB: $scenario: guest: (d[0-9]*) replay-check digest" "$work/console.log")" -eq 2 ] && [ "$(echo "$digests" | wc -l)" -eq 1 ]; then
+        pass "${name}_guest_digests_equal"
+    else
+        fail "${name}_guest_digests_equal" "the two domains printed: $(echo $digests)"
+    fi
+    if [ -n "$(line_of "$scenario" 'ft-probe: PASS')" ]; then
+        pass "${name}_probe_passes"
+    else
+        fail "${name}_probe_passes" "$(line_of "$scenario" '.*FAIL' || echo 'the probe did not finish')"
+    fi
+}
+check_replay pair ft_pair
 bad_digests=$(grep -a 'LAB: corrupted log: guest: (d[0-9]*) replay-check digest' "$work/console.log" | sed 's/.*digest //' | sort -u | wc -l)
 if seen 'LAB: corrupted log: ft-probe: FAIL memory differs' && [ "$bad_digests" -eq 2 ]; then
     pass ft_replay_check_detects_a_corrupted_log
 else
     fail ft_replay_check_detects_a_corrupted_log "with one TSC value changed: $(grep -a 'LAB: corrupted log: ft-probe: \(PASS\|FAIL\)' "$work/console.log" | head -n 2 | tr '\n' ' ') ($bad_digests distinct digests)"
+fi
+if seen 'LAB: xl ft: created ft-xl (id [0-9]*) with ft="lab"'; then pass xl_create_with_ft_starts_recording; else fail xl_create_with_ft_starts_recording "$(grep -a 'LAB: FAIL xl create with ft' "$work/console.log" | head -n 1)"; fi
+check_replay "xl ft" xl_ft
+if seen 'LAB: xl ft refused: .*no FT configuration "nosuch"' && seen 'LAB: xl ft refused: .*could not start; the domain is destroyed' &&
+   seen 'LAB: xl ft refused: domains left 0'; then
+    pass xl_create_fails_cleanly_when_ft_cannot_start
+else
+    fail xl_create_fails_cleanly_when_ft_cannot_start "$(grep -a 'LAB: xl ft refused' "$work/console.log" | tr '\n' ' ')"
 fi
 if seen 'LAB: FAIL'; then fail no_failures_in_dom0 "$(grep -a 'LAB: FAIL' "$work/console.log" | head -n 3 | tr '\n' ' ')"; fi
 if seen 'LAB: done'; then pass scenario_completes; else fail scenario_completes "dom0 did not finish the scenario (see $work/serial.log)"; fi
