@@ -16,7 +16,8 @@
  *   mode=idle               HLT; the timer interrupt reads the clock and returns
  *   mode=replay-check       a finite run for the lab's record/replay check (units=N, default
  *                           64): integer work, RDTSC and clock reads, a HLT every fourth unit;
- *                           then prints "replay-check digest HEX ticks N" and stops with
+ *                           then prints "replay-check digest HEX ticks N tsc-back N" (the
+ *                           times RDTSC went backwards) and stops with
  *                           CLI; HLT (Xen powers the domain off at that exit)
  * Every clock value and the point where each timer tick arrived go into a running hash, so a
  * replay that delivers anything differently ends with a different memory state.
@@ -284,10 +285,14 @@ static void run_replay_check(void)
 {
     char buf[12];
     uint64_t units = option("units", buf, sizeof buf) ? parse_dec(buf) : 64;
+    uint64_t last_tsc = 0, tsc_back = 0; /* a backup gone live must not turn the clock back */
     for (uint64_t unit = 1; unit <= units; ++unit) {
         for (uint64_t i = 0; i < 1024; ++i)
             work_counter = mix(work_counter, i);
-        state = mix(state, rdtsc());
+        const uint64_t tsc = rdtsc();
+        tsc_back += tsc < last_tsc;
+        last_tsc = tsc;
+        state = mix(state, tsc);
         state = mix(state, mmio_read64(CLOCK_BASE));
         if (unit % 4 == 0)
             __asm__ volatile("hlt");
@@ -302,6 +307,8 @@ static void run_replay_check(void)
     put_hex(mix(state, work_counter));
     puts(" ticks ");
     put_dec(ticks);
+    puts(" tsc-back ");
+    put_dec(tsc_back);
     puts("\n");
     for (;;)
         __asm__ volatile("hlt");

@@ -8,8 +8,10 @@
 //                  R (created paused, e.g. by `xl create` with ft=, whose hook starts this)
 //                  records into FILE until it stops; FILE gets the replay stream; --ready is
 //                  created once FT is on, so the hook can let xl unpause the domain
-//   replay P --log FILE
-//                  P (created paused) replays FILE until it stops
+//   replay P --log FILE [--go-live-after N]
+//                  P (created paused) replays FILE until it stops; with --go-live-after, only
+//                  the first N records (to a whole exit), then P goes live (the backup's
+//                  failover) and must run on to its end by itself
 //   compare R P    R and P stopped at the same synchronous exit with the same memory and
 //                  registers
 //
@@ -51,11 +53,12 @@ struct Options {
     int timeout_s = 600;
     std::uint64_t memory_mb = 32;
     std::uint64_t corrupt_tsc = 0; // 0: none
+    std::uint64_t go_live_after = 0; // 0: replay the whole log
 };
 
 constexpr const char* kUsage =
     "usage: xenft-ft-probe pair RECORD_DOMID REPLAY_DOMID | record DOMID --log FILE [--ready FILE] |\n"
-    "                      replay DOMID --log FILE | compare RECORD_DOMID REPLAY_DOMID\n"
+    "                      replay DOMID --log FILE [--go-live-after N] | compare RECORD_DOMID REPLAY_DOMID\n"
     "       options: --ring-pages N, --timeout-s S, --memory-mb M, --corrupt-tsc K\n";
 
 [[noreturn]] void usage(const std::string& why)
@@ -95,6 +98,8 @@ Options parse(int argc, char** argv)
             o.memory_mb = number(argv[++i], a);
         else if (a == "--corrupt-tsc" && has_value)
             o.corrupt_tsc = number(argv[++i], a);
+        else if (a == "--go-live-after" && has_value)
+            o.go_live_after = number(argv[++i], a);
         else if (!a.empty() && a[0] != '-')
             o.domids.push_back(static_cast<std::uint32_t>(number(argv[i], "a domain id")));
         else
@@ -494,6 +499,28 @@ int run_record(const Options& o)
     return recorder.logged_every_kind() ? 0 : fail("the log lacks injections, TSC reads or device reads");
 }
 
+// After going live: the domain runs by itself (Xen's timers re-armed, its TSC continuing) to the
+// guest's end.
+int run_live(const xen::XenControl& xc, std::uint32_t domid, std::chrono::steady_clock::time_point start,
+             int timeout_s)
+{
+    for (;;) {
+        auto info = xc.domain_info(domid);
+        if (!info)
+            return fail(info.error());
+        if (info->crashed)
+            return fail("the domain crashed after going live (xl dmesg says why)");
+        if (info->shutdown) {
+            say("the live domain ran to its end after " + std::to_string(ms_since(start)) + " ms");
+            return 0;
+        }
+        if (ms_since(start) > timeout_s * 1000LL)
+            return fail("the live domain did not reach its end within " + std::to_string(timeout_s) +
+                        " s (are its timers armed?)");
+        ::usleep(20000);
+    }
+}
+
 int run_replay(const Options& o)
 {
     std::ifstream in(o.log_path, std::ios::binary);
@@ -510,9 +537,12 @@ int run_replay(const Options& o)
     auto rep = xen::FtSession::enable(h->xc, h->fm, o.domids[0], xen::FtSession::Mode::replay, o.ring_pages);
     if (!rep)
         return fail(rep.error());
-    say("domain " + std::to_string(o.domids[0]) + " replays " + std::to_string(stream.size()) + " records from " +
-        o.log_path);
-    if (auto r = h->xc.unpause(o.domids[0]); !r)
+    const std::uint32_t domid = o.domids[0];
+    if (o.go_live_after)
+        stream.resize(whole_exits_prefix(stream, o.go_live_after));
+    say("domain " + std::to_string(domid) + " replays " + std::to_string(stream.size()) + " records from " +
+        o.log_path + (o.go_live_after ? ", then goes live" : ""));
+    if (auto r = h->xc.unpause(domid); !r)
         return fail(r.error());
     Replayer replayer(h->xc, **rep);
     const auto start = std::chrono::steady_clock::now();
@@ -521,6 +551,23 @@ int run_replay(const Options& o)
             return fail("timed out after " + std::to_string(o.timeout_s) + " s at exit " + std::to_string(replayer.exits()));
         if (auto r = replayer.feed(stream); !r)
             return fail(r.error());
+        if (o.go_live_after && stream.empty() && replayer.unreplayed() <= 1) {
+            // The log is consumed (all but an injection Xen holds back for the next entry,
+            // which going live delivers): the failover.
+            const std::uint64_t exit = replayer.exits();
+            if (auto r = h->xc.pause(domid); !r)
+                return fail(r.error());
+            auto live = (*rep)->go_live();
+            if (auto r = h->xc.unpause(domid); !r)
+                return fail(r.error());
+            if (!live)
+                return fail(live.error());
+            if (*live) {
+                say("domain " + std::to_string(domid) + " went live at exit " + std::to_string(exit) + " after " +
+                    std::to_string(ms_since(start)) + " ms");
+                return run_live(h->xc, domid, start, o.timeout_s);
+            }
+        }
         wait_for_events({rep->get()});
     }
     say("replaying domain stopped at exit " + std::to_string(replayer.exits()) + " after " +

@@ -8,7 +8,8 @@
 # stop at the same synchronous exit with the same memory, registers and guest digest; the same
 # with a corrupted log, which the comparison must catch; a domain created by `xl create` with
 # ft="lab" (xl runs the hook, which starts the recording, before it unpauses the domain), its
-# log replayed into a second domain; and ft= the hook refuses, which must fail `xl create` and
+# log replayed into a second domain, and part of it into a third, which then goes live and
+# must run to its end on its own; and ft= the hook refuses, which must fail `xl create` and
 # leave no domain. It prints one PASS/FAIL line per check, the timeline and its duration.
 #
 # usage: tests/lab/smoke.sh [WORKDIR]          (default build/lab)
@@ -173,8 +174,17 @@ if $xl create /lab/pvh-ft.cfg 'name="ft-xl"' 'ft="lab"' > /tmp/create-xl 2>&1; t
     /lab/xenft-ft-probe replay "$rep" --log "/tmp/ft-$rec.log" --ring-pages 2 --timeout-s 400 2>&1 | sed 's/^/LAB: xl ft: replay: /'
     /lab/xenft-ft-probe compare "$rec" "$rep" 2>&1 | sed 's/^/LAB: xl ft: /'
     $xl dmesg | grep -E "\(d($rec|$rep)\) replay-check digest" | sed 's/^/LAB: xl ft: guest: /'
-    $xl destroy ft-xl
     $xl destroy ft-xl-replay
+    # Failover: a third domain replays the first 2,000 records of that log, goes live and must
+    # run on to its end by itself (timers re-armed, the TSC never going back).
+    $xl create -p /lab/pvh-ft.cfg 'name="ft-live"' > /tmp/create-live 2>&1 || echo "LAB: FAIL xl create ft-live: $(tail -n 3 /tmp/create-live | tr '\n' ' ')"
+    live=$($xl domid ft-live)
+    /lab/xenft-ft-probe replay "$live" --log "/tmp/ft-$rec.log" --go-live-after 2000 --ring-pages 2 --timeout-s 300 2>&1 | sed 's/^/LAB: go live: /'
+    $xl dmesg | grep -E "\(d$live\) replay-check digest" | sed 's/^/LAB: go live: guest: /'
+    $xl dmesg | grep "d$live: FT replay ends" | sed 's/^/LAB: go live: xen: /'
+    echo "LAB: go live: state $($xl list ft-live 2>&1 | awk 'NR == 2 { print $5 }')"
+    $xl destroy ft-live
+    $xl destroy ft-xl
 else
     echo "LAB: FAIL xl create with ft=\"lab\": $(tail -n 3 /tmp/create-xl | tr '\n' ' ')"
 fi
@@ -282,6 +292,22 @@ else
 fi
 if seen 'LAB: xl ft: created ft-xl (id [0-9]*) with ft="lab"'; then pass xl_create_with_ft_starts_recording; else fail xl_create_with_ft_starts_recording "$(grep -a 'LAB: FAIL xl create with ft' "$work/console.log" | head -n 1)"; fi
 check_replay "xl ft" xl_ft
+if seen 'LAB: go live: ft-probe: domain [0-9]* went live at exit [1-9]'; then
+    pass go_live_after_a_partial_log
+else
+    fail go_live_after_a_partial_log "$(grep -a 'LAB: go live: ' "$work/console.log" | head -n 4 | tr '\n' ' ')"
+fi
+if seen 'LAB: go live: ft-probe: the live domain ran to its end' && seen 'LAB: go live: guest: (d[0-9]*) replay-check digest' &&
+   seen 'LAB: go live: state [-rbp]*s[-]*$'; then
+    pass go_live_domain_runs_to_its_end_with_its_timers
+else
+    fail go_live_domain_runs_to_its_end_with_its_timers "$(grep -a 'LAB: go live: ' "$work/console.log" | tail -n 4 | tr '\n' ' ')"
+fi
+if seen 'LAB: go live: guest: (d[0-9]*) replay-check digest .* tsc-back 0$'; then
+    pass go_live_tsc_never_goes_back
+else
+    fail go_live_tsc_never_goes_back "$(grep -a 'LAB: go live: guest' "$work/console.log" || echo 'the live guest did not finish')"
+fi
 if seen 'LAB: xl ft refused: .*no FT configuration "nosuch"' && seen 'LAB: xl ft refused: .*could not start; the domain is destroyed' &&
    seen 'LAB: xl ft refused: domains left 0'; then
     pass xl_create_fails_cleanly_when_ft_cannot_start
