@@ -14,6 +14,9 @@
 #
 # usage: tests/lab/smoke.sh [WORKDIR]          (default build/lab)
 # Env: XEN_WORKDIR (where hvm-patches/build works; default build/xen), XENFT_GUEST (the test guest ELF; default build/main/tests/guest/xenft-guest.elf),
+#      XENFT_XL_HOOK (xenft's xl glue; default build/main/dom0-tools/xl/xl-hook),
+#      LAB_DEBS (a directory of .debs: the patched Xen packages of `make xen-deb` and xenft's;
+#      dom0 then runs Xen, xl and xenft as installed from them instead of the staged build),
 #      LAB_TIMEOUT_S (default 900), CASES_FILE (default WORKDIR/lab_smoke.cases).
 set -uo pipefail
 
@@ -24,6 +27,8 @@ work=$(cd "$work" && pwd)
 xen_work=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 probe=${XENFT_FT_PROBE:-$work/xenft-ft-probe}
+hook=${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}
+debs=${LAB_DEBS:-}
 timeout_s=${LAB_TIMEOUT_S:-900}
 cases=${CASES_FILE:-$work/lab_smoke.cases}
 : > "$cases"
@@ -41,12 +46,16 @@ finish() {
 
 [ "$(id -u)" -eq 0 ] || { fail lab_smoke "needs root (debootstrap, mke2fs -d of a root filesystem)"; finish; }
 [ -f "$guest" ] || { fail lab_smoke "no test guest at $guest (build it: ./scripts/build)"; finish; }
+[ -n "$debs" ] || [ -f "$hook" ] || { fail lab_smoke "no xl hook at $hook (build it: ./scripts/build)"; finish; }
 for tool in qemu-system-x86_64 debootstrap mke2fs; do
     command -v $tool > /dev/null || { fail lab_smoke "$tool is missing (./scripts/install-deps)"; finish; }
 done
 
-stamp "building Xen with the patch series (the hypervisor and the tools)"
-if ! "$top/hvm-patches/build" --tools "$xen_work"; then fail xen_builds "hvm-patches/build --tools failed"; finish; fi
+# The staged tools, or with LAB_DEBS only the libraries the probe links with.
+what=--tools
+[ -n "$debs" ] && what=--libs
+stamp "building Xen with the patch series (hvm-patches/build $what)"
+if ! "$top/hvm-patches/build" $what "$xen_work"; then fail xen_builds "hvm-patches/build $what failed"; finish; fi
 pass xen_builds
 # The record/replay controller dom0 runs: xenft's Xen backend code linked statically with the
 # patched libraries.
@@ -67,7 +76,7 @@ if [ -z "${XENFT_FT_PROBE:-}" ]; then
     fi
 fi
 stamp "preparing dom0"
-if ! "$top/tests/lab/rootfs.sh" "$work"; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
+if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
 
 # The scenario disk: what dom0 runs, and the guest.
 payload=$work/payload
@@ -83,10 +92,13 @@ vcpus = 1
 on_crash = "preserve"
 EOF
 # The patched xl and its libraries: dom0 runs them from the scenario disk (Debian's own tools
-# stay installed and provide xenstored and xenconsoled).
-mkdir -p "$payload/xen/lib"
-cp "$xen_work/stage/usr/sbin/xl" "$payload/xen/xl"
-cp -P "$xen_work"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
+# stay installed and provide xenstored and xenconsoled), unless it has them from LAB_DEBS.
+if [ -z "$debs" ]; then
+    mkdir -p "$payload/xen/lib"
+    cp "$xen_work/stage/usr/sbin/xl" "$payload/xen/xl"
+    cp -P "$xen_work"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
+    cp "$hook" "$payload/xenft-xl-hook"
+fi
 # xenft's glue as the lab has it: until xenftd drives Xen (the Xen backend issue), the hook
 # the patched xl runs for ft="lab" starts the probe recording the domain.
 cat > "$payload/xl-hook" <<'EOF'
@@ -114,26 +126,44 @@ EOF
 chmod +x "$payload/xl-hook"
 cat > "$payload/run" <<'EOF'
 #!/bin/sh
-export LD_LIBRARY_PATH=/lab/xen/lib
-xl=/lab/xen/xl
-mkdir -p /usr/libexec/xenft && cp /lab/xl-hook /usr/libexec/xenft/xl-hook
+if [ -x /lab/xen/xl ]; then
+    export LD_LIBRARY_PATH=/lab/xen/lib
+    xl=/lab/xen/xl
+    mkdir -p /usr/libexec/xenft && cp /lab/xenft-xl-hook /usr/libexec/xenft/xl-hook
+else
+    xl=xl
+    echo "LAB: packages $(dpkg-query -W -f '${Package}=${Version} ' xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xenft 2>&1)"
+    echo "LAB: xenft --version: $(xenft --version 2>&1 | head -n 1)"
+fi
 if $xl info > /tmp/info 2>&1; then
     echo "LAB: xl info ok: $(grep -E '^(xen_version|virt_caps)' /tmp/info | tr -s ' ' | tr '\n' ' ')"
 else
     echo "LAB: FAIL xl info: $(tail -n 3 /tmp/info | tr '\n' ' ')"
 fi
+# ft= that xenft's glue refuses (no /etc/xenft/nosuch.conf): xl create fails with its reason
+# and leaves no domain.
+if $xl create /lab/pvh-ft.cfg 'name="ft-refused"' 'ft="nosuch"' > /tmp/create-bad 2>&1; then
+    echo "LAB: xl ft refused: created anyway"
+    $xl destroy ft-refused
+else
+    echo "LAB: xl ft refused: $(grep -E 'xenft|xl:' /tmp/create-bad | tr '\n' ' ')"
+    echo "LAB: xl ft refused: domains left $($xl list | grep -c ft-refused)"
+fi
+# From here on the lab's stand-in for the glue records ft="lab" domains.
+cp /lab/xl-hook /usr/libexec/xenft/xl-hook
 if $xl create /lab/pvh-ft-off.cfg > /tmp/create 2>&1; then
     echo "LAB: created smoke-ft-off"
 else
     echo "LAB: FAIL xl create: $(tail -n 5 /tmp/create | tr '\n' ' ')"
 fi
+off=$($xl domid smoke-ft-off)
 for i in $(seq 60); do
-    $xl dmesg | grep -q '(d1) work 32' && break
+    $xl dmesg | grep -q "(d$off) work 32" && break
     sleep 2
 done
-$xl dmesg | grep '(d1)' | head -n 1 | sed 's/^/LAB: guest: /'
-$xl dmesg | grep '(d1)' | tail -n 1 | sed 's/^/LAB: guest: /'
-echo "LAB: guest work lines $($xl dmesg | grep -c '(d1) work ')"
+$xl dmesg | grep "(d$off)" | head -n 1 | sed 's/^/LAB: guest: /'
+$xl dmesg | grep "(d$off)" | tail -n 1 | sed 's/^/LAB: guest: /'
+echo "LAB: guest work lines $($xl dmesg | grep -c "(d$off) work ")"
 echo "LAB: guest state $($xl list smoke-ft-off 2>&1 | awk 'NR == 2 { print $5 }')"
 $xl destroy smoke-ft-off
 
@@ -188,14 +218,6 @@ if $xl create /lab/pvh-ft.cfg 'name="ft-xl"' 'ft="lab"' > /tmp/create-xl 2>&1; t
 else
     echo "LAB: FAIL xl create with ft=\"lab\": $(tail -n 3 /tmp/create-xl | tr '\n' ' ')"
 fi
-# A configuration the hook refuses: xl create fails with the hook's reason and leaves no domain.
-if $xl create /lab/pvh-ft.cfg 'name="ft-refused"' 'ft="nosuch"' > /tmp/create-bad 2>&1; then
-    echo "LAB: xl ft refused: created anyway"
-    $xl destroy ft-refused
-else
-    echo "LAB: xl ft refused: $(grep -E 'xenft|xl:' /tmp/create-bad | tr '\n' ' ')"
-    echo "LAB: xl ft refused: domains left $($xl list | grep -c ft-refused)"
-fi
 EOF
 cat > "$payload/pvh-ft.cfg" <<EOF
 type = "pvh"
@@ -212,7 +234,7 @@ chmod +x "$payload/run"
 rm -f "$work/payload.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload.img" 64M
 
-gunzip -c "$xen_work/stage/boot/xen.gz" > "$work/xen"
+if [ -n "$debs" ]; then gunzip -c "$work/xen.gz" > "$work/xen"; else gunzip -c "$xen_work/stage/boot/xen.gz" > "$work/xen"; fi
 stamp "booting Xen and dom0 under QEMU (TCG), timeout $timeout_s s"
 rm -f "$work/serial.log"
 timeout "$timeout_s" qemu-system-x86_64 -machine q35,accel=tcg -cpu qemu64,+svm,+npt -smp 1 -m 2048 \
@@ -230,11 +252,19 @@ tr -d '\r' < "$work/serial.log" > "$work/console.log"
 grep -a 'LAB: ' "$work/console.log" | sed 's/^/    /'
 
 seen() { grep -aq -- "$1" "$work/console.log"; }
+if [ -n "$debs" ]; then
+    if seen 'LAB: packages xen-hypervisor-4.17-amd64=[^ ]*+xenft1 xen-utils-4.17=[^ ]*+xenft1 libxenmisc4.17=[^ ]*+xenft1 xenft=' &&
+       seen 'LAB: xenft --version: xenft [0-9]'; then
+        pass dom0_runs_the_packaged_patched_xen_and_xenft
+    else
+        fail dom0_runs_the_packaged_patched_xen_and_xenft "$(grep -a 'LAB: \(packages\|xenft --version\)' "$work/console.log" | tr '\n' ' ')"
+    fi
+fi
 if seen '(XEN) Xen version 4.17'; then pass patched_xen_boots; else fail patched_xen_boots "no Xen banner on the serial console"; fi
 if seen 'LAB: dom0 up'; then pass dom0_boots_with_xenstored; else fail dom0_boots_with_xenstored "dom0 did not come up"; fi
 if seen 'LAB: xl info ok: .*virt_caps.*hvm'; then pass xl_info_shows_hvm; else fail xl_info_shows_hvm "xl info failed or shows no hvm"; fi
 work_lines=$(grep -a 'LAB: guest work lines' "$work/console.log" | tr -dc '0-9\n' | tail -n 1)
-if seen 'LAB: guest: (d1) xenft test guest: ready, mode cpu' && [ "${work_lines:-0}" -ge 2 ]; then
+if seen 'LAB: guest: (d[0-9]*) xenft test guest: ready, mode cpu' && [ "${work_lines:-0}" -ge 2 ]; then
     pass pvh_guest_runs_with_ft_off
 else
     fail pvh_guest_runs_with_ft_off "the PVH guest did not start or did not work (${work_lines:-0} 'work' lines through port 0xe9)"
@@ -308,7 +338,8 @@ if seen 'LAB: go live: guest: (d[0-9]*) replay-check digest .* tsc-back 0$'; the
 else
     fail go_live_tsc_never_goes_back "$(grep -a 'LAB: go live: guest' "$work/console.log" || echo 'the live guest did not finish')"
 fi
-if seen 'LAB: xl ft refused: .*no FT configuration "nosuch"' && seen 'LAB: xl ft refused: .*could not start; the domain is destroyed' &&
+if seen 'LAB: xl ft refused: xenft: domain ft-refused (id [0-9]*): ft="nosuch" but [^ ]*/xenft/nosuch.conf does not exist' &&
+   seen 'LAB: xl ft refused: .*could not start; the domain is destroyed' &&
    seen 'LAB: xl ft refused: domains left 0'; then
     pass xl_create_fails_cleanly_when_ft_cannot_start
 else
