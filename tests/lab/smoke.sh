@@ -28,7 +28,7 @@ xen_work=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 probe=${XENFT_FT_PROBE:-$work/xenft-ft-probe}
 hook=${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}
-debs=${LAB_DEBS:-}
+debs=${LAB_DEBS:+$(cd "$LAB_DEBS" 2> /dev/null && pwd || echo "$LAB_DEBS")}
 timeout_s=${LAB_TIMEOUT_S:-900}
 cases=${CASES_FILE:-$work/lab_smoke.cases}
 : > "$cases"
