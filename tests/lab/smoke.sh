@@ -253,7 +253,8 @@ grep -a 'LAB: ' "$work/console.log" | sed 's/^/    /'
 
 seen() { grep -aq -- "$1" "$work/console.log"; }
 if [ -n "$debs" ]; then
-    if seen 'LAB: packages xen-hypervisor-4.17-amd64=[^ ]*+xenft1 xen-utils-4.17=[^ ]*+xenft1 libxenmisc4.17=[^ ]*+xenft1 xenft=' &&
+    if seen 'LAB: packages .*xen-hypervisor-4.17-amd64=[^ ]*+xenft1 ' && seen 'LAB: packages .*xen-utils-4.17=[^ ]*+xenft1 ' &&
+       seen 'LAB: packages .*libxenmisc4.17=[^ ]*+xenft1 ' && seen 'LAB: packages .*xenft=[0-9]' &&
        seen 'LAB: xenft --version: xenft [0-9]'; then
         pass dom0_runs_the_packaged_patched_xen_and_xenft
     else
