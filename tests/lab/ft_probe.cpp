@@ -234,6 +234,16 @@ std::size_t whole_exits_prefix(const std::vector<xen::FtRecord>& records, std::s
     return n;
 }
 
+enum class DomainState { running, stopped, crashed };
+
+// stopped: the guest reached its end (Xen shut the domain down, the lab preserves it).
+Expected<DomainState, std::string> domain_state(const xen::XenControl& xc, std::uint32_t domid)
+{
+    auto info = xc.domain_info(domid);
+    if (!info)
+        return unexpected(info.error());
+    return info->crashed ? DomainState::crashed : info->shutdown ? DomainState::stopped : DomainState::running;
+}
 
 // The recording side: takes what Xen logged and turns it into the replay stream, exit by exit
 // (the replaying vCPU must find all values of an exit once it may enter the guest before it)
@@ -249,12 +259,12 @@ public:
     {
         // `exits` before the records: those of earlier exits are then all in the ring.
         const std::uint64_t exits = session_.ring().exits();
-        auto info = xc_.domain_info(session_.domid());
-        if (!info)
-            return unexpected(info.error());
-        if (info->crashed)
+        auto state = domain_state(xc_, session_.domid());
+        if (!state)
+            return unexpected(state.error());
+        if (*state == DomainState::crashed)
             return unexpected(std::string("the recording domain crashed (xl dmesg says why)"));
-        const bool stopped = info->shutdown;
+        const bool stopped = *state == DomainState::stopped;
         const std::size_t before = held_.size();
         if (session_.ring().take(held_, session_.ring().slots()))
             if (auto r = session_.channel().notify(); !r) // room again, should the vCPU wait for it
@@ -280,7 +290,7 @@ public:
             ++ready;
         stream.insert(stream.end(), held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(ready));
         held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(ready));
-        if (passed > progress_ || (passed == 0 && stopped && !stopped_)) {
+        if (passed > progress_) {
             xen::FtRecord p{};
             p.exit = passed;
             p.type = XEN_FT_REC_PROGRESS;
@@ -288,14 +298,11 @@ public:
             progress_ = passed;
             ++progress_records_;
         }
-        if (stopped && !stopped_)
-            final_exits_ = now;
         stopped_ = stopped;
         return true;
     }
 
     bool stopped() const { return stopped_; }
-    std::uint64_t final_exits() const { return final_exits_; }
     std::string summary() const
     {
         std::string s = std::to_string(records_) + " records (";
@@ -319,7 +326,7 @@ private:
     std::uint64_t corrupt_tsc_;
     std::vector<xen::FtRecord> held_; // records of exits the recorder has not passed yet
     std::map<std::uint16_t, std::uint64_t> by_type_;
-    std::uint64_t records_ = 0, progress_records_ = 0, last_exit_ = 0, progress_ = 0, final_exits_ = 0;
+    std::uint64_t records_ = 0, progress_records_ = 0, last_exit_ = 0, progress_ = 0;
     bool stopped_ = false;
 };
 
@@ -336,13 +343,13 @@ public:
         if (put)
             if (auto r = session_.channel().notify(); !r)
                 return unexpected(r.error());
-        auto info = xc_.domain_info(session_.domid());
-        if (!info)
-            return unexpected(info.error());
-        if (info->crashed)
+        auto state = domain_state(xc_, session_.domid());
+        if (!state)
+            return unexpected(state.error());
+        if (*state == DomainState::crashed)
             return unexpected("the replaying domain crashed at exit " + std::to_string(session_.ring().exits()) +
                               " (xl dmesg names the record)");
-        stopped_ = info->shutdown;
+        stopped_ = *state == DomainState::stopped;
         return true;
     }
     bool stopped() const { return stopped_; }
@@ -450,7 +457,7 @@ int run_pair(const Options& o)
         if (auto r = recorder.step(stream); !r)
             return fail(r.error());
         if (recorder.stopped() && !said_stopped) {
-            say("recording domain stopped at exit " + std::to_string(recorder.final_exits()) + " after " +
+            say("recording domain stopped at exit " + std::to_string(recorder.exits()) + " after " +
                 std::to_string(ms_since(start)) + " ms; " + recorder.summary());
             said_stopped = true;
         }
@@ -495,7 +502,7 @@ int run_record(const Options& o)
         if (!log.flush())
             return fail("cannot write " + o.log_path + ": " + std::strerror(errno));
     }
-    say("recording domain stopped at exit " + std::to_string(recorder.final_exits()) + "; " + recorder.summary());
+    say("recording domain stopped at exit " + std::to_string(recorder.exits()) + "; " + recorder.summary());
     return recorder.logged_every_kind() ? 0 : fail("the log lacks injections, TSC reads or device reads");
 }
 
@@ -505,12 +512,12 @@ int run_live(const xen::XenControl& xc, std::uint32_t domid, std::chrono::steady
              int timeout_s)
 {
     for (;;) {
-        auto info = xc.domain_info(domid);
-        if (!info)
-            return fail(info.error());
-        if (info->crashed)
+        auto state = domain_state(xc, domid);
+        if (!state)
+            return fail(state.error());
+        if (*state == DomainState::crashed)
             return fail("the domain crashed after going live (xl dmesg says why)");
-        if (info->shutdown) {
+        if (*state == DomainState::stopped) {
             say("the live domain ran to its end after " + std::to_string(ms_since(start)) + " ms");
             return 0;
         }
