@@ -9,8 +9,9 @@
  * virtio-blk at 0xfeb02000 (vector 0x51).
  *
  * The command line (hvm_start_info, Xen's cmdline=) picks the mode:
- *   mode=service (default)  the key-value service of service.c on ip= (default 10.0.2.15),
- *                           with background work and clock reads between HLTs
+ *   mode=service (default)  in user mode: lwIP on ip= (default 10.0.2.15, a /24), the UDP
+ *                           key-value service on port 7000 and the HTTP service on port 80,
+ *                           with background work and clock reads between sleeps
  *   mode=cpu                integer work with a clock read every 4,096 steps (the only
  *                           exits); prints "work N" every 16 units of 4,096 steps
  *   mode=idle               HLT; the timer interrupt reads the clock and returns
@@ -27,9 +28,12 @@
 #define UART_PORT 0x3f8
 #define TIMER_PERIOD_TICKS 100000u /* 1 ms at the APIC's 100 MHz bus clock, divide by 1 */
 
-extern char isr_236[], isr_80[], isr_81[], isr_fault[];
+extern char isr_236[], isr_80[], isr_81[], isr_invalid_opcode[], gdt_tss[];
+extern void* const fault_stubs[32];
+void enter_user(void (*entry)(void), void* stack) __attribute__((noreturn));
 
 static volatile uint64_t ticks;
+static volatile uint32_t pending_events; /* set by interrupts, taken by take_events() */
 static volatile uint64_t state = 0xcbf29ce484222325ull;
 static uint64_t work_counter;
 
@@ -41,32 +45,6 @@ struct idt_entry {
 } __attribute__((packed));
 
 static struct idt_entry idt[256] __attribute__((aligned(16)));
-
-void* memcpy(void* dst, const void* src, size_t n)
-{
-    uint8_t* d = dst;
-    const uint8_t* s = src;
-    while (n--)
-        *d++ = *s++;
-    return dst;
-}
-
-void* memset(void* dst, int c, size_t n)
-{
-    uint8_t* d = dst;
-    while (n--)
-        *d++ = (uint8_t)c;
-    return dst;
-}
-
-int memcmp(const void* a, const void* b, size_t n)
-{
-    const uint8_t *x = a, *y = b;
-    for (; n; --n, ++x, ++y)
-        if (*x != *y)
-            return *x < *y ? -1 : 1;
-    return 0;
-}
 
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline uint8_t inb(uint16_t port)
@@ -90,8 +68,19 @@ static void detect_xen(void)
     on_xen = ebx == 0x566e6558 && ecx == 0x65584d4d && edx == 0x4d4d566e; /* "XenVMMXenVMM" */
 }
 
+static int in_user_mode(void)
+{
+    uint16_t cs;
+    __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    return cs & 3;
+}
+
 static void putc(char c)
 {
+    if (in_user_mode()) { /* port I/O is kernel work */
+        __asm__ volatile("ud2" : : "D"((uint64_t)SYSCALL_PUTC), "S"((uint64_t)(uint8_t)c) : "memory");
+        return;
+    }
     if (on_xen)
         outb(XEN_DEBUG_PORT, (uint8_t)c);
     while (!(inb(UART_PORT + 5) & 0x20)) /* transmit holding register empty */
@@ -136,8 +125,63 @@ static void set_gate(int vector, void* handler)
     idt[vector] = (struct idt_entry){(uint16_t)a, 0x08, 0, 0x8e, (uint16_t)(a >> 16), (uint32_t)(a >> 32), 0};
 }
 
+/* ----- User mode --------------------------------------------------------------------------
+ * The service runs at CPL 3 because the build machines' software KVM emulates kernel-mode
+ * code (about a million instructions a second) but runs user-mode code natively: TCP, HTTP and
+ * the stream's bytes are user-mode work. MMIO (virtio, the clock) works from user mode; port
+ * I/O (the UART) and HLT are privileged, so user mode asks the kernel: UD2 with a number in
+ * RDI (see isr_invalid_opcode in boot.S).
+ * Interrupts taken in user mode switch to the kernel stack named in the TSS. */
+
+static struct {
+    uint32_t reserved0;
+    uint64_t rsp[3];
+    uint64_t reserved1, ist[7], reserved2;
+    uint16_t reserved3, iomap_base;
+} __attribute__((packed)) tss;
+static uint8_t kernel_stack[16384] __attribute__((aligned(16)));
+static uint8_t user_stack[65536] __attribute__((aligned(16)));
+
+static void load_tss(void)
+{
+    const uint64_t base = (uint64_t)&tss, limit = sizeof tss - 1;
+    tss.rsp[0] = (uint64_t)(kernel_stack + sizeof kernel_stack);
+    tss.iomap_base = sizeof tss; /* no I/O permission bitmap */
+    uint64_t* d = (uint64_t*)gdt_tss;
+    d[0] = (limit & 0xffff) | (base & 0xffffff) << 16 | 0x89ull << 40 /* present 64-bit TSS */ |
+           ((limit >> 16) & 0xf) << 48 | ((base >> 24) & 0xff) << 56;
+    d[1] = base >> 32;
+    __asm__ volatile("ltr %w0" : : "r"(0x28) : "memory");
+}
+
+static void guest_syscall(uint64_t number, uint64_t argument)
+{
+    if (number == SYSCALL_PUTC) {
+        putc((char)argument);
+    } else if (number == SYSCALL_WAIT) {
+        /* Entered with interrupts off (interrupt gate): sleep only if nothing arrived since
+         * user mode last looked; STI's one-instruction shadow keeps the wake-up from slipping
+         * in before the HLT. */
+        if (!pending_events)
+            __asm__ volatile("sti; hlt; cli" : : : "memory");
+    }
+}
+
+uint32_t take_events(void) { return __atomic_exchange_n(&pending_events, 0, __ATOMIC_SEQ_CST); }
+
+void wait_for_event(void)
+{
+    if (in_user_mode())
+        __asm__ volatile("ud2" : : "D"((uint64_t)SYSCALL_WAIT), "S"(0ull) : "memory");
+    else
+        __asm__ volatile("hlt" : : : "memory");
+}
+
+uint64_t uptime_ms(void) { return ticks; }
+
 void guest_interrupt(uint64_t vector)
 {
+    pending_events |= vector == TIMER_VECTOR ? EVENT_TIMER : vector == NET_VECTOR ? EVENT_NET : EVENT_BLK;
     if (vector == TIMER_VECTOR) {
         ticks++;
         state = mix(mix(state, mmio_read64(CLOCK_BASE)), work_counter);
@@ -148,11 +192,37 @@ void guest_interrupt(uint64_t vector)
     mmio_write32(LAPIC_BASE + 0xb0, 0); /* EOI */
 }
 
-void guest_fault(uint64_t vector)
+/* Kernel mode, interrupts off: prints the exception and the interrupted context; the stub
+ * then halts with interrupts off, which ends the VM (xenftd reports it). */
+void guest_fault(uint64_t vector, uint64_t error_code, const uint64_t* frame)
 {
-    puts("xenft guest: unexpected exception ");
+    uint64_t cr2;
+    __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+    puts("xenft guest: exception ");
     put_dec(vector);
+    puts(" error ");
+    put_hex(error_code);
+    puts(" rip ");
+    put_hex(frame[0]);
+    puts(" cs ");
+    put_hex(frame[1]);
+    puts(" rsp ");
+    put_hex(frame[3]);
+    puts(" cr2 ");
+    put_hex(cr2);
     puts("\n");
+}
+
+/* 0: a system call from user mode, served; otherwise a real #UD, reported. */
+uint64_t guest_invalid_opcode(uint64_t number, uint64_t argument, uint64_t* frame)
+{
+    if ((frame[1] & 3) == 3 && *(const uint16_t*)frame[0] == 0x0b0f /* UD2 */) {
+        frame[0] += 2;
+        guest_syscall(number, argument);
+        return 0;
+    }
+    guest_fault(6, 0, frame);
+    return 1;
 }
 
 /* ----- Command line ------------------------------------------------------------------------ */
@@ -182,20 +252,6 @@ static int option(const char* key, char* buf, int size)
     return 0;
 }
 
-static int parse_ip(const char* s, uint8_t ip[4])
-{
-    for (int i = 0; i < 4; ++i) {
-        unsigned v = 0;
-        int digits = 0;
-        while (*s >= '0' && *s <= '9' && digits < 4)
-            v = v * 10 + (unsigned)(*s++ - '0'), ++digits;
-        if (!digits || v > 255 || (i < 3 && *s++ != '.'))
-            return -1;
-        ip[i] = (uint8_t)v;
-    }
-    return *s ? -1 : 0;
-}
-
 static int streq(const char* a, const char* b)
 {
     while (*a && *a == *b)
@@ -205,7 +261,7 @@ static int streq(const char* a, const char* b)
 
 /* ----- Modes -------------------------------------------------------------------------------- */
 
-static void background_work(void)
+void background_work(void)
 {
     /* Work that exits now and then (a clock read every 64 steps). */
     for (int i = 0; i < 256; ++i) {
@@ -215,36 +271,36 @@ static void background_work(void)
     }
 }
 
-static void run_service(void)
+uint64_t clock_ns(void) { return mmio_read64(CLOCK_BASE); }
+
+static uint64_t random_state;
+
+uint32_t guest_random(void)
 {
-    uint8_t mac[6], ip[4] = {10, 0, 2, 15};
-    char buf[32];
-    if (option("ip", buf, sizeof buf) && parse_ip(buf, ip) != 0)
-        puts("xenft test guest: ignoring a malformed ip= option\n");
-    uint64_t sectors = 0;
-    const int have_disk = blk_init(&sectors) == 0 && sectors >= 3;
-    if (net_init(mac) == 0) {
-        service_init(mac, ip, have_disk);
-        puts("service: udp port 7000 on ");
-        for (int i = 0; i < 4; ++i) {
-            put_dec(ip[i]);
-            puts(i < 3 ? "." : have_disk ? ", persistent\n" : ", not persistent (no disk)\n");
-        }
-    }
-    for (uint64_t round = 1;; ++round) {
-        net_poll(service_frame);
-        background_work();
-        __asm__ volatile("hlt");
-        if (round % 1000 == 0) {
-            puts("ticks ");
-            put_dec(ticks);
-            puts(" requests ");
-            put_dec(service_requests());
-            puts(" state ");
-            put_hex(state);
-            puts("\n");
-        }
-    }
+    if (!random_state)
+        random_state = clock_ns() | 1;
+    random_state ^= random_state << 13; /* xorshift64 */
+    random_state ^= random_state >> 7;
+    random_state ^= random_state << 17;
+    return (uint32_t)(random_state >> 32);
+}
+
+void guest_panic(const char* why)
+{
+    puts("xenft guest: panic: ");
+    puts(why);
+    puts("\n");
+    for (;;)
+        wait_for_event();
+}
+
+/* The service mode's start: user mode, on its own stack. */
+static void service_entry(void)
+{
+    static char ip[32];
+    if (!option("ip", ip, sizeof ip))
+        ip[0] = 0;
+    run_service(ip);
 }
 
 static void run_cpu(void)
@@ -329,7 +385,7 @@ void guest_main(uint32_t start_info)
 
     detect_xen();
     for (int v = 0; v < 32; ++v)
-        set_gate(v, isr_fault);
+        set_gate(v, v == 6 ? (void*)isr_invalid_opcode : fault_stubs[v]);
     set_gate(TIMER_VECTOR, isr_236);
     set_gate(NET_VECTOR, isr_80);
     set_gate(BLK_VECTOR, isr_81);
@@ -356,6 +412,8 @@ void guest_main(uint32_t start_info)
         run_idle();
     else if (streq(mode, "replay-check"))
         run_replay_check();
-    else
-        run_service();
+    else {
+        load_tss();
+        enter_user(service_entry, user_stack + sizeof user_stack);
+    }
 }

@@ -119,7 +119,7 @@ void virtio_interrupt(uint64_t vector)
 /* ----- Network ---------------------------------------------------------------------------- */
 
 #define NET_HDR 12
-#define NET_BUF 1536
+#define NET_BUF 1536 /* >= NET_HDR + NET_MAX_FRAME */
 
 static struct vq net_rx, net_tx;
 static uint8_t rx_buffers[QSIZE][NET_BUF];
@@ -142,12 +142,13 @@ int net_init(uint8_t mac[6])
     return 0;
 }
 
-int net_send(const uint8_t* frame, uint32_t len)
+uint8_t* net_tx_frame(void) { return tx_buffer + NET_HDR; }
+
+int net_tx_commit(uint32_t len)
 {
-    if (!have_net || len > NET_BUF - NET_HDR)
+    if (!have_net || len > NET_MAX_FRAME)
         return -1;
     memset(tx_buffer, 0, NET_HDR);
-    memcpy(tx_buffer + NET_HDR, frame, len);
     net_tx.desc[0] = (struct desc){(uint64_t)tx_buffer, NET_HDR + len, 0, 0};
     offer(&net_tx, 0);
     mmio_write32(VIRTIO_NET_BASE + REG_QUEUE_NOTIFY, 1);
