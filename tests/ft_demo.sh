@@ -7,6 +7,8 @@
 #
 #   ft_demo.sh BUILD_DIR [--quiet] [--scenario NAME]
 #
+# XENFT_DEMO_KEEP=1 keeps the logs and configurations (the path is printed at the end).
+#
 # Scenarios (the demo is "failover"):
 #   failover             kill -9 of A's xenftd under load: B goes live; A's xenftd starts again
 #                        with its unchanged configuration, joins and is re-protected by a live
@@ -18,6 +20,12 @@
 #                        reachable: exactly one side live; healed: the other re-protected
 #   partition-no-storage the channel cut and both hosts cut from the storage: neither goes live,
 #                        outputs stay held; storage back: exactly one live, nothing lost
+#   tcp                  the guest's HTTP service (lwIP) with standard clients: a curl download
+#                        of /stream/ (64 MiB) and wrk run while A's xenftd is killed; the
+#                        download completes on the same TCP connection with the right SHA-256,
+#                        wrk sees no socket errors but timeouts, every PUT acknowledged before
+#                        or after is readable; ping works before and after. Prints the longest
+#                        stall of the download around the failover
 #
 # Topology (all private, removed at exit):
 #   netns xftc-$$ (client + LAN): bridge br0 10.99.0.1/24, istgt on 10.99.0.1, kv_load
@@ -39,8 +47,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 case $scenario in
-failover | backup-restart | partition | partition-no-storage) ;;
-*) echo "ft_demo: unknown scenario $scenario (failover, backup-restart, partition, partition-no-storage)" >&2; exit 2 ;;
+failover | backup-restart | partition | partition-no-storage | tcp) ;;
+*) echo "ft_demo: unknown scenario $scenario (failover, backup-restart, partition, partition-no-storage, tcp)" >&2; exit 2 ;;
 esac
 xenft=$build/dom0-tools/xenft/xenft
 xenftd=$build/xenft/daemon/xenftd
@@ -49,7 +57,9 @@ guest=$build/tests/guest/xenft-guest.elf
 for f in "$xenft" "$xenftd" "$kv_load" "$guest"; do
     [ -e "$f" ] || { echo "ft_demo: $f is missing (build first: make -C $build all check_PROGRAMS=...)" >&2; exit 2; }
 done
-for tool in ip istgt nft; do
+tools="ip istgt nft"
+[ "$scenario" = tcp ] && tools="$tools curl wrk ping sha256sum"
+for tool in $tools; do
     command -v $tool >/dev/null || { echo "ft_demo: $tool is not installed" >&2; exit 2; }
 done
 
@@ -63,7 +73,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for ns in $A $B $C; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$work"
+    if [ -n "${XENFT_DEMO_KEEP:-}" ]; then echo "ft_demo: logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -231,6 +241,83 @@ rejoin() {
         fail "host ${1^^} was not re-protected within 30 s (A: $(role_of a), B: $(role_of b))"
     fi
 }
+# The tcp scenario: standard clients in the client's namespace against the guest's HTTP
+# service, host A's xenftd killed while they run. Logs are $work/http-*.log.
+http() { ip netns exec $C "$@"; }
+url=http://10.99.0.2
+tcp_scenario() {
+    local size=$((64 << 20))
+    http ping -c 3 -i 0.2 -W 2 10.99.0.2 > "$work/http-ping-before.log" 2>&1 || fail "ping before the failover got no reply"
+    http curl -sS --max-time 10 "$url/" > "$work/http-status.log" 2>&1 && grep -q '^xenft test guest' "$work/http-status.log" ||
+        fail "GET / did not return the status page"
+    # PUTs, one connection each, through the failover; "i code" per request.
+    : > "$work/http-puts.log"
+    (i=0; while [ ! -e "$work/stop-puts" ]; do
+        i=$((i + 1))
+        code=$(http curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X PUT --data-binary "value-$i-$id" "$url/kv/k$i") || code=000
+        echo "$i $code" >> "$work/http-puts.log"
+    done) &
+    local puts=$!
+    # The download and its progress, sampled every 10 ms.
+    http curl -sS -v --max-time 120 -w 'connects %{num_connects} bytes %{size_download}\n' \
+        -o "$work/stream.bin" "$url/stream/$size" > "$work/http-curl.log" 2> "$work/http-curl-verbose.log" &
+    local download=$!
+    (while kill -0 $download 2> /dev/null; do echo "$(now_ms) $(stat -c %s "$work/stream.bin" 2> /dev/null || echo 0)"; sleep 0.01; done) > "$work/http-progress.log" &
+    local sampler=$!
+    http wrk -t1 -c4 -d10s --timeout 4s "$url/" > "$work/http-wrk.log" 2>&1 &
+    local load=$!
+    # The kill falls when a quarter of the download is in.
+    while kill -0 $download 2> /dev/null && [ "$(stat -c %s "$work/stream.bin" 2> /dev/null || echo 0)" -lt $((size / 4)) ]; do
+        sleep 0.01
+    done
+    kill -0 $download 2> /dev/null || fail "the download ended before the failover"
+    say "== kill -9 xenftd on host A during the download, wrk and the PUTs"
+    kill_host a
+    if wait_role b "primary (alone)" 6; then
+        live_ms=$(( $(now_ms) - t_kill ))
+        mark "host B live ($live_ms ms after the kill)"
+    else
+        fail "host B did not go live within 6 s"
+    fi
+    wait $download || fail "curl's download failed: $(tail -n 2 "$work/http-curl-verbose.log")"
+    wait $sampler $load || true
+    touch "$work/stop-puts"
+    wait $puts || true
+    # The download: complete, the right bytes, one connection.
+    local expected got connects
+    expected=$(set +o pipefail; seq -f %015.0f 0 $((size / 16)) | head -c $size | sha256sum | cut -d' ' -f1)
+    got=$(sha256sum < "$work/stream.bin" | cut -d' ' -f1)
+    connects=$(grep -c '^\* Connected to' "$work/http-curl-verbose.log" || true)
+    [ "$got" = "$expected" ] || fail "the download's SHA-256 is $got, not $expected ($(stat -c %s "$work/stream.bin") of $size bytes)"
+    grep -q '^connects 1 ' "$work/http-curl.log" && [ "$connects" = 1 ] ||
+        fail "the download used more than one TCP connection ($(cat "$work/http-curl.log"), $connects 'Connected to')"
+    # The longest gap in the download's progress (10 ms samples), and where the kill fell.
+    stall_ms=$(awk -v kill="$t_kill" 'NR > 1 && $2 == last_size { if ($1 - since > worst) worst = $1 - since; next }
+        { last_size = $2; since = $1 } END { print worst + 0 }' "$work/http-progress.log")
+    mark "download: $size bytes, SHA-256 ${got:0:16}..., one connection; longest stall $stall_ms ms"
+    # wrk: socket errors other than timeouts fail the run.
+    local errors
+    errors=$(grep -o 'Socket errors: connect [0-9]*, read [0-9]*, write [0-9]*' "$work/http-wrk.log" || true)
+    if [ -n "$errors" ] && [ "$errors" != "Socket errors: connect 0, read 0, write 0" ]; then
+        fail "wrk: $errors"
+    fi
+    grep -q 'requests in' "$work/http-wrk.log" || fail "wrk did not finish: $(tail -n 3 "$work/http-wrk.log")"
+    grep -q 'Non-2xx' "$work/http-wrk.log" && fail "wrk got non-2xx answers"
+    mark "wrk: $(grep 'requests in' "$work/http-wrk.log" | sed 's/^ *//'); $(grep -o 'Socket errors.*' "$work/http-wrk.log" || echo 'no socket errors')"
+    # Every acknowledged PUT is readable after the failover.
+    local acked=0 lost=0 i code value
+    while read -r i code; do
+        case $code in 201 | 204) ;; *) continue ;; esac
+        acked=$((acked + 1))
+        value=$(http curl -s --max-time 10 "$url/kv/k$i") || value=
+        [ "$value" = "value-$i-$id" ] || { lost=$((lost + 1)); echo "k$i: acknowledged ($code), now '$value'" >> "$work/http-lost.log"; }
+    done < "$work/http-puts.log"
+    [ $acked -gt 0 ] || fail "no PUT was acknowledged"
+    [ $lost = 0 ] || fail "$lost of $acked acknowledged PUTs are not readable after the failover: $(head -n 3 "$work/http-lost.log")"
+    mark "PUTs: $acked acknowledged ($(grep -vc ' 20[14]$' "$work/http-puts.log" || true) not), every one readable after the failover"
+    http ping -c 3 -i 0.2 -W 2 10.99.0.2 > "$work/http-ping-after.log" 2>&1 || fail "ping after the failover got no reply"
+    summary="host B went live ${live_ms:-?} ms after the kill; a $((size >> 20)) MiB download on one connection completed with the right SHA-256 (longest stall $stall_ms ms); wrk: no socket errors but timeouts; all $acked acknowledged PUTs readable"
+}
 failed=0
 
 # --- run ---------------------------------------------------------------------------------------
@@ -240,11 +327,17 @@ start_host b
 sleep 0.5
 start_host a
 for _ in $(seq 100); do [ -S "${sock[a]}" ] && break; sleep 0.1; done
-say "== host A (primary) and host B (backup) run the test guest; the client starts (${seconds} s)"
-ip netns exec $C "$kv_load" --server 10.99.0.2 --local 10.99.0.1 --seconds $seconds --seed $id > "$work/client.log" 2>&1 &
-client=$!
-sleep 5
-wait_role a "primary (protected)" 10 || fail "the pair did not form (A is $(role_of a))"
+if [ "$scenario" = tcp ]; then
+    say "== host A (primary) and host B (backup) run the test guest"
+    wait_role a "primary (protected)" 15 || fail "the pair did not form (A is $(role_of a))"
+    client=
+else
+    say "== host A (primary) and host B (backup) run the test guest; the client starts (${seconds} s)"
+    ip netns exec $C "$kv_load" --server 10.99.0.2 --local 10.99.0.1 --seconds $seconds --seed $id > "$work/client.log" 2>&1 &
+    client=$!
+    sleep 5
+    wait_role a "primary (protected)" 10 || fail "the pair did not form (A is $(role_of a))"
+fi
 show_status a
 show_status b
 summary=
@@ -333,19 +426,26 @@ partition | partition-no-storage)
     fi
     summary="exactly one side live (host ${live^^}), the other re-protected after the heal"
     ;;
+tcp)
+    tcp_scenario
+    ;;
 esac
 
-wait $client && verdict_ok=1 || verdict_ok=0
-say "== client"
-[ -n "$quiet" ] || tail -3 "$work/client.log"
+if [ -n "$client" ]; then
+    wait $client && verdict_ok=1 || verdict_ok=0
+    say "== client"
+    [ -n "$quiet" ] || tail -3 "$work/client.log"
+else
+    verdict_ok=$((1 - failed))
+fi
 show_status a
 show_status b
 if [ $failed = 0 ] && [ $verdict_ok = 1 ]; then
-    echo "ft_demo: PASS ($scenario): $summary; $(grep '^client: .* requests' "$work/client.log")"
+    echo "ft_demo: PASS ($scenario): $summary${client:+; $(grep '^client: .* requests' "$work/client.log")}"
     exit 0
 fi
 echo "ft_demo: FAIL ($scenario)" >&2
 echo "--- host A" >&2; cat "$work/a.log" >&2
 echo "--- host B" >&2; cat "$work/b.log" >&2
-echo "--- client" >&2; cat "$work/client.log" >&2
+for f in "$work"/client.log "$work"/http-*.log; do [ -f "$f" ] && { echo "--- ${f##*/}" >&2; cat "$f" >&2; }; done
 exit 1

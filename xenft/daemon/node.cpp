@@ -470,21 +470,25 @@ void Node::replay_loop(engine::ResumePoint from)
         return;
 
     // Go live: the protocol core has the test-and-set won and every received entry replayed.
+    std::string reissued;
     if (cfg_.disk) {
         auto n = rep.reissue_writes(*cfg_.disk);
-        if (!n) {
+        if (!n)
             say("going live: " + n.error());
-        } else {
-            say("going live at exit " + std::to_string(rep.exits()) + ": re-issued the last " + std::to_string(*n) +
-                " disk writes");
-        }
+        else
+            reissued = "re-issued the last " + std::to_string(*n) + " disk writes";
     }
+    if (cfg_.tap) {
+        if (auto* nic = machine_->net())
+            announce_mac(nic->mac()); // before the frames: the switch learns where the guest is
+        const std::size_t frames = rep.resend_frames(*cfg_.tap);
+        reissued += (reissued.empty() ? "" : ", ") + std::string("re-sent the last ") + std::to_string(frames) + " frames";
+    }
+    say("going live at exit " + std::to_string(rep.exits()) + (reissued.empty() ? "" : ": " + reissued));
     gate_->set_passthrough(true);
     replaying_ = false;
     engine::Recorder rec(*machine_, cfg_.digest_every, engine::HostIo{cfg_.tap, cfg_.disk, gate_.get()},
                          engine::ResumePoint{rep.exits(), rep.last_seq() + 1});
-    if (auto* nic = machine_->net())
-        announce_mac(nic->mac());
     record_loop(rec);
 }
 

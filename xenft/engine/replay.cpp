@@ -217,7 +217,14 @@ public:
     std::uint64_t exit = 0;
     std::optional<std::string> divergence;
 
-    void transmit(std::span<const std::uint8_t>) override { expect_output(logformat::OutputKind::net_tx); }
+    void transmit(std::span<const std::uint8_t> frame) override
+    {
+        expect_output(logformat::OutputKind::net_tx);
+        recent_frames.emplace_back(frame.begin(), frame.end());
+        if (recent_frames.size() > kResendFrames)
+            recent_frames.pop_front();
+    }
+    std::deque<std::vector<std::uint8_t>> recent_frames;
     bool read(std::uint64_t offset, std::span<std::uint8_t> out) override
     {
         const std::uint64_t sector = offset / devices::VirtioBlk::kSector;
@@ -310,6 +317,16 @@ Expected<std::size_t, std::string> Replayer::reissue_writes(devices::BlockPort& 
         ++n;
     }
     writes.clear();
+    return n;
+}
+
+std::size_t Replayer::resend_frames(devices::NetTransmit& net)
+{
+    auto& frames = ports_->recent_frames;
+    const std::size_t n = frames.size();
+    for (const auto& f : frames)
+        net.transmit(f);
+    frames.clear();
     return n;
 }
 

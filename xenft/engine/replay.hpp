@@ -118,6 +118,13 @@ public:
     // Returns how many were written, or the first failure.
     static constexpr std::size_t kReissueWrites = 2048;
     Expected<std::size_t, std::string> reissue_writes(devices::BlockPort& disk);
+    // Go-live: sends the last kResendFrames frames the guest transmitted in the replay, in
+    // order. The backup acked them all, but acks in flight when the primary died released
+    // nothing: without this the guest's TCP would wait for its retransmission timer (seconds
+    // in small stacks) to send them again. A frame the primary did release arrives twice,
+    // which TCP, ICMP and the test guest's UDP service absorb. Returns how many were sent.
+    static constexpr std::size_t kResendFrames = 64;
+    std::size_t resend_frames(devices::NetTransmit& net);
 
 private:
     class Ports;

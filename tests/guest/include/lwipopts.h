@@ -51,6 +51,11 @@
 #define TCP_SNDLOWAT (16 * TCP_MSS) /* lwIP: below 64 KiB - 4 MSS */
 #define TCP_OVERSIZE TCP_MSS
 #define LWIP_TCP_TIMESTAMPS 0
+/* lwIP's TCP timers tick every TCP_TMR_INTERVAL (delayed ACKs) and every second tick (RTO,
+ * persist): 50 ms instead of 250 gives a 100 ms retransmission granularity, close to Linux's
+ * 200 ms minimum RTO, so a segment lost in a failover is sent again within a fraction of a
+ * second rather than after lwIP's usual one to three. */
+#define TCP_TMR_INTERVAL 50
 #define TCP_QUEUE_OOSEQ 1
 
 #endif
