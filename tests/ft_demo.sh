@@ -26,6 +26,10 @@
 #                        wrk sees no socket errors but timeouts, every PUT acknowledged before
 #                        or after is readable; ping works before and after. Prints the longest
 #                        stall of the download around the failover
+#   measure              (bench/tcp_bench.sh) HTTP requests/s with wrk and a /stream/ download's
+#                        rate with curl through the protected pair; prints "measure: ..."
+#   measure-alone        the same with host A alone (host B never started: no FT, outputs
+#                        leave at once), the baseline
 #
 # Topology (all private, removed at exit):
 #   netns xftc-$$ (client + LAN): bridge br0 10.99.0.1/24, istgt on 10.99.0.1, kv_load
@@ -47,8 +51,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 case $scenario in
-failover | backup-restart | partition | partition-no-storage | tcp) ;;
-*) echo "ft_demo: unknown scenario $scenario (failover, backup-restart, partition, partition-no-storage, tcp)" >&2; exit 2 ;;
+failover | backup-restart | partition | partition-no-storage | tcp | measure | measure-alone) ;;
+*) echo "ft_demo: unknown scenario $scenario (failover, backup-restart, partition, partition-no-storage, tcp, measure, measure-alone)" >&2; exit 2 ;;
 esac
 xenft=$build/dom0-tools/xenft/xenft
 xenftd=$build/xenft/daemon/xenftd
@@ -58,7 +62,7 @@ for f in "$xenft" "$xenftd" "$kv_load" "$guest"; do
     [ -e "$f" ] || { echo "ft_demo: $f is missing (build first: make -C $build all check_PROGRAMS=...)" >&2; exit 2; }
 done
 tools="ip istgt nft"
-[ "$scenario" = tcp ] && tools="$tools curl wrk ping sha256sum"
+case $scenario in tcp | measure*) tools="$tools curl wrk ping sha256sum" ;; esac
 for tool in $tools; do
     command -v $tool >/dev/null || { echo "ft_demo: $tool is not installed" >&2; exit 2; }
 done
@@ -228,6 +232,12 @@ heal() { # HOST peer|storage
     ip netns exec "${host_ns[$1]}" nft delete table inet "xft_$2" 2>/dev/null || true
 }
 fail() { echo "ft_demo: $scenario: $*" >&2; failed=1; }
+timeline_after_kill() {
+    say "== timeline: host B after the kill (ms after SIGKILL, as B's lines were written)"
+    sleep 0.5 # the first released output follows the go-live by a client's retry at most
+    grep -E 'suspected|test-and-set won|going live|first output released' "$work/b.log" |
+        while read -r ms line; do say "   +$((ms - t_kill)) ms  ${line#vm 7 (host 2): }"; done || true
+}
 # rejoin HOST PRIMARY: HOST's xenftd starts again with its unchanged configuration; it must
 # become the backup of PRIMARY through a live copy within 30 s, the guest running throughout.
 rejoin() {
@@ -248,8 +258,12 @@ url=http://10.99.0.2
 tcp_scenario() {
     local size=$((64 << 20))
     http ping -c 3 -i 0.2 -W 2 10.99.0.2 > "$work/http-ping-before.log" 2>&1 || fail "ping before the failover got no reply"
+    mark "ping: $(grep -o '[0-9]* received' "$work/http-ping-before.log" || echo 'no reply'), $(grep -o 'rtt.*' "$work/http-ping-before.log" || true)"
     http curl -sS --max-time 10 "$url/" > "$work/http-status.log" 2>&1 && grep -q '^xenft test guest' "$work/http-status.log" ||
         fail "GET / did not return the status page"
+    [ -n "$quiet" ] || sed 's/^/   GET \/: /' "$work/http-status.log"
+    http_refusals
+    say "== clients start: curl downloads $((size >> 20)) MiB of /stream/, wrk loads GET / (4 connections), a loop PUTs one key per request"
     # PUTs, one connection each, through the failover; "i code" per request.
     : > "$work/http-puts.log"
     (i=0; while [ ! -e "$work/stop-puts" ]; do
@@ -279,6 +293,7 @@ tcp_scenario() {
     else
         fail "host B did not go live within 6 s"
     fi
+    timeline_after_kill
     wait $download || fail "curl's download failed: $(tail -n 2 "$work/http-curl-verbose.log")"
     wait $sampler $load || true
     touch "$work/stop-puts"
@@ -314,20 +329,65 @@ tcp_scenario() {
     done < "$work/http-puts.log"
     [ $acked -gt 0 ] || fail "no PUT was acknowledged"
     [ $lost = 0 ] || fail "$lost of $acked acknowledged PUTs are not readable after the failover: $(head -n 3 "$work/http-lost.log")"
+    say "== after the failover"
     mark "PUTs: $acked acknowledged ($(grep -vc ' 20[14]$' "$work/http-puts.log" || true) not), every one readable after the failover"
     http ping -c 3 -i 0.2 -W 2 10.99.0.2 > "$work/http-ping-after.log" 2>&1 || fail "ping after the failover got no reply"
+    mark "ping: $(grep -o '[0-9]* received' "$work/http-ping-after.log" || echo 'no reply')"
     summary="host B went live ${live_ms:-?} ms after the kill; a $((size >> 20)) MiB download on one connection completed with the right SHA-256 (longest stall $stall_ms ms); wrk: no socket errors but timeouts; all $acked acknowledged PUTs readable"
+}
+# Bad requests get their error status and change nothing: the service answers normally after.
+http_refusals() {
+    local code expect what
+    check_code() { # EXPECTED WHAT CURL-ARGS...
+        expect=$1 what=$2
+        shift 2
+        code=$(http curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@") || true
+        [ "$code" = "$expect" ] || fail "$what: HTTP $code, not $expect"
+    }
+    check_code 405 "DELETE /" -X DELETE "$url/"
+    check_code 404 "GET of an unknown path" "$url/nothing/here"
+    check_code 404 "GET of a key never stored" "$url/kv/never-stored-$id"
+    check_code 400 "a key with a character outside [A-Za-z0-9._-]" "$url/kv/a%20b"
+    check_code 413 "a 1,000-byte value" -X PUT --data-binary "$(head -c 1000 /dev/zero | tr '\0' x)" "$url/kv/big"
+    check_code 501 "a chunked body" -X PUT -H 'Transfer-Encoding: chunked' --data-binary x "$url/kv/chunked"
+    check_code 431 "a 3 KiB header" -H "X-Filler: $(head -c 3000 /dev/zero | tr '\0' y)" "$url/"
+    check_code 400 "/stream/ with a non-number" "$url/stream/12ab"
+    # Not HTTP at all: a 400 and the connection closed.
+    code=$(http bash -c 'exec 3<>/dev/tcp/10.99.0.2/80; printf "\x01\x02 garbage\r\n\r\n" >&3; head -c 12 <&3') || true
+    [ "$code" = "HTTP/1.1 400" ] || fail "raw garbage: the guest answered '$code', not 'HTTP/1.1 400'"
+    check_code 200 "GET / after the bad requests" "$url/"
+    mark "bad requests refused (405, 404, 404, 400, 413, 501, 431, 400, 400 for raw bytes); the service still answers"
+}
+
+# measure, measure-alone: requests/s of GET / under wrk (4 connections, 5 s), then the rate
+# of a 64 MiB /stream/ download alone.
+measure_http() {
+    local rps bytes_s idle
+    read -r _ u1 n1 s1 i1 w1 _ < /proc/stat
+    http wrk -t1 -c"${MEASURE_CONNECTIONS:-4}" -d5s --timeout 4s "$url/" > "$work/http-wrk.log" 2>&1 || fail "wrk failed: $(tail -n 2 "$work/http-wrk.log")"
+    read -r _ u2 n2 s2 i2 w2 _ < /proc/stat
+    idle=$(( 100 * (i2 + w2 - i1 - w1) / (u2 + n2 + s2 + i2 + w2 - u1 - n1 - s1 - i1 - w1) ))
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/http-wrk.log")
+    bytes_s=$(http curl -sS --max-time 120 -o /dev/null -w '%{speed_download}' "$url/stream/$((64 << 20))") ||
+        fail "the download failed"
+    [ -n "$rps" ] && [ -n "$bytes_s" ] || fail "no figures (wrk: $(tail -n 2 "$work/http-wrk.log"))"
+    echo "measure: http_rps ${rps:-0} stream_mb_s $(awk -v b="${bytes_s:-0}" 'BEGIN { printf "%.3f", b / 1048576 }') cpu_idle_pct_under_wrk $idle"
+    summary="measured"
 }
 failed=0
 
 # --- run ---------------------------------------------------------------------------------------
 seconds=24
 [ "$scenario" = failover ] && seconds=20
-start_host b
+[ "$scenario" = measure-alone ] || start_host b
 sleep 0.5
 start_host a
 for _ in $(seq 100); do [ -S "${sock[a]}" ] && break; sleep 0.1; done
-if [ "$scenario" = tcp ]; then
+if [ "$scenario" = measure-alone ]; then
+    say "== host A runs the test guest alone (no backup: no FT)"
+    wait_role a "primary (alone)" 15 || fail "host A did not run alone (it is $(role_of a))"
+    client=
+elif [ "$scenario" = tcp ] || [ "$scenario" = measure ]; then
     say "== host A (primary) and host B (backup) run the test guest"
     wait_role a "primary (protected)" 15 || fail "the pair did not form (A is $(role_of a))"
     client=
@@ -352,10 +412,7 @@ failover)
     else
         fail "host B did not go live within 6 s"
     fi
-    say "== timeline: host B after the kill (ms after SIGKILL, as B's lines were written)"
-    sleep 0.5 # the first released output follows the go-live by a client's retry at most
-    grep -E 'suspected|test-and-set won|going live|first output released' "$work/b.log" |
-        while read -r ms line; do say "   +$((ms - t_kill)) ms  ${line#vm 7 (host 2): }"; done || true
+    timeline_after_kill
     sleep 2
     say "== host A comes back: xenftd starts again with the same configuration"
     rejoin a b
@@ -428,6 +485,9 @@ partition | partition-no-storage)
     ;;
 tcp)
     tcp_scenario
+    ;;
+measure | measure-alone)
+    measure_http
     ;;
 esac
 

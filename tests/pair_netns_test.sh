@@ -11,6 +11,10 @@
 #                        healed: the other side re-protected
 #   partition-no-storage channel and storage cut: neither side live, outputs held; storage back:
 #                        exactly one live
+#   tcp                  (TCP_RUNS times, default 3) the guest's HTTP service under curl, wrk
+#                        and PUTs while the primary is killed: the 64 MiB download completes on
+#                        the same connection with the right SHA-256, no socket errors, every
+#                        acknowledged PUT readable, ping before and after
 # Each passes only if its expectations held and the client's history is consistent with every
 # request answered. Writes "PASS name" / "FAIL name" / "SKIP name: reason" lines to
 # $CASES_FILE. About 25-30 s a run.
@@ -19,10 +23,12 @@ cases=${CASES_FILE:-tests/pair_netns_test.cases}
 : > "$cases"
 runs=${PAIR_RUNS:-5}
 build=${BUILD_DIR:-$(pwd)}
-scenarios="failover backup-restart partition partition-no-storage"
+tcp_runs=${TCP_RUNS:-3}
+scenarios="failover backup-restart partition partition-no-storage tcp"
+runs_of() { if [ "$1" = tcp ]; then echo "$tcp_runs"; else echo "$runs"; fi; }
 skip_all() {
     for s in $scenarios; do
-        for i in $(seq "$runs"); do echo "SKIP ${s//-/_}_run_$i: $1" | tee -a "$cases"; done
+        for i in $(seq "$(runs_of "$s")"); do echo "SKIP ${s//-/_}_run_$i: $1" | tee -a "$cases"; done
     done
     exit 77
 }
@@ -31,9 +37,12 @@ skip_all() {
 command -v ip > /dev/null || skip_all "iproute2 (ip) is not installed"
 command -v istgt > /dev/null || skip_all "istgt is not installed"
 command -v nft > /dev/null || skip_all "nftables (nft) is not installed"
+for tool in curl wrk; do
+    command -v $tool > /dev/null || skip_all "$tool is not installed (scripts/install-deps installs it)"
+done
 failed=0
 for s in $scenarios; do
-    for i in $(seq "$runs"); do
+    for i in $(seq "$(runs_of "$s")"); do
         name=${s//-/_}_run_$i
         out=$(mktemp)
         if bash "${top_srcdir:-.}/tests/ft_demo.sh" "$build" --quiet --scenario "$s" > "$out" 2>&1; then

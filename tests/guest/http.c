@@ -487,12 +487,15 @@ static err_t on_receive(void* arg, struct tcp_pcb* pcb, struct pbuf* p, err_t er
     tcp_recved(pcb, p->tot_len);
     const int overflow = n < p->tot_len;
     pbuf_free(p);
-    if (overflow && c->stream_next >= c->stream_end && !c->close_when_done) {
-        /* More than a request's worth unanswered: a client that does not read. */
+    err_t result = serve_pending(c); /* a full buffer without a whole head: 431 */
+    if (result == ERR_OK && c->pcb && overflow && !c->close_when_done) {
+        /* More than a request's worth unanswered, some of it dropped: answer what came whole
+         * (a stream finishes), then close. */
         c->close_when_done = 1;
-        respond_text(c, 413, "too much unanswered input\n");
+        if (c->stream_next >= c->stream_end)
+            respond_text(c, 413, "too much unanswered input\n");
     }
-    return flush(c, serve_pending(c));
+    return flush(c, result);
 }
 
 static void on_error(void* arg, err_t err)
