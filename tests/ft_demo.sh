@@ -232,6 +232,17 @@ heal() { # HOST peer|storage
     ip netns exec "${host_ns[$1]}" nft delete table inet "xft_$2" 2>/dev/null || true
 }
 fail() { echo "ft_demo: $scenario: $*" >&2; failed=1; }
+# kill -9 of A's xenftd; B must go live within 6 s (sets live_ms); then B's timeline.
+kill_a_until_b_live() {
+    kill_host a
+    if wait_role b "primary (alone)" 6; then
+        live_ms=$(( $(now_ms) - t_kill ))
+        mark "host B live ($live_ms ms after the kill)"
+    else
+        fail "host B did not go live within 6 s"
+    fi
+    timeline_after_kill
+}
 timeline_after_kill() {
     say "== timeline: host B after the kill (ms after SIGKILL, as B's lines were written)"
     sleep 0.5 # the first released output follows the go-live by a client's retry at most
@@ -286,14 +297,7 @@ tcp_scenario() {
     done
     kill -0 $download 2> /dev/null || fail "the download ended before the failover"
     say "== kill -9 xenftd on host A during the download, wrk and the PUTs"
-    kill_host a
-    if wait_role b "primary (alone)" 6; then
-        live_ms=$(( $(now_ms) - t_kill ))
-        mark "host B live ($live_ms ms after the kill)"
-    else
-        fail "host B did not go live within 6 s"
-    fi
-    timeline_after_kill
+    kill_a_until_b_live
     wait $download || fail "curl's download failed: $(tail -n 2 "$work/http-curl-verbose.log")"
     wait $sampler $load || true
     touch "$work/stop-puts"
@@ -405,14 +409,7 @@ summary=
 case $scenario in
 failover)
     say "== kill -9 xenftd on host A"
-    kill_host a
-    if wait_role b "primary (alone)" 6; then
-        live_ms=$(( $(now_ms) - t_kill ))
-        mark "host B live ($live_ms ms after the kill)"
-    else
-        fail "host B did not go live within 6 s"
-    fi
-    timeline_after_kill
+    kill_a_until_b_live
     sleep 2
     say "== host A comes back: xenftd starts again with the same configuration"
     rejoin a b

@@ -76,10 +76,8 @@ long_mode:
 3:  hlt
     jmp 3b
 
-/* Interrupt entry: save the caller-saved registers, call the C handler with the vector. */
-    .macro isr vector
-    .globl isr_\vector
-isr_\vector:
+/* The registers a C function may change (System V ABI), around a call from an interrupt. */
+    .macro save_caller_saved
     pushq %rax
     pushq %rcx
     pushq %rdx
@@ -89,9 +87,8 @@ isr_\vector:
     pushq %r9
     pushq %r10
     pushq %r11
-    cld                     /* the C ABI's direction flag, whatever the interrupted code had */
-    movq $\vector, %rdi
-    call guest_interrupt
+    .endm
+    .macro restore_caller_saved
     popq %r11
     popq %r10
     popq %r9
@@ -101,6 +98,17 @@ isr_\vector:
     popq %rdx
     popq %rcx
     popq %rax
+    .endm
+
+/* Interrupt entry: save the caller-saved registers, call the C handler with the vector. */
+    .macro isr vector
+    .globl isr_\vector
+isr_\vector:
+    save_caller_saved
+    cld                     /* the C ABI's direction flag, whatever the interrupted code had */
+    movq $\vector, %rdi
+    call guest_interrupt
+    restore_caller_saved
     iretq
     .endm
 
@@ -114,29 +122,13 @@ isr_\vector:
  * 0, having stepped RIP past the UD2; anything else is a real fault: it reports it and we stop. */
     .globl isr_invalid_opcode
 isr_invalid_opcode:
-    pushq %rax
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
+    save_caller_saved
     cld
     leaq 72(%rsp), %rdx     /* the CPU's frame: RIP, CS, RFLAGS, RSP, SS */
     call guest_invalid_opcode
     testq %rax, %rax
     jnz 5f
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rax
+    restore_caller_saved
     iretq
 5:  hlt
     jmp 5b

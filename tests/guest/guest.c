@@ -100,16 +100,25 @@ void put_hex(uint64_t v)
         putc("0123456789abcdef"[(v >> i) & 15]);
 }
 
-void put_dec(uint64_t v)
+uint32_t format_dec(char out[20], uint64_t v)
 {
-    char buf[24];
-    int n = 0;
+    char reversed[20];
+    uint32_t n = 0;
     do {
-        buf[n++] = (char)('0' + v % 10);
+        reversed[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    while (n)
-        putc(buf[--n]);
+    for (uint32_t i = 0; i < n; ++i)
+        out[i] = reversed[n - 1 - i];
+    return n;
+}
+
+void put_dec(uint64_t v)
+{
+    char buf[20];
+    const uint32_t n = format_dec(buf, v);
+    for (uint32_t i = 0; i < n; ++i)
+        putc(buf[i]);
 }
 
 uint64_t mix(uint64_t h, uint64_t v)

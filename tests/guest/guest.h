@@ -35,6 +35,7 @@ static inline void barrier(void) { __asm__ volatile("" : : : "memory"); }
 #define EVENT_BLK 4u
 void puts(const char* s);
 void put_dec(uint64_t v);
+uint32_t format_dec(char out[20], uint64_t v); /* the digits of v; returns how many */
 void put_hex(uint64_t v);
 uint64_t mix(uint64_t h, uint64_t v);
 uint32_t take_events(void);  /* the EVENT_* that arrived since the last call */

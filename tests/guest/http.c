@@ -90,14 +90,8 @@ static void add_str(struct text* t, const char* s) { add(t, s, (uint32_t)strlen(
 
 static void add_dec(struct text* t, uint64_t v)
 {
-    char buf[24];
-    int n = 0;
-    do {
-        buf[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        add(t, &buf[--n], 1);
+    char buf[20];
+    add(t, buf, format_dec(buf, v));
 }
 
 static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }

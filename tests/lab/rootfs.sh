@@ -28,8 +28,9 @@ fi
 
 start=$(date +%s)
 root=$work/rootfs
-packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps
-if [ ! -x "$root/usr/sbin/xl" ]; then
+# curl and ping: dom0 is the client of the guest the lab's device model serves.
+packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps,curl,iputils-ping
+if [ ! -x "$root/usr/sbin/xl" ] || [ ! -x "$root/usr/bin/curl" ]; then
     rm -rf "$root"
     echo "lab: debootstrap bookworm ($packages)"
     debootstrap --variant=minbase --include="$packages" bookworm "$root" http://deb.debian.org/debian \

@@ -9,8 +9,13 @@
 # with a corrupted log, which the comparison must catch; a domain created by `xl create` with
 # ft="lab" (xl runs the hook, which starts the recording, before it unpauses the domain), its
 # log replayed into a second domain, and part of it into a third, which then goes live and
-# must run to its end on its own; and ft= the hook refuses, which must fail `xl create` and
-# leave no domain. It prints one PASS/FAIL line per check, the timeline and its duration.
+# must run to its end on its own; ft= the hook refuses, which must fail `xl create` and
+# leave no domain; and xenft's Xen device model (tests/lab/xen_dm.cpp driving
+# xenft/backends/xen/device_model.hpp, FT off): the test guest's service served through an
+# ioreq server, its NIC on a TAP in dom0 and its disk on an image file, which dom0 pings and
+# uses over HTTP (status page, PUT and GET, a 1 MiB stream checked by SHA-256), then boots
+# again from the same disk and finds what was PUT. It prints one PASS/FAIL line per check, the
+# timeline and its duration.
 #
 # usage: tests/lab/smoke.sh [WORKDIR]          (default build/lab)
 # Env: XEN_WORKDIR (where hvm-patches/build works; default build/xen), XENFT_GUEST (the test guest ELF; default build/main/tests/guest/xenft-guest.elf),
@@ -57,23 +62,36 @@ what=--tools
 stamp "building Xen with the patch series (hvm-patches/build $what)"
 if ! "$top/hvm-patches/build" $what "$xen_work"; then fail xen_builds "hvm-patches/build $what failed"; finish; fi
 pass xen_builds
-# The record/replay controller dom0 runs: xenft's Xen backend code linked statically with the
-# patched libraries.
-if [ -z "${XENFT_FT_PROBE:-}" ]; then
-    stamp "building the record/replay probe"
-    xen_usr=$xen_work/stage/usr
+# The programs dom0 runs: xenft's Xen backend code linked statically with the patched
+# libraries. build_static CHECK OUTPUT SOURCE... (warnings are errors).
+build_static() {
+    local check=$1 out=$2 xen_usr=$xen_work/stage/usr
+    shift 2
     if g++ -std=gnu++20 -O2 -g -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
-           -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" \
-           "$top/xenft/backends/xen/xen_handles.cpp" "$top/xenft/backends/xen/ft_log.cpp" \
-           "$top/tests/lab/ft_probe.cpp" -o "$probe" -static -L"$xen_usr/lib" \
+           -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" "$@" -o "$out" -static -L"$xen_usr/lib" \
            -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevicemodel -lxencall -lxentoollog \
-           -lxentoolcore -lcrypto -lpthread -ldl > "$work/probe-build.log" 2>&1; then
-        pass ft_probe_builds
+           -lxentoolcore -lcrypto -lpthread -ldl > "$work/$check.log" 2>&1; then
+        pass "$check"
     else
-        grep -v 'statically linked\|in function' "$work/probe-build.log" | head -n 20
-        fail ft_probe_builds "the probe did not build ($work/probe-build.log)"
+        grep -v 'statically linked\|in function' "$work/$check.log" | head -n 20
+        fail "$check" "$out did not build ($work/$check.log)"
         finish
     fi
+}
+# The record/replay controller.
+if [ -z "${XENFT_FT_PROBE:-}" ]; then
+    stamp "building the record/replay probe"
+    build_static ft_probe_builds "$probe" "$top/xenft/backends/xen/xen_handles.cpp" "$top/xenft/backends/xen/ft_log.cpp" \
+        "$top/tests/lab/ft_probe.cpp"
+fi
+# The device model's driver.
+dm=${XENFT_XEN_DM:-$work/xenft-xen-dm}
+if [ -z "${XENFT_XEN_DM:-}" ]; then
+    stamp "building the device model driver"
+    build_static xen_device_model_builds "$dm" "$top/xenft/backends/xen/xen_handles.cpp" \
+        "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
+        "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
+        "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/tests/lab/xen_dm.cpp"
 fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
@@ -218,6 +236,50 @@ if $xl create /lab/pvh-ft.cfg 'name="ft-xl"' 'ft="lab"' > /tmp/create-xl 2>&1; t
 else
     echo "LAB: FAIL xl create with ft=\"lab\": $(tail -n 3 /tmp/create-xl | tr '\n' ' ')"
 fi
+
+# xenft's device model (FT off): the guest's UART, clock, NIC and disk served from dom0 through
+# an ioreq server; the NIC on a TAP in dom0, which is the guest's client.
+modprobe tun 2> /dev/null
+ip tuntap add dev xftdm0 mode tap && ip addr add 10.98.0.1/24 dev xftdm0 && ip link set xftdm0 up ||
+    echo "LAB: FAIL dm: cannot create the TAP xftdm0"
+truncate -s 1M /tmp/dm-disk.img
+dm_start() { # NAME: create the domain paused, let the device model unpause it, wait for the service
+    $xl create -p /lab/pvh-dm.cfg "name=\"$1\"" > /tmp/create-dm 2>&1 || echo "LAB: FAIL xl create $1: $(tail -n 3 /tmp/create-dm | tr '\n' ' ')"
+    dmid=$($xl domid "$1")
+    /lab/xenft-xen-dm "$dmid" --tap xftdm0 --disk /tmp/dm-disk.img --timeout-s 300 > "/tmp/dm-$1.out" 2>&1 &
+    dm_pid=$!
+    for i in $(seq 150); do
+        $xl dmesg | grep -q "(d$dmid) service: udp port 7000, http port 80" && break
+        sleep 1
+    done
+    $xl dmesg | grep "(d$dmid) service:" | tail -n 1 | sed 's/^/LAB: dm: guest: /'
+}
+dm_stop() { # NAME
+    $xl destroy "$1"
+    wait $dm_pid
+    grep -v '^guest: ' "/tmp/dm-$1.out" | sed 's/^/LAB: dm: /'
+}
+dm_start dm-service
+if ping -c 2 -W 10 10.98.0.2 > /tmp/dm-ping 2>&1; then echo "LAB: dm: ping ok"; else echo "LAB: dm: ping failed: $(tail -n 2 /tmp/dm-ping | tr '\n' ' ')"; fi
+curl -s --max-time 60 http://10.98.0.2/ > /tmp/dm-status
+echo "LAB: dm: status page: $(head -n 1 /tmp/dm-status)"
+echo "LAB: dm: put $(curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary lab-value-1 http://10.98.0.2/kv/lab)"
+echo "LAB: dm: get $(curl -s --max-time 60 http://10.98.0.2/kv/lab)"
+expected=$(seq -f %015.0f 0 65536 | head -c 1048576 | sha256sum | cut -c1-64)
+got=$(curl -s --max-time 200 http://10.98.0.2/stream/1048576 | sha256sum | cut -c1-64)
+if [ "$got" = "$expected" ]; then echo "LAB: dm: stream sha256 ok"; else echo "LAB: dm: stream sha256 $got, expected $expected"; fi
+dm_stop dm-service
+dm_start dm-again
+echo "LAB: dm: after a restart from the same disk: get $(curl -s --max-time 60 http://10.98.0.2/kv/lab)"
+dm_stop dm-again
+EOF
+cat > "$payload/pvh-dm.cfg" <<'EOF'
+type = "pvh"
+kernel = "/lab/xenft-guest.elf"
+cmdline = "mode=service ip=10.98.0.2"
+memory = 32
+vcpus = 1
+on_crash = "preserve"
 EOF
 cat > "$payload/pvh-ft.cfg" <<EOF
 type = "pvh"
@@ -230,6 +292,7 @@ on_poweroff = "preserve"
 on_crash = "preserve"
 EOF
 cp "$probe" "$payload/xenft-ft-probe"
+cp "$dm" "$payload/xenft-xen-dm"
 chmod +x "$payload/run"
 rm -f "$work/payload.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload.img" 64M
@@ -345,6 +408,29 @@ if seen 'LAB: xl ft refused: xenft: domain ft-refused (id [0-9]*): ft="nosuch" b
     pass xl_create_fails_cleanly_when_ft_cannot_start
 else
     fail xl_create_fails_cleanly_when_ft_cannot_start "$(grep -a 'LAB: xl ft refused' "$work/console.log" | tr '\n' ' ')"
+fi
+# xenft's device model on Xen.
+if seen 'LAB: dm: guest: (d[0-9]*) service: udp port 7000, http port 80 on 10.98.0.2, persistent'; then
+    pass dm_guest_service_up_with_nic_and_disk
+else
+    fail dm_guest_service_up_with_nic_and_disk "$(grep -a 'LAB: dm: ' "$work/console.log" | head -n 3 | tr '\n' ' ')"
+fi
+if seen 'LAB: dm: ping ok'; then pass dm_guest_answers_ping; else fail dm_guest_answers_ping "$(grep -a 'LAB: dm: ping' "$work/console.log")"; fi
+if seen 'LAB: dm: status page: xenft test guest' && seen 'LAB: dm: put 201' && seen 'LAB: dm: get lab-value-1$'; then
+    pass dm_guest_serves_http_get_and_put
+else
+    fail dm_guest_serves_http_get_and_put "$(grep -a 'LAB: dm: \(status\|put\|get\)' "$work/console.log" | tr '\n' ' ')"
+fi
+if seen 'LAB: dm: stream sha256 ok'; then pass dm_guest_streams_1_mib_intact; else fail dm_guest_streams_1_mib_intact "$(grep -a 'LAB: dm: stream' "$work/console.log")"; fi
+if seen 'LAB: dm: after a restart from the same disk: get lab-value-1$'; then
+    pass dm_guest_disk_keeps_what_was_put
+else
+    fail dm_guest_disk_keeps_what_was_put "$(grep -a 'LAB: dm: after' "$work/console.log")"
+fi
+if seen 'LAB: dm: dm: ended: the domain is gone; [1-9][0-9]* requests, [1-9][0-9]* frames in'; then
+    pass dm_served_until_the_domain_ended
+else
+    fail dm_served_until_the_domain_ended "$(grep -a 'LAB: dm: dm: ' "$work/console.log" | tr '\n' ' ')"
 fi
 if seen 'LAB: FAIL'; then fail no_failures_in_dom0 "$(grep -a 'LAB: FAIL' "$work/console.log" | head -n 3 | tr '\n' ' ')"; fi
 if seen 'LAB: done'; then pass scenario_completes; else fail scenario_completes "dom0 did not finish the scenario (see $work/serial.log)"; fi

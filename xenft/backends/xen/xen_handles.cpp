@@ -80,15 +80,16 @@ ResourceMapping::~ResourceMapping()
         xenforeignmemory_unmap_resource(fm_, handle_);
 }
 
-Expected<GuestPages, std::string> GuestPages::map_read_only(const ForeignMemory& fm, std::uint32_t domid,
-                                                            std::uint64_t first_gfn, std::size_t count)
+Expected<GuestPages, std::string> GuestPages::map(const ForeignMemory& fm, std::uint32_t domid, std::uint64_t first_gfn,
+                                                  std::size_t count, bool writable)
 {
     std::vector<xen_pfn_t> gfns(count);
     for (std::size_t i = 0; i < count; ++i)
         gfns[i] = first_gfn + i;
     GuestPages pages;
     pages.errors_ = std::make_unique<int[]>(count);
-    pages.address_ = xenforeignmemory_map(fm.get(), domid, PROT_READ, count, gfns.data(), pages.errors_.get());
+    pages.address_ = xenforeignmemory_map(fm.get(), domid, writable ? PROT_READ | PROT_WRITE : PROT_READ, count, gfns.data(),
+                                          pages.errors_.get());
     if (!pages.address_)
         return unexpected(errno_text("domain " + std::to_string(domid) + ": cannot map " + std::to_string(count) +
                                      " guest pages"));
@@ -112,6 +113,11 @@ GuestPages::~GuestPages()
 std::span<const std::uint8_t> GuestPages::page(std::size_t i) const
 {
     return {static_cast<const std::uint8_t*>(address_) + i * XC_PAGE_SIZE, XC_PAGE_SIZE};
+}
+
+std::span<std::uint8_t> GuestPages::writable_page(std::size_t i) const
+{
+    return {static_cast<std::uint8_t*>(address_) + i * XC_PAGE_SIZE, XC_PAGE_SIZE};
 }
 
 Expected<EventChannel, std::string> EventChannel::bind(std::uint32_t domid, evtchn_port_t remote_port)

@@ -77,12 +77,17 @@ private:
     std::size_t bytes_ = 0;
 };
 
-// Guest-physical pages of a domain mapped read-only; pages that are not populated are
-// reported in `mapped()` as false.
+// Guest-physical pages of a domain mapped into this process (read-only unless asked);
+// pages that are not populated are reported in `mapped()` as false.
 class GuestPages {
 public:
     static Expected<GuestPages, std::string> map_read_only(const ForeignMemory& fm, std::uint32_t domid,
-                                                           std::uint64_t first_gfn, std::size_t count);
+                                                           std::uint64_t first_gfn, std::size_t count)
+    {
+        return map(fm, domid, first_gfn, count, false);
+    }
+    static Expected<GuestPages, std::string> map(const ForeignMemory& fm, std::uint32_t domid, std::uint64_t first_gfn,
+                                                 std::size_t count, bool writable);
     GuestPages(GuestPages&& o) noexcept;
     GuestPages& operator=(GuestPages&&) = delete;
     GuestPages(const GuestPages&) = delete;
@@ -91,6 +96,8 @@ public:
     std::size_t count() const noexcept { return count_; }
     bool mapped(std::size_t i) const { return errors_[i] == 0; }
     std::span<const std::uint8_t> page(std::size_t i) const;
+    // Only for pages mapped writable.
+    std::span<std::uint8_t> writable_page(std::size_t i) const;
 
 private:
     GuestPages() = default;

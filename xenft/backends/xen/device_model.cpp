@@ -1,0 +1,185 @@
+#include "xenft/backends/xen/device_model.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace xenft::backends::xen {
+
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::uint64_t kMsiAddress = 0xfee00000; // fixed delivery to APIC ID 0 (vCPU 0)
+
+// What a read returns where no device answers, as on real hardware.
+std::uint64_t all_ones(std::uint8_t size) { return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1; }
+
+} // namespace
+
+Expected<XenGuestMemory, std::string> XenGuestMemory::map(const ForeignMemory& fm, std::uint32_t domid, std::uint64_t bytes)
+{
+    auto pages = GuestPages::map(fm, domid, 0, bytes / kPage, true);
+    if (!pages)
+        return unexpected(pages.error());
+    return XenGuestMemory(std::move(pages).value());
+}
+
+bool XenGuestMemory::valid(std::uint64_t gpa, std::size_t n) const
+{
+    if (gpa > pages_.count() * kPage || n > pages_.count() * kPage - gpa)
+        return false;
+    for (std::uint64_t p = gpa / kPage; n && p <= (gpa + n - 1) / kPage; ++p)
+        if (!pages_.mapped(p))
+            return false;
+    return true;
+}
+
+bool XenGuestMemory::read_guest(std::uint64_t gpa, std::span<std::uint8_t> out)
+{
+    if (!valid(gpa, out.size()))
+        return false;
+    for (std::size_t done = 0; done < out.size();) {
+        const std::uint64_t at = gpa + done;
+        const std::size_t n = std::min<std::size_t>(out.size() - done, kPage - at % kPage);
+        std::memcpy(out.data() + done, pages_.page(at / kPage).data() + at % kPage, n);
+        done += n;
+    }
+    return true;
+}
+
+bool XenGuestMemory::write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data)
+{
+    if (!valid(gpa, data.size()))
+        return false;
+    for (std::size_t done = 0; done < data.size();) {
+        const std::uint64_t at = gpa + done;
+        const std::size_t n = std::min<std::size_t>(data.size() - done, kPage - at % kPage);
+        std::memcpy(pages_.writable_page(at / kPage).data() + at % kPage, data.data() + done, n);
+        done += n;
+    }
+    return true;
+}
+
+Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(std::uint32_t domid, const DeviceModelSpec& spec)
+{
+    auto xc = XenControl::open();
+    if (!xc)
+        return unexpected(xc.error());
+    auto fm = ForeignMemory::open();
+    if (!fm)
+        return unexpected(fm.error());
+    std::unique_ptr<XenDeviceModel> dm(new XenDeviceModel(domid, std::move(xc).value(), std::move(fm).value()));
+    auto memory = XenGuestMemory::map(dm->fm_, domid, spec.memory_bytes);
+    if (!memory)
+        return unexpected(memory.error());
+    dm->memory_.emplace(std::move(memory).value());
+
+    dm->bus_.attach(dm->uart_);
+    dm->bus_.attach(dm->clock_);
+    if (!spec.tap.empty()) {
+        auto tap = devices::TapDevice::open(spec.tap);
+        if (!tap)
+            return unexpected(tap.error());
+        dm->tap_.emplace(std::move(tap).value());
+        dm->net_ = std::make_unique<devices::VirtioNet>(*dm->memory_, spec.mac);
+        dm->net_->set_transmit(&*dm->tap_);
+        dm->bus_.attach(*dm->net_);
+    }
+    if (!spec.disk.empty()) {
+        auto disk = devices::FileStore::open(spec.disk);
+        if (!disk)
+            return unexpected(disk.error());
+        dm->disk_.emplace(std::move(disk).value());
+        dm->blk_ = std::make_unique<devices::VirtioBlk>(*dm->memory_, dm->disk_->size_bytes());
+        dm->blk_->set_port(&*dm->disk_);
+        dm->bus_.attach(*dm->blk_);
+    }
+
+    auto server = IoreqServer::create(domid, dm->fm_);
+    if (!server)
+        return unexpected(server.error());
+    dm->server_.emplace(std::move(server).value());
+    const std::uint64_t mmio[] = {devices::ClockReg::kBase, devices::VirtioNet::kDefaultBase, devices::VirtioBlk::kDefaultBase};
+    for (std::uint64_t base : mmio)
+        if (auto r = dm->server_->map_mmio(base, base + kPage - 1); !r)
+            return unexpected(r.error());
+    if (auto r = dm->server_->map_ports(devices::Uart16550::kBase, devices::Uart16550::kBase + 7); !r)
+        return unexpected(r.error());
+    if (auto r = dm->server_->enable(); !r)
+        return unexpected(r.error());
+    return dm;
+}
+
+void XenDeviceModel::handle(IoAccess& a)
+{
+    devices::Device* d = bus_.find(a.port, a.address);
+    if (a.read)
+        a.value = d ? d->read(a.address, a.size) : all_ones(a.size);
+    else if (d)
+        d->write(a.address, a.size, a.value);
+}
+
+Expected<bool, std::string> XenDeviceModel::deliver_interrupts()
+{
+    for (devices::Device* d : bus_.devices()) {
+        const auto vector = d->pending_interrupt();
+        if (!vector)
+            continue;
+        if (xendevicemodel_inject_msi(server_->device_model().get(), static_cast<domid_t>(domid_), kMsiAddress, *vector) != 0)
+            return unexpected(errno_text("domain " + std::to_string(domid_) + ": cannot inject vector " +
+                                         std::to_string(*vector) + " (" + d->name() + ")"));
+        d->interrupt_delivered();
+        ++interrupts_;
+    }
+    return true;
+}
+
+Expected<bool, std::string> XenDeviceModel::take_frames()
+{
+    if (!tap_ || !net_)
+        return true;
+    for (;;) {
+        if (!waiting_frame_) {
+            waiting_frame_ = tap_->receive();
+            if (!waiting_frame_)
+                return true;
+        }
+        if (!net_->can_receive())
+            return true; // it stays waiting until the guest posts a buffer
+        net_->receive(*waiting_frame_);
+        waiting_frame_.reset();
+        ++frames_in_;
+    }
+}
+
+Expected<std::string, std::string> XenDeviceModel::run(const std::atomic<bool>& stop)
+{
+    const std::string domain = "domain " + std::to_string(domid_);
+    while (!stop.load()) {
+        pollfd fds[2] = {{server_->fd(), POLLIN, 0}, {tap_ ? tap_->fd() : -1, POLLIN, 0}};
+        const int n = ::poll(fds, tap_ && !waiting_frame_ ? 2 : 1, 100);
+        if (n < 0 && errno != EINTR)
+            return unexpected(errno_text(domain + ": poll"));
+        auto served = server_->serve([this](IoAccess& a) { handle(a); });
+        if (!served)
+            return unexpected(served.error());
+        if (auto r = take_frames(); !r)
+            return unexpected(r.error());
+        if (auto r = deliver_interrupts(); !r)
+            return unexpected(r.error());
+        if (n == 0) {
+            auto info = xc_.domain_info(domid_);
+            if (!info)
+                return std::string("the domain is gone");
+            if (info->crashed)
+                return std::string("the domain crashed");
+            if (info->shutdown || info->dying)
+                return std::string("the domain shut down");
+        }
+    }
+    return std::string("stopped");
+}
+
+} // namespace xenft::backends::xen

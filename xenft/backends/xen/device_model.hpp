@@ -1,0 +1,92 @@
+// The device models of a domain on Xen, served from dom0 (the Xen backend's counterpart of
+// what the KVM backend does at its exits): the same UART, clock register, virtio-mmio network
+// and block devices as on KVM (xenft/devices), reached through an ioreq server; the LAPIC and
+// its timer are Xen's own. DMA goes into guest memory mapped with libxenforeignmemory; device
+// interrupts are MSIs injected through libxendevicemodel (vector 0x50 the NIC, 0x51 the disk);
+// the NIC's frames go to and come from a TAP interface in dom0.
+//
+// This is the unprotected device model (FT off): a frame from the TAP is handed to the NIC as
+// soon as it has a buffer. Under FT the same models are driven by the record/replay loop, which
+// delivers frames and interrupts only at logged synchronous exits.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "xenft/backends/xen/ioreq_server.hpp"
+#include "xenft/backends/xen/xen_handles.hpp"
+#include "xenft/devices/devices.hpp"
+#include "xenft/devices/guest_memory.hpp"
+#include "xenft/devices/host_io.hpp"
+#include "xenft/devices/virtio_blk.hpp"
+#include "xenft/devices/virtio_net.hpp"
+
+namespace xenft::backends::xen {
+
+// The guest's RAM from guest-physical 0, mapped read-write once.
+class XenGuestMemory final : public devices::GuestMemory {
+public:
+    static Expected<XenGuestMemory, std::string> map(const ForeignMemory& fm, std::uint32_t domid, std::uint64_t bytes);
+    bool read_guest(std::uint64_t gpa, std::span<std::uint8_t> out) override;
+    bool write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data) override;
+
+private:
+    explicit XenGuestMemory(GuestPages pages) : pages_(std::move(pages)) {}
+    bool valid(std::uint64_t gpa, std::size_t n) const;
+    GuestPages pages_;
+};
+
+struct DeviceModelSpec {
+    std::uint64_t memory_bytes = 32u << 20;
+    std::string tap;  // empty: no NIC
+    std::string disk; // empty: no disk (an image file of whole sectors otherwise)
+    devices::MacAddress mac{0x52, 0x54, 0x00, 0x58, 0x46, 0x02};
+};
+
+class XenDeviceModel {
+public:
+    // Takes the devices' ranges from the domain (created paused) and enables the server; the
+    // caller unpauses the domain.
+    static Expected<std::unique_ptr<XenDeviceModel>, std::string> create(std::uint32_t domid, const DeviceModelSpec& spec);
+
+    // Serves until `stop` or the domain shuts down; returns why it ended.
+    Expected<std::string, std::string> run(const std::atomic<bool>& stop);
+    // Everything the guest printed on the UART (the last 64 KiB).
+    const std::string& console() const noexcept { return uart_.output(); }
+    std::uint64_t requests() const noexcept { return server_ ? server_->requests() : 0; }
+    std::uint64_t frames_in() const noexcept { return frames_in_; }
+    std::uint64_t interrupts() const noexcept { return interrupts_; }
+
+private:
+    XenDeviceModel(std::uint32_t domid, XenControl xc, ForeignMemory fm)
+        : domid_(domid), xc_(std::move(xc)), fm_(std::move(fm)) {}
+    void handle(IoAccess& a);
+    Expected<bool, std::string> deliver_interrupts();
+    Expected<bool, std::string> take_frames();
+
+    std::uint32_t domid_;
+    XenControl xc_;
+    ForeignMemory fm_;
+    std::optional<XenGuestMemory> memory_;
+    std::optional<IoreqServer> server_;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+    devices::Uart16550 uart_;
+    devices::ClockReg clock_{[this] {
+        return static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
+    }};
+    std::optional<devices::TapDevice> tap_;
+    std::optional<devices::FileStore> disk_;
+    std::unique_ptr<devices::VirtioNet> net_;
+    std::unique_ptr<devices::VirtioBlk> blk_;
+    devices::DeviceBus bus_;
+    std::optional<std::vector<std::uint8_t>> waiting_frame_; // from the TAP, no buffer yet
+    std::uint64_t frames_in_ = 0, interrupts_ = 0;
+};
+
+} // namespace xenft::backends::xen
