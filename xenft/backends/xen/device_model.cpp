@@ -157,26 +157,36 @@ Expected<bool, std::string> XenDeviceModel::take_frames()
 Expected<std::string, std::string> XenDeviceModel::run(const std::atomic<bool>& stop)
 {
     const std::string domain = "domain " + std::to_string(domid_);
+    // Why the domain is no longer running, if it is not.
+    auto ended = [this]() -> std::optional<std::string> {
+        auto info = xc_.domain_info(domid_);
+        if (!info)
+            return "the domain is gone";
+        if (info->crashed)
+            return "the domain crashed";
+        if (info->dying)
+            return "the domain is being destroyed";
+        if (info->shutdown)
+            return "the domain shut down";
+        return std::nullopt;
+    };
     while (!stop.load()) {
         pollfd fds[2] = {{server_->fd(), POLLIN, 0}, {tap_ ? tap_->fd() : -1, POLLIN, 0}};
         const int n = ::poll(fds, tap_ && !waiting_frame_ ? 2 : 1, 100);
         if (n < 0 && errno != EINTR)
             return unexpected(errno_text(domain + ": poll"));
-        auto served = server_->serve([this](IoAccess& a) { handle(a); });
-        if (!served)
-            return unexpected(served.error());
-        if (auto r = take_frames(); !r)
-            return unexpected(r.error());
-        if (auto r = deliver_interrupts(); !r)
-            return unexpected(r.error());
-        if (n == 0) {
-            auto info = xc_.domain_info(domid_);
-            if (!info)
-                return std::string("the domain is gone");
-            if (info->crashed)
-                return std::string("the domain crashed");
-            if (info->shutdown || info->dying)
-                return std::string("the domain shut down");
+        Expected<bool, std::string> step = server_->serve([this](IoAccess& a) { handle(a); });
+        if (step)
+            step = take_frames();
+        if (step)
+            step = deliver_interrupts();
+        // A domain destroyed under us shows as failing calls or as silence: either way, say so
+        // rather than report the failed call.
+        if (!step || n == 0) {
+            if (auto why = ended())
+                return *why;
+            if (!step)
+                return unexpected(step.error());
         }
     }
     return std::string("stopped");
