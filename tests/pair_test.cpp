@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(an_operator_failover_moves_the_vm_to_the_backup, *utf::prec
     BOOST_TEST(clients.wait_answered(answered_before + 30, 60), rig.logbook.all());
     clients.finish();
     const auto verdict = testing::check_history(clients.all());
-    BOOST_TEST(!verdict.has_value(), verdict.value_or(""));
+    BOOST_TEST(!verdict.has_value(), verdict.value_or("") << "\n" << rig.logbook.all());
     BOOST_TEST(backup->status().epoch == 2u);
 }
 

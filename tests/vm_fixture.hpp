@@ -212,8 +212,14 @@ inline std::optional<std::string> check_history(const std::vector<KvCall>& calls
 {
     std::map<std::uint64_t, const KvCall*> adds;
     for (const auto& c : calls)
-        if (c.answered && c.status == 0 && c.op == 1 && !adds.emplace(c.version, &c).second)
-            return "two ADDs answered with version " + std::to_string(c.version);
+        if (c.answered && c.status == 0 && c.op == 1 && !adds.emplace(c.version, &c).second) {
+            const KvCall& first = *adds[c.version];
+            return "two ADDs answered with version " + std::to_string(c.version) + ": client " +
+                   std::to_string(first.client) + " seq " + std::to_string(first.seq) + " key " +
+                   std::to_string(first.key) + " value " + std::to_string(first.value) + ", and client " +
+                   std::to_string(c.client) + " seq " + std::to_string(c.seq) + " key " + std::to_string(c.key) +
+                   " value " + std::to_string(c.value);
+        }
     std::uint64_t expect_version = 1;
     std::map<std::uint8_t, std::uint64_t> values;
     std::map<std::uint64_t, std::map<std::uint8_t, std::uint64_t>> at_version{{0, {}}};

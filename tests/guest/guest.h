@@ -44,7 +44,7 @@ uint64_t uptime_ms(void);    /* LAPIC timer ticks (1 kHz) since boot */
 uint64_t clock_ns(void);     /* the clock register */
 void guest_panic(const char* why) __attribute__((noreturn));
 uint32_t guest_random(void); /* deterministic: seeded from the clock register */
-void background_work(void);  /* integer work with a few clock reads, between sleeps */
+void background_work(void);  /* integer work and a clock read, between sleeps */
 
 /* virtio.c */
 int net_init(uint8_t mac[6]);

@@ -484,7 +484,8 @@ void Node::replay_loop(engine::ResumePoint from)
         const std::size_t frames = rep.resend_frames(*cfg_.tap);
         reissued += (reissued.empty() ? "" : ", ") + std::string("re-sent the last ") + std::to_string(frames) + " frames";
     }
-    say("going live at exit " + std::to_string(rep.exits()) + (reissued.empty() ? "" : ": " + reissued));
+    say("going live at exit " + std::to_string(rep.exits()) + ", after log entry " + std::to_string(rep.last_seq()) +
+        (reissued.empty() ? "" : ": " + reissued));
     gate_->set_passthrough(true);
     replaying_ = false;
     engine::Recorder rec(*machine_, cfg_.digest_every, engine::HostIo{cfg_.tap, cfg_.disk, gate_.get()},
@@ -620,6 +621,28 @@ void Node::after_step()
         halted_ = true;
 }
 
+void Node::take_received_log()
+{
+    // Right after the channel's pump, before any other event is stepped: the channel acks what
+    // it buffered, so every such entry must reach the protocol core and the VM thread before
+    // anything (a suspicion, an operator's failover) can freeze this backup. An acked entry
+    // left behind in the channel would be one the primary may release outputs for but this
+    // backup, going live, never replays.
+    if (!receiver_ || replica_.role() != protocol::Role::backup_replaying)
+        return;
+    std::vector<logformat::Entry> got;
+    while (auto e = receiver_->pop())
+        got.push_back(std::move(*e));
+    if (got.empty())
+        return;
+    const protocol::LogMsg msg{replica_.epoch(), got.front().seq, got.back().seq, 0};
+    {
+        std::lock_guard lock(mu_);
+        inbox_.insert(inbox_.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
+    }
+    step(protocol::Received{msg});
+}
+
 void Node::pump_channel()
 {
     const protocol::Role role = replica_.role();
@@ -634,6 +657,7 @@ void Node::pump_channel()
     } else if (receiver_ && (role == protocol::Role::backup_replaying || role == protocol::Role::backup_syncing)) {
         // Once the primary is suspected the backup accepts and acks nothing more.
         receiver_->pump(2);
+        take_received_log();
     } else {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
@@ -660,6 +684,7 @@ void Node::pump_channel()
         // Not received(): log entries may have come in with the confirmation.
         const protocol::Seq at = copy_at_;
         step(protocol::SyncComplete{cfg_.epoch, at});
+        take_received_log();
         synced_ = true;
         say("live copy from host " + std::to_string(cfg_.peer) + " applied and confirmed: replaying from entry " +
             std::to_string(at + 1));
@@ -730,19 +755,6 @@ void Node::control_loop()
                     step(protocol::ChannelRestored{});
                 else
                     step(protocol::ChannelLost{});
-            }
-        }
-        if (receiver_ && replica_.role() == protocol::Role::backup_replaying) {
-            std::vector<logformat::Entry> got;
-            while (auto e = receiver_->pop())
-                got.push_back(std::move(*e));
-            if (!got.empty()) {
-                const protocol::LogMsg msg{replica_.epoch(), got.front().seq, got.back().seq, 0};
-                {
-                    std::lock_guard lock(mu_);
-                    inbox_.insert(inbox_.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
-                }
-                step(protocol::Received{msg});
             }
         }
         if (replaying_) {

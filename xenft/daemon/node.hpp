@@ -175,6 +175,8 @@ private:
     void replay_loop(engine::ResumePoint from);
     void control_loop();
     void pump_channel();
+    // Hands what the channel received to the VM thread and the protocol core (a replaying backup).
+    void take_received_log();
     void step(const protocol::Event& e);
     void act(const protocol::Action& a);
     void after_step();
