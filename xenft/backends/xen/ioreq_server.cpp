@@ -37,8 +37,7 @@ Expected<IoreqServer, std::string> IoreqServer::create(std::uint32_t domid, cons
 }
 
 IoreqServer::IoreqServer(IoreqServer&& o) noexcept
-    : domid_(o.domid_), dm_(std::move(o.dm_)), id_(o.id_), live_(std::exchange(o.live_, false)),
-      page_(std::move(o.page_)), channel_(std::move(o.channel_)), requests_(o.requests_), unsupported_(o.unsupported_)
+    : domid_(o.domid_), dm_(std::move(o.dm_)), id_(o.id_), page_(std::move(o.page_)), channel_(std::move(o.channel_)), requests_(o.requests_), unsupported_(o.unsupported_)
 {
     o.page_.reset();
     o.channel_.reset();
@@ -46,7 +45,7 @@ IoreqServer::IoreqServer(IoreqServer&& o) noexcept
 
 IoreqServer::~IoreqServer()
 {
-    if (!live_ || !dm_)
+    if (!dm_)
         return;
     channel_.reset();
     page_.reset();

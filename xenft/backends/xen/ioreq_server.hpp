@@ -83,9 +83,8 @@ private:
     IoreqServer(std::uint32_t domid, std::unique_ptr<DeviceModelHandle> dm, ioservid_t id)
         : domid_(domid), dm_(std::move(dm)), id_(id) {}
     std::uint32_t domid_;
-    std::unique_ptr<DeviceModelHandle> dm_;
+    std::unique_ptr<DeviceModelHandle> dm_; // null once moved from
     ioservid_t id_ = 0;
-    bool live_ = true; // false once moved from
     std::optional<ResourceMapping> page_;
     std::optional<EventChannel> channel_;
     std::uint64_t requests_ = 0, unsupported_ = 0;
