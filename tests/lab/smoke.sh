@@ -14,15 +14,21 @@
 # xenft/backends/xen/device_model.hpp, FT off): the test guest's service served through an
 # ioreq server, its NIC on a TAP in dom0 and its disk on an image file, which dom0 pings and
 # uses over HTTP (status page, PUT and GET, a 1 MiB stream checked by SHA-256), then boots
-# again from the same disk and finds what was PUT. It prints one PASS/FAIL line per check, the
-# timeline and its duration.
+# again from the same disk and finds what was PUT; and a protected pair on that device model
+# (tests/lab/xen_pair.cpp driving xenft/backends/xen/ft_domain.hpp): one domain records, an
+# identical one replays its log with its own device models and compares state digests, dom0
+# talks HTTP to the service through the output gate, then the recording domain is destroyed in
+# the middle of a download, which the backup, gone live, must finish intact, keeping what was
+# PUT. It prints one PASS/FAIL line per check, the timeline and its duration.
 #
 # usage: tests/lab/smoke.sh [WORKDIR]          (default build/lab)
 # Env: XEN_WORKDIR (where hvm-patches/build works; default build/xen), XENFT_GUEST (the test guest ELF; default build/main/tests/guest/xenft-guest.elf),
 #      XENFT_XL_HOOK (xenft's xl glue; default build/main/dom0-tools/xl/xl-hook),
 #      LAB_DEBS (a directory of .debs: the patched Xen packages of `make xen-deb` and xenft's;
 #      dom0 then runs Xen, xl and xenft as installed from them instead of the staged build),
-#      LAB_TIMEOUT_S (default 900), CASES_FILE (default WORKDIR/lab_smoke.cases).
+#      LAB_TIMEOUT_S (default 900), CASES_FILE (default WORKDIR/lab_smoke.cases),
+#      LAB_SCENARIOS ("all", the default, or some of "base ftdm": what dom0 runs and checks;
+#      for working on one part), XENFT_FT_PROBE / XENFT_XEN_DM / XENFT_XEN_PAIR (prebuilt tools).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -93,6 +99,16 @@ if [ -z "${XENFT_XEN_DM:-}" ]; then
         "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
         "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/tests/lab/xen_dm.cpp"
 fi
+# The protected pair's driver.
+pair=${XENFT_XEN_PAIR:-$work/xenft-xen-pair}
+if [ -z "${XENFT_XEN_PAIR:-}" ]; then
+    stamp "building the protected pair's driver"
+    build_static xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
+        "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
+        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/engine/output_gate.cpp" \
+        "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
+        "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/tests/lab/xen_pair.cpp"
+fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
 
@@ -158,6 +174,10 @@ if $xl info > /tmp/info 2>&1; then
 else
     echo "LAB: FAIL xl info: $(tail -n 3 /tmp/info | tr '\n' ' ')"
 fi
+# LAB_SCENARIOS (host side) picks what runs: "all", or some of "base" (everything before the
+# protected pair) and "ftdm" (the protected pair with xenft's device models).
+want() { case " $(cat /lab/scenarios) " in *" all "* | *" $1 "*) return 0 ;; esac; return 1; }
+if want base; then
 # ft= that xenft's glue refuses (no /etc/xenft/nosuch.conf): xl create fails with its reason
 # and leaves no domain.
 if $xl create /lab/pvh-ft.cfg 'name="ft-refused"' 'ft="nosuch"' > /tmp/create-bad 2>&1; then
@@ -272,6 +292,78 @@ dm_stop dm-service
 dm_start dm-again
 echo "LAB: dm: after a restart from the same disk: get $(curl -s --max-time 60 http://10.98.0.2/kv/lab)"
 dm_stop dm-again
+fi
+
+# Fault tolerance with xenft's device models (tests/lab/xen_pair.cpp driving
+# xenft/backends/xen/ft_domain.hpp): domain ftdm-p records, ftdm-b replays its log on this same
+# host and compares state digests at the exits ftdm-p took them; their NICs are TAPs on a
+# bridge, the primary's behind the output gate, the backup's silent. dom0 is the client. Then
+# ftdm-p is destroyed in the middle of a download: ftdm-b must go live and finish it, and keep
+# what was PUT before.
+if want ftdm; then
+modprobe tun 2> /dev/null
+modprobe bridge 2> /dev/null
+ip link add xftbr0 type bridge && ip addr add 10.98.1.1/24 dev xftbr0 && ip link set xftbr0 up ||
+    echo "LAB: FAIL ftdm: cannot set up the bridge xftbr0"
+for t in xftp0 xftb0; do
+    ip tuntap add dev $t mode tap && ip link set $t master xftbr0 && ip link set $t up || echo "LAB: FAIL ftdm: cannot set up the TAP $t"
+done
+truncate -s 1M /tmp/ftdm-p.img && cp /tmp/ftdm-p.img /tmp/ftdm-b.img
+for n in ftdm-p ftdm-b; do
+    $xl create -p /lab/pvh-ftdm.cfg "name=\"$n\"" > /tmp/create-$n 2>&1 || echo "LAB: FAIL xl create $n: $(tail -n 3 /tmp/create-$n | tr '\n' ' ')"
+done
+p=$($xl domid ftdm-p) b=$($xl domid ftdm-b)
+/lab/xenft-xen-pair "$p" "$b" --tap-primary xftp0 --tap-backup xftb0 --disk-primary /tmp/ftdm-p.img \
+    --disk-backup /tmp/ftdm-b.img --digest-ms 2000 --timeout-s 900 > /tmp/pair.out 2>&1 &
+pair_pid=$!
+ftdm_t0=$(date +%s)
+ftdm_stamp() { echo "LAB: ftdm: [$(($(date +%s) - ftdm_t0)) s] $*"; }
+for i in $(seq 200); do
+    $xl dmesg | grep -q "(d$p) service: udp port 7000, http port 80" && break
+    kill -0 $pair_pid 2> /dev/null || break
+    sleep 1
+done
+$xl dmesg | grep "(d$p) service:" | tail -n 1 | sed 's/^/LAB: ftdm: guest: /'
+ftdm_stamp "service up"
+if kill -0 $pair_pid 2> /dev/null; then
+if ping -c 2 -W 20 10.98.1.2 > /tmp/ftdm-ping 2>&1; then echo "LAB: ftdm: ping ok"; else echo "LAB: ftdm: ping failed: $(tail -n 2 /tmp/ftdm-ping | tr '\n' ' ')"; fi
+echo "LAB: ftdm: status page: $(curl -s --max-time 60 http://10.98.1.2/ | head -n 1)"
+echo "LAB: ftdm: put $(curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary ftdm-value-1 http://10.98.1.2/kv/lab)"
+echo "LAB: ftdm: get $(curl -s --max-time 60 http://10.98.1.2/kv/lab)"
+ftdm_stamp "client requests done"
+expected=$(seq -f %015.0f 0 65536 | head -c 1048576 | sha256sum | cut -c1-64)
+got=$(curl -s --max-time 300 http://10.98.1.2/stream/262144 | sha256sum | cut -c1-64)
+want256=$(seq -f %015.0f 0 16384 | head -c 262144 | sha256sum | cut -c1-64)
+if [ "$got" = "$want256" ]; then echo "LAB: ftdm: stream sha256 ok"; else echo "LAB: ftdm: stream sha256 $got, expected $want256"; fi
+ftdm_stamp "256 KiB stream done"
+# The power cut: ftdm-p destroyed while a 1 MiB download runs.
+curl -s --max-time 400 -o /tmp/ftdm-download http://10.98.1.2/stream/1048576 &
+curl_pid=$!
+for i in $(seq 300); do
+    [ "$(stat -c %s /tmp/ftdm-download 2> /dev/null || echo 0)" -ge 131072 ] && break
+    sleep 0.2
+done
+ftdm_stamp "destroying ftdm-p with $(stat -c %s /tmp/ftdm-download 2> /dev/null || echo 0) bytes downloaded"
+$xl destroy ftdm-p
+wait $curl_pid
+echo "LAB: ftdm: download curl exit $?"
+ftdm_stamp "download finished"
+got=$(sha256sum < /tmp/ftdm-download | cut -c1-64)
+if [ "$got" = "$expected" ]; then echo "LAB: ftdm: failover stream sha256 ok"; else echo "LAB: ftdm: failover stream sha256 $got ($(stat -c %s /tmp/ftdm-download) bytes), expected $expected"; fi
+echo "LAB: ftdm: after failover: get $(curl -s --max-time 60 http://10.98.1.2/kv/lab)"
+echo "LAB: ftdm: after failover: put $(curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary ftdm-value-2 http://10.98.1.2/kv/lab)"
+echo "LAB: ftdm: after failover: get $(curl -s --max-time 60 http://10.98.1.2/kv/lab)"
+if ping -c 2 -W 20 10.98.1.2 > /tmp/ftdm-ping 2>&1; then echo "LAB: ftdm: after failover: ping ok"; else echo "LAB: ftdm: after failover: ping failed"; fi
+else
+    echo "LAB: FAIL ftdm: the pair's driver ended before the service came up"
+fi
+kill -TERM $pair_pid 2> /dev/null
+wait $pair_pid
+grep -v '^guest: ' /tmp/pair.out | sed 's/^/LAB: ftdm: /'
+$xl dmesg | grep -E "d($p|$b)v0 FT|d($p|$b): FT" | head -n 5 | sed 's/^/LAB: ftdm: xen: /'
+echo "LAB: ftdm: backup state $($xl list ftdm-b 2>&1 | awk 'NR == 2 { print $5 }')"
+$xl destroy ftdm-b
+fi
 EOF
 cat > "$payload/pvh-dm.cfg" <<'EOF'
 type = "pvh"
@@ -281,6 +373,16 @@ memory = 32
 vcpus = 1
 on_crash = "preserve"
 EOF
+cat > "$payload/pvh-ftdm.cfg" <<'EOF'
+type = "pvh"
+kernel = "/lab/xenft-guest.elf"
+cmdline = "mode=service ip=10.98.1.2"
+memory = 32
+vcpus = 1
+tsc_mode = "always_emulate"
+on_crash = "preserve"
+EOF
+echo "${LAB_SCENARIOS:-all}" > "$payload/scenarios"
 cat > "$payload/pvh-ft.cfg" <<EOF
 type = "pvh"
 kernel = "/lab/xenft-guest.elf"
@@ -293,6 +395,7 @@ on_crash = "preserve"
 EOF
 cp "$probe" "$payload/xenft-ft-probe"
 cp "$dm" "$payload/xenft-xen-dm"
+cp "$pair" "$payload/xenft-xen-pair"
 chmod +x "$payload/run"
 rm -f "$work/payload.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload.img" 64M
@@ -315,6 +418,7 @@ tr -d '\r' < "$work/serial.log" > "$work/console.log"
 grep -a 'LAB: ' "$work/console.log" | sed 's/^/    /'
 
 seen() { grep -aq -- "$1" "$work/console.log"; }
+want() { case " ${LAB_SCENARIOS:-all} " in *" all "* | *" $1 "*) return 0 ;; esac; return 1; }
 if [ -n "$debs" ]; then
     if seen 'LAB: packages .*xen-hypervisor-4.17-amd64=[^ ]*+xenft1 ' && seen 'LAB: packages .*xen-utils-4.17=[^ ]*+xenft1 ' &&
        seen 'LAB: packages .*libxenmisc4.17=[^ ]*+xenft1 ' && seen 'LAB: packages .*xenft=[0-9]' &&
@@ -327,6 +431,7 @@ fi
 if seen '(XEN) Xen version 4.17'; then pass patched_xen_boots; else fail patched_xen_boots "no Xen banner on the serial console"; fi
 if seen 'LAB: dom0 up'; then pass dom0_boots_with_xenstored; else fail dom0_boots_with_xenstored "dom0 did not come up"; fi
 if seen 'LAB: xl info ok: .*virt_caps.*hvm'; then pass xl_info_shows_hvm; else fail xl_info_shows_hvm "xl info failed or shows no hvm"; fi
+if want base; then
 work_lines=$(grep -a 'LAB: guest work lines' "$work/console.log" | tr -dc '0-9\n' | tail -n 1)
 if seen 'LAB: guest: (d[0-9]*) xenft test guest: ready, mode cpu' && [ "${work_lines:-0}" -ge 2 ]; then
     pass pvh_guest_runs_with_ft_off
@@ -432,6 +537,44 @@ if [ "$(grep -ac 'LAB: dm: dm: ended: the domain \(is gone\|is being destroyed\)
     pass dm_served_until_the_domain_ended
 else
     fail dm_served_until_the_domain_ended "$(grep -a 'LAB: dm: dm: ' "$work/console.log" | tr '\n' ' ')"
+fi
+fi
+# The protected pair with xenft's device models.
+if want ftdm; then
+    if seen 'LAB: ftdm: guest: (d[0-9]*) service: udp port 7000, http port 80 on 10.98.1.2' && seen 'LAB: ftdm: ping ok'; then
+        pass ftdm_protected_guest_serves_with_xenft_devices
+    else
+        fail ftdm_protected_guest_serves_with_xenft_devices "$(grep -a 'LAB: ftdm: \(guest\|ping\|pair: FAIL\|FAIL\)' "$work/console.log" | head -n 3 | tr '\n' ' ')"
+    fi
+    if seen 'LAB: ftdm: status page: xenft test guest' && seen 'LAB: ftdm: put 201' && seen 'LAB: ftdm: get ftdm-value-1$' &&
+       seen 'LAB: ftdm: stream sha256 ok'; then
+        pass ftdm_http_and_stream_through_the_output_gate
+    else
+        fail ftdm_http_and_stream_through_the_output_gate "$(grep -a 'LAB: ftdm: \(status\|put\|get\|stream\)' "$work/console.log" | tr '\n' ' ')"
+    fi
+    matched=$(grep -a 'LAB: ftdm: pair: .* went live at exit' "$work/console.log" | sed -n 's/.*; \([0-9]*\) digests matched.*/\1/p')
+    if [ "${matched:-0}" -ge 3 ] && ! seen 'LAB: ftdm: pair: FAIL'; then
+        pass ftdm_backup_digests_match_the_primary
+    else
+        fail ftdm_backup_digests_match_the_primary "${matched:-no} digests matched; $(grep -a 'LAB: ftdm: pair: FAIL' "$work/console.log" | head -n 1)"
+    fi
+    if seen 'LAB: ftdm: pair: .* domain [0-9]* went live at exit [1-9][0-9]*, [0-9]* ms after the primary ended' &&
+       seen 'LAB: ftdm: xen: .*FT replay ends at exit [0-9]*: live'; then
+        pass ftdm_backup_goes_live_when_the_primary_dies
+    else
+        fail ftdm_backup_goes_live_when_the_primary_dies "$(grep -a 'LAB: ftdm: pair: .*\(ended\|live\|FAIL\)' "$work/console.log" | head -n 3 | tr '\n' ' ')"
+    fi
+    if seen 'LAB: ftdm: download curl exit 0' && seen 'LAB: ftdm: failover stream sha256 ok'; then
+        pass ftdm_download_survives_the_failover_intact
+    else
+        fail ftdm_download_survives_the_failover_intact "$(grep -a 'LAB: ftdm: \(download\|failover stream\|.*destroying\)' "$work/console.log" | tr '\n' ' ')"
+    fi
+    if seen 'LAB: ftdm: after failover: get ftdm-value-1$' && seen 'LAB: ftdm: after failover: put 20[14]' &&
+       seen 'LAB: ftdm: after failover: get ftdm-value-2$' && seen 'LAB: ftdm: after failover: ping ok'; then
+        pass ftdm_live_backup_keeps_the_put_and_serves_on
+    else
+        fail ftdm_live_backup_keeps_the_put_and_serves_on "$(grep -a 'LAB: ftdm: after failover' "$work/console.log" | tr '\n' ' ')"
+    fi
 fi
 if seen 'LAB: FAIL'; then fail no_failures_in_dom0 "$(grep -a 'LAB: FAIL' "$work/console.log" | head -n 3 | tr '\n' ' ')"; fi
 if seen 'LAB: done'; then pass scenario_completes; else fail scenario_completes "dom0 did not finish the scenario (see $work/serial.log)"; fi

@@ -136,6 +136,27 @@ Expected<bool, std::string> XenDeviceModel::deliver_interrupts()
     return true;
 }
 
+void XenDeviceModel::interrupts_taken_elsewhere()
+{
+    for (devices::Device* d : bus_.devices())
+        if (d->pending_interrupt())
+            d->interrupt_delivered();
+}
+
+std::optional<std::string> XenDeviceModel::ended() const
+{
+    auto info = xc_.domain_info(domid_);
+    if (!info)
+        return "the domain is gone";
+    if (info->crashed)
+        return "the domain crashed";
+    if (info->dying)
+        return "the domain is being destroyed";
+    if (info->shutdown)
+        return "the domain shut down";
+    return std::nullopt;
+}
+
 Expected<bool, std::string> XenDeviceModel::take_frames()
 {
     if (!tap_ || !net_)
@@ -157,19 +178,6 @@ Expected<bool, std::string> XenDeviceModel::take_frames()
 Expected<std::string, std::string> XenDeviceModel::run(const std::atomic<bool>& stop)
 {
     const std::string domain = "domain " + std::to_string(domid_);
-    // Why the domain is no longer running, if it is not.
-    auto ended = [this]() -> std::optional<std::string> {
-        auto info = xc_.domain_info(domid_);
-        if (!info)
-            return "the domain is gone";
-        if (info->crashed)
-            return "the domain crashed";
-        if (info->dying)
-            return "the domain is being destroyed";
-        if (info->shutdown)
-            return "the domain shut down";
-        return std::nullopt;
-    };
     while (!stop.load()) {
         pollfd fds[2] = {{server_->fd(), POLLIN, 0}, {tap_ ? tap_->fd() : -1, POLLIN, 0}};
         const int n = ::poll(fds, tap_ && !waiting_frame_ ? 2 : 1, 100);

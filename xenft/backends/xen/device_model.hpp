@@ -5,13 +5,15 @@
 // interrupts are MSIs injected through libxendevicemodel (vector 0x50 the NIC, 0x51 the disk);
 // the NIC's frames go to and come from a TAP interface in dom0.
 //
-// This is the unprotected device model (FT off): a frame from the TAP is handed to the NIC as
-// soon as it has a buffer. Under FT the same models are driven by the record/replay loop, which
-// delivers frames and interrupts only at logged synchronous exits.
+// run() is the unprotected device model (FT off): a frame from the TAP is handed to the NIC as
+// soon as it has a buffer. Under FT (ft_domain.hpp) the same models are driven piece by piece:
+// frames and interrupts only at an ioreq, i.e. while the vCPU is stopped at a synchronous exit,
+// outputs through the output gate, and on the backup nothing injected and nothing sent.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -34,6 +36,12 @@ public:
     static Expected<XenGuestMemory, std::string> map(const ForeignMemory& fm, std::uint32_t domid, std::uint64_t bytes);
     bool read_guest(std::uint64_t gpa, std::span<std::uint8_t> out) override;
     bool write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data) override;
+    std::size_t page_count() const noexcept { return pages_.count(); }
+    // Page i (gfn i), or an empty span where the domain has no memory.
+    std::span<const std::uint8_t> page(std::size_t i) const
+    {
+        return pages_.mapped(i) ? pages_.page(i) : std::span<const std::uint8_t>();
+    }
 
 private:
     explicit XenGuestMemory(GuestPages pages) : pages_(std::move(pages)) {}
@@ -56,6 +64,35 @@ public:
 
     // Serves until `stop` or the domain shuts down; returns why it ended.
     Expected<std::string, std::string> run(const std::atomic<bool>& stop);
+
+    // The pieces run() is made of, for the FT loops.
+    // Answers the ioreq waiting on vCPU 0, if any; `handler` performs the access (handle()).
+    Expected<bool, std::string> serve(const std::function<void(IoAccess&)>& handler)
+    {
+        return server_->serve(handler);
+    }
+    void handle(IoAccess& a);
+    // Injects the MSI of every device with an interrupt to deliver (only at an ioreq under FT).
+    Expected<bool, std::string> deliver_interrupts();
+    // The backup's counterpart: the hypervisor injects the logged vectors; the devices only
+    // learn that their interrupt was taken, at the same point the primary injected it.
+    void interrupts_taken_elsewhere();
+    // Why the domain no longer runs, if it does not.
+    std::optional<std::string> ended() const;
+    int ioreq_fd() const { return server_->fd(); }
+    std::uint32_t domid() const noexcept { return domid_; }
+    XenGuestMemory& memory() { return *memory_; }
+    devices::DeviceBus& bus() noexcept { return bus_; }
+    devices::VirtioNet* net() noexcept { return net_.get(); }
+    devices::TapDevice* tap() noexcept { return tap_ ? &*tap_ : nullptr; }
+    const XenControl& control() const noexcept { return xc_; }
+    const ForeignMemory& foreign_memory() const noexcept { return fm_; }
+    // Where the NIC's transmitted frames go (the TAP unless redirected; null drops them).
+    void set_transmit(devices::NetTransmit* tx)
+    {
+        if (net_)
+            net_->set_transmit(tx);
+    }
     // Everything the guest printed on the UART (the last 64 KiB).
     const std::string& console() const noexcept { return uart_.output(); }
     std::uint64_t requests() const noexcept { return server_ ? server_->requests() : 0; }
@@ -65,8 +102,6 @@ public:
 private:
     XenDeviceModel(std::uint32_t domid, XenControl xc, ForeignMemory fm)
         : domid_(domid), xc_(std::move(xc)), fm_(std::move(fm)) {}
-    void handle(IoAccess& a);
-    Expected<bool, std::string> deliver_interrupts();
     Expected<bool, std::string> take_frames();
 
     std::uint32_t domid_;

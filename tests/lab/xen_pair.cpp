@@ -1,0 +1,170 @@
+// xenft-xen-pair: the lab's driver of a protected domain on one Xen host
+// (xenft/backends/xen/ft_domain.hpp): domain P records with xenft's device models (NIC on
+// TAP_P behind the output gate, disk IMAGE_P), domain B, created from the same configuration,
+// replays P's log with its own device models (TAP_B silent, disk IMAGE_B: a copy of IMAGE_P)
+// and compares state digests at the exits P took them. The log moves in this process, where
+// two hosts would use the logging channel. When P is destroyed (the lab's stand-in for its
+// host's power cut), B replays what it received, goes live and serves on TAP_B until the
+// time is up or SIGTERM.
+//
+//   xenft-xen-pair P B --tap-primary TAP_P --tap-backup TAP_B --disk-primary IMAGE_P
+//                      --disk-backup IMAGE_B [--memory-mb N] [--digest-ms N] [--timeout-s N]
+//
+// Prints "pair: ..." lines: protection started, a status line every 5 s (exits, items, digests
+// matched, frames), the failover's timeline, and the end. Exits 1 on any divergence or error.
+#include <poll.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "xenft/backends/xen/ft_domain.hpp"
+
+using namespace xenft::backends::xen;
+
+namespace {
+
+std::atomic<bool> stop{false};
+
+void on_signal(int) { stop = true; }
+
+int usage()
+{
+    std::cerr << "usage: xenft-xen-pair PRIMARY_DOMID BACKUP_DOMID --tap-primary TAP --tap-backup TAP\n"
+                 "                      --disk-primary IMAGE --disk-backup IMAGE [--memory-mb N] [--digest-ms N]\n"
+                 "                      [--timeout-s N]\n";
+    return 2;
+}
+
+bool parse_domid(const char* s, std::uint32_t& out)
+{
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(s, &end, 10);
+    if (*end || v == 0 || v >= 0x7ff0)
+        return false;
+    out = static_cast<std::uint32_t>(v);
+    return true;
+}
+
+long long ms_since(std::chrono::steady_clock::time_point t)
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
+}
+
+int fail(const std::string& why)
+{
+    std::cout << "pair: FAIL " << why << std::endl;
+    return 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc < 3)
+        return usage();
+    std::uint32_t p = 0, b = 0;
+    if (!parse_domid(argv[1], p) || !parse_domid(argv[2], b) || p == b)
+        return usage();
+    FtSpec primary_spec, backup_spec;
+    unsigned long timeout_s = 600;
+    for (int i = 3; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (i + 1 >= argc)
+            return usage();
+        const std::string v = argv[++i];
+        if (a == "--tap-primary")
+            primary_spec.devices.tap = v;
+        else if (a == "--tap-backup")
+            backup_spec.devices.tap = v;
+        else if (a == "--disk-primary")
+            primary_spec.devices.disk = v;
+        else if (a == "--disk-backup")
+            backup_spec.devices.disk = v;
+        else if (a == "--memory-mb")
+            primary_spec.devices.memory_bytes = backup_spec.devices.memory_bytes = std::strtoull(v.c_str(), nullptr, 10) << 20;
+        else if (a == "--digest-ms")
+            primary_spec.digest_interval_ms = std::strtoull(v.c_str(), nullptr, 10);
+        else if (a == "--timeout-s")
+            timeout_s = std::strtoul(v.c_str(), nullptr, 10);
+        else
+            return usage();
+    }
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + std::chrono::seconds(timeout_s);
+
+    // The backup first: it must be replaying before the primary's first record.
+    auto backup = ReplayingDomain::start(b, backup_spec);
+    if (!backup)
+        return fail(backup.error());
+    auto primary = RecordingDomain::start(p, primary_spec);
+    if (!primary)
+        return fail(primary.error());
+    std::cout << "pair: domain " << p << " records (NIC on " << primary_spec.devices.tap << "), domain " << b
+              << " replays (NIC on " << backup_spec.devices.tap << ", silent until it goes live)" << std::endl;
+
+    XenLog log;
+    auto last_status = start;
+    std::string why_primary_ended;
+    while (!stop && std::chrono::steady_clock::now() < deadline) {
+        if (auto why = (*primary)->ended()) {
+            why_primary_ended = *why;
+            break;
+        }
+        // One wait for both replicas, then each takes what is ready.
+        std::vector<pollfd> fds;
+        for (const auto& list : {(*primary)->wait_fds(), (*backup)->wait_fds()})
+            for (int fd : list)
+                fds.push_back({fd, POLLIN, 0});
+        ::poll(fds.data(), fds.size(), 20);
+        if (auto r = (*primary)->step(log, 0); !r) {
+            // A primary destroyed under us fails its calls: that is its end, not an error.
+            if (auto why = (*primary)->ended()) {
+                why_primary_ended = *why;
+                break;
+            }
+            return fail("primary: " + r.error());
+        }
+        if (auto r = (*backup)->step(log, 0); !r)
+            return fail("backup: " + r.error());
+        (*primary)->acked((*backup)->taken());
+        if (ms_since(last_status) >= 5000) {
+            last_status = std::chrono::steady_clock::now();
+            std::cout << "pair: [" << ms_since(start) << " ms] primary at exit " << (*primary)->exits() << ", backup at exit "
+                      << (*backup)->exits() << "; " << (*primary)->appended() << " items logged, "
+                      << (*backup)->taken() << " received; digests " << (*primary)->digests() << " taken, "
+                      << (*backup)->digests_matched() << " matched; frames in " << (*primary)->frames_in()
+                      << ", out " << (*primary)->frames_out() << ", replayed " << (*backup)->frames_replayed()
+                      << std::endl;
+        }
+    }
+    if (why_primary_ended.empty()) {
+        std::cout << "pair: ended before any failover: " << (stop ? "stopped" : "time is up") << "; digests "
+                  << (*backup)->digests_matched() << " matched" << std::endl;
+        return 0;
+    }
+    const auto gone = std::chrono::steady_clock::now();
+    const std::uint64_t primary_items = (*primary)->appended(), primary_exit = (*primary)->exits();
+    std::cout << "pair: [" << ms_since(start) << " ms] primary domain " << p << " ended (" << why_primary_ended
+              << ") at exit " << primary_exit << "; the backup is at exit " << (*backup)->exits() << " with "
+              << log.size() << " of " << primary_items << " items still to replay; " << (*backup)->digests_matched()
+              << " digests matched" << std::endl;
+    primary->reset();
+    if (auto r = (*backup)->go_live(log); !r)
+        return fail("backup: " + r.error());
+    std::cout << "pair: [" << ms_since(start) << " ms] domain " << b << " went live at exit " << (*backup)->live_exit()
+              << ", " << ms_since(gone) << " ms after the primary ended; " << (*backup)->digests_matched()
+              << " digests matched, " << (*backup)->frames_replayed() << " frames replayed, "
+              << (*backup)->frames_resent() << " sent again, " << (*backup)->dropped()
+              << " items of an unfinished exit dropped" << std::endl;
+    auto end = (*backup)->run_live(stop);
+    if (!end)
+        return fail("live: " + end.error());
+    std::cout << "pair: [" << ms_since(start) << " ms] live domain " << b << ": " << *end << std::endl;
+    return 0;
+}

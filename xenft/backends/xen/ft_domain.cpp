@@ -1,0 +1,530 @@
+#include "xenft/backends/xen/ft_domain.hpp"
+
+#include <openssl/evp.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+namespace xenft::backends::xen {
+
+namespace {
+
+std::uint64_t now_ms()
+{
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+}
+
+std::string hex_address(std::uint64_t a)
+{
+    char b[24];
+    std::snprintf(b, sizeof b, "%#llx", static_cast<unsigned long long>(a));
+    return b;
+}
+
+struct DigestCtxFree {
+    void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
+};
+
+// The longest prefix of `records` that ends on a whole exit and fits `room` (Xen wants the
+// records of one exit published together).
+std::size_t whole_exits(std::span<const FtRecord> records, std::size_t room)
+{
+    if (room >= records.size())
+        return records.size();
+    std::size_t n = room;
+    while (n > 0 && records[n].exit == records[n - 1].exit)
+        --n;
+    return n;
+}
+
+Expected<bool, std::string> wait(std::initializer_list<int> fds, int timeout_ms, const std::string& who)
+{
+    if (timeout_ms == 0)
+        return true; // the caller waited
+    std::vector<pollfd> p;
+    for (int fd : fds)
+        if (fd >= 0)
+            p.push_back({fd, POLLIN, 0});
+    if (::poll(p.data(), p.size(), timeout_ms) < 0 && errno != EINTR)
+        return unexpected(errno_text(who + ": poll"));
+    return true;
+}
+
+} // namespace
+
+std::string hex(const Digest& d)
+{
+    static const char* digits = "0123456789abcdef";
+    std::string s;
+    for (std::uint8_t b : d) {
+        s += digits[b >> 4];
+        s += digits[b & 15];
+    }
+    return s;
+}
+
+Expected<Digest, std::string> domain_digest(XenDeviceModel& dm)
+{
+    const std::string who = "domain " + std::to_string(dm.domid());
+    vcpu_guest_context_any_t ctx{};
+    if (xc_vcpu_getcontext(dm.control().get(), dm.domid(), 0, &ctx) != 0)
+        return unexpected(errno_text(who + ": cannot read vCPU 0's registers"));
+    const auto& r = ctx.x64.user_regs;
+    const std::uint64_t regs[] = {r.rip, r.rflags, r.rsp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
+                                  r.rbp, r.r8,     r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15};
+    std::vector<std::uint8_t> devices;
+    devices::StateWriter w(devices);
+    for (const devices::Device* d : dm.bus().devices())
+        d->save(w);
+
+    std::unique_ptr<EVP_MD_CTX, DigestCtxFree> ctx_sha(EVP_MD_CTX_new());
+    if (!ctx_sha || EVP_DigestInit_ex(ctx_sha.get(), EVP_sha256(), nullptr) != 1)
+        return unexpected(who + ": cannot start a SHA-256 digest");
+    XenGuestMemory& mem = dm.memory();
+    for (std::size_t gfn = 0; gfn < mem.page_count(); ++gfn) {
+        const auto page = mem.page(gfn);
+        if (page.empty())
+            continue;
+        const std::uint64_t number = gfn;
+        EVP_DigestUpdate(ctx_sha.get(), &number, sizeof number);
+        EVP_DigestUpdate(ctx_sha.get(), page.data(), page.size());
+    }
+    EVP_DigestUpdate(ctx_sha.get(), regs, sizeof regs);
+    EVP_DigestUpdate(ctx_sha.get(), devices.data(), devices.size());
+    Digest out{};
+    unsigned int n = 0;
+    if (EVP_DigestFinal_ex(ctx_sha.get(), out.data(), &n) != 1 || n != out.size())
+        return unexpected(who + ": cannot finish a SHA-256 digest");
+    return out;
+}
+
+// --- the primary -----------------------------------------------------------------------------
+
+RecordingDomain::RecordingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session,
+                                 const FtSpec& spec)
+    : dm_(std::move(dm)), session_(std::move(session)), spec_(spec), gate_(dm_->tap(), nullptr)
+{
+    dm_->set_transmit(&gated_);
+}
+
+Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::start(std::uint32_t domid,
+                                                                                const FtSpec& spec)
+{
+    auto dm = XenDeviceModel::create(domid, spec.devices);
+    if (!dm)
+        return unexpected(dm.error());
+    auto session = FtSession::enable((*dm)->control(), (*dm)->foreign_memory(), domid, FtSession::Mode::record,
+                                     spec.ring_pages);
+    if (!session)
+        return unexpected(session.error());
+    std::unique_ptr<RecordingDomain> d(new RecordingDomain(std::move(dm).value(), std::move(session).value(), spec));
+    if (auto r = d->dm_->control().unpause(domid); !r)
+        return unexpected(r.error());
+    return d;
+}
+
+void RecordingDomain::append(XenLog& log, XenLogItem item)
+{
+    log.push_back(std::move(item));
+    ++appended_;
+}
+
+// The ring's records of exits the vCPU has passed (it is at exit `exits`, or stopped for good),
+// then a progress record: everything up to there is logged.
+Expected<bool, std::string> RecordingDomain::take_records(XenLog& log, bool stopped)
+{
+    FtRing& ring = session_->ring();
+    const std::uint64_t exits = ring.exits(); // before the records: earlier exits' are all in
+    const std::size_t before = held_.size();
+    if (ring.take(held_, ring.slots()))
+        if (auto r = session_->channel().notify(); !r) // room again, should the vCPU wait for it
+            return unexpected(r.error());
+    const std::uint64_t now = ring.exits();
+    for (std::size_t i = before; i < held_.size(); ++i) {
+        const FtRecord& r = held_[i];
+        if (r.exit < last_exit_ || r.exit > now)
+            return unexpected("domain " + std::to_string(dm_->domid()) + ": Xen's record " +
+                              std::to_string(records_ + 1) + " (" + ft_record_type_name(r.type) + ") has exit " +
+                              std::to_string(r.exit) + " after one of exit " + std::to_string(last_exit_) +
+                              ", with the vCPU at exit " + std::to_string(now));
+        last_exit_ = r.exit;
+        ++records_;
+    }
+    const std::uint64_t passed = stopped ? now : (exits ? exits - 1 : 0);
+    std::size_t ready = 0;
+    while (ready < held_.size() && held_[ready].exit <= passed)
+        append(log, held_[ready++]);
+    held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(ready));
+    if (passed > progress_) {
+        FtRecord p{};
+        p.exit = passed;
+        p.type = XEN_FT_REC_PROGRESS;
+        append(log, p);
+        progress_ = passed;
+    }
+    return true;
+}
+
+Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
+{
+    // Exit N's records are not in the ring yet (a read's value is logged once we answer), so
+    // this takes those of N - 1 and before: the device events follow them.
+    const std::uint64_t exit = session_->ring().exits();
+    if (auto r = take_records(log, false); !r)
+        return r;
+    auto event = [&](DeviceEvent::Kind kind, std::span<const std::uint8_t> bytes) {
+        DeviceEvent e;
+        e.kind = kind;
+        e.exit = exit;
+        e.at_read = a.read;
+        e.address = a.address;
+        e.bytes.assign(bytes.begin(), bytes.end());
+        append(log, std::move(e));
+    };
+    // Digests at writes only: the backup stops at those too.
+    if (!a.read && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
+        auto d = domain_digest(*dm_);
+        if (!d)
+            return unexpected(d.error());
+        event(DeviceEvent::Kind::digest, *d);
+        last_digest_ms_ = now_ms();
+        ++digests_;
+    }
+    dm_->handle(a);
+    devices::VirtioNet* net = dm_->net();
+    while (net && !frames_.empty() && net->can_receive()) {
+        net->receive(frames_.front());
+        event(DeviceEvent::Kind::net_rx, frames_.front());
+        frames_.pop_front();
+        ++frames_in_;
+    }
+    return dm_->deliver_interrupts();
+}
+
+std::vector<int> RecordingDomain::wait_fds() const
+{
+    std::vector<int> fds{dm_->ioreq_fd(), session_->channel().fd()};
+    if (const devices::TapDevice* tap = dm_->tap())
+        fds.push_back(tap->fd());
+    return fds;
+}
+
+Expected<bool, std::string> RecordingDomain::step(XenLog& log, int timeout_ms)
+{
+    const std::string who = "domain " + std::to_string(dm_->domid());
+    devices::TapDevice* tap = dm_->tap();
+    if (auto r = wait({dm_->ioreq_fd(), session_->channel().fd(), tap ? tap->fd() : -1}, timeout_ms, who); !r)
+        return r;
+    (void)session_->channel().acknowledge();
+    // Frames wait here for the next ioreq; a guest that takes none for long loses the excess,
+    // as a NIC's full ring would.
+    constexpr std::size_t kMaxWaitingFrames = 512;
+    while (tap) {
+        auto f = tap->receive();
+        if (!f)
+            break;
+        if (frames_.size() < kMaxWaitingFrames)
+            frames_.push_back(std::move(*f));
+        else
+            ++frames_dropped_;
+    }
+    auto info = dm_->control().domain_info(dm_->domid());
+    if (!info)
+        return unexpected(info.error());
+    if (info->crashed)
+        return unexpected(who + ": the recording domain crashed (xl dmesg says why)");
+    if (auto r = take_records(log, info->shutdown); !r)
+        return r;
+    error_.clear();
+    auto served = dm_->serve([&](IoAccess& a) {
+        if (auto r = at_ioreq(a, log); !r && error_.empty())
+            error_ = r.error();
+    });
+    if (!served)
+        return unexpected(served.error());
+    if (!error_.empty())
+        return unexpected(error_);
+    return true;
+}
+
+// --- the backup ------------------------------------------------------------------------------
+
+ReplayingDomain::ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session)
+    : dm_(std::move(dm)), session_(std::move(session))
+{
+    dm_->set_transmit(&kept_);
+}
+
+Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::start(std::uint32_t domid,
+                                                                                const FtSpec& spec)
+{
+    auto dm = XenDeviceModel::create(domid, spec.devices);
+    if (!dm)
+        return unexpected(dm.error());
+    auto session = FtSession::enable((*dm)->control(), (*dm)->foreign_memory(), domid, FtSession::Mode::replay,
+                                     spec.ring_pages);
+    if (!session)
+        return unexpected(session.error());
+    std::unique_ptr<ReplayingDomain> d(new ReplayingDomain(std::move(dm).value(), std::move(session).value()));
+    if (auto r = d->dm_->control().unpause(domid); !r)
+        return unexpected(r.error());
+    return d;
+}
+
+Expected<bool, std::string> ReplayingDomain::apply(const DeviceEvent& e)
+{
+    const std::string where = "domain " + std::to_string(dm_->domid()) + " at exit " + std::to_string(e.exit);
+    switch (e.kind) {
+    case DeviceEvent::Kind::digest: {
+        auto d = domain_digest(*dm_);
+        if (!d)
+            return unexpected(d.error());
+        if (e.bytes.size() != d->size() || !std::equal(d->begin(), d->end(), e.bytes.begin())) {
+            Digest primary{};
+            std::copy_n(e.bytes.begin(), std::min(e.bytes.size(), primary.size()), primary.begin());
+            return unexpected(where + ": the backup's state digest " + hex(*d).substr(0, 16) +
+                              " differs from the primary's " + hex(primary).substr(0, 16) + ": the replay diverged");
+        }
+        ++digests_matched_;
+        return true;
+    }
+    case DeviceEvent::Kind::net_rx:
+        if (!dm_->net() || dm_->net()->receive(e.bytes) == devices::VirtioNet::Rx::no_buffer)
+            return unexpected(where + ": the NIC has no buffer for the frame the primary delivered there: "
+                                      "the replay diverged");
+        ++frames_replayed_;
+        return true;
+    }
+    return unexpected(where + ": unknown device event");
+}
+
+Expected<bool, std::string> ReplayingDomain::at_ioreq(IoAccess& a)
+{
+    const std::uint64_t exit = session_ ? session_->ring().exits() : 0;
+    const std::string where = "domain " + std::to_string(dm_->domid()) + " at exit " + std::to_string(exit);
+    if (session_ && a.read)
+        return unexpected(where + ": a read of " + hex_address(a.address) +
+                          " reached the device model; Xen answers reads from the log in replay");
+    if (session_ && !pending_.empty() && !pending_at_read_ && pending_exit_ <= exit) {
+        if (pending_exit_ < exit)
+            return unexpected(where + ": the domain passed exit " + std::to_string(pending_exit_) +
+                              " without the device access the primary had there: the replay diverged");
+        if (pending_.front().address != a.address)
+            return unexpected(where + ": the domain writes " + hex_address(a.address) + " where the primary wrote " +
+                              hex_address(pending_.front().address) + ": the replay diverged");
+        // The primary's order: digest, the write, frames, interrupts.
+        for (const DeviceEvent& e : pending_)
+            if (e.kind == DeviceEvent::Kind::digest)
+                if (auto r = apply(e); !r)
+                    return r;
+        dm_->handle(a);
+        for (const DeviceEvent& e : pending_)
+            if (e.kind != DeviceEvent::Kind::digest)
+                if (auto r = apply(e); !r)
+                    return r;
+        pending_.clear();
+    } else {
+        dm_->handle(a);
+    }
+    if (session_)
+        dm_->interrupts_taken_elsewhere();
+    else if (auto r = dm_->deliver_interrupts(); !r)
+        return r;
+    return true;
+}
+
+Expected<bool, std::string> ReplayingDomain::put_records(std::span<const FtRecord> records)
+{
+    if (records.empty())
+        return true;
+    if (session_->ring().put(records) != records.size())
+        return unexpected("domain " + std::to_string(dm_->domid()) + ": the FT ring took part of an exit");
+    for (const FtRecord& r : records)
+        last_published_exit_ = std::max(last_published_exit_, r.exit);
+    return session_->channel().notify();
+}
+
+// Publishes from the front of `log` up to the next device event, which becomes pending (and
+// stops publishing) until the domain reaches its exit. `final`: nothing more will come (the
+// primary is gone), so the log's end also ends its last exit.
+Expected<bool, std::string> ReplayingDomain::publish(XenLog& log, bool final)
+{
+    const std::string who = "domain " + std::to_string(dm_->domid());
+    FtRing& ring = session_->ring();
+    auto record_at = [&](std::size_t i) { return std::get_if<FtRecord>(&log[i]); };
+    auto event_at = [&](std::size_t i) { return std::get_if<DeviceEvent>(&log[i]); };
+    while (!log.empty() && pending_.empty()) {
+        if (record_at(0)) {
+            std::vector<FtRecord> run;
+            for (std::size_t i = 0; i < log.size() && record_at(i); ++i)
+                run.push_back(*record_at(i));
+            const std::size_t n = whole_exits(run, ring.room());
+            if (n == 0)
+                return true; // the ring is full: the vCPU makes room
+            if (auto r = put_records(std::span(run.data(), n)); !r)
+                return r;
+            log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(n));
+            taken_ += n;
+            continue;
+        }
+        const DeviceEvent& first = *event_at(0);
+        const std::uint64_t exit = first.exit;
+        std::size_t events = 0;
+        while (events < log.size() && event_at(events) && event_at(events)->exit == exit)
+            ++events;
+        if (!first.at_read) {
+            // A write: the backup gets the ioreq too. Let the vCPU run up to exit N.
+            if (exit > last_published_exit_) {
+                FtRecord p{};
+                p.exit = exit;
+                p.type = XEN_FT_REC_PROGRESS;
+                if (ring.room() == 0)
+                    return true;
+                if (auto r = put_records(std::span(&p, 1)); !r)
+                    return r;
+            }
+            pending_at_read_ = false;
+        } else {
+            // A read: Xen answers it from the log, so publish exit N's records (its value, an
+            // injection) and nothing later; once the value is taken, the vCPU waits before
+            // re-entering the guest and the events are applied then.
+            std::size_t end = events;
+            while (end < log.size() && record_at(end) && record_at(end)->exit == exit)
+                ++end;
+            if (end == log.size() && !final)
+                return true; // exit N may have more records to come
+            std::vector<FtRecord> records;
+            std::size_t value_at = end;
+            for (std::size_t i = events; i < end; ++i) {
+                if (record_at(i)->type == XEN_FT_REC_IO_READ && value_at == end)
+                    value_at = records.size();
+                records.push_back(*record_at(i));
+            }
+            if (value_at == end) {
+                if (end == log.size() && final) {
+                    // The primary died in this ioreq: its guest never saw the read finish.
+                    dropped_ += log.size();
+                    taken_ += log.size();
+                    log.clear();
+                    return true;
+                }
+                return unexpected(who + ": the log has device events at read exit " + std::to_string(exit) +
+                                  " but no value for the read");
+            }
+            if (ring.room() < records.size())
+                return true;
+            read_consumed_target_ = ring.produced() + value_at + 1;
+            if (auto r = put_records(records); !r)
+                return r;
+            for (std::size_t i = 0; i < events; ++i)
+                pending_.push_back(*event_at(i));
+            log.erase(log.begin() + static_cast<std::ptrdiff_t>(events), log.begin() + static_cast<std::ptrdiff_t>(end));
+            taken_ += end - events;
+            pending_at_read_ = true;
+            pending_exit_ = exit;
+            log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(events));
+            taken_ += events;
+            return true;
+        }
+        for (std::size_t i = 0; i < events; ++i)
+            pending_.push_back(*event_at(i));
+        log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(events));
+        taken_ += events;
+        pending_exit_ = exit;
+    }
+    return true;
+}
+
+Expected<bool, std::string> ReplayingDomain::serve_and_publish(XenLog& log, int timeout_ms, bool final)
+{
+    const std::string who = "domain " + std::to_string(dm_->domid());
+    if (auto r = wait({dm_->ioreq_fd(), session_->channel().fd()}, timeout_ms, who); !r)
+        return r;
+    (void)session_->channel().acknowledge();
+    auto info = dm_->control().domain_info(dm_->domid());
+    if (!info)
+        return unexpected(info.error());
+    if (info->crashed)
+        return unexpected(who + ": the replaying domain crashed at exit " + std::to_string(session_->ring().exits()) +
+                          " (xl dmesg names the record)");
+    error_.clear();
+    auto served = dm_->serve([&](IoAccess& a) {
+        if (auto r = at_ioreq(a); !r && error_.empty())
+            error_ = r.error();
+    });
+    if (!served)
+        return unexpected(served.error());
+    if (!error_.empty())
+        return unexpected(error_);
+    // A read exit's events: once Xen took the value, the vCPU waits before the guest.
+    if (!pending_.empty() && pending_at_read_ && session_->ring().consumed() >= read_consumed_target_) {
+        for (const DeviceEvent& e : pending_)
+            if (auto r = apply(e); !r)
+                return r;
+        pending_.clear();
+        dm_->interrupts_taken_elsewhere();
+    }
+    return publish(log, final);
+}
+
+Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
+{
+    const std::string who = "domain " + std::to_string(dm_->domid());
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+        if (std::chrono::steady_clock::now() > deadline)
+            return unexpected(who + ": the log was not replayed within 60 s (at exit " +
+                              std::to_string(session_->ring().exits()) + ", " + std::to_string(log.size()) +
+                              " items and " + std::to_string(pending_.size()) + " device events left)");
+        // Consumed: all but an injection Xen holds for the next entry, which going live delivers.
+        FtRing& ring = session_->ring();
+        if (log.empty() && pending_.empty() && ring.produced() - ring.consumed() <= 1) {
+            if (auto r = dm_->control().pause(dm_->domid()); !r)
+                return r;
+            live_exit_ = ring.exits();
+            auto live = session_->go_live();
+            if (auto r = dm_->control().unpause(dm_->domid()); !r)
+                return r;
+            if (!live)
+                return unexpected(live.error());
+            if (*live)
+                break;
+        }
+        if (auto r = serve_and_publish(log, 10, true); !r)
+            return r;
+    }
+    session_.reset();
+    // Live: the NIC's frames go out; what the TAP queued while replaying was the primary's.
+    devices::TapDevice* tap = dm_->tap();
+    if (tap) {
+        while (tap->receive()) {
+        }
+        for (const auto& f : kept_.frames)
+            tap->transmit(f);
+    }
+    resent_ = kept_.frames.size();
+    dm_->set_transmit(tap);
+    return true;
+}
+
+std::vector<int> ReplayingDomain::wait_fds() const
+{
+    return {dm_->ioreq_fd(), session_->channel().fd()};
+}
+
+Expected<bool, std::string> ReplayingDomain::step(XenLog& log, int timeout_ms)
+{
+    return serve_and_publish(log, timeout_ms, false);
+}
+
+Expected<std::string, std::string> ReplayingDomain::run_live(const std::atomic<bool>& stop)
+{
+    return dm_->run(stop);
+}
+
+} // namespace xenft::backends::xen

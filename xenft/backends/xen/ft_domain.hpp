@@ -1,0 +1,180 @@
+// A protected domain on Xen: xenft's device models (device_model.hpp) and hvm-patches' record
+// and replay (ft_log.hpp) driven together, the primary's side (RecordingDomain) and the
+// backup's (ReplayingDomain). What moves between them is a XenLog: the hypervisor's records
+// as Xen wrote them, and what xenft's device models did at the domain's ioreqs.
+//
+// Why device events happen only at ioreqs: an ioreq is the one moment dom0 knows exactly
+// where the vCPU is (stopped at synchronous exit N, waiting for the answer). So the primary
+// hands a frame from the TAP to the NIC, injects the NIC's MSI and takes a state digest only
+// there, and logs each with N. The hypervisor logs the MSI as an injection at N like any other.
+//
+// The backup gets no ioreq for a read (Xen answers it from the log), only for writes. So a
+// device event at a read exit N is applied once the backup's vCPU has consumed N's logged
+// value and waits before re-entering the guest (nothing after N is published yet); one at a
+// write exit is applied in the backup's ioreq for N, in the primary's order: digest, the write,
+// frames, interrupts. Docs: docs/xen-backend.md.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "xenft/backends/xen/device_model.hpp"
+#include "xenft/backends/xen/ft_log.hpp"
+#include "xenft/engine/output_gate.hpp"
+
+namespace xenft::backends::xen {
+
+using Digest = std::array<std::uint8_t, 32>;
+
+// What xenft's device models did at the ioreq of synchronous exit `exit` on the primary.
+struct DeviceEvent {
+    enum class Kind : std::uint8_t {
+        net_rx, // bytes: a frame handed to the NIC
+        digest, // bytes: SHA-256 of memory, vCPU registers and device state, before the write
+    };
+    Kind kind = Kind::net_rx;
+    std::uint64_t exit = 0;
+    bool at_read = false;      // the ioreq was a read (the backup gets none for it)
+    std::uint64_t address = 0; // the ioreq's port or guest-physical address
+    std::vector<std::uint8_t> bytes;
+};
+
+using XenLogItem = std::variant<FtRecord, DeviceEvent>;
+using XenLog = std::deque<XenLogItem>;
+
+// SHA-256 over guest memory (gfn and contents of each page), vCPU 0's general registers, RIP
+// and RFLAGS, and every device model's state. Taken at an ioreq, where both replicas stop.
+Expected<Digest, std::string> domain_digest(XenDeviceModel& dm);
+std::string hex(const Digest& d);
+
+struct FtSpec {
+    DeviceModelSpec devices;
+    unsigned ring_pages = 16;
+    // The primary takes a digest at its first write ioreq this long after the previous one.
+    std::uint64_t digest_interval_ms = 1000;
+};
+
+class RecordingDomain {
+public:
+    // The domain must be paused (xl create -p, or the xl hook); start() unpauses it.
+    static Expected<std::unique_ptr<RecordingDomain>, std::string> start(std::uint32_t domid, const FtSpec& spec);
+
+    // Waits up to timeout_ms for Xen, the TAP or the ioreq, then appends what is ready to
+    // `log`: the ring's records of passed exits (and a progress record), device events.
+    // An error when the domain crashed or Xen's log is out of order.
+    Expected<bool, std::string> step(XenLog& log, int timeout_ms);
+    // The backup has received the first `items` items ever appended: outputs they cover leave.
+    void acked(std::uint64_t items) { gate_.release_through(items); }
+    std::optional<std::string> ended() const { return dm_->ended(); }
+    // What step() waits on, for a caller that waits on both replicas at once.
+    std::vector<int> wait_fds() const;
+
+    std::uint64_t appended() const noexcept { return appended_; }
+    std::uint64_t exits() const { return session_->ring().exits(); }
+    std::uint64_t frames_in() const noexcept { return frames_in_; }
+    std::uint64_t frames_out() const { return gate_.released(); }
+    std::uint64_t digests() const noexcept { return digests_; }
+    std::uint64_t records() const noexcept { return records_; }
+    const std::string& console() const { return dm_->console(); }
+
+private:
+    RecordingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session, const FtSpec& spec);
+    Expected<bool, std::string> take_records(XenLog& log, bool stopped);
+    Expected<bool, std::string> at_ioreq(IoAccess& a, XenLog& log);
+    void append(XenLog& log, XenLogItem item);
+
+    // The NIC's frames go through the gate, each tagged with the log position it follows.
+    class GatedTransmit final : public devices::NetTransmit {
+    public:
+        explicit GatedTransmit(RecordingDomain& d) : d_(d) {}
+        void transmit(std::span<const std::uint8_t> frame) override { d_.gate_.hold_frame(d_.appended_, frame); }
+
+    private:
+        RecordingDomain& d_;
+    };
+
+    std::unique_ptr<XenDeviceModel> dm_;
+    std::unique_ptr<FtSession> session_;
+    FtSpec spec_;
+    engine::OutputGate gate_;
+    GatedTransmit gated_{*this};
+    std::deque<std::vector<std::uint8_t>> frames_; // from the TAP, for the next ioreq
+    std::vector<FtRecord> held_;                   // records of exits not passed yet
+    std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0;
+    std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
+    std::uint64_t last_digest_ms_ = 0;
+    std::string error_; // set inside the ioreq handler
+};
+
+class ReplayingDomain {
+public:
+    static constexpr std::size_t kResendFrames = 64;
+
+    // The domain must be paused and created like the primary's; start() unpauses it. Its TAP
+    // (spec.devices.tap) stays unread and unwritten until go_live().
+    static Expected<std::unique_ptr<ReplayingDomain>, std::string> start(std::uint32_t domid, const FtSpec& spec);
+
+    // Waits up to timeout_ms, answers the domain's ioreq, takes from the front of `log` what
+    // the domain can use now and publishes it. Every item taken is received (acked).
+    // An error on any divergence: a digest that differs, a device event the domain never
+    // reached, a crash (Xen names the record in `xl dmesg`).
+    Expected<bool, std::string> step(XenLog& log, int timeout_ms);
+    std::vector<int> wait_fds() const;
+    // The primary is gone: replays the rest of `log`, drops what the domain cannot reach (the
+    // events of a read the primary died in), leaves replay, sends the last frames again and
+    // serves live from then on (run_live()).
+    Expected<bool, std::string> go_live(XenLog& log);
+    // Live service after go_live(), until `stop` or the domain ends.
+    Expected<std::string, std::string> run_live(const std::atomic<bool>& stop);
+
+    std::uint64_t taken() const noexcept { return taken_; }
+    std::uint64_t exits() const { return session_ ? session_->ring().exits() : live_exit_; }
+    std::uint64_t digests_matched() const noexcept { return digests_matched_; }
+    std::uint64_t frames_replayed() const noexcept { return frames_replayed_; }
+    std::uint64_t live_exit() const noexcept { return live_exit_; }
+    // Items of an exit the primary never finished, dropped on going live.
+    std::uint64_t dropped() const noexcept { return dropped_; }
+    std::uint64_t frames_resent() const noexcept { return resent_; }
+    const std::string& console() const { return dm_->console(); }
+
+private:
+    ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session);
+    Expected<bool, std::string> at_ioreq(IoAccess& a);
+    Expected<bool, std::string> apply(const DeviceEvent& e);
+    Expected<bool, std::string> serve_and_publish(XenLog& log, int timeout_ms, bool final);
+    Expected<bool, std::string> publish(XenLog& log, bool final);
+    Expected<bool, std::string> put_records(std::span<const FtRecord> records);
+
+    // The frames the backup's NIC would have sent, the last kResendFrames of them: sent again
+    // on going live (the primary may have died before the acks that would have released them).
+    class KeepLast final : public devices::NetTransmit {
+    public:
+        void transmit(std::span<const std::uint8_t> frame) override
+        {
+            frames.emplace_back(frame.begin(), frame.end());
+            if (frames.size() > kResendFrames)
+                frames.pop_front();
+        }
+        std::deque<std::vector<std::uint8_t>> frames;
+    };
+
+    std::unique_ptr<XenDeviceModel> dm_;
+    std::unique_ptr<FtSession> session_; // null once live
+    KeepLast kept_;
+    // Device events taken from the log, waiting for the domain to reach their exit.
+    std::vector<DeviceEvent> pending_;
+    bool pending_at_read_ = false;
+    std::uint64_t pending_exit_ = 0;
+    std::uint64_t read_consumed_target_ = 0; // at_read: ring cons once the read's value is taken
+    std::uint64_t last_published_exit_ = 0;
+    std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
+    std::string error_;
+};
+
+} // namespace xenft::backends::xen
