@@ -156,6 +156,10 @@ BOOST_AUTO_TEST_CASE(every_kind_round_trips_alone)
         ProtectionStart{4},
         EpochChange{8},
         GoLive{GoLive::Reason::continue_alone},
+        XenRecord{3, 0x104, {0xfeb00000, 0x123456789abcdefull}},
+        XenRecord{4, 0, {0, 0}},
+        IoreqStop{true, IoSpace::mmio, 0xfeb01050},
+        IoreqStop{false, IoSpace::port, 0x3f8},
     };
     for (const auto& p : payloads) {
         const Entry e{7, 1000, 3, 1u << 20, p};
@@ -507,6 +511,26 @@ BOOST_AUTO_TEST_CASE(malformed_epoch_change_not_forward)
 BOOST_AUTO_TEST_CASE(malformed_go_live_reason)
 {
     BOOST_TEST((decode_error_of(raw_frame({tag(Kind::go_live), 0, 3}, 1)) == DecodeErrc::bad_field));
+}
+
+BOOST_AUTO_TEST_CASE(malformed_xen_record_type)
+{
+    // type 0 and type 256 (varint 0x80 0x02) are outside 1..255
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::xen_record), 0, 0, 0, 0, 0}, 1)) == DecodeErrc::bad_field));
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::xen_record), 0, 0x80, 0x02, 0, 0, 0}, 1)) == DecodeErrc::bad_field));
+}
+
+BOOST_AUTO_TEST_CASE(malformed_xen_record_info_over_32_bits)
+{
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::xen_record), 0, 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0}, 1)) ==
+                DecodeErrc::bad_field));
+}
+
+BOOST_AUTO_TEST_CASE(malformed_ioreq_stop)
+{
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::ioreq_stop), 0, 4, 0}, 1)) == DecodeErrc::reserved_bits));
+    // a port above 0xffff (varint 0x80 0x80 0x04 = 0x10000)
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::ioreq_stop), 0, 1, 0x80, 0x80, 0x04}, 1)) == DecodeErrc::bad_field));
 }
 
 BOOST_AUTO_TEST_CASE(malformed_bytes_after_last_entry)

@@ -76,7 +76,7 @@ build_static() {
     if g++ -std=gnu++20 -O2 -g -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
            -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" "$@" -o "$out" -static -L"$xen_usr/lib" \
            -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevicemodel -lxencall -lxentoollog \
-           -lxentoolcore -lcrypto -lpthread -ldl > "$work/$check.log" 2>&1; then
+           -lxentoolcore -lssl -lcrypto -lzstd -lpthread -ldl > "$work/$check.log" 2>&1; then
         pass "$check"
     else
         grep -v 'statically linked\|in function' "$work/$check.log" | head -n 20
@@ -107,7 +107,10 @@ if [ -z "${XENFT_XEN_PAIR:-}" ]; then
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
         "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/engine/output_gate.cpp" \
         "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
-        "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/tests/lab/xen_pair.cpp"
+        "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/xenft/channel/channel.cpp" \
+        "$top/xenft/channel/tls.cpp" "$top/xenft/channel/wire.cpp" "$top/xenft/channel/copy.cpp" \
+        "$top/xenft/channel/certs.cpp" "$top/xenft/logformat/codec.cpp" "$top/xenft/common/crc32c.cpp" \
+        "$top/xenft/common/socket_address.cpp" "$top/tests/lab/xen_pair.cpp"
 fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi

@@ -1,14 +1,23 @@
-// xenft-xen-pair: the lab's driver of a protected domain on one Xen host
-// (xenft/backends/xen/ft_domain.hpp): domain P records with xenft's device models (NIC on
-// TAP_P behind the output gate, disk IMAGE_P), domain B, created from the same configuration,
-// replays P's log with its own device models (TAP_B silent, disk IMAGE_B: a copy of IMAGE_P)
-// and compares state digests at the exits P took them. The log moves in this process, where
-// two hosts would use the logging channel. When P is destroyed (the lab's stand-in for its
-// host's power cut), B replays what it received, goes live and serves on TAP_B until the
-// time is up or SIGTERM.
+// xenft-xen-pair: the lab's driver of a protected domain on Xen (xenft/backends/xen/
+// ft_domain.hpp), in one process or in two joined by xenft's logging channel.
 //
 //   xenft-xen-pair P B --tap-primary TAP_P --tap-backup TAP_B --disk-primary IMAGE_P
 //                      --disk-backup IMAGE_B [--memory-mb N] [--digest-ms N] [--timeout-s N]
+//       One process: domain P records with xenft's device models (NIC on TAP_P behind the
+//       output gate, disk IMAGE_P), domain B, created from the same configuration, replays
+//       P's log with its own device models (TAP_B silent, disk IMAGE_B: a copy of IMAGE_P)
+//       and compares state digests at the exits P took them. When P is destroyed, B replays
+//       what it received, goes live and serves on TAP_B until the time is up or SIGTERM.
+//
+//   xenft-xen-pair record P --to HOST:PORT --tap TAP --disk IMAGE TLS... [--digest-ms N]
+//   xenft-xen-pair replay B --listen HOST:PORT --tap TAP --disk IMAGE TLS...
+//       The same split in two: the log travels as log entries (docs/log-format.md: xen_record,
+//       ioreq_stop, net_rx, state_digest) on xenft's TLS 1.3 logging channel, P's outputs
+//       leave when the backup acked the entries before them, and the backup goes live once the
+//       channel has been down for --failover-ms (default 1000). There is no arbitration here
+//       yet (xenftd's Node does that; the lab runs both on one host): a lost connection to a
+//       living primary would give two live domains.
+//       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME.
 //
 // Prints "pair: ..." lines: protection started, a status line every 5 s (exits, items, digests
 // matched, frames), the failover's timeline, and the end. Exits 1 on any divergence or error.
@@ -20,8 +29,12 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "xenft/backends/xen/ft_domain.hpp"
+#include "xenft/channel/channel.hpp"
+#include "xenft/channel/tls.hpp"
 
 using namespace xenft::backends::xen;
 
@@ -35,7 +48,10 @@ int usage()
 {
     std::cerr << "usage: xenft-xen-pair PRIMARY_DOMID BACKUP_DOMID --tap-primary TAP --tap-backup TAP\n"
                  "                      --disk-primary IMAGE --disk-backup IMAGE [--memory-mb N] [--digest-ms N]\n"
-                 "                      [--timeout-s N]\n";
+                 "                      [--timeout-s N]\n"
+                 "       xenft-xen-pair record DOMID --to HOST:PORT --tap TAP --disk IMAGE TLS [--digest-ms N]\n"
+                 "       xenft-xen-pair replay DOMID --listen HOST:PORT --tap TAP --disk IMAGE TLS [--failover-ms N]\n"
+                 "       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME; also --memory-mb N, --timeout-s N\n";
     return 2;
 }
 
@@ -62,7 +78,7 @@ int fail(const std::string& why)
 
 } // namespace
 
-int main(int argc, char** argv)
+int run_local(int argc, char** argv)
 {
     if (argc < 3)
         return usage();
@@ -93,8 +109,6 @@ int main(int argc, char** argv)
         else
             return usage();
     }
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + std::chrono::seconds(timeout_s);
 
@@ -167,4 +181,246 @@ int main(int argc, char** argv)
         return fail("live: " + end.error());
     std::cout << "pair: [" << ms_since(start) << " ms] live domain " << b << ": " << *end << std::endl;
     return 0;
+}
+
+namespace {
+
+struct SplitOptions {
+    std::uint32_t domid = 0;
+    FtSpec spec;
+    std::string address, cert, key, ca, peer_name;
+    unsigned long timeout_s = 900, failover_ms = 1000;
+};
+
+bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
+{
+    if (argc < 3 || !parse_domid(argv[2], o.domid))
+        return false;
+    for (int i = 3; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (i + 1 >= argc)
+            return false;
+        const std::string v = argv[++i];
+        if (a == (record ? "--to" : "--listen"))
+            o.address = v;
+        else if (a == "--tap")
+            o.spec.devices.tap = v;
+        else if (a == "--disk")
+            o.spec.devices.disk = v;
+        else if (a == "--memory-mb")
+            o.spec.devices.memory_bytes = std::strtoull(v.c_str(), nullptr, 10) << 20;
+        else if (a == "--digest-ms" && record)
+            o.spec.digest_interval_ms = std::strtoull(v.c_str(), nullptr, 10);
+        else if (a == "--failover-ms" && !record)
+            o.failover_ms = std::strtoul(v.c_str(), nullptr, 10);
+        else if (a == "--timeout-s")
+            o.timeout_s = std::strtoul(v.c_str(), nullptr, 10);
+        else if (a == "--cert")
+            o.cert = v;
+        else if (a == "--key")
+            o.key = v;
+        else if (a == "--ca")
+            o.ca = v;
+        else if (a == "--peer-name")
+            o.peer_name = v;
+        else
+            return false;
+    }
+    return !o.address.empty() && !o.cert.empty() && !o.key.empty() && !o.ca.empty() && !o.peer_name.empty();
+}
+
+xenft::Expected<xenft::channel::ChannelConfig, std::string> channel_config(const SplitOptions& o, bool record)
+{
+    auto address = xenft::SocketAddress::parse(o.address);
+    if (!address)
+        return xenft::unexpected(address.error());
+    xenft::channel::ChannelConfig c;
+    c.address = *address;
+    c.vm_id = 1;
+    c.self = record ? 1 : 2;
+    c.peer = record ? 2 : 1;
+    c.epoch = 1;
+    c.log = [](const std::string& line) { std::cout << "pair: channel: " << line << std::endl; };
+    return c;
+}
+
+int run_record(const SplitOptions& o)
+{
+    namespace ch = xenft::channel;
+    auto tls = ch::TlsContext::create({o.cert, o.key, o.ca, "", o.peer_name}, ch::TlsContext::Side::client);
+    if (!tls)
+        return fail(tls.error());
+    auto cfg = channel_config(o, true);
+    if (!cfg)
+        return fail(cfg.error());
+    ch::LogSender sender(*cfg, *tls);
+    std::atomic<bool> pumping{true};
+    std::thread pump([&] {
+        while (pumping)
+            sender.pump(20);
+    });
+    struct Stopper {
+        std::atomic<bool>& flag;
+        std::thread& t;
+        ~Stopper()
+        {
+            flag = false;
+            t.join();
+        }
+    } stopper{pumping, pump};
+
+    auto primary = RecordingDomain::start(o.domid, o.spec);
+    if (!primary)
+        return fail(primary.error());
+    std::cout << "pair: domain " << o.domid << " records (NIC on " << o.spec.devices.tap << "), its log goes to "
+              << o.address << std::endl;
+    const auto start = std::chrono::steady_clock::now();
+    XenLog log;
+    XenLogWriter writer;
+    std::vector<xenft::logformat::Entry> entries;
+    std::deque<std::uint64_t> item_last_seq; // the seq of each unacked item's last entry
+    std::uint64_t next_seq = 1, items_acked = 0;
+    auto last_status = start;
+    while (!stop && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000) {
+        if (auto why = (*primary)->ended()) {
+            std::cout << "pair: domain " << o.domid << " ended: " << *why << std::endl;
+            return 0;
+        }
+        std::vector<pollfd> fds;
+        for (int fd : (*primary)->wait_fds())
+            fds.push_back({fd, POLLIN, 0});
+        ::poll(fds.data(), fds.size(), 20);
+        if (auto r = (*primary)->step(log, 0); !r) {
+            if ((*primary)->ended())
+                continue;
+            return fail("primary: " + r.error());
+        }
+        // Into the channel, whole items at a time, while it has room (else the log waits here).
+        while (!log.empty()) {
+            entries.clear();
+            writer.write(log.front(), entries);
+            std::size_t done = 0;
+            for (auto& e : entries) {
+                e.epoch = 1;
+                e.seq = next_seq;
+                if (!sender.append(e))
+                    break;
+                ++next_seq;
+                ++done;
+            }
+            if (done < entries.size())
+                return fail("the channel is full and an item is half sent (raise buffer_bytes)");
+            item_last_seq.push_back(next_seq - 1);
+            log.pop_front();
+        }
+        sender.flush((*primary)->outputs_held() > 0);
+        const auto acked = sender.acked();
+        while (!item_last_seq.empty() && item_last_seq.front() <= acked) {
+            item_last_seq.pop_front();
+            ++items_acked;
+        }
+        (*primary)->acked(items_acked);
+        if (ms_since(last_status) >= 5000) {
+            last_status = std::chrono::steady_clock::now();
+            std::cout << "pair: [" << ms_since(start) << " ms] primary at exit " << (*primary)->exits() << "; "
+                      << (*primary)->appended() << " items logged (" << next_seq - 1 << " entries, " << acked
+                      << " acked); digests " << (*primary)->digests() << "; frames in " << (*primary)->frames_in()
+                      << ", out " << (*primary)->frames_out() << (sender.streaming() ? "" : "; channel down")
+                      << std::endl;
+        }
+    }
+    return 0;
+}
+
+int run_replay(const SplitOptions& o)
+{
+    namespace ch = xenft::channel;
+    auto tls = ch::TlsContext::create({o.cert, o.key, o.ca, "", o.peer_name}, ch::TlsContext::Side::server);
+    if (!tls)
+        return fail(tls.error());
+    auto cfg = channel_config(o, false);
+    if (!cfg)
+        return fail(cfg.error());
+    auto receiver = ch::LogReceiver::listen(*cfg, *tls);
+    if (!receiver)
+        return fail(receiver.error());
+    auto backup = ReplayingDomain::start(o.domid, o.spec);
+    if (!backup)
+        return fail(backup.error());
+    std::cout << "pair: domain " << o.domid << " replays (NIC on " << o.spec.devices.tap
+              << ", silent until it goes live), its log comes to " << o.address << std::endl;
+    const auto start = std::chrono::steady_clock::now();
+    XenLog log;
+    XenLogReader reader;
+    std::uint64_t entries = 0;
+    bool ever_connected = false;
+    auto connected_at = start, last_status = start;
+    while (!stop && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000) {
+        receiver->pump(2);
+        while (auto e = receiver->pop()) {
+            ++entries;
+            auto item = reader.read(*e);
+            if (!item)
+                return fail("backup: " + item.error());
+            if (*item)
+                log.push_back(std::move(**item));
+        }
+        if (receiver->connected()) {
+            ever_connected = true;
+            connected_at = std::chrono::steady_clock::now();
+        } else if (ever_connected && ms_since(connected_at) >= static_cast<long long>(o.failover_ms)) {
+            break; // the primary is gone
+        }
+        std::vector<pollfd> fds;
+        for (int fd : (*backup)->wait_fds())
+            fds.push_back({fd, POLLIN, 0});
+        ::poll(fds.data(), fds.size(), 3);
+        if (auto r = (*backup)->step(log, 0); !r)
+            return fail("backup: " + r.error());
+        if (ms_since(last_status) >= 5000) {
+            last_status = std::chrono::steady_clock::now();
+            std::cout << "pair: [" << ms_since(start) << " ms] backup at exit " << (*backup)->exits() << "; " << entries
+                      << " entries received, " << log.size() << " items waiting; digests matched "
+                      << (*backup)->digests_matched() << "; frames replayed " << (*backup)->frames_replayed()
+                      << std::endl;
+        }
+    }
+    if (!ever_connected || stop || ms_since(start) >= static_cast<long long>(o.timeout_s) * 1000) {
+        std::cout << "pair: ended before any failover; digests matched " << (*backup)->digests_matched() << std::endl;
+        return 0;
+    }
+    const auto lost = std::chrono::steady_clock::now();
+    std::cout << "pair: [" << ms_since(start) << " ms] the channel has been down for " << o.failover_ms
+              << " ms: the primary is gone; backup at exit " << (*backup)->exits() << " with " << log.size()
+              << " items to replay, " << entries << " entries received; " << (*backup)->digests_matched()
+              << " digests matched" << std::endl;
+    if (auto r = (*backup)->go_live(log); !r)
+        return fail("backup: " + r.error());
+    std::cout << "pair: [" << ms_since(start) << " ms] domain " << o.domid << " went live at exit "
+              << (*backup)->live_exit() << ", " << ms_since(lost) << " ms after the failover began; "
+              << (*backup)->digests_matched() << " digests matched, " << (*backup)->frames_replayed()
+              << " frames replayed, " << (*backup)->frames_resent() << " sent again, " << (*backup)->dropped()
+              << " items of an unfinished exit dropped" << std::endl;
+    auto end = (*backup)->run_live(stop);
+    if (!end)
+        return fail("live: " + end.error());
+    std::cout << "pair: [" << ms_since(start) << " ms] live domain " << o.domid << ": " << *end << std::endl;
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "record" || mode == "replay") {
+        SplitOptions o;
+        if (!parse_split(argc, argv, mode == "record", o))
+            return usage();
+        return mode == "record" ? run_record(o) : run_replay(o);
+    }
+    return run_local(argc, argv);
 }

@@ -78,6 +78,8 @@ std::string_view kind_name(Kind k) noexcept
     case Kind::protection_start: return "protection_start";
     case Kind::epoch_change: return "epoch_change";
     case Kind::go_live: return "go_live";
+    case Kind::xen_record: return "xen_record";
+    case Kind::ioreq_stop: return "ioreq_stop";
     }
     return "unknown";
 }
@@ -280,6 +282,14 @@ void FrameEncoder::append(const Entry& e)
                 w.varint(p.new_epoch);
             } else if constexpr (std::is_same_v<P, GoLive>) {
                 w.u8(static_cast<std::uint8_t>(p.reason));
+            } else if constexpr (std::is_same_v<P, XenRecord>) {
+                w.varint(p.type);
+                w.varint(p.info);
+                w.varint(p.value[0]);
+                w.varint(p.value[1]);
+            } else if constexpr (std::is_same_v<P, IoreqStop>) {
+                w.u8(static_cast<std::uint8_t>((p.read ? 1 : 0) | (p.space == IoSpace::mmio ? 2 : 0)));
+                w.varint(p.address);
             }
         },
         e.payload);
@@ -448,6 +458,8 @@ public:
         case Kind::protection_start: return finish(e, protection_start());
         case Kind::epoch_change: return finish(e, epoch_change());
         case Kind::go_live: return finish(e, go_live());
+        case Kind::xen_record: return finish(e, xen_record());
+        case Kind::ioreq_stop: return finish(e, ioreq_stop());
         }
         return fail(DecodeErrc::unknown_kind, tag_at, "kind " + std::to_string(kind));
     }
@@ -706,6 +718,42 @@ private:
         if (reason > static_cast<std::uint8_t>(GoLive::Reason::continue_alone))
             return fail(DecodeErrc::bad_field, at, "go-live reason " + std::to_string(reason));
         return GoLive{static_cast<GoLive::Reason>(reason)};
+    }
+
+    Result<XenRecord> xen_record()
+    {
+        XenRecord p;
+        std::uint64_t type = 0, info = 0;
+        const std::size_t type_at = r_.offset();
+        XENFT_READ(r_, varint(type), "Xen record type");
+        if (type == 0 || type > kMaxXenRecordType)
+            return fail(DecodeErrc::bad_field, type_at, "Xen record type " + std::to_string(type));
+        const std::size_t info_at = r_.offset();
+        XENFT_READ(r_, varint(info), "Xen record info");
+        if (info > 0xffffffffu)
+            return fail(DecodeErrc::bad_field, info_at, "Xen record info " + std::to_string(info));
+        XENFT_READ(r_, varint(p.value[0]), "Xen record value");
+        XENFT_READ(r_, varint(p.value[1]), "Xen record value");
+        p.type = static_cast<std::uint16_t>(type);
+        p.info = static_cast<std::uint32_t>(info);
+        return p;
+    }
+
+    Result<IoreqStop> ioreq_stop()
+    {
+        IoreqStop p;
+        const std::size_t at = r_.offset();
+        std::uint8_t flags = 0;
+        XENFT_READ(r_, u8(flags), "ioreq flags");
+        if (flags & ~3u)
+            return fail(DecodeErrc::reserved_bits, at, "ioreq flags " + std::to_string(flags));
+        p.read = flags & 1;
+        p.space = (flags & 2) ? IoSpace::mmio : IoSpace::port;
+        const std::size_t address_at = r_.offset();
+        XENFT_READ(r_, varint(p.address), "ioreq address");
+        if (p.space == IoSpace::port && p.address > 0xffff)
+            return fail(DecodeErrc::bad_field, address_at, "ioreq port " + std::to_string(p.address));
+        return p;
     }
 
     ByteReader& r_;

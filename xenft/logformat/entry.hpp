@@ -125,6 +125,28 @@ struct GoLive {
     bool operator==(const GoLive&) const = default;
 };
 
+// Xen backend: a record of hvm-patches' FT ring (Xen's public/hvm/ft.h), carried as Xen wrote
+// it: an injection, a TSC or device-read value, or progress. The backup's xenftd writes it into
+// its domain's ring; the hypervisor, not the engine, interprets it. Entry::vcpu and Entry::exit
+// are the record's.
+struct XenRecord {
+    std::uint16_t type = 0; // XEN_FT_REC_*, 1..kMaxXenRecordType
+    std::uint32_t info = 0;
+    std::array<std::uint64_t, 2> value{};
+    bool operator==(const XenRecord&) const = default;
+};
+inline constexpr std::uint16_t kMaxXenRecordType = 255;
+
+// Xen backend: the primary's device models acted at this exit's ioreq, a read or a write of
+// `address`; the net_rx and state_digest entries of this exit that follow happened there. The
+// backup needs to know which: it gets no ioreq for a read (Xen answers reads from the log).
+struct IoreqStop {
+    bool read = false;
+    IoSpace space = IoSpace::mmio;
+    std::uint64_t address = 0; // a port (<= 0xffff) or a guest-physical address
+    bool operator==(const IoreqStop&) const = default;
+};
+
 // Wire kind numbers. Never renumber: add new kinds at the end and bump kFormatVersion only
 // when an existing encoding changes.
 enum class Kind : std::uint8_t {
@@ -139,12 +161,14 @@ enum class Kind : std::uint8_t {
     protection_start = 9,
     epoch_change = 10,
     go_live = 11,
+    xen_record = 12,
+    ioreq_stop = 13,
 };
-inline constexpr std::uint8_t kMaxKind = 11;
+inline constexpr std::uint8_t kMaxKind = 13;
 
 // Alternatives in Kind order, so index() + 1 == wire kind.
 using Payload = std::variant<IoRead, TimeRead, Interrupt, DmaWrite, NetRx, DiskRead, Output, StateDigest,
-                             ProtectionStart, EpochChange, GoLive>;
+                             ProtectionStart, EpochChange, GoLive, XenRecord, IoreqStop>;
 
 constexpr Kind kind_of(const Payload& p) noexcept { return static_cast<Kind>(p.index() + 1); }
 

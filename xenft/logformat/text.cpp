@@ -107,6 +107,13 @@ std::string to_text(const Entry& e)
             } else if constexpr (std::is_same_v<P, GoLive>) {
                 s += " reason ";
                 s += go_live_reason_name(p.reason);
+            } else if constexpr (std::is_same_v<P, XenRecord>) {
+                s += " type " + std::to_string(p.type) + " info " + hex(p.info) + " values " + hex(p.value[0]) + " " +
+                     hex(p.value[1]);
+            } else if constexpr (std::is_same_v<P, IoreqStop>) {
+                s += p.read ? " read " : " write ";
+                s += p.space == IoSpace::mmio ? "mmio " : "port ";
+                s += hex(p.address);
             }
         },
         e.payload);

@@ -27,6 +27,7 @@
 #include "xenft/backends/xen/device_model.hpp"
 #include "xenft/backends/xen/ft_log.hpp"
 #include "xenft/engine/output_gate.hpp"
+#include "xenft/logformat/entry.hpp"
 
 namespace xenft::backends::xen {
 
@@ -41,12 +42,37 @@ struct DeviceEvent {
     Kind kind = Kind::net_rx;
     std::uint64_t exit = 0;
     bool at_read = false;      // the ioreq was a read (the backup gets none for it)
+    bool port = false;         // port I/O; otherwise MMIO
     std::uint64_t address = 0; // the ioreq's port or guest-physical address
     std::vector<std::uint8_t> bytes;
 };
 
 using XenLogItem = std::variant<FtRecord, DeviceEvent>;
 using XenLog = std::deque<XenLogItem>;
+
+// A XenLog on the logging channel: a ring record travels as a xen_record entry; the device
+// events of one ioreq as an ioreq_stop entry (read or write, address) followed by their net_rx
+// and state_digest entries, all at the ioreq's exit (docs/log-format.md).
+class XenLogWriter {
+public:
+    // Appends `item`'s entries (vcpu, exit, payload; the caller numbers them) to `out`.
+    void write(const XenLogItem& item, std::vector<logformat::Entry>& out);
+
+private:
+    std::optional<logformat::IoreqStop> stop_; // the ioreq the last device events belonged to
+    std::uint64_t stop_exit_ = 0;
+};
+
+class XenLogReader {
+public:
+    // The item `e` completes, if any (an ioreq_stop only says where the next events happened).
+    // An error for an entry the Xen backend never logs or a device event without its ioreq.
+    Expected<std::optional<XenLogItem>, std::string> read(const logformat::Entry& e);
+
+private:
+    std::optional<logformat::IoreqStop> stop_;
+    std::uint64_t stop_exit_ = 0;
+};
 
 // SHA-256 over guest memory (gfn and contents of each page), vCPU 0's general registers, RIP
 // and RFLAGS, and every device model's state. Taken at an ioreq, where both replicas stop.
@@ -76,6 +102,8 @@ public:
     std::vector<int> wait_fds() const;
 
     std::uint64_t appended() const noexcept { return appended_; }
+    // Outputs waiting for the backup's ack (the channel then asks it to ack at once).
+    std::size_t outputs_held() const { return gate_.held(); }
     std::uint64_t exits() const { return session_->ring().exits(); }
     std::uint64_t frames_in() const noexcept { return frames_in_; }
     std::uint64_t frames_out() const { return gate_.released(); }
