@@ -27,7 +27,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <iostream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -325,7 +327,8 @@ int run_record(const SplitOptions& o)
             std::cout << "pair: [" << ms_since(start) << " ms] primary at exit " << (*primary)->exits() << "; "
                       << (*primary)->appended() << " items logged (" << next_seq - 1 << " entries, " << acked
                       << " acked); digests " << (*primary)->digests() << "; frames in " << (*primary)->frames_in()
-                      << ", out " << (*primary)->frames_out() << (sender.streaming() ? "" : "; channel down")
+                      << ", out " << (*primary)->frames_out() << "; last digest took " << (*primary)->digest_ms()
+                      << " ms" << (sender.streaming() ? "" : "; channel down")
                       << std::endl;
         }
     }
@@ -349,6 +352,31 @@ int run_replay(const SplitOptions& o)
         return fail(backup.error());
     std::cout << "pair: domain " << o.domid << " replays (NIC on " << o.spec.devices.tap
               << ", silent until it goes live), its log comes to " << o.address << std::endl;
+    // The channel gets its own thread: the replay loop can be busy (a digest of all memory)
+    // while the primary waits for acks to release its outputs.
+    std::mutex mu;
+    std::deque<xenft::logformat::Entry> inbox;
+    std::atomic<bool> pumping{true}, channel_up{false};
+    std::thread pump([&] {
+        while (pumping) {
+            receiver->pump(5);
+            std::lock_guard lock(mu);
+            while (auto e = receiver->pop())
+                inbox.push_back(std::move(*e));
+            channel_up = receiver->connected();
+        }
+    });
+    struct Stopper {
+        std::atomic<bool>& flag;
+        std::thread& t;
+        void stop()
+        {
+            flag = false;
+            if (t.joinable())
+                t.join();
+        }
+        ~Stopper() { stop(); }
+    } stopper{pumping, pump};
     const auto start = std::chrono::steady_clock::now();
     XenLog log;
     XenLogReader reader;
@@ -356,25 +384,32 @@ int run_replay(const SplitOptions& o)
     bool ever_connected = false;
     auto connected_at = start, last_status = start;
     while (!stop && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000) {
-        receiver->pump(2);
-        while (auto e = receiver->pop()) {
+        std::deque<xenft::logformat::Entry> got;
+        {
+            std::lock_guard lock(mu);
+            got.swap(inbox);
+        }
+        for (const auto& e : got) {
             ++entries;
-            auto item = reader.read(*e);
+            auto item = reader.read(e);
             if (!item)
                 return fail("backup: " + item.error());
             if (*item)
                 log.push_back(std::move(**item));
         }
-        if (receiver->connected()) {
+        if (channel_up) {
             ever_connected = true;
             connected_at = std::chrono::steady_clock::now();
         } else if (ever_connected && ms_since(connected_at) >= static_cast<long long>(o.failover_ms)) {
-            break; // the primary is gone
+            std::lock_guard lock(mu);
+            if (inbox.empty())
+                break; // the primary is gone, and everything it sent is here
+            continue;
         }
         std::vector<pollfd> fds;
         for (int fd : (*backup)->wait_fds())
             fds.push_back({fd, POLLIN, 0});
-        ::poll(fds.data(), fds.size(), 3);
+        ::poll(fds.data(), fds.size(), 5);
         if (auto r = (*backup)->step(log, 0); !r)
             return fail("backup: " + r.error());
         if (ms_since(last_status) >= 5000) {
@@ -390,6 +425,7 @@ int run_replay(const SplitOptions& o)
         return 0;
     }
     const auto lost = std::chrono::steady_clock::now();
+    stopper.stop(); // a suspected primary gets no more acks
     std::cout << "pair: [" << ms_since(start) << " ms] the channel has been down for " << o.failover_ms
               << " ms: the primary is gone; backup at exit " << (*backup)->exits() << " with " << log.size()
               << " items to replay, " << entries << " entries received; " << (*backup)->digests_matched()

@@ -265,11 +265,13 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
     };
     // Digests at writes only: the backup stops at those too.
     if (!a.read && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
+        const std::uint64_t began = now_ms();
         auto d = domain_digest(*dm_);
         if (!d)
             return unexpected(d.error());
         event(DeviceEvent::Kind::digest, *d);
         last_digest_ms_ = now_ms();
+        digest_ms_ = last_digest_ms_ - began;
         ++digests_;
     }
     dm_->handle(a);

@@ -108,6 +108,7 @@ public:
     std::uint64_t frames_in() const noexcept { return frames_in_; }
     std::uint64_t frames_out() const { return gate_.released(); }
     std::uint64_t digests() const noexcept { return digests_; }
+    std::uint64_t digest_ms() const noexcept { return digest_ms_; } // the last one's cost
     std::uint64_t records() const noexcept { return records_; }
     const std::string& console() const { return dm_->console(); }
 
@@ -136,7 +137,7 @@ private:
     std::vector<FtRecord> held_;                   // records of exits not passed yet
     std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0;
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
-    std::uint64_t last_digest_ms_ = 0;
+    std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
     std::string error_; // set inside the ioreq handler
 };
 
