@@ -29,7 +29,7 @@ fi
 start=$(date +%s)
 root=$work/rootfs
 # curl and ping: dom0 is the client of the guest the lab's device model serves.
-packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps,curl,iputils-ping
+packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps,curl,iputils-ping,libiscsi7
 if [ ! -x "$root/usr/sbin/xl" ] || [ ! -x "$root/usr/bin/curl" ]; then
     rm -rf "$root"
     echo "lab: debootstrap bookworm ($packages)"

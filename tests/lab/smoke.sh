@@ -28,7 +28,8 @@
 #      dom0 then runs Xen, xl and xenft as installed from them instead of the staged build),
 #      LAB_TIMEOUT_S (default 900), CASES_FILE (default WORKDIR/lab_smoke.cases),
 #      LAB_SCENARIOS ("all", the default, or some of "base ftdm ftnet": what dom0 runs and checks;
-#      for working on one part), XENFT_FT_PROBE / XENFT_XEN_DM / XENFT_XEN_PAIR (prebuilt tools).
+#      for working on one part), XENFT_FT_PROBE / XENFT_XEN_DM / XENFT_XEN_PAIR (prebuilt tools),
+#      LAB_BUILD_ONLY (build Xen, the tools and the dom0 image, then stop: tests/lab/failover.sh).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -68,15 +69,19 @@ what=--tools
 stamp "building Xen with the patch series (hvm-patches/build $what)"
 if ! "$top/hvm-patches/build" $what "$xen_work"; then fail xen_builds "hvm-patches/build $what failed"; finish; fi
 pass xen_builds
-# The programs dom0 runs: xenft's Xen backend code linked statically with the patched
-# libraries. build_static CHECK OUTPUT SOURCE... (warnings are errors).
-build_static() {
-    local check=$1 out=$2 xen_usr=$xen_work/stage/usr
-    shift 2
+# The programs dom0 runs: xenft's Xen backend code linked with the patched libraries.
+# build_tool LINK CHECK OUTPUT SOURCE...: LINK is "static", or "dynamic" for a program that
+# needs libiscsi (whose RDMA dependencies have no static archives; dom0 has libiscsi7 and runs
+# it with the patched Xen libraries of the scenario disk). Warnings are errors.
+build_tool() {
+    local link=$1 check=$2 out=$3 xen_usr=$xen_work/stage/usr
+    shift 3
+    local how=(-static) extra=()
+    [ "$link" = dynamic ] && how=() extra=(-liscsi)
     if g++ -std=gnu++20 -O2 -g -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
-           -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" "$@" -o "$out" -static -L"$xen_usr/lib" \
+           -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" "$@" -o "$out" "${how[@]}" -L"$xen_usr/lib" \
            -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevicemodel -lxencall -lxentoollog \
-           -lxentoolcore -lssl -lcrypto -lzstd -lpthread -ldl > "$work/$check.log" 2>&1; then
+           -lxentoolcore "${extra[@]}" -lssl -lcrypto -lzstd -lpthread -ldl > "$work/$check.log" 2>&1; then
         pass "$check"
     else
         grep -v 'statically linked\|in function' "$work/$check.log" | head -n 20
@@ -84,6 +89,7 @@ build_static() {
         finish
     fi
 }
+build_static() { build_tool static "$@"; }
 # The record/replay controller.
 if [ -z "${XENFT_FT_PROBE:-}" ]; then
     stamp "building the record/replay probe"
@@ -103,17 +109,21 @@ fi
 pair=${XENFT_XEN_PAIR:-$work/xenft-xen-pair}
 if [ -z "${XENFT_XEN_PAIR:-}" ]; then
     stamp "building the protected pair's driver"
-    build_static xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
+    build_tool dynamic xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
         "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/engine/output_gate.cpp" \
         "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
         "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/xenft/channel/channel.cpp" \
         "$top/xenft/channel/tls.cpp" "$top/xenft/channel/wire.cpp" "$top/xenft/channel/copy.cpp" \
         "$top/xenft/channel/certs.cpp" "$top/xenft/logformat/codec.cpp" "$top/xenft/common/crc32c.cpp" \
-        "$top/xenft/common/socket_address.cpp" "$top/tests/lab/xen_pair.cpp"
+        "$top/xenft/common/socket_address.cpp" "$top/xenft/arbiter/arbiter.cpp" "$top/xenft/arbiter/lun.cpp" \
+        "$top/xenft/arbiter/record.cpp" "$top/xenft/detector/heartbeat.cpp" "$top/xenft/detector/heartbeat_socket.cpp" \
+        "$top/xenft/protocol/replica.cpp" "$top/tests/lab/xen_pair.cpp"
 fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
+# LAB_BUILD_ONLY: what the two-host lab (tests/lab/failover.sh) takes from here.
+[ -n "${LAB_BUILD_ONLY:-}" ] && { pass dom0_rootfs_builds; finish; }
 
 # The scenario disk: what dom0 runs, and the guest.
 payload=$work/payload

@@ -13,10 +13,14 @@
 //   xenft-xen-pair replay B --listen HOST:PORT --tap TAP --disk IMAGE TLS...
 //       The same split in two: the log travels as log entries (docs/log-format.md: xen_record,
 //       ioreq_stop, net_rx, state_digest) on xenft's TLS 1.3 logging channel, P's outputs
-//       leave when the backup acked the entries before them, and the backup goes live once the
-//       channel has been down for --failover-ms (default 1000). There is no arbitration here
-//       yet (xenftd's Node does that; the lab runs both on one host): a lost connection to a
-//       living primary would give two live domains.
+//       leave when the backup acked the entries before them. When the channel has been down for
+//       --failover-ms (default 1000) either side runs the test-and-set on the shared LUN
+//       (--lun URL --initiator IQN --host-id N --peer-id N, xenft/arbiter): the backup goes
+//       live if it wins; the primary continues alone (outputs leave at once) if it wins and
+//       pauses its domain if it loses. Without --lun (the lab's single host) each side takes
+//       over unasked. The peer is lost when its heartbeats (--heartbeat-local ADDR
+//       --heartbeat-peer ADDR --heartbeat-key FILE: xenft's authenticated UDP heartbeats) stop,
+//       or without them when the channel is down: a host that loses power closes nothing.
 //       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME.
 //
 // Prints "pair: ..." lines: protection started, a status line every 5 s (exits, items, digests
@@ -35,8 +39,11 @@
 #include <vector>
 
 #include "xenft/backends/xen/ft_domain.hpp"
+#include "xenft/arbiter/arbiter.hpp"
 #include "xenft/channel/channel.hpp"
 #include "xenft/channel/tls.hpp"
+#include "xenft/detector/heartbeat.hpp"
+#include "xenft/detector/heartbeat_socket.hpp"
 
 using namespace xenft::backends::xen;
 
@@ -53,7 +60,9 @@ int usage()
                  "                      [--timeout-s N]\n"
                  "       xenft-xen-pair record DOMID --to HOST:PORT --tap TAP --disk IMAGE TLS [--digest-ms N]\n"
                  "       xenft-xen-pair replay DOMID --listen HOST:PORT --tap TAP --disk IMAGE TLS [--failover-ms N]\n"
-                 "       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME; also --memory-mb N, --timeout-s N\n";
+                 "       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME; also --memory-mb N, --timeout-s N,\n"
+                 "       --failover-ms N, --lun iscsi://HOST[:PORT]/IQN/LUN --initiator IQN --host-id N --peer-id N,\n"
+                 "       --heartbeat-local ADDR --heartbeat-peer ADDR --heartbeat-key FILE\n";
     return 2;
 }
 
@@ -187,12 +196,115 @@ int run_local(int argc, char** argv)
 
 namespace {
 
+// The failure detector between the two hosts: xenft's authenticated UDP heartbeats, every
+// 100 ms from a thread of their own (a busy replay loop or a digest must not look like death).
+// A host that loses power closes no connection, so the logging channel alone cannot tell.
+class PeerWatch {
+public:
+    static xenft::Expected<std::unique_ptr<PeerWatch>, std::string>
+    start(const std::string& local, const std::string& peer, const std::string& key_file, std::uint32_t self,
+          std::uint32_t peer_id, bool primary)
+    {
+        namespace det = xenft::detector;
+        auto key = det::load_heartbeat_key(key_file);
+        if (!key)
+            return xenft::unexpected(key.error());
+        auto l = xenft::SocketAddress::parse(local);
+        auto p = xenft::SocketAddress::parse(peer);
+        if (!l || !p)
+            return xenft::unexpected(!l ? l.error() : p.error());
+        det::HeartbeatSocketConfig cfg;
+        cfg.local = *l;
+        cfg.peer = *p;
+        cfg.vm_id = 1;
+        cfg.self = self;
+        cfg.peer_id = peer_id;
+        cfg.key = *key;
+        auto socket = det::HeartbeatSocket::open(cfg);
+        if (!socket)
+            return xenft::unexpected(socket.error());
+        std::unique_ptr<PeerWatch> w(new PeerWatch(std::move(socket).value(), primary));
+        w->thread_ = std::thread([raw = w.get()] { raw->run(); });
+        return w;
+    }
+    ~PeerWatch()
+    {
+        running_ = false;
+        thread_.join();
+    }
+    bool heard() const { return last_heard_ms_ != 0; }
+    long long silent_ms() const { return now_ms() - last_heard_ms_; }
+
+private:
+    PeerWatch(xenft::detector::HeartbeatSocket socket, bool primary) : socket_(std::move(socket)), primary_(primary) {}
+    static long long now_ms()
+    {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+    void run()
+    {
+        while (running_) {
+            xenft::protocol::HeartbeatMsg m;
+            m.epoch = 1;
+            m.role = primary_ ? xenft::protocol::Role::primary_protected : xenft::protocol::Role::backup_replaying;
+            m.sent_at = static_cast<xenft::protocol::Time>(now_ms() * 1000);
+            (void)socket_.send(m);
+            pollfd p{socket_.fd(), POLLIN, 0};
+            ::poll(&p, 1, 100);
+            if (!socket_.receive().empty())
+                last_heard_ms_ = now_ms();
+        }
+    }
+    xenft::detector::HeartbeatSocket socket_;
+    bool primary_;
+    std::atomic<bool> running_{true};
+    std::atomic<long long> last_heard_ms_{0};
+    std::thread thread_;
+};
+
 struct SplitOptions {
     std::uint32_t domid = 0;
     FtSpec spec;
     std::string address, cert, key, ca, peer_name;
     unsigned long timeout_s = 900, failover_ms = 1000;
+    std::string lun_url, initiator; // the shared LUN's arbitration record; empty: no arbitration
+    std::uint32_t host_id = 0, peer_id = 0;
+    std::string heartbeat_local, heartbeat_peer, heartbeat_key; // empty: the channel detects
 };
+
+// The test-and-set on the shared LUN when the peer is lost: won means this host runs the VM.
+// Without a LUN (--lun) the lab's single-host runs decide by themselves: won.
+bool arbitrate(const SplitOptions& o, const std::string& who)
+{
+    namespace arb = xenft::arbiter;
+    if (o.lun_url.empty()) {
+        std::cout << "pair: " << who << ": no shared LUN configured: taking over without arbitration" << std::endl;
+        return true;
+    }
+    arb::ArbiterConfig cfg;
+    cfg.lun.url = o.lun_url;
+    cfg.lun.initiator_name = o.initiator;
+    cfg.lun.isid_qualifier = static_cast<std::uint16_t>(o.host_id);
+    cfg.vm_id = 1;
+    cfg.host_id = o.host_id;
+    cfg.peer_id = o.peer_id;
+    auto a = arb::Arbiter::open(cfg);
+    if (!a) {
+        std::cout << "pair: " << who << ": test-and-set not possible: " << a.error() << std::endl;
+        return false;
+    }
+    auto current = a->read();
+    if (!current) {
+        std::cout << "pair: " << who << ": cannot read the arbitration record: " << current.error() << std::endl;
+        return false;
+    }
+    const auto r = a->acquire(current->epoch, current->owner);
+    std::cout << "pair: " << who << ": test-and-set on " << o.lun_url << " epoch " << current->epoch << " -> "
+              << current->epoch + 1 << ": " << arb::outcome_name(r.outcome) << (r.detail.empty() ? "" : " (" + r.detail + ")")
+              << std::endl;
+    return r.outcome == arb::Outcome::won;
+}
 
 bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
 {
@@ -213,8 +325,6 @@ bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
             o.spec.devices.memory_bytes = std::strtoull(v.c_str(), nullptr, 10) << 20;
         else if (a == "--digest-ms" && record)
             o.spec.digest_interval_ms = std::strtoull(v.c_str(), nullptr, 10);
-        else if (a == "--failover-ms" && !record)
-            o.failover_ms = std::strtoul(v.c_str(), nullptr, 10);
         else if (a == "--timeout-s")
             o.timeout_s = std::strtoul(v.c_str(), nullptr, 10);
         else if (a == "--cert")
@@ -225,9 +335,29 @@ bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
             o.ca = v;
         else if (a == "--peer-name")
             o.peer_name = v;
+        else if (a == "--lun")
+            o.lun_url = v;
+        else if (a == "--heartbeat-local")
+            o.heartbeat_local = v;
+        else if (a == "--heartbeat-peer")
+            o.heartbeat_peer = v;
+        else if (a == "--heartbeat-key")
+            o.heartbeat_key = v;
+        else if (a == "--initiator")
+            o.initiator = v;
+        else if (a == "--host-id")
+            o.host_id = static_cast<std::uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
+        else if (a == "--peer-id")
+            o.peer_id = static_cast<std::uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
+        else if (a == "--failover-ms")
+            o.failover_ms = std::strtoul(v.c_str(), nullptr, 10);
         else
             return false;
     }
+    if (o.heartbeat_local.empty() != o.heartbeat_peer.empty() || o.heartbeat_local.empty() != o.heartbeat_key.empty())
+        return false;
+    if (!o.lun_url.empty() && (o.host_id == 0 || o.peer_id == 0 || o.host_id == o.peer_id || o.initiator.empty()))
+        return false;
     return !o.address.empty() && !o.cert.empty() && !o.key.empty() && !o.ca.empty() && !o.peer_name.empty();
 }
 
@@ -244,6 +374,15 @@ xenft::Expected<xenft::channel::ChannelConfig, std::string> channel_config(const
     c.epoch = 1;
     c.log = [](const std::string& line) { std::cout << "pair: channel: " << line << std::endl; };
     return c;
+}
+
+// Heartbeats when configured; null otherwise (the channel's state decides).
+xenft::Expected<std::unique_ptr<PeerWatch>, std::string> watch_peer(const SplitOptions& o, bool primary)
+{
+    if (o.heartbeat_local.empty())
+        return std::unique_ptr<PeerWatch>();
+    return PeerWatch::start(o.heartbeat_local, o.heartbeat_peer, o.heartbeat_key, o.host_id ? o.host_id : (primary ? 1 : 2),
+                            o.peer_id ? o.peer_id : (primary ? 2 : 1), primary);
 }
 
 int run_record(const SplitOptions& o)
@@ -271,6 +410,9 @@ int run_record(const SplitOptions& o)
         }
     } stopper{pumping, pump};
 
+    auto watch = watch_peer(o, true);
+    if (!watch)
+        return fail(watch.error());
     auto primary = RecordingDomain::start(o.domid, o.spec);
     if (!primary)
         return fail(primary.error());
@@ -282,8 +424,32 @@ int run_record(const SplitOptions& o)
     std::vector<xenft::logformat::Entry> entries;
     std::deque<std::uint64_t> item_last_seq; // the seq of each unacked item's last entry
     std::uint64_t next_seq = 1, items_acked = 0;
-    auto last_status = start;
+    auto last_status = start, streaming_at = start;
+    bool ever_streaming = false, alone = false;
     while (!stop && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000) {
+        if (sender.streaming()) {
+            ever_streaming = true;
+            streaming_at = std::chrono::steady_clock::now();
+        }
+        const bool lost = *watch ? (*watch)->heard() && (*watch)->silent_ms() >= static_cast<long long>(o.failover_ms)
+                                 : ever_streaming && ms_since(streaming_at) >= static_cast<long long>(o.failover_ms);
+        if (!alone && lost) {
+            std::cout << "pair: [" << ms_since(start) << " ms] the backup is lost: no "
+                      << (*watch ? "heartbeat" : "channel") << " for " << o.failover_ms << " ms; "
+                      << (*primary)->outputs_held() << " outputs held" << std::endl;
+            if (!arbitrate(o, "primary")) {
+                // The backup took over (or it cannot be known): this copy of the VM must not run.
+                if (auto xc = XenControl::open())
+                    (void)xc->pause(o.domid);
+                std::cout << "pair: [" << ms_since(start) << " ms] lost: domain " << o.domid
+                          << " paused, its held outputs dropped" << std::endl;
+                return 0;
+            }
+            (*primary)->continue_alone();
+            alone = true;
+            std::cout << "pair: [" << ms_since(start) << " ms] won: domain " << o.domid
+                      << " continues alone, its outputs leave at once" << std::endl;
+        }
         if (auto why = (*primary)->ended()) {
             std::cout << "pair: domain " << o.domid << " ended: " << *why << std::endl;
             return 0;
@@ -296,6 +462,10 @@ int run_record(const SplitOptions& o)
             if ((*primary)->ended())
                 continue;
             return fail("primary: " + r.error());
+        }
+        if (alone) {
+            log.clear(); // no backup: the log has no reader until a new one joins
+            continue;
         }
         // Into the channel, whole items at a time, while it has room (else the log waits here).
         while (!log.empty()) {
@@ -347,6 +517,9 @@ int run_replay(const SplitOptions& o)
     auto receiver = ch::LogReceiver::listen(*cfg, *tls);
     if (!receiver)
         return fail(receiver.error());
+    auto watch = watch_peer(o, false);
+    if (!watch)
+        return fail(watch.error());
     auto backup = ReplayingDomain::start(o.domid, o.spec);
     if (!backup)
         return fail(backup.error());
@@ -400,7 +573,11 @@ int run_replay(const SplitOptions& o)
         if (channel_up) {
             ever_connected = true;
             connected_at = std::chrono::steady_clock::now();
-        } else if (ever_connected && ms_since(connected_at) >= static_cast<long long>(o.failover_ms)) {
+        }
+        const bool lost = *watch ? (*watch)->heard() && (*watch)->silent_ms() >= static_cast<long long>(o.failover_ms)
+                                 : ever_connected && !channel_up &&
+                                       ms_since(connected_at) >= static_cast<long long>(o.failover_ms);
+        if (lost) {
             std::lock_guard lock(mu);
             if (inbox.empty())
                 break; // the primary is gone, and everything it sent is here
@@ -420,16 +597,21 @@ int run_replay(const SplitOptions& o)
                       << std::endl;
         }
     }
-    if (!ever_connected || stop || ms_since(start) >= static_cast<long long>(o.timeout_s) * 1000) {
+    if (stop || ms_since(start) >= static_cast<long long>(o.timeout_s) * 1000) {
         std::cout << "pair: ended before any failover; digests matched " << (*backup)->digests_matched() << std::endl;
         return 0;
     }
     const auto lost = std::chrono::steady_clock::now();
     stopper.stop(); // a suspected primary gets no more acks
-    std::cout << "pair: [" << ms_since(start) << " ms] the channel has been down for " << o.failover_ms
-              << " ms: the primary is gone; backup at exit " << (*backup)->exits() << " with " << log.size()
+    std::cout << "pair: [" << ms_since(start) << " ms] the primary is lost: no " << (*watch ? "heartbeat" : "channel")
+              << " for " << o.failover_ms << " ms; backup at exit " << (*backup)->exits() << " with " << log.size()
               << " items to replay, " << entries << " entries received; " << (*backup)->digests_matched()
               << " digests matched" << std::endl;
+    if (!arbitrate(o, "backup")) {
+        std::cout << "pair: [" << ms_since(start) << " ms] lost: the primary runs on; domain " << o.domid
+                  << " stays a stopped replica" << std::endl;
+        return 0;
+    }
     if (auto r = (*backup)->go_live(log); !r)
         return fail("backup: " + r.error());
     std::cout << "pair: [" << ms_since(start) << " ms] domain " << o.domid << " went live at exit "

@@ -97,6 +97,9 @@ public:
     Expected<bool, std::string> step(XenLog& log, int timeout_ms);
     // The backup has received the first `items` items ever appended: outputs they cover leave.
     void acked(std::uint64_t items) { gate_.release_through(items); }
+    // The backup is gone and this host won the arbitration: outputs leave at once from now on
+    // (the log still fills; the caller drops it until a new backup joins).
+    void continue_alone() { gate_.set_passthrough(true); }
     std::optional<std::string> ended() const { return dm_->ended(); }
     // What step() waits on, for a caller that waits on both replicas at once.
     std::vector<int> wait_fds() const;

@@ -1,0 +1,294 @@
+#!/bin/bash
+# The two-host lab (make lab-failover): two Xen hosts under QEMU (TCG), each the patched
+# hypervisor with a Debian dom0, joined by a virtual link for xenft's logging channel (QEMU's
+# socket network), with their guest LAN on a bridge of the build machine, where a client
+# namespace talks to the protected guest and istgt serves the shared LUN of the arbitration
+# record. Host A records the test guest's service (xenft's device models, FT RECORD), host B
+# replays it (tests/lab/xen_pair.cpp driving xenft/backends/xen/ft_domain.hpp), comparing
+# state digests at the exits A took them.
+#
+#   case "a-dies": the client PUTs, then downloads 1 MiB; QEMU A is SIGKILLed in the middle
+#     (a power cut); B wins the test-and-set, goes live, and the download finishes intact on
+#     the same TCP connection; the PUT is still there.
+#   case "b-dies": the same with QEMU B killed: A wins the test-and-set and continues alone.
+#
+# It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
+# check, and ends with "lab failover: N passed, N failed".
+#
+# usage: tests/lab/failover.sh [WORKDIR]      (default build/lab-failover)
+# Env: XEN_WORKDIR (default build/xen), XENFT_GUEST, XENFT_XL_HOOK, XENFT_CLI (the build's
+#      xenft CLI, for certificates and the arbitration record), FAILOVER_CASES ("a-dies b-dies").
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+work=${1:-$top/build/lab-failover}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
+guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
+xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
+cases_to_run=${FAILOVER_CASES:-a-dies b-dies}
+cases=$work/lab_failover.cases
+: > "$cases"
+start=$(date +%s)
+failed=0
+stamp() { echo "[$(($(date +%s) - start)) s] $*"; }
+pass() { echo "PASS $1" | tee -a "$cases"; }
+fail() { echo "FAIL $1: $2" | tee -a "$cases"; failed=1; }
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -KILL "$p" 2> /dev/null; done
+    wait 2> /dev/null
+    ip netns del xftlabc 2> /dev/null
+    for l in xftqa0 xftqb0 xftlabv0 xftlab0; do ip link del "$l" 2> /dev/null; done
+}
+finish() {
+    cleanup
+    stamp "lab failover: $(grep -c '^PASS' "$cases") passed, $(grep -c '^FAIL' "$cases") failed in $(($(date +%s) - start)) s"
+    printf ':test-result: %s\n' "$([ $failed -eq 0 ] && echo PASS || echo FAIL)" > "${cases%.cases}.trs"
+    exit $failed
+}
+trap 'fail interrupted "stopped by a signal"; finish' INT TERM
+
+[ "$(id -u)" -eq 0 ] || { fail lab_failover "needs root (bridges, taps, namespaces, debootstrap)"; finish; }
+for tool in qemu-system-x86_64 istgt ip curl; do
+    command -v $tool > /dev/null || { fail lab_failover "$tool is missing (./scripts/install-deps)"; finish; }
+done
+[ -x "$xenft_cli" ] || { fail lab_failover "no xenft CLI at $xenft_cli (build it: ./scripts/build)"; finish; }
+
+# --- what the hosts run: the smoke lab's build (Xen, tools, dom0 image) -----------------------
+stamp "building Xen, the pair's driver and the dom0 image (tests/lab/smoke.sh, LAB_BUILD_ONLY)"
+if ! LAB_BUILD_ONLY=1 CASES_FILE="$work/build.cases" XENFT_GUEST="$guest" "$top/tests/lab/smoke.sh" "$work" > "$work/build.log" 2>&1; then
+    tail -n 20 "$work/build.log"
+    fail lab_builds "tests/lab/smoke.sh with LAB_BUILD_ONLY failed ($work/build.log)"
+    finish
+fi
+pass lab_builds
+rm -f "$work/build.trs" # its checks are this one; tests/summarize.py must not count them twice
+gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"
+
+# --- the scenario disk: the same for both hosts; the role comes on the kernel command line ----
+payload=$work/payload-failover
+rm -rf "$payload" && mkdir -p "$payload/xen/lib" "$payload/tls"
+cp "$guest" "$payload/xenft-guest.elf"
+cp "$work/xenft-xen-pair" "$payload/"
+cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
+cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
+{ "$xenft_cli" cert ca --name lab-ca --out "$payload/tls" &&
+  for h in hosta hostb; do
+      "$xenft_cli" cert create --name $h --out "$payload/tls" --ca-cert "$payload/tls/lab-ca.crt" --ca-key "$payload/tls/lab-ca.key" || exit 1
+  done; } > "$work/certs.log" 2>&1 || { fail lab_certificates "$(tail -n 2 "$work/certs.log")"; finish; }
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$payload/tls/hb.key" && chmod 600 "$payload/tls/hb.key"
+cat > "$payload/pvh-ft.cfg" <<'EOF'
+name = "ft-guest"
+type = "pvh"
+kernel = "/lab/xenft-guest.elf"
+cmdline = "mode=service ip=10.98.1.2"
+memory = 32
+vcpus = 1
+tsc_mode = "always_emulate"
+on_crash = "preserve"
+EOF
+lun=iscsi://10.98.1.1:3260/iqn.2026-11.lab.xenft:shared/0
+cat > "$payload/run" <<EOF
+#!/bin/sh
+# One host of the pair: lab.role=a (records) or b (replays) on the kernel command line.
+export LD_LIBRARY_PATH=/lab/xen/lib
+xl=/lab/xen/xl
+role=\$(sed -n 's/.*lab\.role=\([ab]\).*/\1/p' /proc/cmdline)
+n=1 peer=2 me=hosta other=hostb
+[ "\$role" = b ] && n=2 peer=1 me=hostb other=hosta
+say() { echo "LAB: \$role: \$*"; }
+for m in virtio_net tun bridge; do modprobe \$m 2> /dev/null; done
+ifname_of() { ip -o link | awk -v m="\$1" 'index(\$0, m) { sub(":", "", \$2); print \$2 }'; }
+ft=\$(ifname_of 52:54:00:fe:00:0\$n) lan=\$(ifname_of 52:54:00:fe:01:0\$n)
+ip link set lo up
+ip addr add 192.168.77.\$n/24 dev "\$ft" && ip link set "\$ft" up || say "FAIL no logging link (\$ft)"
+ip link add xftbr0 type bridge && ip link set "\$lan" master xftbr0 && ip link set "\$lan" up &&
+    ip addr add 10.98.1.1\$n/24 dev xftbr0 && ip link set xftbr0 up || say "FAIL no LAN bridge (\$lan)"
+ip tuntap add dev xftg0 mode tap && ip link set xftg0 master xftbr0 && ip link set xftg0 up || say "FAIL no guest TAP"
+truncate -s 1M /tmp/disk.img
+\$xl create -p /lab/pvh-ft.cfg > /tmp/create 2>&1 || say "FAIL xl create: \$(tail -n 2 /tmp/create | tr '\n' ' ')"
+domid=\$(\$xl domid ft-guest)
+common="--tap xftg0 --disk /tmp/disk.img --ca /lab/tls/lab-ca.crt --cert /lab/tls/\$me.crt --key /lab/tls/\$me.key \
+    --peer-name \$other --lun $lun --initiator iqn.2026-11.lab.xenft:\$me --host-id \$n --peer-id \$peer \
+    --heartbeat-local 192.168.77.\$n:7101 --heartbeat-peer 192.168.77.\$peer:7101 --heartbeat-key /lab/tls/hb.key \
+    --failover-ms 2000 --timeout-s 3000"
+if [ "\$role" = a ]; then
+    say "recording domain \$domid"
+    /lab/xenft-xen-pair record "\$domid" --to 192.168.77.2:7100 --digest-ms 3000 \$common 2>&1 | sed -u 's/^/LAB: a: /'
+else
+    say "replaying domain \$domid"
+    /lab/xenft-xen-pair replay "\$domid" --listen 192.168.77.2:7100 \$common 2>&1 | sed -u 's/^/LAB: b: /'
+fi
+say "driver ended; domain state \$(\$xl list ft-guest 2>&1 | awk 'NR == 2 { print \$5 }')"
+\$xl dmesg | grep -E "FT replay|FT " | tail -n 3 | sed 's/^/LAB: '"\$role"': xen: /'
+sleep 3000
+EOF
+chmod +x "$payload/run"
+rm -f "$work/payload-failover.img"
+mke2fs -q -t ext4 -d "$payload" "$work/payload-failover.img" 96M || { fail lab_payload "mke2fs failed"; finish; }
+
+# --- the build machine's side: LAN bridge, client namespace, istgt ----------------------------
+cleanup
+ip link add xftlab0 type bridge && ip addr add 10.98.1.1/24 dev xftlab0 && ip link set xftlab0 up || { fail lab_network "no bridge"; finish; }
+for t in xftqa0 xftqb0; do ip tuntap add dev $t mode tap && ip link set $t master xftlab0 && ip link set $t up; done
+ip netns add xftlabc && ip link add xftlabv0 type veth peer name eth0 netns xftlabc &&
+    ip link set xftlabv0 master xftlab0 && ip link set xftlabv0 up &&
+    ip -n xftlabc addr add 10.98.1.100/24 dev eth0 && ip -n xftlabc link set eth0 up && ip -n xftlabc link set lo up ||
+    { fail lab_network "no client namespace"; finish; }
+client() { ip netns exec xftlabc "$@"; }
+mkdir -p "$work/lun" && : > "$work/lun/auth.conf"
+cat > "$work/lun/istgt.conf" <<EOF
+[Global]
+  NodeBase "iqn.2026-11.lab.xenft"
+  PidFile $work/lun/istgt.pid
+  AuthFile $work/lun/auth.conf
+  MediaDirectory $work/lun
+  LogFacility "local7"
+  Timeout 30
+  NopInInterval 20
+  DiscoveryAuthMethod None
+  MaxSessions 16
+  MaxConnections 4
+[UnitControl]
+  AuthMethod None
+  Portal UC1 127.0.0.1:3262
+  Netmask 127.0.0.1
+[PortalGroup1]
+  Portal DA1 10.98.1.1:3260
+[InitiatorGroup1]
+  InitiatorName "ALL"
+  Netmask 10.98.1.0/24
+[LogicalUnit1]
+  TargetName shared
+  Mapping PortalGroup1 InitiatorGroup1
+  AuthMethod None
+  UseDigest Auto
+  UnitType Disk
+  LUN0 Storage $work/lun/lun0.img 16MB
+EOF
+
+# --- one case: boot both hosts, protect, cut the power of one ---------------------------------
+boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK
+    local h=$1 n=1
+    [ "$h" = b ] && n=2
+    rm -f "$work/serial-$h.log"
+    qemu-system-x86_64 -machine q35,accel=tcg -cpu qemu64,+svm,+npt -smp 1 -m 2048 \
+        -display none -monitor none -no-reboot -serial "file:$work/serial-$h.log" \
+        -kernel "$work/xen" \
+        -append "console=com1 com1=115200 dom0_mem=768M bootscrub=false apicv=0 loglvl=all guest_loglvl=all" \
+        -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init lab.role=$h,$work/initrd.img" \
+        -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
+        -drive "file=$work/payload-failover.img,if=virtio,format=raw,readonly=on" \
+        -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
+        -netdev "tap,id=lan,ifname=xftq${h}0,script=no,downscript=no" -device "virtio-net-pci,netdev=lan,mac=52:54:00:fe:01:0$n" \
+        > "$work/qemu-$h.log" 2>&1 &
+    eval "qemu_$h=\$!"
+    pids+=($!)
+}
+seen_in() { grep -aq -- "$2" "$work/serial-$1.log" 2> /dev/null; }
+wait_for() { # HOST PATTERN SECONDS
+    local i
+    for i in $(seq "$3"); do
+        seen_in "$1" "$2" && return 0
+        sleep 1
+    done
+    return 1
+}
+line_in() { grep -a -- "$2" "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | head -n 1; }
+
+run_case() { # CASE
+    local c=$1 victim survivor t0 expected got size
+    [ "$c" = a-dies ] && victim=a survivor=b || victim=b survivor=a
+    stamp "case $c: fresh LUN record, both hosts booting"
+    truncate -s 0 "$work/lun/lun0.img" && truncate -s 16M "$work/lun/lun0.img"
+    istgt -c "$work/lun/istgt.conf" -D > "$work/istgt-$c.log" 2>&1 &
+    local istgt_pid=$!
+    pids+=($istgt_pid)
+    for _ in $(seq 100); do bash -c 'exec 3<>/dev/tcp/10.98.1.1/3260' 2> /dev/null && break; sleep 0.1; done
+    "$xenft_cli" arbiter init --url "$lun" --vm 1 --epoch 1 --force > "$work/arbiter-$c.log" 2>&1 ||
+        fail "${c}_arbitration_record" "$(tail -n 2 "$work/arbiter-$c.log")"
+    local port=$((20000 + RANDOM % 20000))
+    boot a "socket,id=ft,listen=127.0.0.1:$port"
+    sleep 1
+    boot b "socket,id=ft,connect=127.0.0.1:$port"
+    t0=$(date +%s)
+    if ! wait_for a "service: udp port 7000, http port 80 on 10.98.1.2" 400; then
+        fail "${c}_protected_guest_comes_up" "no service line from host A's guest within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: the guest serves on host A, $(($(date +%s) - t0)) s after boot"
+    local put get ping_ok=no
+    client ping -c 3 -W 20 10.98.1.2 > "$work/ping-$c.log" 2>&1 && ping_ok=yes
+    echo "client: ping $ping_ok"
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
+    get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    echo "client: put $put, get $get"
+    expected=$(seq -f %015.0f 0 65536 | head -c 1048576 | sha256sum | cut -c1-64)
+    rm -f "$work/download-$c"
+    client curl -s -v --max-time 900 -o "$work/download-$c" http://10.98.1.2/stream/1048576 2> "$work/curl-$c.log" &
+    local curl_pid=$!
+    for _ in $(seq 600); do
+        [ "$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)" -ge 131072 ] && break
+        sleep 0.5
+    done
+    size=$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)
+    stamp "case $c: power cut of host ${victim^^} (SIGKILL to its QEMU) with $size bytes downloaded"
+    local cut=$(date +%s)
+    eval "kill -KILL \$qemu_$victim"
+    wait $curl_pid 2> /dev/null # (also silences bash's note that it killed QEMU)
+    local curl_rc=$?
+    stamp "case $c: download ended (curl exit $curl_rc), $(($(date +%s) - cut)) s after the cut"
+    got=$(sha256sum < "$work/download-$c" | cut -c1-64)
+    local get_after put_after
+    get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
+    echo "client: after the cut: get $get_after, put $put_after, get $(client curl -s --max-time 120 http://10.98.1.2/kv/lab)"
+    sleep 2
+    echo "timeline of case $c (host ${survivor^^}):"
+    grep -a "LAB: $survivor: " "$work/serial-$survivor.log" | tr -d '\r' | grep -v 'cannot connect' | sed 's/^/    /' | tail -n 14
+    kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+    wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
+
+    # The checks.
+    local matched
+    matched=$(grep -ao '[0-9][0-9]* digests matched\|digests matched [0-9][0-9]*' "$work/serial-b.log" | tail -n 1 | tr -dc '0-9')
+    if [ "$put" = 201 ] && [ "$get" = "value-$c" ] && [ $ping_ok = yes ]; then
+        pass "${c}_client_uses_the_protected_guest"
+    else
+        fail "${c}_client_uses_the_protected_guest" "put $put, get '$get', $(tail -n 2 "$work/ping-$c.log" | tr '\n' ' ')"
+    fi
+    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'LAB: b: pair: FAIL' && ! seen_in a 'LAB: a: pair: FAIL'; then
+        pass "${c}_backup_digests_match_the_primary"
+    else
+        fail "${c}_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'pair: FAIL') $(line_in a 'pair: FAIL')"
+    fi
+    if [ "$c" = a-dies ]; then
+        if seen_in b 'LAB: b: pair: backup: test-and-set .*: won' && seen_in b 'LAB: b: pair: .*went live at exit [1-9]'; then
+            pass "${c}_backup_wins_the_test_and_set_and_goes_live"
+        else
+            fail "${c}_backup_wins_the_test_and_set_and_goes_live" "$(grep -a 'LAB: b: pair: .*\(test-and-set\|live\|FAIL\|down\)' "$work/serial-b.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
+        fi
+    else
+        if seen_in a 'LAB: a: pair: primary: test-and-set .*: won' && seen_in a 'LAB: a: pair: .*won: domain [0-9]* continues alone'; then
+            pass "${c}_primary_wins_the_test_and_set_and_continues_alone"
+        else
+            fail "${c}_primary_wins_the_test_and_set_and_continues_alone" "$(grep -a 'LAB: a: pair: .*\(test-and-set\|alone\|FAIL\|down\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
+        fi
+    fi
+    if [ $curl_rc -eq 0 ] && [ "$got" = "$expected" ] && [ "$(grep -c 'Connected to' "$work/curl-$c.log")" = 1 ]; then
+        pass "${c}_download_survives_on_one_connection_intact"
+    else
+        fail "${c}_download_survives_on_one_connection_intact" "curl exit $curl_rc, $(stat -c %s "$work/download-$c" 2> /dev/null) bytes, sha256 ${got:0:16} (expected ${expected:0:16})"
+    fi
+    if [ "$get_after" = "value-$c" ] && [[ $put_after =~ ^20[14]$ ]]; then
+        pass "${c}_acknowledged_put_survives_and_service_goes_on"
+    else
+        fail "${c}_acknowledged_put_survives_and_service_goes_on" "get '$get_after', put $put_after"
+    fi
+}
+
+for c in $cases_to_run; do run_case "$c"; done
+finish
