@@ -102,37 +102,9 @@ done
 
 # --- the shared LUN: istgt in the client's namespace ------------------------------------------
 mkdir -p "$work/lun"
-: > "$work/lun/auth.conf"
 truncate -s 16M "$work/lun/lun0.img"
-cat > "$work/lun/istgt.conf" <<EOF
-[Global]
-  NodeBase "iqn.2026-11.demo.xenft"
-  PidFile $work/lun/istgt.pid
-  AuthFile $work/lun/auth.conf
-  MediaDirectory $work/lun
-  LogFacility "local7"
-  Timeout 30
-  NopInInterval 20
-  DiscoveryAuthMethod None
-  MaxSessions 16
-  MaxConnections 4
-[UnitControl]
-  AuthMethod None
-  Portal UC1 127.0.0.1:3261
-  Netmask 127.0.0.1
-[PortalGroup1]
-  Portal DA1 10.99.0.1:3260
-[InitiatorGroup1]
-  InitiatorName "ALL"
-  Netmask 10.99.0.0/24
-[LogicalUnit1]
-  TargetName shared
-  Mapping PortalGroup1 InitiatorGroup1
-  AuthMethod None
-  UseDigest Auto
-  UnitType Disk
-  LUN0 Storage $work/lun/lun0.img 16MB
-EOF
+bash "$(dirname "$0")/istgt_conf.sh" "$work/lun" iqn.2026-11.demo.xenft shared 10.99.0.1:3260 10.99.0.0/24 \
+    127.0.0.1:3261 16 > "$work/lun/istgt.conf"
 ip netns exec $C istgt -c "$work/lun/istgt.conf" -D > "$work/istgt.log" 2>&1 &
 pids+=($!)
 lun=iscsi://10.99.0.1:3260/iqn.2026-11.demo.xenft:shared/0

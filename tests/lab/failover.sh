@@ -138,36 +138,9 @@ ip netns add xftlabc && ip link add xftlabv0 type veth peer name eth0 netns xftl
     ip -n xftlabc addr add 10.98.1.100/24 dev eth0 && ip -n xftlabc link set eth0 up && ip -n xftlabc link set lo up ||
     { fail lab_network "no client namespace"; finish; }
 client() { ip netns exec xftlabc "$@"; }
-mkdir -p "$work/lun" && : > "$work/lun/auth.conf"
-cat > "$work/lun/istgt.conf" <<EOF
-[Global]
-  NodeBase "iqn.2026-11.lab.xenft"
-  PidFile $work/lun/istgt.pid
-  AuthFile $work/lun/auth.conf
-  MediaDirectory $work/lun
-  LogFacility "local7"
-  Timeout 30
-  NopInInterval 20
-  DiscoveryAuthMethod None
-  MaxSessions 16
-  MaxConnections 4
-[UnitControl]
-  AuthMethod None
-  Portal UC1 127.0.0.1:3262
-  Netmask 127.0.0.1
-[PortalGroup1]
-  Portal DA1 10.98.1.1:3260
-[InitiatorGroup1]
-  InitiatorName "ALL"
-  Netmask 10.98.1.0/24
-[LogicalUnit1]
-  TargetName shared
-  Mapping PortalGroup1 InitiatorGroup1
-  AuthMethod None
-  UseDigest Auto
-  UnitType Disk
-  LUN0 Storage $work/lun/lun0.img 16MB
-EOF
+mkdir -p "$work/lun"
+bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1.1:3260 10.98.1.0/24 127.0.0.1:3262 16 \
+    > "$work/lun/istgt.conf"
 
 # --- one case: boot both hosts, protect, cut the power of one ---------------------------------
 boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK

@@ -28,13 +28,17 @@ fi
 
 start=$(date +%s)
 root=$work/rootfs
-# curl and ping: dom0 is the client of the guest the lab's device model serves.
+# curl and ping: dom0 is the client of the guest the lab's device model serves; libiscsi7: the
+# pair's driver runs the test-and-set on the shared LUN.
 packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps,curl,iputils-ping,libiscsi7
-if [ ! -x "$root/usr/sbin/xl" ] || [ ! -x "$root/usr/bin/curl" ]; then
+# The debootstrap tree is kept between runs (the image is remade from it); a new package list
+# makes a new tree.
+if [ ! -x "$root/usr/sbin/xl" ] || [ "$(cat "$root/.lab-packages" 2> /dev/null)" != "$packages" ]; then
     rm -rf "$root"
     echo "lab: debootstrap bookworm ($packages)"
     debootstrap --variant=minbase --include="$packages" bookworm "$root" http://deb.debian.org/debian \
         > "$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log"; exit 1; }
+    echo "$packages" > "$root/.lab-packages"
 fi
 install -m 0755 "$here/dom0-init" "$root/sbin/lab-init"
 if [ ${#debs[@]} -gt 0 ]; then

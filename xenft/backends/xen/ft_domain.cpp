@@ -55,6 +55,25 @@ Expected<bool, std::string> wait(std::initializer_list<int> fds, int timeout_ms,
     return true;
 }
 
+// What every replica starts with: the device models serving the paused domain, and its FT
+// mode with the ring mapped. The session borrows the models' handles, so it is declared after
+// them (destroyed first).
+struct Protection {
+    std::unique_ptr<XenDeviceModel> dm;
+    std::unique_ptr<FtSession> session;
+};
+
+Expected<Protection, std::string> protect(std::uint32_t domid, const FtSpec& spec, FtSession::Mode mode)
+{
+    auto dm = XenDeviceModel::create(domid, spec.devices);
+    if (!dm)
+        return unexpected(dm.error());
+    auto session = FtSession::enable((*dm)->control(), (*dm)->foreign_memory(), domid, mode, spec.ring_pages);
+    if (!session)
+        return unexpected(session.error());
+    return Protection{std::move(dm).value(), std::move(session).value()};
+}
+
 } // namespace
 
 void XenLogWriter::write(const XenLogItem& item, std::vector<logformat::Entry>& out)
@@ -191,14 +210,10 @@ RecordingDomain::RecordingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique
 Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::start(std::uint32_t domid,
                                                                                 const FtSpec& spec)
 {
-    auto dm = XenDeviceModel::create(domid, spec.devices);
-    if (!dm)
-        return unexpected(dm.error());
-    auto session = FtSession::enable((*dm)->control(), (*dm)->foreign_memory(), domid, FtSession::Mode::record,
-                                     spec.ring_pages);
-    if (!session)
-        return unexpected(session.error());
-    std::unique_ptr<RecordingDomain> d(new RecordingDomain(std::move(dm).value(), std::move(session).value(), spec));
+    auto p = protect(domid, spec, FtSession::Mode::record);
+    if (!p)
+        return unexpected(p.error());
+    std::unique_ptr<RecordingDomain> d(new RecordingDomain(std::move(p->dm), std::move(p->session), spec));
     if (auto r = d->dm_->control().unpause(domid); !r)
         return unexpected(r.error());
     return d;
@@ -342,14 +357,10 @@ ReplayingDomain::ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique
 Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::start(std::uint32_t domid,
                                                                                 const FtSpec& spec)
 {
-    auto dm = XenDeviceModel::create(domid, spec.devices);
-    if (!dm)
-        return unexpected(dm.error());
-    auto session = FtSession::enable((*dm)->control(), (*dm)->foreign_memory(), domid, FtSession::Mode::replay,
-                                     spec.ring_pages);
-    if (!session)
-        return unexpected(session.error());
-    std::unique_ptr<ReplayingDomain> d(new ReplayingDomain(std::move(dm).value(), std::move(session).value()));
+    auto p = protect(domid, spec, FtSession::Mode::replay);
+    if (!p)
+        return unexpected(p.error());
+    std::unique_ptr<ReplayingDomain> d(new ReplayingDomain(std::move(p->dm), std::move(p->session)));
     if (auto r = d->dm_->control().unpause(domid); !r)
         return unexpected(r.error());
     return d;
