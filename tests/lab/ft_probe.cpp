@@ -222,18 +222,6 @@ std::string registers_differ(const vcpu_guest_context_x86_64_t& a, const vcpu_gu
     return diff;
 }
 
-// Where in `records` the last complete exit group ends, at most `limit` records in: the
-// replaying vCPU must find all values of an exit once it may enter the guest before it.
-std::size_t whole_exits_prefix(const std::vector<xen::FtRecord>& records, std::size_t limit)
-{
-    if (limit >= records.size())
-        return records.size();
-    std::size_t n = limit;
-    while (n > 0 && records[n].exit == records[n - 1].exit)
-        --n;
-    return n;
-}
-
 enum class DomainState { running, stopped, crashed };
 
 // stopped: the guest reached its end (Xen shut the domain down, the lab preserves it).
@@ -337,7 +325,7 @@ public:
 
     Expected<bool, std::string> feed(std::vector<xen::FtRecord>& stream)
     {
-        const std::size_t n = whole_exits_prefix(stream, session_.ring().room());
+        const std::size_t n = xen::whole_exits_prefix(stream, session_.ring().room());
         const std::size_t put = session_.ring().put(std::span(stream.data(), n));
         stream.erase(stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(put));
         if (put)
@@ -546,7 +534,7 @@ int run_replay(const Options& o)
         return fail(rep.error());
     const std::uint32_t domid = o.domids[0];
     if (o.go_live_after)
-        stream.resize(whole_exits_prefix(stream, o.go_live_after));
+        stream.resize(xen::whole_exits_prefix(stream, o.go_live_after));
     say("domain " + std::to_string(domid) + " replays " + std::to_string(stream.size()) + " records from " +
         o.log_path + (o.go_live_after ? ", then goes live" : ""));
     if (auto r = h->xc.unpause(domid); !r)

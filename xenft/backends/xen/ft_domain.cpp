@@ -30,18 +30,6 @@ struct DigestCtxFree {
     void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
 };
 
-// The longest prefix of `records` that ends on a whole exit and fits `room` (Xen wants the
-// records of one exit published together).
-std::size_t whole_exits(std::span<const FtRecord> records, std::size_t room)
-{
-    if (room >= records.size())
-        return records.size();
-    std::size_t n = room;
-    while (n > 0 && records[n].exit == records[n - 1].exit)
-        --n;
-    return n;
-}
-
 Expected<bool, std::string> wait(std::initializer_list<int> fds, int timeout_ms, const std::string& who)
 {
     if (timeout_ms == 0)
@@ -453,7 +441,7 @@ Expected<bool, std::string> ReplayingDomain::publish(XenLog& log, bool final)
             std::vector<FtRecord> run;
             for (std::size_t i = 0; i < log.size() && record_at(i); ++i)
                 run.push_back(*record_at(i));
-            const std::size_t n = whole_exits(run, ring.room());
+            const std::size_t n = whole_exits_prefix(run, ring.room());
             if (n == 0)
                 return true; // the ring is full: the vCPU makes room
             if (auto r = put_records(std::span(run.data(), n)); !r)

@@ -132,6 +132,16 @@ Expected<bool, std::string> FtSession::go_live()
     return true;
 }
 
+std::size_t whole_exits_prefix(std::span<const FtRecord> records, std::size_t limit)
+{
+    if (limit >= records.size())
+        return records.size();
+    std::size_t n = limit;
+    while (n > 0 && records[n].exit == records[n - 1].exit)
+        --n;
+    return n;
+}
+
 const char* ft_record_type_name(std::uint16_t type)
 {
     switch (type) {

@@ -88,4 +88,8 @@ private:
 
 const char* ft_record_type_name(std::uint16_t type);
 
+// The longest prefix of `records` that ends on a whole exit and has at most `limit` records
+// (Xen wants the records of one exit published together).
+std::size_t whole_exits_prefix(std::span<const FtRecord> records, std::size_t limit);
+
 } // namespace xenft::backends::xen
