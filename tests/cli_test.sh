@@ -90,6 +90,31 @@ daemon_bad_config() { # a wrong value is named by its key, and nothing starts
 }
 check xenftd_names_the_wrong_configuration_key daemon_bad_config
 
+daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the domain --domid names
+    local base="$work/backend.conf"
+    sed -e "s|/etc/xenft/tls|$work|" "$src/etc/xenft.conf.example" > "$base"
+    expect_error() { # FILE PATTERN [ARGS]
+        local f=$1 pattern=$2; shift 2
+        "$xenftd" --config "$f" "$@" > /dev/null 2> "$work/e"
+        test $? -eq 1 && grep -q -- "$pattern" "$work/e" || { echo "    $f $*: $(cat "$work/e")"; return 1; }
+    }
+    sed 's/^image = .*/backend = qemu/' "$base" > "$work/b1.conf"
+    expect_error "$work/b1.conf" 'vm.backend: "qemu" is neither kvm nor xen' --check-config || return 1
+    sed '/^image = /d' "$base" > "$work/b2.conf"
+    expect_error "$work/b2.conf" 'vm.image: needed with backend = kvm' --check-config || return 1
+    sed 's/^image = .*/backend = xen/' "$base" > "$work/b3.conf"
+    expect_error "$work/b3.conf" 'disk.lun: not supported with backend = xen yet: give disk.file' --check-config || return 1
+    # The guest disk as a file (the [disk] section's lun; the arbiter's stays).
+    awk '/^\[/ { disk = ($0 == "[disk]") } disk && /^lun = / { print "file = /var/lib/xenft/disk.img"; next } { print }' \
+        "$work/b3.conf" > "$work/b4.conf"
+    "$xenftd" --config "$work/b4.conf" --check-config | grep -q "vm 7 (backend xen), host 1 (primary)" || return 1
+    expect_error "$work/b4.conf" 'backend = xen needs --domid' || return 1
+    expect_error "$base" '--domid and --unpause are for backend = xen' --domid 3 || return 1
+    printf '[failover]\nafter-ms = 5\n' >> "$work/b4.conf"
+    expect_error "$work/b4.conf" 'failover.after-ms: 5 is outside 100..600000' --check-config
+}
+check xenftd_checks_the_backend daemon_backend_config
+
 status_without_daemon() {
     "$xenft" status --socket "$work/nobody.sock" 2> "$work/e"; test $? -eq 1 || return 1
     grep -q "cannot reach xenftd at $work/nobody.sock" "$work/e" || return 1

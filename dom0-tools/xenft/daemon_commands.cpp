@@ -126,6 +126,18 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
               << " ms\n"
               << "  log rate:      " << fixed(r.value("log_mbit_s", 0.0), 3) << " Mbit/s\n"
               << "  held outputs:  " << r.value("held_outputs", 0) << "\n";
+    if (r.contains("domain") && r["domain"].is_object()) {
+        // The Xen backend: the protected domain and its state digests (primary: taken at write
+        // exits; backup: compared with the primary's at the same exits, each one matched).
+        const auto& d = r["domain"];
+        const auto last = d.value("last_digest", std::string());
+        std::cout << "  domain:        " << d.value("domid", 0) << " (Xen), logging channel "
+                  << (d.value("channel_up", false) ? "up" : "down") << "\n"
+                  << "  digests:       " << d.value("digests", 0) << " " << d.value("digests_are", std::string("?"));
+        if (!last.empty())
+            std::cout << ", last at exit " << d.value("last_digest_exit", 0) << ": " << last.substr(0, 16) << "...";
+        std::cout << "\n";
+    }
     if (r.contains("copy") && r["copy"].is_object()) {
         const auto& c = r["copy"];
         if (c.value("active", false))

@@ -3,9 +3,11 @@
 # hypervisor with a Debian dom0, joined by a virtual link for xenft's logging channel (QEMU's
 # socket network), with their guest LAN on a bridge of the build machine, where a client
 # namespace talks to the protected guest and istgt serves the shared LUN of the arbitration
-# record. Host A records the test guest's service (xenft's device models, FT RECORD), host B
-# replays it (tests/lab/xen_pair.cpp driving xenft/backends/xen/ft_domain.hpp), comparing
-# state digests at the exits A took them.
+# record. On each host `xl create` of the guest's configuration, which has ft="ftguest", runs
+# xenft's xl hook, which starts xenftd with the new domain's id (vm.backend = xen in
+# /etc/xenft/ftguest.conf): on host A it records the test guest's service (xenft's device
+# models, FT RECORD), on host B it replays it, comparing state digests at the exits A took them
+# (xenft/daemon/xen_node.hpp). `xenft status` on each host shows the digests.
 #
 #   case "a-dies": the client PUTs, then downloads 1 MiB; QEMU A is SIGKILLed in the middle
 #     (a power cut); B wins the test-and-set, goes live, and the download finishes intact on
@@ -57,7 +59,7 @@ done
 [ -x "$xenft_cli" ] || { fail lab_failover "no xenft CLI at $xenft_cli (build it: ./scripts/build)"; finish; }
 
 # --- what the hosts run: the smoke lab's build (Xen, tools, dom0 image) -----------------------
-stamp "building Xen, the pair's driver and the dom0 image (tests/lab/smoke.sh, LAB_BUILD_ONLY)"
+stamp "building Xen, xenftd with its Xen backend and the dom0 image (tests/lab/smoke.sh, LAB_BUILD_ONLY)"
 if ! LAB_BUILD_ONLY=1 CASES_FILE="$work/build.cases" XENFT_GUEST="$guest" "$top/tests/lab/smoke.sh" "$work" > "$work/build.log" 2>&1; then
     tail -n 20 "$work/build.log"
     fail lab_builds "tests/lab/smoke.sh with LAB_BUILD_ONLY failed ($work/build.log)"
@@ -71,7 +73,8 @@ gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"
 payload=$work/payload-failover
 rm -rf "$payload" && mkdir -p "$payload/xen/lib" "$payload/tls"
 cp "$guest" "$payload/xenft-guest.elf"
-cp "$work/xenft-xen-pair" "$payload/"
+cp "$work/xenftd" "$xenft_cli" "$payload/"
+cp "${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}" "$payload/xl-hook"
 cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
 cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
 { "$xenft_cli" cert ca --name lab-ca --out "$payload/tls" &&
@@ -88,16 +91,53 @@ memory = 32
 vcpus = 1
 tsc_mode = "always_emulate"
 on_crash = "preserve"
+ft = "ftguest"
 EOF
 lun=iscsi://10.98.1.1:3260/iqn.2026-11.lab.xenft:shared/0
+# Each host's /etc/xenft/ftguest.conf (xenft.conf(5)): A starts as the primary, B as the backup.
+for h in a b; do
+    n=1 peer=2 me=hosta other=hostb role=primary
+    [ $h = b ] && n=2 peer=1 me=hostb other=hosta role=backup
+    cat > "$payload/ftguest-$h.conf" <<EOF
+[vm]
+id = 1
+backend = xen
+memory-mib = 32
+[pair]
+host-id = $n
+peer-id = $peer
+role = $role
+[network]
+tap = xftg0
+[disk]
+file = /tmp/disk.img
+[arbiter]
+lun = $lun
+initiator = iqn.2026-11.lab.xenft:$me
+[channel]
+listen = 192.168.77.$n:7100
+peer = 192.168.77.$peer:7100
+cert = /lab/tls/$me.crt
+key = /lab/tls/$me.key
+ca = /lab/tls/lab-ca.crt
+peer-name = $other
+[heartbeat]
+listen = 192.168.77.$n:7101
+peer = 192.168.77.$peer:7101
+key-file = /lab/tls/hb.key
+[failover]
+after-ms = 2000
+digest-ms = 3000
+EOF
+done
 cat > "$payload/run" <<EOF
 #!/bin/sh
 # One host of the pair: lab.role=a (records) or b (replays) on the kernel command line.
 export LD_LIBRARY_PATH=/lab/xen/lib
 xl=/lab/xen/xl
 role=\$(sed -n 's/.*lab\.role=\([ab]\).*/\1/p' /proc/cmdline)
-n=1 peer=2 me=hosta other=hostb
-[ "\$role" = b ] && n=2 peer=1 me=hostb other=hosta
+n=1
+[ "\$role" = b ] && n=2
 say() { echo "LAB: \$role: \$*"; }
 for m in virtio_net tun bridge; do modprobe \$m 2> /dev/null; done
 ifname_of() { ip -o link | awk -v m="\$1" 'index(\$0, m) { sub(":", "", \$2); print \$2 }'; }
@@ -108,22 +148,23 @@ ip link add xftbr0 type bridge && ip link set "\$lan" master xftbr0 && ip link s
     ip addr add 10.98.1.1\$n/24 dev xftbr0 && ip link set xftbr0 up || say "FAIL no LAN bridge (\$lan)"
 ip tuntap add dev xftg0 mode tap && ip link set xftg0 master xftbr0 && ip link set xftg0 up || say "FAIL no guest TAP"
 truncate -s 1M /tmp/disk.img
-\$xl create -p /lab/pvh-ft.cfg > /tmp/create 2>&1 || say "FAIL xl create: \$(tail -n 2 /tmp/create | tr '\n' ' ')"
-domid=\$(\$xl domid ft-guest)
-common="--tap xftg0 --disk /tmp/disk.img --ca /lab/tls/lab-ca.crt --cert /lab/tls/\$me.crt --key /lab/tls/\$me.key \
-    --peer-name \$other --lun $lun --initiator iqn.2026-11.lab.xenft:\$me --host-id \$n --peer-id \$peer \
-    --heartbeat-local 192.168.77.\$n:7101 --heartbeat-peer 192.168.77.\$peer:7101 --heartbeat-key /lab/tls/hb.key \
-    --failover-ms 2000 --timeout-s 3000"
-if [ "\$role" = a ]; then
-    say "recording domain \$domid"
-    /lab/xenft-xen-pair record "\$domid" --to 192.168.77.2:7100 --digest-ms 3000 \$common 2>&1 | sed -u 's/^/LAB: a: /'
+# xenft as the package installs it; xl runs the hook for ft=, the hook starts xenftd (no
+# systemd here: itself, logging to /var/log/xenft/ftguest.log, which goes to the serial line).
+mkdir -p /etc/xenft /usr/libexec/xenft /var/log/xenft
+cp /lab/xenftd /lab/xenft /usr/sbin/ && cp /lab/xl-hook /usr/libexec/xenft/xl-hook &&
+    cp /lab/ftguest-\$role.conf /etc/xenft/ftguest.conf || say "FAIL cannot install xenft"
+export XENFT_CONFDIR=/etc/xenft XENFTD=/usr/sbin/xenftd XENFT=/usr/sbin/xenft XENFT_READY_TIMEOUT_S=120
+touch /var/log/xenft/ftguest.log
+tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
+if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
+    say "xl create: \$(tr '\n' ' ' < /tmp/create)"
 else
-    say "replaying domain \$domid"
-    /lab/xenft-xen-pair replay "\$domid" --listen 192.168.77.2:7100 \$common 2>&1 | sed -u 's/^/LAB: b: /'
+    say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
-say "driver ended; domain state \$(\$xl list ft-guest 2>&1 | awk 'NR == 2 { print \$5 }')"
-\$xl dmesg | grep -E "FT replay|FT " | tail -n 3 | sed 's/^/LAB: '"\$role"': xen: /'
-sleep 3000
+# What the administrator sees, every 15 s, until the host is switched off.
+while sleep 15; do
+    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|failover|stopped' | sed "s/^ */LAB: \$role: status: /"
+done
 EOF
 chmod +x "$payload/run"
 rm -f "$work/payload-failover.img"
@@ -221,7 +262,9 @@ run_case() { # CASE
     echo "client: after the cut: get $get_after, put $put_after, get $(client curl -s --max-time 120 http://10.98.1.2/kv/lab)"
     sleep 2
     echo "timeline of case $c (host ${survivor^^}):"
-    grep -a "LAB: $survivor: " "$work/serial-$survivor.log" | tr -d '\r' | grep -v 'cannot connect' | sed 's/^/    /' | tail -n 14
+    grep -a "LAB: $survivor: " "$work/serial-$survivor.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 14
+    echo "xenft status on host ${survivor^^} at the end:"
+    grep -a "LAB: $survivor: status: " "$work/serial-$survivor.log" | tr -d '\r' | tail -n 4 | sed 's/^/    /'
     kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
     wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
 
@@ -233,22 +276,33 @@ run_case() { # CASE
     else
         fail "${c}_client_uses_the_protected_guest" "put $put, get '$get', $(tail -n 2 "$work/ping-$c.log" | tr '\n' ' ')"
     fi
-    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'LAB: b: pair: FAIL' && ! seen_in a 'LAB: a: pair: FAIL'; then
+    if seen_in a 'LAB: a: xl create: .*protected by xenftd' && seen_in b 'LAB: b: xl create: .*protected by xenftd'; then
+        pass "${c}_xl_create_with_ft_starts_xenftd_on_both_hosts"
+    else
+        fail "${c}_xl_create_with_ft_starts_xenftd_on_both_hosts" "$(line_in a 'xl create') $(line_in b 'xl create')"
+    fi
+    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'protection failed' && ! seen_in a 'protection failed'; then
         pass "${c}_backup_digests_match_the_primary"
     else
-        fail "${c}_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'pair: FAIL') $(line_in a 'pair: FAIL')"
+        fail "${c}_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'protection failed') $(line_in a 'protection failed')"
+    fi
+    if grep -aq 'LAB: a: status: *digests: *[1-9][0-9]* taken' "$work/serial-a.log" &&
+       grep -aq 'LAB: b: status: *digests: *[1-9][0-9]* matched' "$work/serial-b.log"; then
+        pass "${c}_xenft_status_reports_the_digests"
+    else
+        fail "${c}_xenft_status_reports_the_digests" "$(line_in a 'status: *digests') / $(line_in b 'status: *digests')"
     fi
     if [ "$c" = a-dies ]; then
-        if seen_in b 'LAB: b: pair: backup: test-and-set .*: won' && seen_in b 'LAB: b: pair: .*went live at exit [1-9]'; then
+        if seen_in b 'LAB: b: .*backup: test-and-set .*: won' && seen_in b 'LAB: b: .*went live at exit [1-9]'; then
             pass "${c}_backup_wins_the_test_and_set_and_goes_live"
         else
-            fail "${c}_backup_wins_the_test_and_set_and_goes_live" "$(grep -a 'LAB: b: pair: .*\(test-and-set\|live\|FAIL\|down\)' "$work/serial-b.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
+            fail "${c}_backup_wins_the_test_and_set_and_goes_live" "$(grep -a 'LAB: b: .*\(test-and-set\|live\|FAIL\|failed\)' "$work/serial-b.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
         fi
     else
-        if seen_in a 'LAB: a: pair: primary: test-and-set .*: won' && seen_in a 'LAB: a: pair: .*won: domain [0-9]* continues alone'; then
+        if seen_in a 'LAB: a: .*primary: test-and-set .*: won' && seen_in a 'LAB: a: .*won: domain [0-9]* continues alone'; then
             pass "${c}_primary_wins_the_test_and_set_and_continues_alone"
         else
-            fail "${c}_primary_wins_the_test_and_set_and_continues_alone" "$(grep -a 'LAB: a: pair: .*\(test-and-set\|alone\|FAIL\|down\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
+            fail "${c}_primary_wins_the_test_and_set_and_continues_alone" "$(grep -a 'LAB: a: .*\(test-and-set\|alone\|FAIL\|failed\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
         fi
     fi
     if [ $curl_rc -eq 0 ] && [ "$got" = "$expected" ] && [ "$(grep -c 'Connected to' "$work/curl-$c.log")" = 1 ]; then

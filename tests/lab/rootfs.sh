@@ -29,8 +29,9 @@ fi
 start=$(date +%s)
 root=$work/rootfs
 # curl and ping: dom0 is the client of the guest the lab's device model serves; libiscsi7: the
-# pair's driver runs the test-and-set on the shared LUN.
-packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps,curl,iputils-ping,libiscsi7
+# pair's driver and xenftd run the test-and-set on the shared LUN; Boost.ProgramOptions: xenftd
+# and the xenft CLI (the two-host lab runs them as the xl hook starts them).
+packages=xen-utils-4.17,xenstore-utils,linux-image-amd64,iproute2,kmod,procps,curl,iputils-ping,libiscsi7,libboost-program-options1.74.0
 # The debootstrap tree is kept between runs (the image is remade from it); a new package list
 # makes a new tree.
 if [ ! -x "$root/usr/sbin/xl" ] || [ "$(cat "$root/.lab-packages" 2> /dev/null)" != "$packages" ]; then

@@ -118,7 +118,19 @@ if [ -z "${XENFT_XEN_PAIR:-}" ]; then
         "$top/xenft/channel/certs.cpp" "$top/xenft/logformat/codec.cpp" "$top/xenft/common/crc32c.cpp" \
         "$top/xenft/common/socket_address.cpp" "$top/xenft/arbiter/arbiter.cpp" "$top/xenft/arbiter/lun.cpp" \
         "$top/xenft/arbiter/record.cpp" "$top/xenft/detector/heartbeat.cpp" "$top/xenft/detector/heartbeat_socket.cpp" \
-        "$top/xenft/protocol/replica.cpp" "$top/tests/lab/xen_pair.cpp"
+        "$top/xenft/protocol/replica.cpp" "$top/xenft/daemon/xen_node.cpp" "$top/tests/lab/xen_pair.cpp"
+fi
+# xenftd with its Xen backend, as the two-host lab's dom0s run it (`xl create` with ft= starts
+# it through xl-hook): the Xen parts compiled here, the rest from the main build's library.
+xenftd_xen=${XENFT_XENFTD:-$work/xenftd}
+if [ -z "${XENFT_XENFTD:-}" ]; then
+    stamp "building xenftd with the Xen backend"
+    xenft_lib=${XENFT_LIB:-$top/build/main/libxenft.a}
+    [ -f "$xenft_lib" ] || { fail xenftd_xen_builds "no $xenft_lib (./scripts/build first)"; finish; }
+    build_tool dynamic xenftd_xen_builds "$xenftd_xen" -DXENFT_XEN_BACKEND=1 "$top/xenft/backends/xen/xen_handles.cpp" \
+        "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
+        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/daemon/xen_node.cpp" \
+        "$top/xenft/daemon/xenftd.cpp" "$xenft_lib" -lboost_program_options
 fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi

@@ -39,11 +39,8 @@
 #include <vector>
 
 #include "xenft/backends/xen/ft_domain.hpp"
-#include "xenft/arbiter/arbiter.hpp"
-#include "xenft/channel/channel.hpp"
-#include "xenft/channel/tls.hpp"
+#include "xenft/daemon/xen_node.hpp"
 #include "xenft/detector/heartbeat.hpp"
-#include "xenft/detector/heartbeat_socket.hpp"
 
 using namespace xenft::backends::xen;
 
@@ -196,73 +193,6 @@ int run_local(int argc, char** argv)
 
 namespace {
 
-// The failure detector between the two hosts: xenft's authenticated UDP heartbeats, every
-// 100 ms from a thread of their own (a busy replay loop or a digest must not look like death).
-// A host that loses power closes no connection, so the logging channel alone cannot tell.
-class PeerWatch {
-public:
-    static xenft::Expected<std::unique_ptr<PeerWatch>, std::string>
-    start(const std::string& local, const std::string& peer, const std::string& key_file, std::uint32_t self,
-          std::uint32_t peer_id, bool primary)
-    {
-        namespace det = xenft::detector;
-        auto key = det::load_heartbeat_key(key_file);
-        if (!key)
-            return xenft::unexpected(key.error());
-        auto l = xenft::SocketAddress::parse(local);
-        auto p = xenft::SocketAddress::parse(peer);
-        if (!l || !p)
-            return xenft::unexpected(!l ? l.error() : p.error());
-        det::HeartbeatSocketConfig cfg;
-        cfg.local = *l;
-        cfg.peer = *p;
-        cfg.vm_id = 1;
-        cfg.self = self;
-        cfg.peer_id = peer_id;
-        cfg.key = *key;
-        auto socket = det::HeartbeatSocket::open(cfg);
-        if (!socket)
-            return xenft::unexpected(socket.error());
-        std::unique_ptr<PeerWatch> w(new PeerWatch(std::move(socket).value(), primary));
-        w->thread_ = std::thread([raw = w.get()] { raw->run(); });
-        return w;
-    }
-    ~PeerWatch()
-    {
-        running_ = false;
-        thread_.join();
-    }
-    bool heard() const { return last_heard_ms_ != 0; }
-    long long silent_ms() const { return now_ms() - last_heard_ms_; }
-
-private:
-    PeerWatch(xenft::detector::HeartbeatSocket socket, bool primary) : socket_(std::move(socket)), primary_(primary) {}
-    static long long now_ms()
-    {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count();
-    }
-    void run()
-    {
-        while (running_) {
-            xenft::protocol::HeartbeatMsg m;
-            m.epoch = 1;
-            m.role = primary_ ? xenft::protocol::Role::primary_protected : xenft::protocol::Role::backup_replaying;
-            m.sent_at = static_cast<xenft::protocol::Time>(now_ms() * 1000);
-            (void)socket_.send(m);
-            pollfd p{socket_.fd(), POLLIN, 0};
-            ::poll(&p, 1, 100);
-            if (!socket_.receive().empty())
-                last_heard_ms_ = now_ms();
-        }
-    }
-    xenft::detector::HeartbeatSocket socket_;
-    bool primary_;
-    std::atomic<bool> running_{true};
-    std::atomic<long long> last_heard_ms_{0};
-    std::thread thread_;
-};
-
 struct SplitOptions {
     std::uint32_t domid = 0;
     FtSpec spec;
@@ -272,39 +202,6 @@ struct SplitOptions {
     std::uint32_t host_id = 0, peer_id = 0;
     std::string heartbeat_local, heartbeat_peer, heartbeat_key; // empty: the channel detects
 };
-
-// The test-and-set on the shared LUN when the peer is lost: won means this host runs the VM.
-// Without a LUN (--lun) the lab's single-host runs decide by themselves: won.
-bool arbitrate(const SplitOptions& o, const std::string& who)
-{
-    namespace arb = xenft::arbiter;
-    if (o.lun_url.empty()) {
-        std::cout << "pair: " << who << ": no shared LUN configured: taking over without arbitration" << std::endl;
-        return true;
-    }
-    arb::ArbiterConfig cfg;
-    cfg.lun.url = o.lun_url;
-    cfg.lun.initiator_name = o.initiator;
-    cfg.lun.isid_qualifier = static_cast<std::uint16_t>(o.host_id);
-    cfg.vm_id = 1;
-    cfg.host_id = o.host_id;
-    cfg.peer_id = o.peer_id;
-    auto a = arb::Arbiter::open(cfg);
-    if (!a) {
-        std::cout << "pair: " << who << ": test-and-set not possible: " << a.error() << std::endl;
-        return false;
-    }
-    auto current = a->read();
-    if (!current) {
-        std::cout << "pair: " << who << ": cannot read the arbitration record: " << current.error() << std::endl;
-        return false;
-    }
-    const auto r = a->acquire(current->epoch, current->owner);
-    std::cout << "pair: " << who << ": test-and-set on " << o.lun_url << " epoch " << current->epoch << " -> "
-              << current->epoch + 1 << ": " << arb::outcome_name(r.outcome) << (r.detail.empty() ? "" : " (" + r.detail + ")")
-              << std::endl;
-    return r.outcome == arb::Outcome::won;
-}
 
 bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
 {
@@ -361,268 +258,63 @@ bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
     return !o.address.empty() && !o.cert.empty() && !o.key.empty() && !o.ca.empty() && !o.peer_name.empty();
 }
 
-xenft::Expected<xenft::channel::ChannelConfig, std::string> channel_config(const SplitOptions& o, bool record)
+// One side of the pair as xenftd runs it (xenft/daemon/xen_node.hpp), until it ends, SIGTERM
+// or the time is up.
+int run_split(const SplitOptions& o, bool record)
 {
+    namespace ch = xenft::channel;
+    using xenft::daemon::XenNode;
+    using xenft::daemon::XenRole;
+    const std::uint32_t self = o.host_id ? o.host_id : (record ? 1 : 2);
+    const std::uint32_t peer = o.peer_id ? o.peer_id : (record ? 2 : 1);
+    auto tls = ch::TlsContext::create({o.cert, o.key, o.ca, "", o.peer_name},
+                                      record ? ch::TlsContext::Side::client : ch::TlsContext::Side::server);
+    if (!tls)
+        return fail(tls.error());
     auto address = xenft::SocketAddress::parse(o.address);
     if (!address)
-        return xenft::unexpected(address.error());
-    xenft::channel::ChannelConfig c;
-    c.address = *address;
-    c.vm_id = 1;
-    c.self = record ? 1 : 2;
-    c.peer = record ? 2 : 1;
-    c.epoch = 1;
-    c.log = [](const std::string& line) { std::cout << "pair: channel: " << line << std::endl; };
-    return c;
-}
-
-// Heartbeats when configured; null otherwise (the channel's state decides).
-xenft::Expected<std::unique_ptr<PeerWatch>, std::string> watch_peer(const SplitOptions& o, bool primary)
-{
-    if (o.heartbeat_local.empty())
-        return std::unique_ptr<PeerWatch>();
-    return PeerWatch::start(o.heartbeat_local, o.heartbeat_peer, o.heartbeat_key, o.host_id ? o.host_id : (primary ? 1 : 2),
-                            o.peer_id ? o.peer_id : (primary ? 2 : 1), primary);
-}
-
-int run_record(const SplitOptions& o)
-{
-    namespace ch = xenft::channel;
-    auto tls = ch::TlsContext::create({o.cert, o.key, o.ca, "", o.peer_name}, ch::TlsContext::Side::client);
-    if (!tls)
-        return fail(tls.error());
-    auto cfg = channel_config(o, true);
-    if (!cfg)
-        return fail(cfg.error());
-    ch::LogSender sender(*cfg, *tls);
-    std::atomic<bool> pumping{true};
-    std::thread pump([&] {
-        while (pumping)
-            sender.pump(20);
-    });
-    struct Stopper {
-        std::atomic<bool>& flag;
-        std::thread& t;
-        ~Stopper()
-        {
-            flag = false;
-            t.join();
-        }
-    } stopper{pumping, pump};
-
-    auto watch = watch_peer(o, true);
-    if (!watch)
-        return fail(watch.error());
-    auto primary = RecordingDomain::start(o.domid, o.spec);
-    if (!primary)
-        return fail(primary.error());
-    std::cout << "pair: domain " << o.domid << " records (NIC on " << o.spec.devices.tap << "), its log goes to "
-              << o.address << std::endl;
+        return fail(address.error());
+    xenft::daemon::XenNodeConfig c;
+    c.domid = o.domid;
+    c.primary = record;
+    c.spec = o.spec;
+    c.channel.address = *address;
+    c.channel.vm_id = 1;
+    c.channel.self = self;
+    c.channel.peer = peer;
+    c.channel.epoch = 1;
+    c.tls = &*tls;
+    c.failover_ms = o.failover_ms;
+    c.log = [](const std::string& line) { std::cout << "pair: " << line << std::endl; };
+    if (!o.heartbeat_local.empty()) {
+        auto key = xenft::detector::load_heartbeat_key(o.heartbeat_key);
+        auto local = xenft::SocketAddress::parse(o.heartbeat_local);
+        auto remote = xenft::SocketAddress::parse(o.heartbeat_peer);
+        if (!key || !local || !remote)
+            return fail(!key ? key.error() : !local ? local.error() : remote.error());
+        c.heartbeat = xenft::detector::HeartbeatSocketConfig{*local, *remote, 1, self, peer, *key};
+    }
+    if (!o.lun_url.empty()) {
+        xenft::arbiter::ArbiterConfig a;
+        a.lun.url = o.lun_url;
+        a.lun.initiator_name = o.initiator;
+        a.lun.isid_qualifier = static_cast<std::uint16_t>(self);
+        a.vm_id = 1;
+        a.host_id = self;
+        a.peer_id = peer;
+        c.arbiter = a;
+    }
+    auto node = XenNode::start(std::move(c));
+    if (!node)
+        return fail(node.error());
     const auto start = std::chrono::steady_clock::now();
-    XenLog log;
-    XenLogWriter writer;
-    std::vector<xenft::logformat::Entry> entries;
-    std::deque<std::uint64_t> item_last_seq; // the seq of each unacked item's last entry
-    std::uint64_t next_seq = 1, items_acked = 0;
-    auto last_status = start, streaming_at = start;
-    bool ever_streaming = false, alone = false;
-    while (!stop && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000) {
-        if (sender.streaming()) {
-            ever_streaming = true;
-            streaming_at = std::chrono::steady_clock::now();
-        }
-        const bool lost = *watch ? (*watch)->heard() && (*watch)->silent_ms() >= static_cast<long long>(o.failover_ms)
-                                 : ever_streaming && ms_since(streaming_at) >= static_cast<long long>(o.failover_ms);
-        if (!alone && lost) {
-            std::cout << "pair: [" << ms_since(start) << " ms] the backup is lost: no "
-                      << (*watch ? "heartbeat" : "channel") << " for " << o.failover_ms << " ms; "
-                      << (*primary)->outputs_held() << " outputs held" << std::endl;
-            if (!arbitrate(o, "primary")) {
-                // The backup took over (or it cannot be known): this copy of the VM must not run.
-                if (auto xc = XenControl::open())
-                    (void)xc->pause(o.domid);
-                std::cout << "pair: [" << ms_since(start) << " ms] lost: domain " << o.domid
-                          << " paused, its held outputs dropped" << std::endl;
-                return 0;
-            }
-            (*primary)->continue_alone();
-            alone = true;
-            std::cout << "pair: [" << ms_since(start) << " ms] won: domain " << o.domid
-                      << " continues alone, its outputs leave at once" << std::endl;
-        }
-        if (auto why = (*primary)->ended()) {
-            std::cout << "pair: domain " << o.domid << " ended: " << *why << std::endl;
-            return 0;
-        }
-        std::vector<pollfd> fds;
-        for (int fd : (*primary)->wait_fds())
-            fds.push_back({fd, POLLIN, 0});
-        ::poll(fds.data(), fds.size(), 20);
-        if (auto r = (*primary)->step(log, 0); !r) {
-            if ((*primary)->ended())
-                continue;
-            return fail("primary: " + r.error());
-        }
-        if (alone) {
-            log.clear(); // no backup: the log has no reader until a new one joins
-            continue;
-        }
-        // Into the channel, whole items at a time, while it has room (else the log waits here).
-        while (!log.empty()) {
-            entries.clear();
-            writer.write(log.front(), entries);
-            std::size_t done = 0;
-            for (auto& e : entries) {
-                e.epoch = 1;
-                e.seq = next_seq;
-                if (!sender.append(e))
-                    break;
-                ++next_seq;
-                ++done;
-            }
-            if (done < entries.size())
-                return fail("the channel is full and an item is half sent (raise buffer_bytes)");
-            item_last_seq.push_back(next_seq - 1);
-            log.pop_front();
-        }
-        sender.flush((*primary)->outputs_held() > 0);
-        const auto acked = sender.acked();
-        while (!item_last_seq.empty() && item_last_seq.front() <= acked) {
-            item_last_seq.pop_front();
-            ++items_acked;
-        }
-        (*primary)->acked(items_acked);
-        if (ms_since(last_status) >= 5000) {
-            last_status = std::chrono::steady_clock::now();
-            std::cout << "pair: [" << ms_since(start) << " ms] primary at exit " << (*primary)->exits() << "; "
-                      << (*primary)->appended() << " items logged (" << next_seq - 1 << " entries, " << acked
-                      << " acked); digests " << (*primary)->digests() << "; frames in " << (*primary)->frames_in()
-                      << ", out " << (*primary)->frames_out() << "; last digest took " << (*primary)->digest_ms()
-                      << " ms" << (sender.streaming() ? "" : "; channel down")
-                      << std::endl;
-        }
-    }
-    return 0;
-}
-
-int run_replay(const SplitOptions& o)
-{
-    namespace ch = xenft::channel;
-    auto tls = ch::TlsContext::create({o.cert, o.key, o.ca, "", o.peer_name}, ch::TlsContext::Side::server);
-    if (!tls)
-        return fail(tls.error());
-    auto cfg = channel_config(o, false);
-    if (!cfg)
-        return fail(cfg.error());
-    auto receiver = ch::LogReceiver::listen(*cfg, *tls);
-    if (!receiver)
-        return fail(receiver.error());
-    auto watch = watch_peer(o, false);
-    if (!watch)
-        return fail(watch.error());
-    auto backup = ReplayingDomain::start(o.domid, o.spec);
-    if (!backup)
-        return fail(backup.error());
-    std::cout << "pair: domain " << o.domid << " replays (NIC on " << o.spec.devices.tap
-              << ", silent until it goes live), its log comes to " << o.address << std::endl;
-    // The channel gets its own thread: the replay loop can be busy (a digest of all memory)
-    // while the primary waits for acks to release its outputs.
-    std::mutex mu;
-    std::deque<xenft::logformat::Entry> inbox;
-    std::atomic<bool> pumping{true}, channel_up{false};
-    std::thread pump([&] {
-        while (pumping) {
-            receiver->pump(5);
-            std::lock_guard lock(mu);
-            while (auto e = receiver->pop())
-                inbox.push_back(std::move(*e));
-            channel_up = receiver->connected();
-        }
-    });
-    struct Stopper {
-        std::atomic<bool>& flag;
-        std::thread& t;
-        void stop()
-        {
-            flag = false;
-            if (t.joinable())
-                t.join();
-        }
-        ~Stopper() { stop(); }
-    } stopper{pumping, pump};
-    const auto start = std::chrono::steady_clock::now();
-    XenLog log;
-    XenLogReader reader;
-    std::uint64_t entries = 0;
-    bool ever_connected = false;
-    auto connected_at = start, last_status = start;
-    while (!stop && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000) {
-        std::deque<xenft::logformat::Entry> got;
-        {
-            std::lock_guard lock(mu);
-            got.swap(inbox);
-        }
-        for (const auto& e : got) {
-            ++entries;
-            auto item = reader.read(e);
-            if (!item)
-                return fail("backup: " + item.error());
-            if (*item)
-                log.push_back(std::move(**item));
-        }
-        if (channel_up) {
-            ever_connected = true;
-            connected_at = std::chrono::steady_clock::now();
-        }
-        const bool lost = *watch ? (*watch)->heard() && (*watch)->silent_ms() >= static_cast<long long>(o.failover_ms)
-                                 : ever_connected && !channel_up &&
-                                       ms_since(connected_at) >= static_cast<long long>(o.failover_ms);
-        if (lost) {
-            std::lock_guard lock(mu);
-            if (inbox.empty())
-                break; // the primary is gone, and everything it sent is here
-            continue;
-        }
-        std::vector<pollfd> fds;
-        for (int fd : (*backup)->wait_fds())
-            fds.push_back({fd, POLLIN, 0});
-        ::poll(fds.data(), fds.size(), 5);
-        if (auto r = (*backup)->step(log, 0); !r)
-            return fail("backup: " + r.error());
-        if (ms_since(last_status) >= 5000) {
-            last_status = std::chrono::steady_clock::now();
-            std::cout << "pair: [" << ms_since(start) << " ms] backup at exit " << (*backup)->exits() << "; " << entries
-                      << " entries received, " << log.size() << " items waiting; digests matched "
-                      << (*backup)->digests_matched() << "; frames replayed " << (*backup)->frames_replayed()
-                      << std::endl;
-        }
-    }
-    if (stop || ms_since(start) >= static_cast<long long>(o.timeout_s) * 1000) {
-        std::cout << "pair: ended before any failover; digests matched " << (*backup)->digests_matched() << std::endl;
-        return 0;
-    }
-    const auto lost = std::chrono::steady_clock::now();
-    stopper.stop(); // a suspected primary gets no more acks
-    std::cout << "pair: [" << ms_since(start) << " ms] the primary is lost: no " << (*watch ? "heartbeat" : "channel")
-              << " for " << o.failover_ms << " ms; backup at exit " << (*backup)->exits() << " with " << log.size()
-              << " items to replay, " << entries << " entries received; " << (*backup)->digests_matched()
-              << " digests matched" << std::endl;
-    if (!arbitrate(o, "backup")) {
-        std::cout << "pair: [" << ms_since(start) << " ms] lost: the primary runs on; domain " << o.domid
-                  << " stays a stopped replica" << std::endl;
-        return 0;
-    }
-    if (auto r = (*backup)->go_live(log); !r)
-        return fail("backup: " + r.error());
-    std::cout << "pair: [" << ms_since(start) << " ms] domain " << o.domid << " went live at exit "
-              << (*backup)->live_exit() << ", " << ms_since(lost) << " ms after the failover began; "
-              << (*backup)->digests_matched() << " digests matched, " << (*backup)->frames_replayed()
-              << " frames replayed, " << (*backup)->frames_resent() << " sent again, " << (*backup)->dropped()
-              << " items of an unfinished exit dropped" << std::endl;
-    auto end = (*backup)->run_live(stop);
-    if (!end)
-        return fail("live: " + end.error());
-    std::cout << "pair: [" << ms_since(start) << " ms] live domain " << o.domid << ": " << *end << std::endl;
+    while (!stop && !(*node)->finished() && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto s = (*node)->status();
+    node->reset();
+    if (s.role == XenRole::failed)
+        return fail(s.failure);
+    std::cout << "pair: ended as " << xenft::daemon::xen_role_name(s.role) << "; digests " << s.digests << std::endl;
     return 0;
 }
 
@@ -638,7 +330,7 @@ int main(int argc, char** argv)
         SplitOptions o;
         if (!parse_split(argc, argv, mode == "record", o))
             return usage();
-        return mode == "record" ? run_record(o) : run_replay(o);
+        return run_split(o, mode == "record");
     }
     return run_local(argc, argv);
 }

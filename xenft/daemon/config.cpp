@@ -27,7 +27,8 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
     po::options_description o;
     o.add_options()
         ("vm.id", po::value(&c.vm_id)->required())
-        ("vm.image", po::value(&c.image)->required())
+        ("vm.backend", po::value(&c.backend))
+        ("vm.image", po::value(&c.image))
         ("vm.cmdline", po::value(&c.cmdline))
         ("vm.memory-mib", po::value(&c.memory_mib))
         ("pair.host-id", po::value(&c.host_id)->required())
@@ -56,6 +57,8 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
         ("heartbeat.listen", po::value(&hb_listen)->required())
         ("heartbeat.peer", po::value(&hb_peer)->required())
         ("heartbeat.key-file", po::value(&c.heartbeat_key_file)->required())
+        ("failover.after-ms", po::value(&c.failover_ms))
+        ("failover.digest-ms", po::value(&c.digest_ms))
         ("control.socket", po::value(&c.control_socket));
     std::ifstream in(path);
     if (!in)
@@ -73,6 +76,16 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
     if (role != "primary" && role != "backup")
         return bad("pair.role", "\"" + role + "\" is neither primary nor backup");
     c.primary = role == "primary";
+    if (c.backend != "kvm" && c.backend != "xen")
+        return bad("vm.backend", "\"" + c.backend + "\" is neither kvm nor xen");
+    if (c.backend == "kvm" && c.image.empty())
+        return bad("vm.image", "needed with backend = kvm: the guest's PVH ELF image");
+    if (c.backend == "xen" && !c.disk_lun.empty())
+        return bad("disk.lun", "not supported with backend = xen yet: give disk.file (docs/xen-backend.md)");
+    if (c.failover_ms < 100 || c.failover_ms > 600'000)
+        return bad("failover.after-ms", std::to_string(c.failover_ms) + " is outside 100..600000");
+    if (c.digest_ms < 10)
+        return bad("failover.digest-ms", std::to_string(c.digest_ms) + " is below 10");
     if (c.vm_id == 0)
         return bad("vm.id", "must not be 0");
     if (c.host_id == 0 || c.peer_id == 0 || c.host_id == c.peer_id)

@@ -14,9 +14,12 @@ namespace xenft::daemon {
 struct DaemonConfig {
     // [vm]
     std::uint64_t vm_id = 0;
-    std::string image;         // the guest's PVH ELF image
+    // Who runs the guest: "kvm" (xenftd itself, from `image`: the tests and the demo) or "xen"
+    // (a domain `xl create` with ft= made; xenftd is its device model and records or replays it).
+    std::string backend = "kvm";
+    std::string image;         // the guest's PVH ELF image (kvm)
     std::string cmdline;       // passed to the guest (hvm_start_info)
-    std::uint64_t memory_mib = 16;
+    std::uint64_t memory_mib = 16; // xen: the domain's memory= (the device models' DMA bound)
     // [pair]
     std::uint32_t host_id = 0, peer_id = 0;
     bool primary = true;       // role at start: primary or backup
@@ -28,7 +31,7 @@ struct DaemonConfig {
     std::string mac = "52:54:00:58:46:01";
     // [disk]
     std::string disk_lun;      // iscsi://... (the shared LUN) or
-    std::string disk_file;     // a local file (tests, demos without a LUN)
+    std::string disk_file;     // a local file (tests, demos without a LUN; the only kind on xen yet)
     std::uint64_t disk_first_lba = 64;
     std::uint64_t disk_mib = 1;
     // [arbiter]
@@ -43,6 +46,9 @@ struct DaemonConfig {
     // [heartbeat]
     SocketAddress heartbeat_listen, heartbeat_peer;
     std::string heartbeat_key_file;
+    // [failover]
+    std::uint64_t failover_ms = 1000; // xen: the peer's silence before the test-and-set
+    std::uint64_t digest_ms = 1000;   // xen: the primary's state digests, at most this often
     // [control]
     std::string control_socket; // default /run/xenft/vm-<id>.sock
 };

@@ -3,7 +3,12 @@
 // node (xenft/daemon/node.hpp) and answers the xenft CLI on a Unix control socket. When the
 // node halts its VM (it lost the test-and-set, or was deposed), xenftd starts a new node that
 // joins the pair as a backup and gets a live copy of the VM from the primary (pair.rejoin).
-// This build runs the guest on the KVM backend; the Xen backend is to come.
+//
+// Two backends (vm.backend): kvm, where xenftd runs the guest from its image itself (the tests
+// and the demo), and xen, where `xl create` with ft= made the domain and its hook starts
+// xenftd with --domid: xenftd becomes the domain's device model and records it (primary) or
+// replays it (backup) (xenft/daemon/xen_node.hpp). The xen backend is built where the
+// hvm-patches' Xen headers are (XENFT_XEN_BACKEND: the lab's build, tests/lab/smoke.sh).
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -17,6 +22,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "xenft/backends/kvm/kvm_backend.hpp"
@@ -24,6 +30,9 @@
 #include "xenft/daemon/config.hpp"
 #include "xenft/daemon/node.hpp"
 #include "xenft/devices/iscsi_store.hpp"
+#ifdef XENFT_XEN_BACKEND
+#include "xenft/daemon/xen_node.hpp"
+#endif
 
 namespace po = boost::program_options;
 using namespace xenft;
@@ -131,20 +140,40 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::Da
     return daemon::Node::start(std::move(n));
 }
 
-// One request per connection: a command line in, one JSON line out. `node` is null while
-// xenftd waits to start a new one; rejoin_now asks for it at once.
-void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bool& rejoin_now)
+// One request per connection on the control socket: a command line in, one JSON line out.
+struct Request {
+    UniqueFd fd;
+    std::string command;
+};
+
+std::optional<Request> accept_request(int listener)
 {
-    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
+    UniqueFd fd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+    if (fd.get() < 0)
+        return std::nullopt;
     char buf[256] = {};
     timeval tv{1, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
     std::string cmd(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
     while (!cmd.empty() && (cmd.back() == '\n' || cmd.back() == '\r'))
         cmd.pop_back();
+    return Request{std::move(fd), std::move(cmd)};
+}
+
+void answer(Request& r, const nlohmann::json& reply)
+{
+    const std::string out = reply.dump() + "\n";
+    (void)!::write(r.fd.get(), out.data(), out.size());
+}
+
+// `node` is null while xenftd waits to start a new one; rejoin_now asks for it at once.
+void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bool& rejoin_now)
+{
+    auto request = accept_request(listener);
+    if (!request)
+        return;
+    const std::string& cmd = request->command;
     nlohmann::json reply;
     const auto role = node ? node->status().role : protocol::Role::halted;
     if (cmd != "status" && cmd != "failover" && cmd != "unprotect" && cmd != "protect") {
@@ -180,20 +209,115 @@ void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bo
     } else {
         reply = {{"ok", true}, {"note", "this host is already " + std::string(protocol::role_name(role))}};
     }
-    const std::string out = reply.dump() + "\n";
-    (void)!::write(fd, out.data(), out.size());
-    ::close(fd);
+    answer(*request, reply);
 }
+
+#ifdef XENFT_XEN_BACKEND
+nlohmann::json xen_status_json(const daemon::DaemonConfig& c, const daemon::XenNodeStatus& s)
+{
+    const bool primary = s.role == daemon::XenRole::primary_protected || s.role == daemon::XenRole::primary_alone;
+    nlohmann::json domain = {{"domid", s.domid},
+                             {"digests", s.digests},
+                             {"digests_are", primary ? "taken" : "matched"},
+                             {"last_digest_exit", s.last_digest.exit},
+                             {"last_digest", s.last_digest.exit ? backends::xen::hex(s.last_digest.digest) : ""},
+                             {"last_digest_ms", s.digest_ms},
+                             {"channel_up", s.channel_up},
+                             {"frames_in", s.frames_in},
+                             {"frames_out", s.frames_out}};
+    return {{"vm", c.vm_id},
+            {"host", c.host_id},
+            {"peer", c.peer_id},
+            {"backend", "xen"},
+            {"role", daemon::xen_role_name(s.role)},
+            {"epoch", s.epoch},
+            {"exits", s.exits},
+            {"logged", primary ? s.items : 0},
+            {"acked", primary ? s.items_acked : 0},
+            {"received", primary ? 0 : s.items},
+            {"executed", primary ? 0 : s.items_acked},
+            {"lag_entries", primary ? s.items - std::min(s.items, s.items_acked) : s.items - std::min(s.items, s.items_acked)},
+            {"held_outputs", s.held_outputs},
+            {"failure", s.failure},
+            {"domain", domain},
+            {"last_failover", s.last_failover},
+            {"last_failover_unix_ms", s.last_failover_unix_ms}};
+}
+
+// The Xen backend: the domain `xl create` made (paused; xl unpauses it once the hook returns,
+// that is once this answers on the control socket), recorded or replayed until it ends or
+// SIGTERM. Only status is served: failover, unprotect and protect are the KVM backend's yet.
+int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostParts& parts, int control, bool unpause)
+{
+    daemon::XenNodeConfig x;
+    x.domid = domid;
+    x.primary = cfg.primary;
+    x.spec.devices.memory_bytes = cfg.memory_mib << 20;
+    x.spec.devices.tap = cfg.tap;
+    x.spec.devices.disk = cfg.disk_file;
+    std::uint8_t mac[6];
+    daemon::parse_mac(cfg.mac, mac); // checked by load_config
+    std::copy(std::begin(mac), std::end(mac), x.spec.devices.mac.begin());
+    x.spec.digest_interval_ms = cfg.digest_ms;
+    x.spec.unpause = unpause;
+    x.channel.address = cfg.primary ? cfg.channel_peer : cfg.channel_listen;
+    x.channel.vm_id = cfg.vm_id;
+    x.channel.self = cfg.host_id;
+    x.channel.peer = cfg.peer_id;
+    x.channel.epoch = cfg.epoch;
+    x.tls = cfg.primary ? &*parts.tls_client : &*parts.tls_server;
+    x.heartbeat = detector::HeartbeatSocketConfig{cfg.heartbeat_listen, cfg.heartbeat_peer, cfg.vm_id, cfg.host_id,
+                                                  cfg.peer_id, parts.heartbeat_key};
+    arbiter::ArbiterConfig a;
+    a.lun = {cfg.arbiter_lun, cfg.initiator, static_cast<std::uint16_t>(cfg.host_id), cfg.lun_timeout_s};
+    a.vm_id = cfg.vm_id;
+    a.host_id = cfg.host_id;
+    a.peer_id = cfg.peer_id;
+    a.record_lba = cfg.record_lba;
+    x.arbiter = a;
+    x.failover_ms = cfg.failover_ms;
+    const std::string vm_name = "xenftd: vm " + std::to_string(cfg.vm_id);
+    x.log = [vm_name](const std::string& line) { std::cerr << vm_name << ": " << line << std::endl; };
+    auto node = daemon::XenNode::start(std::move(x));
+    if (!node) {
+        ::unlink(cfg.control_socket.c_str());
+        return fail("vm " + std::to_string(cfg.vm_id) + ": " + node.error());
+    }
+    while (!g_stop) {
+        pollfd p{control, POLLIN, 0};
+        if (::poll(&p, 1, 200) <= 0)
+            continue;
+        auto request = accept_request(control);
+        if (!request)
+            continue;
+        if (request->command == "status")
+            answer(*request, xen_status_json(cfg, (*node)->status()));
+        else if (request->command == "failover" || request->command == "unprotect" || request->command == "protect")
+            answer(*request, {{"error", request->command + " is not available with backend = xen yet: the pair fails "
+                                                           "over by itself when a host is lost (docs/xen-backend.md)"}});
+        else
+            answer(*request, {{"error", "unknown command \"" + request->command.substr(0, 40) +
+                                            "\" (status, failover, unprotect, protect)"}});
+    }
+    std::cerr << vm_name << ": stopping on signal; " << daemon::xen_role_name((*node)->status().role) << "\n";
+    node->reset();
+    ::unlink(cfg.control_socket.c_str());
+    return 0;
+}
+#endif
 
 } // namespace
 
 int main(int argc, char** argv)
 {
     std::string config_path = "/etc/xenft/xenft.conf";
+    std::uint32_t domid = 0;
     po::options_description opts("usage: xenftd [options]");
     opts.add_options()("help,h", "show this help")("version", "print the version")(
         "config,c", po::value(&config_path), "configuration file (default /etc/xenft/xenft.conf)")(
-        "check-config", "check the configuration file and exit");
+        "check-config", "check the configuration file and exit")(
+        "domid", po::value(&domid), "backend = xen: the domain to protect, created paused (the xl hook passes it)")(
+        "unpause", "backend = xen: unpause the domain once protected (after `xl create -p`; with ft= xl does)");
     po::variables_map vm;
     try {
         po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -214,22 +338,33 @@ int main(int argc, char** argv)
     if (!cfg)
         return fail(cfg.error());
     if (vm.count("check-config")) {
-        std::cout << "xenftd: " << config_path << ": vm " << cfg->vm_id << ", host " << cfg->host_id << " ("
-                  << (cfg->primary ? "primary" : "backup") << "), peer host " << cfg->peer_id
+        std::cout << "xenftd: " << config_path << ": vm " << cfg->vm_id << " (backend " << cfg->backend << "), host "
+                  << cfg->host_id << " (" << (cfg->primary ? "primary" : "backup") << "), peer host " << cfg->peer_id
                   << ", control socket " << cfg->control_socket << ": ok\n";
         return 0;
     }
     const std::string vm_name = "vm " + std::to_string(cfg->vm_id);
+    const bool xen = cfg->backend == "xen";
+    if (xen && (domid == 0 || domid >= 0x7ff0))
+        return fail(vm_name + ": backend = xen needs --domid with the id of the domain to protect (the xl hook passes it)");
+    if (!xen && (domid != 0 || vm.count("unpause")))
+        return fail(vm_name + ": --domid and --unpause are for backend = xen; " + config_path + " has backend = " +
+                    cfg->backend);
+#ifndef XENFT_XEN_BACKEND
+    if (xen)
+        return fail(vm_name + ": " + config_path + " has backend = xen, but this xenftd was built without the Xen "
+                    "backend (it needs the hvm-patches' Xen headers: hvm-patches/README.md)");
+#endif
 
-    // The guest's network and disk.
+    // The guest's network and disk (on xen the domain's device models open them).
     HostParts parts;
-    if (!cfg->tap.empty()) {
+    if (!xen && !cfg->tap.empty()) {
         auto t = devices::TapDevice::open(cfg->tap);
         if (!t)
             return fail(vm_name + ": " + t.error());
         parts.tap.emplace(std::move(t).value());
     }
-    if (!cfg->disk_lun.empty()) {
+    if (!xen && !cfg->disk_lun.empty()) {
         auto lun = arbiter::Lun::connect({cfg->disk_lun, cfg->initiator, static_cast<std::uint16_t>(0x1000 + cfg->host_id),
                                           cfg->lun_timeout_s});
         if (!lun)
@@ -239,7 +374,7 @@ int main(int argc, char** argv)
         if (!store)
             return fail(vm_name + ": " + store.error());
         parts.disk = std::make_unique<devices::IscsiStore>(std::move(*store));
-    } else if (!cfg->disk_file.empty()) {
+    } else if (!xen && !cfg->disk_file.empty()) {
         auto store = devices::FileStore::open(cfg->disk_file);
         if (!store)
             return fail(vm_name + ": " + store.error());
@@ -272,6 +407,16 @@ int main(int argc, char** argv)
     if (::bind(control.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(control.get(), 8) != 0)
         return fail(vm_name + ": control socket " + cfg->control_socket + ": " + std::strerror(errno));
     ::chmod(cfg->control_socket.c_str(), 0600);
+#ifdef XENFT_XEN_BACKEND
+    if (xen) {
+        struct sigaction stop_on{};
+        stop_on.sa_handler = on_signal;
+        ::sigaction(SIGTERM, &stop_on, nullptr);
+        ::sigaction(SIGINT, &stop_on, nullptr);
+        ::signal(SIGPIPE, SIG_IGN);
+        return run_xen(*cfg, domid, parts, control.get(), vm.count("unpause") > 0);
+    }
+#endif
 
     auto first = start_node(*cfg, parts, false);
     if (!first) {

@@ -202,8 +202,9 @@ Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::start(s
     if (!p)
         return unexpected(p.error());
     std::unique_ptr<RecordingDomain> d(new RecordingDomain(std::move(p->dm), std::move(p->session), spec));
-    if (auto r = d->dm_->control().unpause(domid); !r)
-        return unexpected(r.error());
+    if (spec.unpause)
+        if (auto r = d->dm_->control().unpause(domid); !r)
+            return unexpected(r.error());
     return d;
 }
 
@@ -273,6 +274,7 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
         if (!d)
             return unexpected(d.error());
         event(DeviceEvent::Kind::digest, *d);
+        last_digest_ = {exit, *d};
         last_digest_ms_ = now_ms();
         digest_ms_ = last_digest_ms_ - began;
         ++digests_;
@@ -349,8 +351,9 @@ Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::start(s
     if (!p)
         return unexpected(p.error());
     std::unique_ptr<ReplayingDomain> d(new ReplayingDomain(std::move(p->dm), std::move(p->session)));
-    if (auto r = d->dm_->control().unpause(domid); !r)
-        return unexpected(r.error());
+    if (spec.unpause)
+        if (auto r = d->dm_->control().unpause(domid); !r)
+            return unexpected(r.error());
     return d;
 }
 
@@ -369,6 +372,7 @@ Expected<bool, std::string> ReplayingDomain::apply(const DeviceEvent& e)
                               " differs from the primary's " + hex(primary).substr(0, 16) + ": the replay diverged");
         }
         ++digests_matched_;
+        last_digest_ = {e.exit, *d};
         return true;
     }
     case DeviceEvent::Kind::net_rx:

@@ -84,11 +84,21 @@ struct FtSpec {
     unsigned ring_pages = 16;
     // The primary takes a digest at its first write ioreq this long after the previous one.
     std::uint64_t digest_interval_ms = 1000;
+    // start() unpauses the domain. False when the toolstack does: `xl create` with ft= runs
+    // xenft's hook, then unpauses (Xen refuses a second unpause of a running domain).
+    bool unpause = true;
+};
+
+// The last state digest a replica took (primary) or matched (backup), and where.
+struct DigestAt {
+    std::uint64_t exit = 0; // 0: none yet
+    Digest digest{};
 };
 
 class RecordingDomain {
 public:
-    // The domain must be paused (xl create -p, or the xl hook); start() unpauses it.
+    // The domain must be paused (xl create -p, or the xl hook); start() unpauses it unless
+    // spec.unpause is false.
     static Expected<std::unique_ptr<RecordingDomain>, std::string> start(std::uint32_t domid, const FtSpec& spec);
 
     // Waits up to timeout_ms for Xen, the TAP or the ioreq, then appends what is ready to
@@ -100,6 +110,8 @@ public:
     // The backup is gone and this host won the arbitration: outputs leave at once from now on
     // (the log still fills; the caller drops it until a new backup joins).
     void continue_alone() { gate_.set_passthrough(true); }
+    // The peer runs the VM now (it won the test-and-set): this copy must not run on.
+    Expected<bool, std::string> pause() { return dm_->control().pause(dm_->domid()); }
     std::optional<std::string> ended() const { return dm_->ended(); }
     // What step() waits on, for a caller that waits on both replicas at once.
     std::vector<int> wait_fds() const;
@@ -112,6 +124,7 @@ public:
     std::uint64_t frames_out() const { return gate_.released(); }
     std::uint64_t digests() const noexcept { return digests_; }
     std::uint64_t digest_ms() const noexcept { return digest_ms_; } // the last one's cost
+    const DigestAt& last_digest() const noexcept { return last_digest_; }
     std::uint64_t records() const noexcept { return records_; }
     const std::string& console() const { return dm_->console(); }
 
@@ -141,6 +154,7 @@ private:
     std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0;
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
     std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
+    DigestAt last_digest_;
     std::string error_; // set inside the ioreq handler
 };
 
@@ -148,7 +162,8 @@ class ReplayingDomain {
 public:
     static constexpr std::size_t kResendFrames = 64;
 
-    // The domain must be paused and created like the primary's; start() unpauses it. Its TAP
+    // The domain must be paused and created like the primary's; start() unpauses it (unless
+    // spec.unpause is false). Its TAP
     // (spec.devices.tap) stays unread and unwritten until go_live().
     static Expected<std::unique_ptr<ReplayingDomain>, std::string> start(std::uint32_t domid, const FtSpec& spec);
 
@@ -168,6 +183,7 @@ public:
     std::uint64_t taken() const noexcept { return taken_; }
     std::uint64_t exits() const { return session_ ? session_->ring().exits() : live_exit_; }
     std::uint64_t digests_matched() const noexcept { return digests_matched_; }
+    const DigestAt& last_digest() const noexcept { return last_digest_; }
     std::uint64_t frames_replayed() const noexcept { return frames_replayed_; }
     std::uint64_t live_exit() const noexcept { return live_exit_; }
     // Items of an exit the primary never finished, dropped on going live.
@@ -206,6 +222,7 @@ private:
     std::uint64_t read_consumed_target_ = 0; // at_read: ring cons once the read's value is taken
     std::uint64_t last_published_exit_ = 0;
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
+    DigestAt last_digest_;
     std::string error_;
 };
 

@@ -1,0 +1,482 @@
+#include "xenft/daemon/xen_node.hpp"
+
+#include <poll.h>
+
+#include <chrono>
+#include <deque>
+#include <iostream>
+#include <vector>
+
+namespace xenft::daemon {
+
+using namespace backends::xen;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+long long ms_between(Clock::time_point from, Clock::time_point to)
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+}
+
+long long now_ms()
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// Waits up to timeout_ms for any of `fds` to be readable.
+void wait_readable(const std::vector<int>& fds, int timeout_ms)
+{
+    std::vector<pollfd> p;
+    for (int fd : fds)
+        p.push_back({fd, POLLIN, 0});
+    ::poll(p.data(), p.size(), timeout_ms);
+}
+
+} // namespace
+
+const char* xen_role_name(XenRole r)
+{
+    switch (r) {
+    case XenRole::primary_protected: return "primary, protected";
+    case XenRole::primary_alone: return "primary, running alone";
+    case XenRole::backup_replaying: return "backup, replaying";
+    case XenRole::live: return "live (was the backup)";
+    case XenRole::paused: return "paused (the peer runs the VM)";
+    case XenRole::stopped: return "stopped";
+    case XenRole::failed: return "failed";
+    }
+    return "?";
+}
+
+// The failure detector: heartbeats every 100 ms from a thread of their own, so that a busy
+// replay loop or a digest of all memory never looks like death to the peer.
+class XenNode::PeerWatch {
+public:
+    PeerWatch(detector::HeartbeatSocket socket, bool primary, std::uint64_t epoch)
+        : socket_(std::move(socket)), primary_(primary), epoch_(epoch), thread_([this] { run(); })
+    {
+    }
+    ~PeerWatch()
+    {
+        running_ = false;
+        thread_.join();
+    }
+    PeerWatch(const PeerWatch&) = delete;
+    PeerWatch& operator=(const PeerWatch&) = delete;
+
+    bool heard() const { return last_heard_ms_ != 0; }
+    long long silent_ms() const { return now_ms() - last_heard_ms_; }
+
+private:
+    void run()
+    {
+        while (running_) {
+            protocol::HeartbeatMsg m;
+            m.epoch = epoch_;
+            m.role = primary_ ? protocol::Role::primary_protected : protocol::Role::backup_replaying;
+            m.sent_at = static_cast<protocol::Time>(now_ms() * 1000);
+            (void)socket_.send(m); // an unreachable peer shows as silence
+            pollfd p{socket_.fd(), POLLIN, 0};
+            ::poll(&p, 1, 100);
+            if (!socket_.receive().empty())
+                last_heard_ms_ = now_ms();
+        }
+    }
+
+    detector::HeartbeatSocket socket_;
+    bool primary_;
+    std::uint64_t epoch_;
+    std::atomic<bool> running_{true};
+    std::atomic<long long> last_heard_ms_{0};
+    std::thread thread_; // last: starts once the rest is ready
+};
+
+XenNode::XenNode(XenNodeConfig cfg) : cfg_(std::move(cfg)), name_("domain " + std::to_string(cfg_.domid))
+{
+    if (!cfg_.log)
+        cfg_.log = [](const std::string& line) { std::cerr << line << std::endl; };
+    started_ = channel_seen_ = Clock::now();
+    status_.domid = cfg_.domid;
+    status_.epoch = cfg_.channel.epoch;
+    status_.role = cfg_.primary ? XenRole::primary_protected : XenRole::backup_replaying;
+}
+
+Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg)
+{
+    if (!cfg.tls)
+        return unexpected("domain " + std::to_string(cfg.domid) + ": no TLS context for the logging channel");
+    std::unique_ptr<XenNode> n(new XenNode(std::move(cfg)));
+    auto& c = n->cfg_;
+    const std::string peer_text = c.channel.address.to_string();
+    c.channel.log = [log = c.log, name = n->name_](const std::string& line) { log(name + ": channel: " + line); };
+    // The channel and the heartbeats first: if either cannot open, the domain was not touched.
+    if (c.primary) {
+        n->sender_ = std::make_unique<channel::LogSender>(c.channel, *c.tls);
+    } else {
+        auto r = channel::LogReceiver::listen(c.channel, *c.tls);
+        if (!r)
+            return unexpected(n->name_ + ": " + r.error());
+        n->receiver_ = std::make_unique<channel::LogReceiver>(std::move(r).value());
+    }
+    if (c.heartbeat) {
+        auto socket = detector::HeartbeatSocket::open(*c.heartbeat);
+        if (!socket)
+            return unexpected(n->name_ + ": heartbeats: " + socket.error());
+        n->watch_ = std::make_unique<PeerWatch>(std::move(socket).value(), c.primary, c.channel.epoch);
+    }
+    if (c.primary) {
+        auto d = RecordingDomain::start(c.domid, c.spec);
+        if (!d)
+            return unexpected(d.error());
+        n->primary_ = std::move(d).value();
+        n->say("records (NIC on " + c.spec.devices.tap + " behind the output gate); its log goes to the backup at " +
+               peer_text);
+        n->thread_ = std::thread([raw = n.get()] { raw->run_primary(); });
+    } else {
+        auto d = ReplayingDomain::start(c.domid, c.spec);
+        if (!d)
+            return unexpected(d.error());
+        n->backup_ = std::move(d).value();
+        n->say("replays (NIC on " + c.spec.devices.tap + ", silent until it goes live); its log comes to " + peer_text);
+        n->thread_ = std::thread([raw = n.get()] { raw->run_backup(); });
+    }
+    return n;
+}
+
+XenNode::~XenNode()
+{
+    stop_ = true;
+    if (thread_.joinable())
+        thread_.join();
+}
+
+XenNodeStatus XenNode::status() const
+{
+    std::lock_guard lock(status_mu_);
+    return status_;
+}
+
+void XenNode::say(const std::string& line) const
+{
+    cfg_.log(name_ + ": " + line);
+}
+
+long long XenNode::ms_since_start() const
+{
+    return ms_between(started_, Clock::now());
+}
+
+void XenNode::record_failover(const std::string& what)
+{
+    const auto unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch());
+    std::lock_guard lock(status_mu_);
+    status_.last_failover = what;
+    status_.last_failover_unix_ms = static_cast<std::uint64_t>(unix_ms.count());
+}
+
+void XenNode::publish(XenNodeStatus s)
+{
+    std::lock_guard lock(status_mu_);
+    s.last_failover = status_.last_failover;
+    s.last_failover_unix_ms = status_.last_failover_unix_ms;
+    s.failure = status_.failure;
+    status_ = std::move(s);
+}
+
+void XenNode::end(XenRole role, const std::string& why)
+{
+    {
+        std::lock_guard lock(status_mu_);
+        status_.role = role;
+        if (role == XenRole::failed)
+            status_.failure = why;
+    }
+    if (role == XenRole::failed)
+        say("protection failed: " + why);
+    else
+        say(why);
+    finished_ = true;
+}
+
+// The peer is gone: its heartbeats stopped (after it was heard once), or without heartbeats
+// the channel has been down for failover_ms after it was up once.
+bool XenNode::peer_lost(bool channel_up)
+{
+    if (channel_up) {
+        channel_ever_up_ = true;
+        channel_seen_ = Clock::now();
+    }
+    const auto limit = static_cast<long long>(cfg_.failover_ms);
+    if (watch_)
+        return watch_->heard() && watch_->silent_ms() >= limit;
+    return channel_ever_up_ && !channel_up && ms_between(channel_seen_, Clock::now()) >= limit;
+}
+
+// The test-and-set on the shared LUN: won means this host runs the VM. An error counts as
+// lost: a host that cannot tell must not run a second copy.
+bool XenNode::arbitrate(const char* side)
+{
+    if (!cfg_.arbiter) {
+        say(std::string(side) + ": no shared LUN configured: taking over without arbitration");
+        return true;
+    }
+    auto a = arbiter::Arbiter::open(*cfg_.arbiter);
+    if (!a) {
+        say(std::string(side) + ": test-and-set not possible: " + a.error());
+        return false;
+    }
+    auto current = a->read();
+    if (!current) {
+        say(std::string(side) + ": cannot read the arbitration record: " + current.error());
+        return false;
+    }
+    const auto r = a->acquire(current->epoch, current->owner);
+    say(std::string(side) + ": test-and-set on " + cfg_.arbiter->lun.url + " epoch " + std::to_string(current->epoch) +
+        " -> " + std::to_string(current->epoch + 1) + ": " + std::string(arbiter::outcome_name(r.outcome)) +
+        (r.detail.empty() ? "" : " (" + r.detail + ")"));
+    if (r.outcome == arbiter::Outcome::won) {
+        std::lock_guard lock(status_mu_);
+        status_.epoch = current->epoch + 1;
+    }
+    return r.outcome == arbiter::Outcome::won;
+}
+
+void XenNode::run_primary()
+{
+    std::atomic<bool> pumping{true};
+    std::thread pump([&] {
+        while (pumping)
+            sender_->pump(20);
+    });
+    struct Join {
+        std::atomic<bool>& flag;
+        std::thread& t;
+        ~Join()
+        {
+            flag = false;
+            t.join();
+        }
+    } join{pumping, pump};
+
+    XenLog log;
+    XenLogWriter writer;
+    std::vector<logformat::Entry> entries;
+    std::deque<std::uint64_t> item_last_seq; // the seq of each unacked item's last entry
+    std::uint64_t next_seq = 1, items_acked = 0, items_sent = 0;
+    auto last_status = Clock::now();
+    bool alone = false;
+    while (!stop_) {
+        if (!alone && peer_lost(sender_->streaming())) {
+            const auto t0 = Clock::now();
+            say("[" + std::to_string(ms_since_start()) + " ms] the backup is lost: no " +
+                (watch_ ? "heartbeat" : "channel") + " for " + std::to_string(cfg_.failover_ms) + " ms; " +
+                std::to_string(primary_->outputs_held()) + " outputs held");
+            if (!arbitrate("primary")) {
+                // The backup took over (or it cannot be known): this copy of the VM must not run.
+                (void)primary_->pause();
+                record_failover("lost the test-and-set: domain paused, held outputs dropped");
+            } else {
+                primary_->continue_alone();
+                alone = true;
+                const std::string what = "won: " + name_ + " continues alone, its outputs leave at once (" +
+                                         std::to_string(ms_between(t0, Clock::now())) + " ms after the loss)";
+                say("[" + std::to_string(ms_since_start()) + " ms] " + what);
+                record_failover(what);
+            }
+            if (!alone)
+                return end(XenRole::paused, "[" + std::to_string(ms_since_start()) + " ms] lost: " + name_ +
+                                                " paused, its held outputs dropped");
+        }
+        if (auto why = primary_->ended())
+            return end(XenRole::stopped, "ended: " + *why);
+        wait_readable(primary_->wait_fds(), 20);
+        if (auto r = primary_->step(log, 0); !r) {
+            if (auto why = primary_->ended()) // destroyed under us: its end, not an error
+                return end(XenRole::stopped, "ended: " + *why);
+            return end(XenRole::failed, r.error());
+        }
+        if (alone) {
+            log.clear(); // no backup: the log has no reader until a new one joins
+        } else {
+            // Into the channel, whole items at a time, while it has room (else they wait here).
+            while (!log.empty()) {
+                entries.clear();
+                writer.write(log.front(), entries);
+                std::size_t done = 0;
+                for (auto& e : entries) {
+                    e.epoch = cfg_.channel.epoch;
+                    e.seq = next_seq;
+                    if (!sender_->append(e))
+                        break;
+                    ++next_seq;
+                    ++done;
+                }
+                if (done != 0 && done < entries.size())
+                    return end(XenRole::failed, "the logging channel's buffer filled in the middle of a log item "
+                                                "(channel buffer_bytes is too small for one item)");
+                if (done == 0)
+                    break; // full: the backup is behind; the item is sent when acks make room
+                item_last_seq.push_back(next_seq - 1);
+                log.pop_front();
+                ++items_sent;
+            }
+            sender_->flush(primary_->outputs_held() > 0);
+            const auto acked = sender_->acked();
+            while (!item_last_seq.empty() && item_last_seq.front() <= acked) {
+                item_last_seq.pop_front();
+                ++items_acked;
+            }
+            primary_->acked(items_acked);
+        }
+        XenNodeStatus s;
+        s.role = alone ? XenRole::primary_alone : XenRole::primary_protected;
+        s.domid = cfg_.domid;
+        s.epoch = status().epoch;
+        s.exits = primary_->exits();
+        s.items = primary_->appended();
+        s.items_acked = items_acked;
+        s.entries = next_seq - 1;
+        s.held_outputs = primary_->outputs_held();
+        s.channel_up = sender_->streaming();
+        s.digests = primary_->digests();
+        s.last_digest = primary_->last_digest();
+        s.digest_ms = primary_->digest_ms();
+        s.frames_in = primary_->frames_in();
+        s.frames_out = primary_->frames_out();
+        if (cfg_.status_every_ms && ms_between(last_status, Clock::now()) >= static_cast<long long>(cfg_.status_every_ms)) {
+            last_status = Clock::now();
+            say("[" + std::to_string(ms_since_start()) + " ms] primary at exit " + std::to_string(s.exits) + "; " +
+                std::to_string(s.items) + " items logged (" + std::to_string(s.entries) + " entries, " +
+                std::to_string(sender_->acked()) + " acked); digests " + std::to_string(s.digests) +
+                " (last at exit " + std::to_string(s.last_digest.exit) + ", " + std::to_string(s.digest_ms) +
+                " ms); frames in " + std::to_string(s.frames_in) + ", out " + std::to_string(s.frames_out) +
+                (s.channel_up || alone ? "" : "; channel down"));
+        }
+        publish(std::move(s));
+    }
+    end(XenRole::stopped, "stopped");
+}
+
+void XenNode::run_backup()
+{
+    std::mutex mu;
+    std::deque<logformat::Entry> inbox;
+    std::atomic<bool> pumping{true}, channel_up{false};
+    std::thread pump([&] {
+        while (pumping) {
+            receiver_->pump(5);
+            std::lock_guard lock(mu);
+            while (auto e = receiver_->pop())
+                inbox.push_back(std::move(*e));
+            channel_up = receiver_->connected();
+        }
+    });
+    struct Join {
+        std::atomic<bool>& flag;
+        std::thread& t;
+        void now()
+        {
+            flag = false;
+            if (t.joinable())
+                t.join();
+        }
+        ~Join() { now(); }
+    } join{pumping, pump};
+
+    XenLog log;
+    XenLogReader reader;
+    std::uint64_t entries = 0, items = 0;
+    auto last_status = Clock::now();
+    auto status_now = [&] {
+        XenNodeStatus s;
+        s.role = XenRole::backup_replaying;
+        s.domid = cfg_.domid;
+        s.epoch = status().epoch;
+        s.exits = backup_->exits();
+        s.items = items;
+        s.items_acked = backup_->taken();
+        s.entries = entries;
+        s.channel_up = channel_up;
+        s.digests = backup_->digests_matched();
+        s.last_digest = backup_->last_digest();
+        s.frames_in = backup_->frames_replayed();
+        s.frames_out = backup_->frames_resent();
+        return s;
+    };
+    while (!stop_) {
+        std::deque<logformat::Entry> got;
+        {
+            std::lock_guard lock(mu);
+            got.swap(inbox);
+        }
+        for (const auto& e : got) {
+            ++entries;
+            auto item = reader.read(e);
+            if (!item)
+                return end(XenRole::failed, "log entry " + std::to_string(e.seq) + ": " + item.error());
+            if (*item) {
+                log.push_back(std::move(**item));
+                ++items;
+            }
+        }
+        if (peer_lost(channel_up)) {
+            std::lock_guard lock(mu);
+            if (inbox.empty())
+                break; // the primary is gone, and everything it sent is here
+            continue;
+        }
+        wait_readable(backup_->wait_fds(), 5);
+        if (auto r = backup_->step(log, 0); !r)
+            return end(XenRole::failed, r.error());
+        auto s = status_now();
+        if (cfg_.status_every_ms && ms_between(last_status, Clock::now()) >= static_cast<long long>(cfg_.status_every_ms)) {
+            last_status = Clock::now();
+            say("[" + std::to_string(ms_since_start()) + " ms] backup at exit " + std::to_string(s.exits) + "; " +
+                std::to_string(entries) + " entries received, " + std::to_string(log.size()) +
+                " items waiting; digests matched " + std::to_string(s.digests) + " (last at exit " +
+                std::to_string(s.last_digest.exit) + "); frames replayed " + std::to_string(s.frames_in));
+        }
+        publish(std::move(s));
+    }
+    if (stop_)
+        return end(XenRole::stopped, "stopped before any failover; digests matched " +
+                                         std::to_string(backup_->digests_matched()));
+    const auto lost = Clock::now();
+    join.now(); // a suspected primary gets no more acks
+    say("[" + std::to_string(ms_since_start()) + " ms] the primary is lost: no " + (watch_ ? "heartbeat" : "channel") +
+        " for " + std::to_string(cfg_.failover_ms) + " ms; backup at exit " + std::to_string(backup_->exits()) +
+        " with " + std::to_string(log.size()) + " items to replay, " + std::to_string(entries) + " entries received; " +
+        std::to_string(backup_->digests_matched()) + " digests matched");
+    if (!arbitrate("backup")) {
+        record_failover("lost the test-and-set: the primary runs on");
+        return end(XenRole::paused, "[" + std::to_string(ms_since_start()) + " ms] lost: the primary runs on; " +
+                                        name_ + " stays a stopped replica");
+    }
+    if (auto r = backup_->go_live(log); !r)
+        return end(XenRole::failed, r.error());
+    const std::string what = "went live at exit " + std::to_string(backup_->live_exit()) + ", " +
+                             std::to_string(ms_between(lost, Clock::now())) + " ms after the failover began; " +
+                             std::to_string(backup_->digests_matched()) + " digests matched, " +
+                             std::to_string(backup_->frames_replayed()) + " frames replayed, " +
+                             std::to_string(backup_->frames_resent()) + " sent again, " +
+                             std::to_string(backup_->dropped()) + " items of an unfinished exit dropped";
+    say("[" + std::to_string(ms_since_start()) + " ms] " + name_ + " " + what);
+    {
+        auto s = status_now();
+        s.role = XenRole::live;
+        s.exits = backup_->live_exit();
+        std::lock_guard lock(status_mu_);
+        s.epoch = status_.epoch;
+        s.failure = status_.failure;
+        status_ = std::move(s);
+    }
+    record_failover(what);
+    auto done = backup_->run_live(stop_);
+    if (!done)
+        return end(XenRole::failed, "live: " + done.error());
+    end(XenRole::stopped, "[" + std::to_string(ms_since_start()) + " ms] live " + name_ + ": " + *done);
+}
+
+} // namespace xenft::daemon
