@@ -13,6 +13,8 @@
 #     (a power cut); B wins the test-and-set, goes live, and the download finishes intact on
 #     the same TCP connection; the PUT is still there.
 #   case "b-dies": the same with QEMU B killed: A wins the test-and-set and continues alone.
+#   case "b-absent": only host A boots: its primary waits [failover] backup-wait-ms for a
+#     backup, wins the test-and-set and serves alone (the guest's outputs no longer held).
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
@@ -29,7 +31,7 @@ work=$(cd "$work" && pwd)
 export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
-cases_to_run=${FAILOVER_CASES:-a-dies b-dies}
+cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-absent}
 cases=$work/lab_failover.cases
 : > "$cases"
 start=$(date +%s)
@@ -128,6 +130,7 @@ key-file = /lab/tls/hb.key
 [failover]
 after-ms = 2000
 digest-ms = 3000
+backup-wait-ms = 20000
 EOF
 done
 cat > "$payload/run" <<EOF
@@ -161,8 +164,8 @@ if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
 else
     say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
-# What the administrator sees, every 15 s, until the host is switched off.
-while sleep 15; do
+# What the administrator sees, every 10 s, until the host is switched off.
+while sleep 10; do
     /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|failover|stopped' | sed "s/^ */LAB: \$role: status: /"
 done
 EOF
@@ -248,6 +251,9 @@ run_case() { # CASE
         [ "$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)" -ge 131072 ] && break
         sleep 0.5
     done
+    # Both hosts' `xenft status` has shown a digest (taken on A, matched on B) before the cut.
+    wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
     size=$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)
     stamp "case $c: power cut of host ${victim^^} (SIGKILL to its QEMU) with $size bytes downloaded"
     local cut=$(date +%s)
@@ -260,7 +266,8 @@ run_case() { # CASE
     get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
     put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
     echo "client: after the cut: get $get_after, put $put_after, get $(client curl -s --max-time 120 http://10.98.1.2/kv/lab)"
-    sleep 2
+    # The survivor's `xenft status` reports the failover (it asks every 10 s).
+    wait_for $survivor "LAB: $survivor: status: *last failover: " 30
     echo "timeline of case $c (host ${survivor^^}):"
     grep -a "LAB: $survivor: " "$work/serial-$survivor.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 14
     echo "xenft status on host ${survivor^^} at the end:"
@@ -292,6 +299,12 @@ run_case() { # CASE
     else
         fail "${c}_xenft_status_reports_the_digests" "$(line_in a 'status: *digests') / $(line_in b 'status: *digests')"
     fi
+    if seen_in $survivor "LAB: $survivor: status: *role: *\(live (was the backup)\|primary, running alone\), epoch 2" &&
+       seen_in $survivor "LAB: $survivor: status: *last failover: .*\(went live at exit\|continues alone\)"; then
+        pass "${c}_xenft_status_reports_the_failover"
+    else
+        fail "${c}_xenft_status_reports_the_failover" "$(grep -a "LAB: $survivor: status: *\(role\|last failover\)" "$work/serial-$survivor.log" | tr -d '\r' | tail -n 2 | tr '\n' ' ')"
+    fi
     if [ "$c" = a-dies ]; then
         if seen_in b 'LAB: b: .*backup: test-and-set .*: won' && seen_in b 'LAB: b: .*went live at exit [1-9]'; then
             pass "${c}_backup_wins_the_test_and_set_and_goes_live"
@@ -317,5 +330,42 @@ run_case() { # CASE
     fi
 }
 
-for c in $cases_to_run; do run_case "$c"; done
+run_absent_case() { # only host A: the primary finds no backup and runs alone
+    local c=b-absent t0 put get ping_ok=no
+    stamp "case $c: fresh LUN record, only host A booting"
+    truncate -s 0 "$work/lun/lun0.img" && truncate -s 16M "$work/lun/lun0.img"
+    istgt -c "$work/lun/istgt.conf" -D > "$work/istgt-$c.log" 2>&1 &
+    local istgt_pid=$!
+    pids+=($istgt_pid)
+    for _ in $(seq 100); do bash -c 'exec 3<>/dev/tcp/10.98.1.1/3260' 2> /dev/null && break; sleep 0.1; done
+    "$xenft_cli" arbiter init --url "$lun" --vm 1 --epoch 1 --force > "$work/arbiter-$c.log" 2>&1 ||
+        fail "${c}_arbitration_record" "$(tail -n 2 "$work/arbiter-$c.log")"
+    boot a "socket,id=ft,listen=127.0.0.1:$((20000 + RANDOM % 20000))"
+    t0=$(date +%s)
+    if ! wait_for a 'continues alone' 400; then
+        fail "${c}_primary_without_backup_runs_alone" "no decision on host A within 400 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: host A runs alone, $(($(date +%s) - t0)) s after boot"
+    client ping -c 3 -W 20 10.98.1.2 > "$work/ping-$c.log" 2>&1 && ping_ok=yes
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
+    get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    echo "client: ping $ping_ok, put $put, get $get"
+    echo "timeline of case $c (host A):"
+    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 6
+    kill -KILL $qemu_a $istgt_pid 2> /dev/null
+    wait $qemu_a $istgt_pid 2> /dev/null
+    if seen_in a 'LAB: a: .*no backup answered within 20000 ms' && seen_in a 'LAB: a: .*primary: test-and-set .*: won' &&
+       seen_in a 'LAB: a: .*won: domain [0-9]* continues alone' && [ "$put" = 201 ] && [ "$get" = "value-$c" ] &&
+       [ $ping_ok = yes ]; then
+        pass "${c}_primary_without_backup_runs_alone"
+    else
+        fail "${c}_primary_without_backup_runs_alone" "put $put, get '$get', ping $ping_ok; $(grep -a 'LAB: a: .*\(backup\|test-and-set\|alone\|failed\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
+    fi
+}
+
+for c in $cases_to_run; do
+    if [ "$c" = b-absent ]; then run_absent_case; else run_case "$c"; fi
+done
 finish

@@ -111,7 +111,8 @@ if [ -z "${XENFT_XEN_PAIR:-}" ]; then
     stamp "building the protected pair's driver"
     build_tool dynamic xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
-        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/engine/output_gate.cpp" \
+        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
+        "$top/xenft/engine/output_gate.cpp" \
         "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
         "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/xenft/channel/channel.cpp" \
         "$top/xenft/channel/tls.cpp" "$top/xenft/channel/wire.cpp" "$top/xenft/channel/copy.cpp" \
@@ -129,8 +130,31 @@ if [ -z "${XENFT_XENFTD:-}" ]; then
     [ -f "$xenft_lib" ] || { fail xenftd_xen_builds "no $xenft_lib (./scripts/build first)"; finish; }
     build_tool dynamic xenftd_xen_builds "$xenftd_xen" -DXENFT_XEN_BACKEND=1 "$top/xenft/backends/xen/xen_handles.cpp" \
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
-        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/daemon/xen_node.cpp" \
+        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
+        "$top/xenft/daemon/xen_node.cpp" \
         "$top/xenft/daemon/xenftd.cpp" "$xenft_lib" -lboost_program_options
+fi
+# The backup's reading of the primary's log entries (fuzz/xen_log_fuzz.cpp: libFuzzer with
+# ASan and UBSan), built here because it needs the hvm-patches' headers; seeded with sample
+# logs of every entry kind (`xenft log sample --workload mixed`).
+if command -v clang++ > /dev/null; then
+    stamp "fuzzing the Xen backend's log reader for ${XEN_LOG_FUZZ_SECONDS:-30} s"
+    corpus=$work/xen_log_corpus
+    mkdir -p "$corpus"
+    for s in 1 2 3; do
+        "${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}" log sample --workload mixed --entries $((s * 20)) \
+            --seed $s --per-frame 16 -o "$corpus/seed-$s" > /dev/null 2>&1
+    done
+    if clang++ -std=gnu++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I"$top" \
+           -isystem "$xen_work/stage/usr/include" "$top/fuzz/xen_log_fuzz.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
+           "$top/xenft/logformat/stream.cpp" "$top/xenft/logformat/codec.cpp" "$top/xenft/common/crc32c.cpp" \
+           -o "$work/xen_log_fuzz" > "$work/xen_log_fuzz.log" 2>&1 &&
+       "$work/xen_log_fuzz" -max_total_time="${XEN_LOG_FUZZ_SECONDS:-30}" -seed=1 "$corpus" >> "$work/xen_log_fuzz.log" 2>&1; then
+        pass xen_log_reader_fuzzes_clean
+    else
+        grep -E 'ERROR|error|SUMMARY' "$work/xen_log_fuzz.log" | head -n 5
+        fail xen_log_reader_fuzzes_clean "build or run failed ($work/xen_log_fuzz.log)"
+    fi
 fi
 stamp "preparing dom0"
 if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
@@ -434,8 +458,8 @@ if kill -0 $record_pid 2> /dev/null && kill -0 $replay_pid 2> /dev/null; then
     for i in $(seq 120); do
         [ "$(stat -c %s /tmp/ftnet-download 2> /dev/null || echo 0)" -ge 131072 ] && break
         [ $((i % 20)) -eq 0 ] && { ftnet_stamp "downloading: $(stat -c %s /tmp/ftnet-download 2> /dev/null || echo 0) bytes";
-                                   grep 'pair: \[' /tmp/ftnet-p.out | tail -n 1 | sed 's/^/LAB: ftnet: primary: /'
-                                   grep 'pair: \[' /tmp/ftnet-b.out | tail -n 1 | sed 's/^/LAB: ftnet: backup: /'; }
+                                   grep 'pair: .*\[[0-9]* ms\] ' /tmp/ftnet-p.out | tail -n 1 | sed 's/^/LAB: ftnet: primary: /'
+                                   grep 'pair: .*\[[0-9]* ms\] ' /tmp/ftnet-b.out | tail -n 1 | sed 's/^/LAB: ftnet: backup: /'; }
         sleep 0.5
     done
     ftnet_stamp "power cut: SIGKILL to the recorder, ftnet-p destroyed, $(stat -c %s /tmp/ftnet-download 2> /dev/null || echo 0) bytes downloaded"

@@ -59,6 +59,7 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
         ("heartbeat.key-file", po::value(&c.heartbeat_key_file)->required())
         ("failover.after-ms", po::value(&c.failover_ms))
         ("failover.digest-ms", po::value(&c.digest_ms))
+        ("failover.backup-wait-ms", po::value(&c.backup_wait_ms))
         ("control.socket", po::value(&c.control_socket));
     std::ifstream in(path);
     if (!in)
@@ -84,6 +85,8 @@ Expected<DaemonConfig, std::string> load_config(const std::string& path)
         return bad("disk.lun", "not supported with backend = xen yet: give disk.file (docs/xen-backend.md)");
     if (c.failover_ms < 100 || c.failover_ms > 600'000)
         return bad("failover.after-ms", std::to_string(c.failover_ms) + " is outside 100..600000");
+    if (c.backup_wait_ms < c.failover_ms || c.backup_wait_ms > 3'600'000)
+        return bad("failover.backup-wait-ms", std::to_string(c.backup_wait_ms) + " is outside after-ms..3600000");
     if (c.digest_ms < 10)
         return bad("failover.digest-ms", std::to_string(c.digest_ms) + " is below 10");
     if (c.vm_id == 0)

@@ -268,10 +268,17 @@ void XenNode::run_primary()
     auto last_status = Clock::now();
     bool alone = false;
     while (!stop_) {
-        if (!alone && peer_lost(sender_->streaming())) {
+        const bool lost = !alone && peer_lost(sender_->streaming());
+        // A backup that never came (its host is down, or not set up): the guest must not wait
+        // for acks that cannot come. Decided like a loss: the test-and-set, then alone.
+        const bool never_came = !alone && !lost && !(watch_ ? watch_->heard() : channel_ever_up_) &&
+                                ms_since_start() >= static_cast<long long>(cfg_.backup_wait_ms);
+        if (lost || never_came) {
             const auto t0 = Clock::now();
-            say("[" + std::to_string(ms_since_start()) + " ms] the backup is lost: no " +
-                (watch_ ? "heartbeat" : "channel") + " for " + std::to_string(cfg_.failover_ms) + " ms; " +
+            say("[" + std::to_string(ms_since_start()) + " ms] " +
+                (lost ? "the backup is lost: no " + std::string(watch_ ? "heartbeat" : "channel") + " for " +
+                            std::to_string(cfg_.failover_ms) + " ms; "
+                      : "no backup answered within " + std::to_string(cfg_.backup_wait_ms) + " ms of the start; ") +
                 std::to_string(primary_->outputs_held()) + " outputs held");
             if (!arbitrate("primary")) {
                 // The backup took over (or it cannot be known): this copy of the VM must not run.

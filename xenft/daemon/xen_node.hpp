@@ -50,6 +50,9 @@ struct XenNodeConfig {
     // The test-and-set; none: take over without asking (only for a single host's test pair).
     std::optional<arbiter::ArbiterConfig> arbiter;
     std::uint64_t failover_ms = 1000; // silence of the peer before the test-and-set
+    // The primary's wait for a backup that was never heard; then it runs the test-and-set and,
+    // if it wins, continues alone (unprotected: a backup cannot join a running domain yet).
+    std::uint64_t backup_wait_ms = 30'000;
     std::uint64_t status_every_ms = 5000; // a status line in the log this often; 0: none
     // Where log lines go (default: stderr); they name the domain and the cause.
     std::function<void(const std::string&)> log;

@@ -276,6 +276,7 @@ int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostPart
     a.record_lba = cfg.record_lba;
     x.arbiter = a;
     x.failover_ms = cfg.failover_ms;
+    x.backup_wait_ms = cfg.backup_wait_ms;
     const std::string vm_name = "xenftd: vm " + std::to_string(cfg.vm_id);
     x.log = [vm_name](const std::string& line) { std::cerr << vm_name << ": " << line << std::endl; };
     auto node = daemon::XenNode::start(std::move(x));

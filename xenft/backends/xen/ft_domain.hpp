@@ -26,53 +26,13 @@
 
 #include "xenft/backends/xen/device_model.hpp"
 #include "xenft/backends/xen/ft_log.hpp"
+#include "xenft/backends/xen/xen_log.hpp"
 #include "xenft/engine/output_gate.hpp"
 #include "xenft/logformat/entry.hpp"
 
 namespace xenft::backends::xen {
 
 using Digest = std::array<std::uint8_t, 32>;
-
-// What xenft's device models did at the ioreq of synchronous exit `exit` on the primary.
-struct DeviceEvent {
-    enum class Kind : std::uint8_t {
-        net_rx, // bytes: a frame handed to the NIC
-        digest, // bytes: SHA-256 of memory, vCPU registers and device state, before the write
-    };
-    Kind kind = Kind::net_rx;
-    std::uint64_t exit = 0;
-    bool at_read = false;      // the ioreq was a read (the backup gets none for it)
-    bool port = false;         // port I/O; otherwise MMIO
-    std::uint64_t address = 0; // the ioreq's port or guest-physical address
-    std::vector<std::uint8_t> bytes;
-};
-
-using XenLogItem = std::variant<FtRecord, DeviceEvent>;
-using XenLog = std::deque<XenLogItem>;
-
-// A XenLog on the logging channel: a ring record travels as a xen_record entry; the device
-// events of one ioreq as an ioreq_stop entry (read or write, address) followed by their net_rx
-// and state_digest entries, all at the ioreq's exit (docs/log-format.md).
-class XenLogWriter {
-public:
-    // Appends `item`'s entries (vcpu, exit, payload; the caller numbers them) to `out`.
-    void write(const XenLogItem& item, std::vector<logformat::Entry>& out);
-
-private:
-    std::optional<logformat::IoreqStop> stop_; // the ioreq the last device events belonged to
-    std::uint64_t stop_exit_ = 0;
-};
-
-class XenLogReader {
-public:
-    // The item `e` completes, if any (an ioreq_stop only says where the next events happened).
-    // An error for an entry the Xen backend never logs or a device event without its ioreq.
-    Expected<std::optional<XenLogItem>, std::string> read(const logformat::Entry& e);
-
-private:
-    std::optional<logformat::IoreqStop> stop_;
-    std::uint64_t stop_exit_ = 0;
-};
 
 // SHA-256 over guest memory (gfn and contents of each page), vCPU 0's general registers, RIP
 // and RFLAGS, and every device model's state. Taken at an ioreq, where both replicas stop.
@@ -109,7 +69,12 @@ public:
     void acked(std::uint64_t items) { gate_.release_through(items); }
     // The backup is gone and this host won the arbitration: outputs leave at once from now on
     // (the log still fills; the caller drops it until a new backup joins).
-    void continue_alone() { gate_.set_passthrough(true); }
+    // No digests either: nobody compares them, and each stalls the guest (all memory is read).
+    void continue_alone()
+    {
+        gate_.set_passthrough(true);
+        alone_ = true;
+    }
     // The peer runs the VM now (it won the test-and-set): this copy must not run on.
     Expected<bool, std::string> pause() { return dm_->control().pause(dm_->domid()); }
     std::optional<std::string> ended() const { return dm_->ended(); }
@@ -155,6 +120,7 @@ private:
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
     std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
     DigestAt last_digest_;
+    bool alone_ = false;
     std::string error_; // set inside the ioreq handler
 };
 
