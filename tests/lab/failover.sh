@@ -215,17 +215,24 @@ wait_for() { # HOST PATTERN SECONDS
 }
 line_in() { grep -a -- "$2" "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | head -n 1; }
 
-run_case() { # CASE
-    local c=$1 victim survivor t0 expected got size
-    [ "$c" = a-dies ] && victim=a survivor=b || victim=b survivor=a
-    stamp "case $c: fresh LUN record, both hosts booting"
+# A blank shared LUN served by istgt (its pid in istgt_pid) with the arbitration record at
+# epoch 1, as `xenft arbiter init` sets it up for a new pair.
+fresh_lun() { # CASE
+    local c=$1
     truncate -s 0 "$work/lun/lun0.img" && truncate -s 16M "$work/lun/lun0.img"
     istgt -c "$work/lun/istgt.conf" -D > "$work/istgt-$c.log" 2>&1 &
-    local istgt_pid=$!
+    istgt_pid=$!
     pids+=($istgt_pid)
     for _ in $(seq 100); do bash -c 'exec 3<>/dev/tcp/10.98.1.1/3260' 2> /dev/null && break; sleep 0.1; done
     "$xenft_cli" arbiter init --url "$lun" --vm 1 --epoch 1 --force > "$work/arbiter-$c.log" 2>&1 ||
         fail "${c}_arbitration_record" "$(tail -n 2 "$work/arbiter-$c.log")"
+}
+
+run_case() { # CASE
+    local c=$1 victim survivor t0 expected got size
+    [ "$c" = a-dies ] && victim=a survivor=b || victim=b survivor=a
+    stamp "case $c: fresh LUN record, both hosts booting"
+    fresh_lun $c
     local port=$((20000 + RANDOM % 20000))
     boot a "socket,id=ft,listen=127.0.0.1:$port"
     sleep 1
@@ -333,13 +340,7 @@ run_case() { # CASE
 run_absent_case() { # only host A: the primary finds no backup and runs alone
     local c=b-absent t0 put get ping_ok=no
     stamp "case $c: fresh LUN record, only host A booting"
-    truncate -s 0 "$work/lun/lun0.img" && truncate -s 16M "$work/lun/lun0.img"
-    istgt -c "$work/lun/istgt.conf" -D > "$work/istgt-$c.log" 2>&1 &
-    local istgt_pid=$!
-    pids+=($istgt_pid)
-    for _ in $(seq 100); do bash -c 'exec 3<>/dev/tcp/10.98.1.1/3260' 2> /dev/null && break; sleep 0.1; done
-    "$xenft_cli" arbiter init --url "$lun" --vm 1 --epoch 1 --force > "$work/arbiter-$c.log" 2>&1 ||
-        fail "${c}_arbitration_record" "$(tail -n 2 "$work/arbiter-$c.log")"
+    fresh_lun $c
     boot a "socket,id=ft,listen=127.0.0.1:$((20000 + RANDOM % 20000))"
     t0=$(date +%s)
     if ! wait_for a 'continues alone' 400; then
