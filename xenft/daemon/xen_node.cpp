@@ -176,9 +176,11 @@ void XenNode::record_failover(const std::string& what)
     status_.last_failover_unix_ms = static_cast<std::uint64_t>(unix_ms.count());
 }
 
+// The loops' counters; the epoch, the failover and the failure stay as the events set them.
 void XenNode::publish(XenNodeStatus s)
 {
     std::lock_guard lock(status_mu_);
+    s.epoch = status_.epoch;
     s.last_failover = status_.last_failover;
     s.last_failover_unix_ms = status_.last_failover_unix_ms;
     s.failure = status_.failure;
@@ -340,7 +342,6 @@ void XenNode::run_primary()
         XenNodeStatus s;
         s.role = alone ? XenRole::primary_alone : XenRole::primary_protected;
         s.domid = cfg_.domid;
-        s.epoch = status().epoch;
         s.exits = primary_->exits();
         s.items = primary_->appended();
         s.items_acked = items_acked;
@@ -400,7 +401,6 @@ void XenNode::run_backup()
         XenNodeStatus s;
         s.role = XenRole::backup_replaying;
         s.domid = cfg_.domid;
-        s.epoch = status().epoch;
         s.exits = backup_->exits();
         s.items = items;
         s.items_acked = backup_->taken();
@@ -474,10 +474,7 @@ void XenNode::run_backup()
         auto s = status_now();
         s.role = XenRole::live;
         s.exits = backup_->live_exit();
-        std::lock_guard lock(status_mu_);
-        s.epoch = status_.epoch;
-        s.failure = status_.failure;
-        status_ = std::move(s);
+        publish(std::move(s));
     }
     record_failover(what);
     auto done = backup_->run_live(stop_);

@@ -95,6 +95,23 @@ struct HostParts {
     detector::HeartbeatKey heartbeat_key{};
 };
 
+// The failure detector and the test-and-set as the configuration sets them, for either backend.
+detector::HeartbeatSocketConfig heartbeat_config(const daemon::DaemonConfig& cfg, const HostParts& parts)
+{
+    return {cfg.heartbeat_listen, cfg.heartbeat_peer, cfg.vm_id, cfg.host_id, cfg.peer_id, parts.heartbeat_key};
+}
+
+arbiter::ArbiterConfig arbiter_config(const daemon::DaemonConfig& cfg)
+{
+    arbiter::ArbiterConfig a;
+    a.lun = {cfg.arbiter_lun, cfg.initiator, static_cast<std::uint16_t>(cfg.host_id), cfg.lun_timeout_s};
+    a.vm_id = cfg.vm_id;
+    a.host_id = cfg.host_id;
+    a.peer_id = cfg.peer_id;
+    a.record_lba = cfg.record_lba;
+    return a;
+}
+
 // A node for the VM: a fresh guest from the image (a joining node's memory is then replaced by
 // the live copy).
 Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::DaemonConfig& cfg, HostParts& parts, bool join)
@@ -131,12 +148,8 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::Da
     n.channel_peer = cfg.channel_peer;
     n.tls_client = &*parts.tls_client;
     n.tls_server = &*parts.tls_server;
-    n.heartbeat = {cfg.heartbeat_listen, cfg.heartbeat_peer, cfg.vm_id, cfg.host_id, cfg.peer_id, parts.heartbeat_key};
-    n.arbiter.lun = {cfg.arbiter_lun, cfg.initiator, static_cast<std::uint16_t>(cfg.host_id), cfg.lun_timeout_s};
-    n.arbiter.vm_id = cfg.vm_id;
-    n.arbiter.host_id = cfg.host_id;
-    n.arbiter.peer_id = cfg.peer_id;
-    n.arbiter.record_lba = cfg.record_lba;
+    n.heartbeat = heartbeat_config(cfg, parts);
+    n.arbiter = arbiter_config(cfg);
     return daemon::Node::start(std::move(n));
 }
 
@@ -236,7 +249,7 @@ nlohmann::json xen_status_json(const daemon::DaemonConfig& c, const daemon::XenN
             {"acked", primary ? s.items_acked : 0},
             {"received", primary ? 0 : s.items},
             {"executed", primary ? 0 : s.items_acked},
-            {"lag_entries", primary ? s.items - std::min(s.items, s.items_acked) : s.items - std::min(s.items, s.items_acked)},
+            {"lag_entries", s.items - std::min(s.items, s.items_acked)},
             {"held_outputs", s.held_outputs},
             {"failure", s.failure},
             {"domain", domain},
@@ -266,15 +279,8 @@ int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostPart
     x.channel.peer = cfg.peer_id;
     x.channel.epoch = cfg.epoch;
     x.tls = cfg.primary ? &*parts.tls_client : &*parts.tls_server;
-    x.heartbeat = detector::HeartbeatSocketConfig{cfg.heartbeat_listen, cfg.heartbeat_peer, cfg.vm_id, cfg.host_id,
-                                                  cfg.peer_id, parts.heartbeat_key};
-    arbiter::ArbiterConfig a;
-    a.lun = {cfg.arbiter_lun, cfg.initiator, static_cast<std::uint16_t>(cfg.host_id), cfg.lun_timeout_s};
-    a.vm_id = cfg.vm_id;
-    a.host_id = cfg.host_id;
-    a.peer_id = cfg.peer_id;
-    a.record_lba = cfg.record_lba;
-    x.arbiter = a;
+    x.heartbeat = heartbeat_config(cfg, parts);
+    x.arbiter = arbiter_config(cfg);
     x.failover_ms = cfg.failover_ms;
     x.backup_wait_ms = cfg.backup_wait_ms;
     const std::string vm_name = "xenftd: vm " + std::to_string(cfg.vm_id);
