@@ -1,8 +1,12 @@
 // libFuzzer target for device state blobs (a checkpoint or live copy from the peer): the
 // devices of a machine load them in order, as engine::Machine::load_devices does. A damaged
 // blob is refused, never a crash; an accepted one saves back to a blob that loads to the same
-// state (the encoding is canonical, so digests compare states).
+// state (the encoding is canonical, so digests compare states). The same bytes go through the
+// Xen backend's vCPU state of a live copy (backends/xen/copy_state.hpp): refused, or decoded to
+// a state that encodes back to them.
 #include <vector>
+
+#include "xenft/backends/xen/copy_state.hpp"
 
 #include "xenft/devices/devices.hpp"
 #include "xenft/devices/virtio_blk.hpp"
@@ -49,6 +53,10 @@ struct Devices {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {
+    const std::span<const std::uint8_t> bytes(data, size);
+    if (auto vcpu = xenft::backends::xen::decode_xen_vcpu_copy(bytes))
+        if (xenft::backends::xen::encode_xen_vcpu_copy(*vcpu) != std::vector<std::uint8_t>(bytes.begin(), bytes.end()))
+            __builtin_trap();
     Devices a;
     if (!a.load(std::span<const std::uint8_t>(data, size)))
         return 0;

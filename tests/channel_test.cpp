@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "tests/tls_fixture.hpp"
+#include "xenft/backends/xen/copy_state.hpp"
 #include "xenft/channel/channel.hpp"
 #include "xenft/logformat/stream.hpp"
 #include "xenft/logformat/synthetic.hpp"
@@ -752,6 +753,33 @@ BOOST_AUTO_TEST_CASE(copy_records_round_trip_and_bad_ones_are_refused)
     BOOST_TEST(!bomb.has_value());
     BOOST_TEST(bomb.error().find("over the") != std::string::npos);
     BOOST_TEST(!decompress_copy_record(std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}).has_value());
+}
+
+// The Xen backend's vCPU state in a live copy's final record (backends/xen/copy_state.hpp).
+BOOST_AUTO_TEST_CASE(a_xen_vcpu_copy_round_trips_and_bad_ones_are_refused)
+{
+    using namespace xenft::backends::xen;
+    XenVcpuCopy c;
+    c.hvm_context.assign(3000, 0x5a);
+    c.tsc_mode = 2, c.tsc_elapsed_ns = 123456789, c.tsc_khz = 2'000'000, c.tsc_incarnation = 3;
+    c.clock_ns = 98765, c.disk_bytes = 1u << 20;
+    const auto bytes = encode_xen_vcpu_copy(c);
+    auto back = decode_xen_vcpu_copy(bytes);
+    BOOST_TEST_REQUIRE(back.has_value(), (back ? "" : back.error()));
+    BOOST_TEST((*back == c));
+    for (std::size_t cut : {std::size_t{0}, std::size_t{1}, bytes.size() / 2, bytes.size() - 1})
+        BOOST_TEST(decode_xen_vcpu_copy(std::span(bytes).first(cut)).error().find("truncated") != std::string::npos);
+    auto longer = bytes;
+    longer.push_back(0);
+    BOOST_TEST(decode_xen_vcpu_copy(longer).error().find("trailing") != std::string::npos);
+    auto newer = bytes;
+    newer[0] = 2;
+    BOOST_TEST(decode_xen_vcpu_copy(newer).error().find("layout version 2") != std::string::npos);
+    XenVcpuCopy empty;
+    BOOST_TEST(decode_xen_vcpu_copy(encode_xen_vcpu_copy(empty)).error().find("no HVM context") != std::string::npos);
+    XenVcpuCopy big = c;
+    big.hvm_context.assign(kMaxCopyStateBytes + 1, 1);
+    BOOST_TEST(!decode_xen_vcpu_copy(encode_xen_vcpu_copy(big)).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(a_live_copy_goes_first_and_the_log_follows_on_the_same_connection)

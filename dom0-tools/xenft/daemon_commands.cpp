@@ -137,6 +137,9 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         if (!last.empty())
             std::cout << ", last at exit " << d.value("last_digest_exit", 0) << ": " << last.substr(0, 16) << "...";
         std::cout << "\n";
+        // The backup's domain starts from a live copy of the primary's (one per backup).
+        if (const auto copy = d.value("last_copy", std::string()); !copy.empty())
+            std::cout << "  live copy:     " << d.value("copies", 0) << ", the last " << copy << "\n";
     }
     if (r.contains("copy") && r["copy"].is_object()) {
         const auto& c = r["copy"];

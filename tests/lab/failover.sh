@@ -6,22 +6,28 @@
 # record. On each host `xl create` of the guest's configuration, which has ft="ftguest", runs
 # xenft's xl hook, which starts xenftd with the new domain's id (vm.backend = xen in
 # /etc/xenft/ftguest.conf): on host A it records the test guest's service (xenft's device
-# models, FT RECORD), on host B it replays it, comparing state digests at the exits A took them
-# (xenft/daemon/xen_node.hpp). `xenft status` on each host shows the digests.
+# models, FT RECORD); host B's domain waits paused for a live copy of A's running domain
+# (memory, written disk blocks, HVM context, device state), then replays A's log from there,
+# comparing state digests at the exits A took them (xenft/daemon/xen_node.hpp). `xenft status`
+# on each host shows the copy and the digests.
 #
 #   case "a-dies": the client PUTs, then downloads 1 MiB; QEMU A is SIGKILLed in the middle
 #     (a power cut); B wins the test-and-set, goes live, and the download finishes intact on
 #     the same TCP connection; the PUT is still there.
 #   case "b-dies": the same with QEMU B killed: A wins the test-and-set and continues alone.
-#   case "b-absent": only host A boots: its primary waits [failover] backup-wait-ms for a
-#     backup, wins the test-and-set and serves alone (the guest's outputs no longer held).
+#   case "b-late": only host A boots: its primary waits [failover] backup-wait-ms for a
+#     backup, wins the test-and-set and serves alone (the guest's outputs no longer held). Then
+#     host B boots: its backup takes a live copy of A's domain, which has served for minutes,
+#     and A is protected again; the client PUTs, QEMU A is killed, B goes live (epoch 3) and
+#     has the PUT.
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
 #
 # usage: tests/lab/failover.sh [WORKDIR]      (default build/lab-failover)
 # Env: XEN_WORKDIR (default build/xen), XENFT_GUEST, XENFT_XL_HOOK, XENFT_CLI (the build's
-#      xenft CLI, for certificates and the arbitration record), FAILOVER_CASES ("a-dies b-dies").
+#      xenft CLI, for certificates and the arbitration record), FAILOVER_CASES ("a-dies b-dies
+#      b-late").
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,7 +37,7 @@ work=$(cd "$work" && pwd)
 export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
-cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-absent}
+cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late}
 cases=$work/lab_failover.cases
 : > "$cases"
 start=$(date +%s)
@@ -166,7 +172,7 @@ else
 fi
 # What the administrator sees, every 10 s, until the host is switched off.
 while sleep 10; do
-    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|failover|stopped' | sed "s/^ */LAB: \$role: status: /"
+    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped' | sed "s/^ */LAB: \$role: status: /"
 done
 EOF
 chmod +x "$payload/run"
@@ -295,6 +301,13 @@ run_case() { # CASE
     else
         fail "${c}_xl_create_with_ft_starts_xenftd_on_both_hosts" "$(line_in a 'xl create') $(line_in b 'xl create')"
     fi
+    if seen_in a 'LAB: a: .*live copy sent to .* at exit [1-9][0-9]*: [1-9][0-9]* pages' &&
+       seen_in b "LAB: b: .*live copy taken at the primary's exit [1-9]" &&
+       seen_in b 'LAB: b: status: *live copy: *1, the last taken at'; then
+        pass "${c}_backup_starts_from_a_live_copy_of_the_primary"
+    else
+        fail "${c}_backup_starts_from_a_live_copy_of_the_primary" "$(line_in a 'live copy') / $(line_in b 'live copy')"
+    fi
     if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'protection failed' && ! seen_in a 'protection failed'; then
         pass "${c}_backup_digests_match_the_primary"
     else
@@ -337,11 +350,11 @@ run_case() { # CASE
     fi
 }
 
-run_absent_case() { # only host A: the primary finds no backup and runs alone
-    local c=b-absent t0 put get ping_ok=no
+run_late_case() { # host A alone first; host B joins later by a live copy, then A dies
+    local c=b-late t0 put get ping_ok=no port=$((20000 + RANDOM % 20000))
     stamp "case $c: fresh LUN record, only host A booting"
     fresh_lun $c
-    boot a "socket,id=ft,listen=127.0.0.1:$((20000 + RANDOM % 20000))"
+    boot a "socket,id=ft,listen=127.0.0.1:$port"
     t0=$(date +%s)
     if ! wait_for a 'continues alone' 400; then
         fail "${c}_primary_without_backup_runs_alone" "no decision on host A within 400 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
@@ -352,21 +365,62 @@ run_absent_case() { # only host A: the primary finds no backup and runs alone
     client ping -c 3 -W 20 10.98.1.2 > "$work/ping-$c.log" 2>&1 && ping_ok=yes
     put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
     get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
-    echo "client: ping $ping_ok, put $put, get $get"
-    echo "timeline of case $c (host A):"
-    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 6
-    kill -KILL $qemu_a $istgt_pid 2> /dev/null
-    wait $qemu_a $istgt_pid 2> /dev/null
-    if seen_in a 'LAB: a: .*no backup answered within 20000 ms' && seen_in a 'LAB: a: .*primary: test-and-set .*: won' &&
+    echo "client: alone: ping $ping_ok, put $put, get $get"
+    if seen_in a 'LAB: a: .*no backup took a copy within 20000 ms' && seen_in a 'LAB: a: .*primary: test-and-set .*: won' &&
        seen_in a 'LAB: a: .*won: domain [0-9]* continues alone' && [ "$put" = 201 ] && [ "$get" = "value-$c" ] &&
        [ $ping_ok = yes ]; then
         pass "${c}_primary_without_backup_runs_alone"
     else
         fail "${c}_primary_without_backup_runs_alone" "put $put, get '$get', ping $ping_ok; $(grep -a 'LAB: a: .*\(backup\|test-and-set\|alone\|failed\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
     fi
+
+    # Host B comes: its backup takes a copy of the domain A has been running all along.
+    stamp "case $c: host B booting, $(($(date +%s) - t0)) s after host A"
+    boot b "socket,id=ft,connect=127.0.0.1:$port"
+    local tb=$(date +%s)
+    if wait_for a 'LAB: a: .*protected again' 400; then
+        stamp "case $c: host A protected again by host B's copy, $(($(date +%s) - tb)) s after B's boot"
+    fi
+    local put2 get2 get_after size
+    put2=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "joined-$c" http://10.98.1.2/kv/lab)
+    echo "client: protected again: put $put2"
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 90
+    stamp "case $c: power cut of host A (SIGKILL to its QEMU)"
+    local cut=$(date +%s)
+    kill -KILL $qemu_a
+    wait $qemu_a 2> /dev/null
+    get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    stamp "case $c: the client's GET answered $(($(date +%s) - cut)) s after the cut: '$get_after'"
+    wait_for b "LAB: b: status: *last failover: " 30
+    echo "timeline of case $c (host A, then host B):"
+    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 8
+    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 10
+    echo "xenft status on host B at the end:"
+    grep -a "LAB: b: status: " "$work/serial-b.log" | tr -d '\r' | tail -n 5 | sed 's/^/    /'
+    kill -KILL $qemu_b $istgt_pid 2> /dev/null
+    wait $qemu_b $istgt_pid 2> /dev/null
+    if seen_in a "LAB: a: .*live copy sent to .* at exit [1-9][0-9]*: [1-9][0-9]* pages, [1-9][0-9]* disk blocks.*protected again" &&
+       seen_in b "LAB: b: .*live copy taken at the primary's exit [1-9]"; then
+        pass "${c}_late_backup_takes_a_live_copy_of_the_running_primary"
+    else
+        fail "${c}_late_backup_takes_a_live_copy_of_the_running_primary" "$(line_in a 'live copy') / $(line_in b 'live copy') $(line_in b 'protection failed')"
+    fi
+    local matched
+    matched=$(grep -ao '[0-9][0-9]* digests matched\|digests matched [0-9][0-9]*' "$work/serial-b.log" | tail -n 1 | tr -dc '0-9')
+    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'protection failed'; then
+        pass "${c}_late_backup_digests_match_the_primary"
+    else
+        fail "${c}_late_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'protection failed')"
+    fi
+    if [[ $put2 =~ ^20[14]$ ]] && seen_in b 'LAB: b: .*backup: test-and-set .*epoch 2 -> 3: won' &&
+       seen_in b 'LAB: b: .*went live at exit [1-9]' && [ "$get_after" = "joined-$c" ]; then
+        pass "${c}_late_backup_goes_live_with_the_acknowledged_put"
+    else
+        fail "${c}_late_backup_goes_live_with_the_acknowledged_put" "put $put2, get after the cut '$get_after'; $(grep -a 'LAB: b: .*\(test-and-set\|live\|failed\)' "$work/serial-b.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
+    fi
 }
 
 for c in $cases_to_run; do
-    if [ "$c" = b-absent ]; then run_absent_case; else run_case "$c"; fi
+    if [ "$c" = b-late ]; then run_late_case; else run_case "$c"; fi
 done
 finish

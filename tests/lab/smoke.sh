@@ -112,7 +112,7 @@ if [ -z "${XENFT_XEN_PAIR:-}" ]; then
     build_tool dynamic xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
         "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
-        "$top/xenft/engine/output_gate.cpp" \
+        "$top/xenft/backends/xen/copy_state.cpp" "$top/xenft/engine/output_gate.cpp" \
         "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
         "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/xenft/channel/channel.cpp" \
         "$top/xenft/channel/tls.cpp" "$top/xenft/channel/wire.cpp" "$top/xenft/channel/copy.cpp" \

@@ -40,6 +40,7 @@ const char* xen_role_name(XenRole r)
     switch (r) {
     case XenRole::primary_protected: return "primary, protected";
     case XenRole::primary_alone: return "primary, running alone";
+    case XenRole::backup_copying: return "backup, waiting for the live copy";
     case XenRole::backup_replaying: return "backup, replaying";
     case XenRole::live: return "live (was the backup)";
     case XenRole::paused: return "paused (the peer runs the VM)";
@@ -99,7 +100,7 @@ XenNode::XenNode(XenNodeConfig cfg) : cfg_(std::move(cfg)), name_("domain " + st
     started_ = channel_seen_ = Clock::now();
     status_.domid = cfg_.domid;
     status_.epoch = cfg_.channel.epoch;
-    status_.role = cfg_.primary ? XenRole::primary_protected : XenRole::backup_replaying;
+    status_.role = cfg_.primary ? XenRole::primary_protected : XenRole::backup_copying;
 }
 
 Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg)
@@ -112,6 +113,7 @@ Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg
     c.channel.log = [log = c.log, name = n->name_](const std::string& line) { log(name + ": channel: " + line); };
     // The channel and the heartbeats first: if either cannot open, the domain was not touched.
     if (c.primary) {
+        c.channel.send_copy = true; // every backup starts from a copy of the running domain
         n->sender_ = std::make_unique<channel::LogSender>(c.channel, *c.tls);
     } else {
         auto r = channel::LogReceiver::listen(c.channel, *c.tls);
@@ -134,11 +136,12 @@ Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg
                peer_text);
         n->thread_ = std::thread([raw = n.get()] { raw->run_primary(); });
     } else {
-        auto d = ReplayingDomain::start(c.domid, c.spec);
+        auto d = ReplayingDomain::await_copy(c.domid, c.spec);
         if (!d)
             return unexpected(d.error());
         n->backup_ = std::move(d).value();
-        n->say("replays (NIC on " + c.spec.devices.tap + ", silent until it goes live); its log comes to " + peer_text);
+        n->say("backup (NIC on " + c.spec.devices.tap + ", silent until it goes live): waits at " + peer_text +
+               " for the primary's live copy, then replays its log");
         n->thread_ = std::thread([raw = n.get()] { raw->run_backup(); });
     }
     return n;
@@ -176,11 +179,14 @@ void XenNode::record_failover(const std::string& what)
     status_.last_failover_unix_ms = static_cast<std::uint64_t>(unix_ms.count());
 }
 
-// The loops' counters; the epoch, the failover and the failure stay as the events set them.
+// The loops' counters; the epoch, the copies, the failover and the failure stay as the events
+// set them.
 void XenNode::publish(XenNodeStatus s)
 {
     std::lock_guard lock(status_mu_);
     s.epoch = status_.epoch;
+    s.copies = status_.copies;
+    s.last_copy = status_.last_copy;
     s.last_failover = status_.last_failover;
     s.last_failover_unix_ms = status_.last_failover_unix_ms;
     s.failure = status_.failure;
@@ -245,70 +251,196 @@ bool XenNode::arbitrate(const char* side)
     return r.outcome == arbiter::Outcome::won;
 }
 
+namespace {
+
+// The logging channel's pump, in a thread of its own for as long as this lives.
+class SenderPump {
+public:
+    explicit SenderPump(channel::LogSender& s) : thread_([this, &s] {
+        while (running_)
+            s.pump(20);
+    })
+    {
+    }
+    ~SenderPump()
+    {
+        running_ = false;
+        thread_.join();
+    }
+    SenderPump(const SenderPump&) = delete;
+    SenderPump& operator=(const SenderPump&) = delete;
+
+private:
+    std::atomic<bool> running_{true};
+    std::thread thread_;
+};
+
+// A live copy's way to the backup: the sender's copy queue (its pump thread writes it out).
+// The domain's thread waits here while the queue is full; a broken copy ends the wait.
+class ChannelCopySink final : public CopySink {
+public:
+    ChannelCopySink(channel::LogSender& s, std::uint64_t epoch, const std::atomic<bool>& stop)
+        : sender_(s), epoch_(epoch), stop_(stop)
+    {
+    }
+    Expected<bool, std::string> send(channel::CopyRecord r) override
+    {
+        if (auto* f = std::get_if<channel::CopyFinal>(&r)) {
+            f->epoch = epoch_;
+            f->next_seq = sender_.appended() + 1;
+        }
+        while (!sender_.append_copy(r)) {
+            if (auto why = broken())
+                return unexpected(*why);
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        if (auto why = broken())
+            return unexpected(*why);
+        return true;
+    }
+    Expected<bool, std::string> finish() override
+    {
+        while (sender_.copy_state() == channel::CopyState::copying) {
+            if (stop_)
+                return unexpected(std::string("xenftd is stopping"));
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        if (sender_.copy_state() != channel::CopyState::done)
+            return unexpected(sender_.copy_error());
+        return true;
+    }
+
+private:
+    std::optional<std::string> broken() const
+    {
+        if (stop_)
+            return "xenftd is stopping";
+        if (sender_.copy_state() == channel::CopyState::failed)
+            return sender_.copy_error();
+        return std::nullopt;
+    }
+    channel::LogSender& sender_;
+    std::uint64_t epoch_;
+    const std::atomic<bool>& stop_;
+};
+
+} // namespace
+
+void XenNode::record_copy(const std::string& what)
+{
+    std::lock_guard lock(status_mu_);
+    ++status_.copies;
+    status_.last_copy = what;
+}
+
 void XenNode::run_primary()
 {
-    std::atomic<bool> pumping{true};
-    std::thread pump([&] {
-        while (pumping)
-            sender_->pump(20);
-    });
-    struct Join {
-        std::atomic<bool>& flag;
-        std::thread& t;
-        ~Join()
-        {
-            flag = false;
-            t.join();
-        }
-    } join{pumping, pump};
+    std::optional<SenderPump> pump(std::in_place, *sender_);
+    std::optional<ChannelCopySink> sink;
+    // A fresh channel for the next backup (a sender copies once, on its first connection).
+    auto renew_sender = [&] {
+        pump.reset();
+        sink.reset();
+        sender_ = std::make_unique<channel::LogSender>(cfg_.channel, *cfg_.tls);
+        pump.emplace(*sender_);
+    };
 
     XenLog log;
     XenLogWriter writer;
     std::vector<logformat::Entry> entries;
     std::deque<std::uint64_t> item_last_seq; // the seq of each unacked item's last entry
-    std::uint64_t next_seq = 1, items_acked = 0, items_sent = 0;
+    // log.front() is item number front_item (items count from the domain's start); the
+    // backup's copy covers the first copied_through of them.
+    std::uint64_t front_item = 0, copied_through = 0;
+    std::uint64_t next_seq = 1, items_acked = 0;
     auto last_status = Clock::now();
-    bool alone = false;
+    bool alone = false, copied = false;
     while (!stop_) {
-        const bool lost = !alone && peer_lost(sender_->streaming());
-        // A backup that never came (its host is down, or not set up): the guest must not wait
-        // for acks that cannot come. Decided like a loss: the test-and-set, then alone.
-        const bool never_came = !alone && !lost && !(watch_ ? watch_->heard() : channel_ever_up_) &&
-                                ms_since_start() >= static_cast<long long>(cfg_.backup_wait_ms);
+        const bool lost = copied && !alone && peer_lost(sender_->streaming());
+        // A backup that never took a copy (its host is down, or not set up): the guest must
+        // not wait for acks that cannot come. Decided like a loss: the test-and-set, then alone.
+        const bool never_came = !copied && !alone && ms_since_start() >= static_cast<long long>(cfg_.backup_wait_ms);
         if (lost || never_came) {
             const auto t0 = Clock::now();
             say("[" + std::to_string(ms_since_start()) + " ms] " +
                 (lost ? "the backup is lost: no " + std::string(watch_ ? "heartbeat" : "channel") + " for " +
                             std::to_string(cfg_.failover_ms) + " ms; "
-                      : "no backup answered within " + std::to_string(cfg_.backup_wait_ms) + " ms of the start; ") +
+                      : "no backup took a copy within " + std::to_string(cfg_.backup_wait_ms) + " ms of the start; ") +
                 std::to_string(primary_->outputs_held()) + " outputs held");
             if (!arbitrate("primary")) {
                 // The backup took over (or it cannot be known): this copy of the VM must not run.
                 (void)primary_->pause();
                 record_failover("lost the test-and-set: domain paused, held outputs dropped");
-            } else {
-                primary_->continue_alone();
-                alone = true;
-                const std::string what = "won: " + name_ + " continues alone, its outputs leave at once (" +
-                                         std::to_string(ms_between(t0, Clock::now())) + " ms after the loss)";
-                say("[" + std::to_string(ms_since_start()) + " ms] " + what);
-                record_failover(what);
-            }
-            if (!alone)
                 return end(XenRole::paused, "[" + std::to_string(ms_since_start()) + " ms] lost: " + name_ +
                                                 " paused, its held outputs dropped");
+            }
+            primary_->continue_alone();
+            alone = true;
+            copied = false;
+            const std::string what = "won: " + name_ + " continues alone, its outputs leave at once (" +
+                                     std::to_string(ms_between(t0, Clock::now())) +
+                                     " ms after the loss); a backup that comes gets a live copy";
+            say("[" + std::to_string(ms_since_start()) + " ms] " + what);
+            record_failover(what);
+            primary_->cancel_copy();
+            renew_sender();
         }
         if (auto why = primary_->ended())
             return end(XenRole::stopped, "ended: " + *why);
+        // A backup connected and waits for its copy: the domain takes it at its next ioreq.
+        if (!copied && !sink && sender_->copy_state() == channel::CopyState::copying) {
+            sink.emplace(*sender_, cfg_.channel.epoch, stop_);
+            primary_->copy_at_next_ioreq(*sink);
+            say("[" + std::to_string(ms_since_start()) + " ms] a backup at " + cfg_.channel.address.to_string() +
+                " waits for a live copy: taken at the domain's next ioreq");
+        }
         wait_readable(primary_->wait_fds(), 20);
         if (auto r = primary_->step(log, 0); !r) {
             if (auto why = primary_->ended()) // destroyed under us: its end, not an error
                 return end(XenRole::stopped, "ended: " + *why);
             return end(XenRole::failed, r.error());
         }
-        if (alone) {
-            log.clear(); // no backup: the log has no reader until a new one joins
+        if (auto o = primary_->take_copy_outcome()) {
+            if (o->ok) {
+                copied = true;
+                copied_through = o->items;
+                items_acked = o->items; // the backup has their effects
+                item_last_seq.clear();
+                next_seq = sender_->appended() + 1;
+                const std::string what = "sent to " + cfg_.channel.address.to_string() + " at exit " +
+                                         std::to_string(o->exit) + ": " + std::to_string(o->pages) + " pages, " +
+                                         std::to_string(o->disk_blocks) + " disk blocks; the vCPU waited " +
+                                         std::to_string(o->ms) + " ms";
+                say("[" + std::to_string(ms_since_start()) + " ms] live copy " + what + "; protected" +
+                    (alone ? " again" : ""));
+                record_copy(what);
+                if (alone) {
+                    primary_->protect_again();
+                    alone = false;
+                }
+            } else {
+                say("[" + std::to_string(ms_since_start()) + " ms] live copy to " + cfg_.channel.address.to_string() +
+                    " failed after " + std::to_string(o->ms) + " ms: " + o->error + "; the next backup that asks gets a new one");
+                renew_sender();
+            }
+            sink.reset();
+        }
+        if (!copied && sink && sender_->copy_state() == channel::CopyState::failed) {
+            // The backup went away before the domain reached a copy point.
+            primary_->cancel_copy();
+            say("live copy to " + cfg_.channel.address.to_string() + " failed before it began: " + sender_->copy_error());
+            renew_sender();
+        }
+        if (!copied) {
+            // No backup has the domain: the log has no reader (its effects go in the next copy).
+            front_item += log.size();
+            log.clear();
         } else {
+            // The items before the copy point are in the copy.
+            while (!log.empty() && front_item < copied_through) {
+                log.pop_front();
+                ++front_item;
+            }
             // Into the channel, whole items at a time, while it has room (else they wait here).
             while (!log.empty()) {
                 entries.clear();
@@ -329,7 +461,7 @@ void XenNode::run_primary()
                     break; // full: the backup is behind; the item is sent when acks make room
                 item_last_seq.push_back(next_seq - 1);
                 log.pop_front();
-                ++items_sent;
+                ++front_item;
             }
             sender_->flush(primary_->outputs_held() > 0);
             const auto acked = sender_->acked();
@@ -360,7 +492,7 @@ void XenNode::run_primary()
                 std::to_string(sender_->acked()) + " acked); digests " + std::to_string(s.digests) +
                 " (last at exit " + std::to_string(s.last_digest.exit) + ", " + std::to_string(s.digest_ms) +
                 " ms); frames in " + std::to_string(s.frames_in) + ", out " + std::to_string(s.frames_out) +
-                (s.channel_up || alone ? "" : "; channel down"));
+                (alone ? "; alone" : copied ? (s.channel_up ? "" : "; channel down") : "; waiting for a backup"));
         }
         publish(std::move(s));
     }
@@ -369,13 +501,27 @@ void XenNode::run_primary()
 
 void XenNode::run_backup()
 {
+    struct CopyAnswer {
+        std::uint64_t attempt;
+        bool ok;
+        std::string reason;
+    };
     std::mutex mu;
     std::deque<logformat::Entry> inbox;
+    std::deque<channel::LogReceiver::ReceivedCopy> copies;
+    std::optional<CopyAnswer> answer;
     std::atomic<bool> pumping{true}, channel_up{false};
+    receiver_->await_copy(cfg_.channel.epoch);
     std::thread pump([&] {
         while (pumping) {
             receiver_->pump(5);
             std::lock_guard lock(mu);
+            while (auto c = receiver_->pop_copy())
+                copies.push_back(std::move(*c));
+            if (answer) {
+                receiver_->copy_applied(answer->attempt, answer->ok, answer->reason);
+                answer.reset();
+            }
             while (auto e = receiver_->pop())
                 inbox.push_back(std::move(*e));
             channel_up = receiver_->connected();
@@ -392,6 +538,64 @@ void XenNode::run_backup()
         }
         ~Join() { now(); }
     } join{pumping, pump};
+
+    // The live copy first: the domain stays paused until its final record is in.
+    {
+        XenNodeStatus s;
+        s.role = XenRole::backup_copying;
+        s.domid = cfg_.domid;
+        publish(std::move(s));
+    }
+    const auto copy_began = Clock::now();
+    std::uint64_t pages = 0;
+    while (!stop_ && !backup_->replaying()) {
+        std::deque<channel::LogReceiver::ReceivedCopy> got;
+        {
+            std::lock_guard lock(mu);
+            got.swap(copies);
+        }
+        for (auto& c : got) {
+            if (std::holds_alternative<channel::CopyBegin>(c.record))
+                pages = 0;
+            if (const auto* p = std::get_if<channel::CopyPages>(&c.record))
+                pages += p->numbers.size();
+            const bool final = std::holds_alternative<channel::CopyFinal>(c.record);
+            auto r = backup_->apply_copy(c.record);
+            if (!r) {
+                {
+                    std::lock_guard lock(mu);
+                    answer = CopyAnswer{c.attempt, false, r.error()};
+                }
+                // Let the pump tell the primary why, then stop: the domains do not match.
+                for (int i = 0; i < 100; ++i) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                    std::lock_guard lock(mu);
+                    if (!answer)
+                        break;
+                }
+                return end(XenRole::failed, r.error());
+            }
+            if (final) {
+                std::lock_guard lock(mu);
+                answer = CopyAnswer{c.attempt, true, {}};
+                break;
+            }
+        }
+        if (backup_->replaying()) {
+            const std::string what = "taken at the primary's exit " + std::to_string(backup_->exit_base()) + ": " +
+                                     std::to_string(pages) + " pages and disk blocks, " +
+                                     std::to_string(ms_between(copy_began, Clock::now())) + " ms after this node started";
+            say("[" + std::to_string(ms_since_start()) + " ms] live copy " + what + "; replaying");
+            record_copy(what);
+            break;
+        }
+        if (peer_lost(channel_up))
+            return end(XenRole::failed, "the primary was lost before its live copy was complete: this backup has no "
+                                        "state to go live with (its domain stays paused)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (stop_)
+        return end(XenRole::stopped, "stopped before the live copy was complete");
 
     XenLog log;
     XenLogReader reader;

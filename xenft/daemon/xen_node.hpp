@@ -3,8 +3,12 @@
 //
 // The primary records the domain with xenft's device models (backends/xen/ft_domain.hpp) and
 // streams its log over the TLS logging channel; outputs leave when the backup acked the log
-// before them. The backup replays the log into its own domain, created from the same
-// configuration, and compares state digests at the exits the primary took them. Authenticated
+// before them. The backup's domain, created paused from the same configuration, first takes a
+// live copy of the running primary over the same channel (memory, written disk blocks, Xen's
+// HVM context, device state), then replays the log from there and compares state digests at
+// the exits the primary took them. A backup may come at any time: a primary without one holds
+// its outputs for backup_wait_ms, then (test-and-set won) runs alone, and a backup that comes
+// later gets a copy and protects it again. Authenticated
 // UDP heartbeats tell when the peer is gone (a host that loses power closes no connection);
 // then the test-and-set on the shared LUN decides which host runs the VM: the backup goes live
 // if it wins; the primary continues alone if it wins and pauses its domain if it loses.
@@ -14,9 +18,8 @@
 // busy with a digest of all memory while the primary waits for acks); one sends and hears
 // heartbeats. status() may be called from any thread.
 //
-// Not here yet (docs/xen-backend.md): creating the backup from a running primary (both hosts
-// start the domain from its configuration, protected from its first instruction), operator
-// failover and re-protection after a failover.
+// Not here yet (docs/xen-backend.md): operator failover, and a live domain (a backup that went
+// live) taking a new backup.
 #pragma once
 
 #include <atomic>
@@ -50,8 +53,8 @@ struct XenNodeConfig {
     // The test-and-set; none: take over without asking (only for a single host's test pair).
     std::optional<arbiter::ArbiterConfig> arbiter;
     std::uint64_t failover_ms = 1000; // silence of the peer before the test-and-set
-    // The primary's wait for a backup that was never heard; then it runs the test-and-set and,
-    // if it wins, continues alone (unprotected: a backup cannot join a running domain yet).
+    // The primary's wait for a backup to take its copy; then it runs the test-and-set and, if
+    // it wins, continues alone (a backup that comes later gets a copy and protects it again).
     std::uint64_t backup_wait_ms = 30'000;
     std::uint64_t status_every_ms = 5000; // a status line in the log this often; 0: none
     // Where log lines go (default: stderr); they name the domain and the cause.
@@ -61,6 +64,7 @@ struct XenNodeConfig {
 enum class XenRole : std::uint8_t {
     primary_protected, // recording; outputs wait for the backup's acks
     primary_alone,     // won the test-and-set without a backup: outputs leave at once
+    backup_copying,    // waiting for (or taking) the live copy of the primary
     backup_replaying,
     live,              // the former backup, live after the primary was lost
     paused,            // lost the test-and-set: the peer runs the VM, this domain must not
@@ -83,6 +87,8 @@ struct XenNodeStatus {
     backends::xen::DigestAt last_digest;
     std::uint64_t digest_ms = 0;    // primary: the last digest's cost
     std::uint64_t frames_in = 0, frames_out = 0; // primary: TAP to guest, released; backup: replayed, resent
+    std::uint64_t copies = 0;       // live copies sent (primary) or taken (backup)
+    std::string last_copy;          // what the last one was: exit, pages, disk blocks, pause
     std::string last_failover;      // what the last failover did, with its timeline
     std::uint64_t last_failover_unix_ms = 0;
     std::string failure;            // why the node stopped, if it did
@@ -113,6 +119,7 @@ private:
     void publish(XenNodeStatus s);
     void end(XenRole role, const std::string& why);
     void record_failover(const std::string& what);
+    void record_copy(const std::string& what);
     long long ms_since_start() const;
 
     XenNodeConfig cfg_;

@@ -236,6 +236,8 @@ nlohmann::json xen_status_json(const daemon::DaemonConfig& c, const daemon::XenN
                              {"last_digest", s.last_digest.exit ? backends::xen::hex(s.last_digest.digest) : ""},
                              {"last_digest_ms", s.digest_ms},
                              {"channel_up", s.channel_up},
+                             {"copies", s.copies},
+                             {"last_copy", s.last_copy},
                              {"frames_in", s.frames_in},
                              {"frames_out", s.frames_out}};
     return {{"vm", c.vm_id},

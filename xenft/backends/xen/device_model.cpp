@@ -62,6 +62,34 @@ bool XenGuestMemory::write_guest(std::uint64_t gpa, std::span<const std::uint8_t
     return true;
 }
 
+bool TrackedDisk::write(std::uint64_t offset, std::span<const std::uint8_t> data)
+{
+    if (!store_.write(offset, data))
+        return false;
+    for (std::uint64_t b = offset / kBlockBytes; !data.empty() && b <= (offset + data.size() - 1) / kBlockBytes; ++b)
+        written_.insert(b);
+    return true;
+}
+
+std::uint64_t TrackedDisk::block_length(std::uint64_t block) const
+{
+    const std::uint64_t at = block * kBlockBytes;
+    return at >= size_bytes() ? 0 : std::min(kBlockBytes, size_bytes() - at);
+}
+
+bool TrackedDisk::read_block(std::uint64_t block, std::span<std::uint8_t, kBlockBytes> out)
+{
+    const std::uint64_t n = block_length(block);
+    std::fill(out.begin(), out.end(), std::uint8_t{0});
+    return n != 0 && store_.read(block * kBlockBytes, std::span(out).first(n));
+}
+
+bool TrackedDisk::write_block(std::uint64_t block, std::span<const std::uint8_t, kBlockBytes> data)
+{
+    const std::uint64_t n = block_length(block);
+    return n != 0 && write(block * kBlockBytes, std::span(data).first(n));
+}
+
 Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(std::uint32_t domid, const DeviceModelSpec& spec)
 {
     auto xc = XenControl::open();
@@ -110,6 +138,38 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
     if (auto r = dm->server_->enable(); !r)
         return unexpected(r.error());
     return dm;
+}
+
+std::vector<std::uint8_t> XenDeviceModel::save_devices() const
+{
+    std::vector<std::uint8_t> out;
+    devices::StateWriter w(out);
+    for (const devices::Device* d : bus_.devices())
+        d->save(w);
+    return out;
+}
+
+Expected<bool, std::string> XenDeviceModel::load_devices(std::span<const std::uint8_t> blob)
+{
+    devices::StateReader r(blob);
+    for (devices::Device* d : bus_.devices())
+        if (!d->load(r))
+            return unexpected(std::string("the ") + d->name() +
+                              " state is damaged or from a domain with other devices (same [vm] on both hosts?)");
+    if (!r.at_end())
+        return unexpected(std::string("the device state has trailing bytes (the primary's domain has more devices)"));
+    return true;
+}
+
+std::uint64_t XenDeviceModel::clock_ns() const
+{
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
+}
+
+void XenDeviceModel::continue_clock_from(std::uint64_t ns)
+{
+    start_ = std::chrono::steady_clock::now() - std::chrono::nanoseconds(static_cast<std::int64_t>(ns));
 }
 
 void XenDeviceModel::handle(IoAccess& a)

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,27 @@ private:
     explicit XenGuestMemory(GuestPages pages) : pages_(std::move(pages)) {}
     bool valid(std::uint64_t gpa, std::size_t n) const;
     GuestPages pages_;
+};
+
+// The disk image, remembering which 4 KiB blocks were written since it was opened: a live copy
+// sends those, for a backup whose image started equal to the primary's.
+class TrackedDisk final : public devices::BlockPort {
+public:
+    static constexpr std::uint64_t kBlockBytes = 4096;
+    explicit TrackedDisk(devices::FileStore store) : store_(std::move(store)) {}
+    bool read(std::uint64_t offset, std::span<std::uint8_t> out) override { return store_.read(offset, out); }
+    bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+    bool flush() override { return store_.flush(); }
+    std::uint64_t size_bytes() const noexcept { return store_.size_bytes(); }
+    const std::set<std::uint64_t>& written() const noexcept { return written_; }
+    // Block `block` (the last one may be short: only its part inside the image).
+    bool read_block(std::uint64_t block, std::span<std::uint8_t, kBlockBytes> out);
+    bool write_block(std::uint64_t block, std::span<const std::uint8_t, kBlockBytes> data);
+
+private:
+    std::uint64_t block_length(std::uint64_t block) const;
+    devices::FileStore store_;
+    std::set<std::uint64_t> written_;
 };
 
 struct DeviceModelSpec {
@@ -93,6 +115,13 @@ public:
         if (net_)
             net_->set_transmit(tx);
     }
+    // The devices' state (what a live copy carries), and its loading on the backup.
+    std::vector<std::uint8_t> save_devices() const;
+    Expected<bool, std::string> load_devices(std::span<const std::uint8_t> blob);
+    // The clock register's reading; the backup's continues from the primary's.
+    std::uint64_t clock_ns() const;
+    void continue_clock_from(std::uint64_t ns);
+    TrackedDisk* disk() noexcept { return disk_ ? &*disk_ : nullptr; }
     // Everything the guest printed on the UART (the last 64 KiB).
     const std::string& console() const noexcept { return uart_.output(); }
     std::uint64_t requests() const noexcept { return server_ ? server_->requests() : 0; }
@@ -116,7 +145,7 @@ private:
             std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
     }};
     std::optional<devices::TapDevice> tap_;
-    std::optional<devices::FileStore> disk_;
+    std::optional<TrackedDisk> disk_;
     std::unique_ptr<devices::VirtioNet> net_;
     std::unique_ptr<devices::VirtioBlk> blk_;
     devices::DeviceBus bus_;

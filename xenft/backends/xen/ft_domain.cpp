@@ -4,9 +4,12 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <memory>
+
+#include "xenft/backends/xen/copy_state.hpp"
 
 namespace xenft::backends::xen {
 
@@ -181,6 +184,9 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
     const std::uint64_t exit = session_->ring().exits();
     if (auto r = take_records(log, false); !r)
         return r;
+    // A copy at an MMIO access: before the access, which the backup's vCPU makes again.
+    if (copy_sink_ && !a.port && exit > 0)
+        copy_now(exit - 1);
     auto event = [&](DeviceEvent::Kind kind, std::span<const std::uint8_t> bytes) {
         DeviceEvent e;
         e.kind = kind;
@@ -211,7 +217,97 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
         frames_.pop_front();
         ++frames_in_;
     }
-    return dm_->deliver_interrupts();
+    auto delivered = dm_->deliver_interrupts();
+    // A copy at a port write: after everything the primary does at it (the instruction has
+    // retired; the interrupts raised here are in the vLAPIC and Xen logs their injection next).
+    if (delivered && copy_sink_ && a.port && !a.read)
+        copy_now(exit);
+    return delivered;
+}
+
+void RecordingDomain::copy_now(std::uint64_t exit)
+{
+    CopySink& sink = *std::exchange(copy_sink_, nullptr);
+    CopyOutcome o;
+    o.items = appended_;
+    o.exit = exit;
+    const std::uint64_t began = now_ms();
+    auto sent = send_copy(sink, exit, o);
+    o.ok = sent.has_value();
+    if (!sent)
+        o.error = sent.error();
+    o.ms = now_ms() - began;
+    copy_outcome_ = std::move(o);
+}
+
+// The vCPU waits in an ioreq meanwhile, and nothing else writes guest memory (xenft's devices
+// only act at ioreqs), so what is read here is one consistent state.
+Expected<bool, std::string> RecordingDomain::send_copy(CopySink& sink, std::uint64_t exit, CopyOutcome& o)
+{
+    const std::uint32_t domid = dm_->domid();
+    const std::string who = "domain " + std::to_string(domid);
+    XenGuestMemory& mem = dm_->memory();
+    const std::uint64_t pages = mem.page_count();
+    std::uint64_t populated = 0;
+    for (std::uint64_t gfn = 0; gfn < pages; ++gfn)
+        if (!mem.page(gfn).empty())
+            ++populated;
+    if (auto r = sink.send(channel::CopyBegin{pages * channel::kCopyPageBytes, populated}); !r)
+        return r;
+    channel::CopyPages batch;
+    auto add = [&](std::uint64_t number, std::span<const std::uint8_t> bytes) -> Expected<bool, std::string> {
+        batch.numbers.push_back(number);
+        batch.data.insert(batch.data.end(), bytes.begin(), bytes.end());
+        if (batch.numbers.size() < channel::kCopyPagesPerRecord)
+            return true;
+        return sink.send(std::exchange(batch, {}));
+    };
+    for (std::uint64_t gfn = 0; gfn < pages; ++gfn)
+        if (const auto page = mem.page(gfn); !page.empty()) {
+            if (auto r = add(gfn, page); !r)
+                return r;
+            ++o.pages;
+        }
+    // The disk's written blocks, numbered after the memory's pages.
+    TrackedDisk* disk = dm_->disk();
+    if (disk) {
+        std::array<std::uint8_t, TrackedDisk::kBlockBytes> block{};
+        for (std::uint64_t b : disk->written()) {
+            if (!disk->read_block(b, block))
+                return unexpected(who + ": cannot read block " + std::to_string(b) + " of the disk image");
+            if (auto r = add(pages + b, block); !r)
+                return r;
+            ++o.disk_blocks;
+        }
+    }
+    if (!batch.numbers.empty())
+        if (auto r = sink.send(std::exchange(batch, {})); !r)
+            return r;
+
+    XenVcpuCopy vcpu;
+    xc_interface* xch = dm_->control().get();
+    const int size = xc_domain_hvm_getcontext(xch, domid, nullptr, 0);
+    if (size <= 0)
+        return unexpected(errno_text(who + ": cannot size the HVM context"));
+    vcpu.hvm_context.resize(static_cast<std::size_t>(size));
+    const int got = xc_domain_hvm_getcontext(xch, domid, vcpu.hvm_context.data(), static_cast<std::uint32_t>(size));
+    if (got <= 0)
+        return unexpected(errno_text(who + ": cannot read the HVM context"));
+    vcpu.hvm_context.resize(static_cast<std::size_t>(got));
+    if (xc_domain_get_tsc_info(xch, domid, &vcpu.tsc_mode, &vcpu.tsc_elapsed_ns, &vcpu.tsc_khz, &vcpu.tsc_incarnation) != 0)
+        return unexpected(errno_text(who + ": cannot read the TSC parameters"));
+    vcpu.clock_ns = dm_->clock_ns();
+    vcpu.disk_bytes = disk ? disk->size_bytes() : 0;
+    channel::CopyFinal final;
+    final.exit = exit;
+    final.cpu = encode_xen_vcpu_copy(vcpu);
+    final.devices = dm_->save_devices();
+    if (final.cpu.size() > channel::kMaxCopyStateBytes || final.devices.size() > channel::kMaxCopyStateBytes)
+        return unexpected(who + ": the vCPU or device state is over the copy's " +
+                          std::to_string(channel::kMaxCopyStateBytes) + "-byte limit");
+    if (auto r = sink.send(std::move(final)); !r)
+        return r;
+    return sink.finish();
 }
 
 std::vector<int> RecordingDomain::wait_fds() const
@@ -268,6 +364,89 @@ ReplayingDomain::ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique
     dm_->set_transmit(&kept_);
 }
 
+Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::await_copy(std::uint32_t domid,
+                                                                                     const FtSpec& spec)
+{
+    auto dm = XenDeviceModel::create(domid, spec.devices);
+    if (!dm)
+        return unexpected(dm.error());
+    std::unique_ptr<ReplayingDomain> d(new ReplayingDomain(std::move(dm).value(), nullptr));
+    d->spec_ = spec;
+    // A pause of our own, so the toolstack's unpause (or ours, spec.unpause) leaves the domain
+    // paused until the copy is in; apply_copy() takes it back.
+    if (auto r = d->dm_->control().pause(domid); !r)
+        return unexpected(r.error());
+    if (spec.unpause)
+        if (auto r = d->dm_->control().unpause(domid); !r)
+            return unexpected(r.error());
+    return d;
+}
+
+Expected<bool, std::string> ReplayingDomain::apply_copy(const channel::CopyRecord& record)
+{
+    const std::string who = "domain " + std::to_string(dm_->domid()) + ": live copy";
+    if (session_)
+        return unexpected(who + ": this domain replays already");
+    XenGuestMemory& mem = dm_->memory();
+    const std::uint64_t pages = mem.page_count();
+    if (const auto* b = std::get_if<channel::CopyBegin>(&record)) {
+        if (b->memory_bytes != pages * channel::kCopyPageBytes)
+            return unexpected(who + ": the primary's domain has " + std::to_string(b->memory_bytes >> 20) +
+                              " MiB of memory, this one " + std::to_string((pages * channel::kCopyPageBytes) >> 20) +
+                              " MiB (memory= in the xl configuration, [vm] memory-mib in xenft.conf)");
+        return true;
+    }
+    if (const auto* p = std::get_if<channel::CopyPages>(&record)) {
+        TrackedDisk* disk = dm_->disk();
+        for (std::size_t k = 0; k < p->numbers.size(); ++k) {
+            const std::uint64_t n = p->numbers[k];
+            const auto bytes = std::span(p->data).subspan(k * channel::kCopyPageBytes, channel::kCopyPageBytes);
+            if (n < pages) {
+                if (!mem.write_guest(n * channel::kCopyPageBytes, bytes))
+                    return unexpected(who + ": guest page " + std::to_string(n) +
+                                      " is populated on the primary but not here (not the same configuration)");
+            } else if (!disk || !disk->write_block(n - pages, bytes.first<TrackedDisk::kBlockBytes>())) {
+                return unexpected(who + ": disk block " + std::to_string(n - pages) + " is outside " +
+                                  (disk ? "this host's disk image" : "any disk: this domain has none"));
+            }
+        }
+        return true;
+    }
+    return load_final(std::get<channel::CopyFinal>(record));
+}
+
+Expected<bool, std::string> ReplayingDomain::load_final(const channel::CopyFinal& f)
+{
+    const std::uint32_t domid = dm_->domid();
+    const std::string who = "domain " + std::to_string(domid) + ": live copy";
+    auto vcpu = decode_xen_vcpu_copy(f.cpu);
+    if (!vcpu)
+        return unexpected(who + ": " + vcpu.error());
+    TrackedDisk* disk = dm_->disk();
+    if (vcpu->disk_bytes != (disk ? disk->size_bytes() : 0))
+        return unexpected(who + ": the primary's disk image has " + std::to_string(vcpu->disk_bytes) +
+                          " bytes, this host's " + std::to_string(disk ? disk->size_bytes() : 0));
+    xc_interface* xch = dm_->control().get();
+    // As Xen's own restore does: the TSC parameters first, then the HVM context.
+    if (xc_domain_set_tsc_info(xch, domid, vcpu->tsc_mode, vcpu->tsc_elapsed_ns, vcpu->tsc_khz,
+                               vcpu->tsc_incarnation) != 0)
+        return unexpected(errno_text(who + ": cannot set the TSC parameters"));
+    if (xc_domain_hvm_setcontext(xch, domid, vcpu->hvm_context.data(),
+                                 static_cast<std::uint32_t>(vcpu->hvm_context.size())) != 0)
+        return unexpected(errno_text(who + ": Xen refused the HVM context"));
+    if (auto r = dm_->load_devices(f.devices); !r)
+        return unexpected(who + ": " + r.error());
+    dm_->continue_clock_from(vcpu->clock_ns);
+    auto session = FtSession::enable(dm_->control(), dm_->foreign_memory(), domid, FtSession::Mode::replay,
+                                     spec_.ring_pages);
+    if (!session)
+        return unexpected(session.error());
+    session_ = std::move(session).value();
+    exit_base_ = f.exit;
+    last_published_exit_ = f.exit;
+    return dm_->control().unpause(domid);
+}
+
 Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::start(std::uint32_t domid,
                                                                                 const FtSpec& spec)
 {
@@ -311,7 +490,7 @@ Expected<bool, std::string> ReplayingDomain::apply(const DeviceEvent& e)
 
 Expected<bool, std::string> ReplayingDomain::at_ioreq(IoAccess& a)
 {
-    const std::uint64_t exit = session_ ? session_->ring().exits() : 0;
+    const std::uint64_t exit = session_ ? exits() : 0;
     const std::string where = "domain " + std::to_string(dm_->domid()) + " at exit " + std::to_string(exit);
     if (session_ && a.read)
         return unexpected(where + ": a read of " + hex_address(a.address) +
@@ -348,7 +527,15 @@ Expected<bool, std::string> ReplayingDomain::put_records(std::span<const FtRecor
 {
     if (records.empty())
         return true;
-    if (session_->ring().put(records) != records.size())
+    // Xen counts this domain's exits from the copy on: the log's numbers less the copy's exit.
+    std::vector<FtRecord> ours(records.begin(), records.end());
+    for (FtRecord& r : ours) {
+        if (r.exit < exit_base_)
+            return unexpected("domain " + std::to_string(dm_->domid()) + ": the log has a record of exit " +
+                              std::to_string(r.exit) + ", before the live copy's exit " + std::to_string(exit_base_));
+        r.exit -= exit_base_;
+    }
+    if (session_->ring().put(ours) != ours.size())
         return unexpected("domain " + std::to_string(dm_->domid()) + ": the FT ring took part of an exit");
     for (const FtRecord& r : records)
         last_published_exit_ = std::max(last_published_exit_, r.exit);
@@ -456,8 +643,9 @@ Expected<bool, std::string> ReplayingDomain::serve_and_publish(XenLog& log, int 
     if (!info)
         return unexpected(info.error());
     if (info->crashed)
-        return unexpected(who + ": the replaying domain crashed at exit " + std::to_string(session_->ring().exits()) +
-                          " (xl dmesg names the record)");
+        return unexpected(who + ": the replaying domain crashed at exit " + std::to_string(exits()) +
+                          " (xl dmesg names the record" +
+                          (exit_base_ ? ", counting from the live copy's exit " + std::to_string(exit_base_) : "") + ")");
     error_.clear();
     auto served = dm_->serve([&](IoAccess& a) {
         if (auto r = at_ioreq(a); !r && error_.empty())
@@ -485,14 +673,14 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
     for (;;) {
         if (std::chrono::steady_clock::now() > deadline)
             return unexpected(who + ": the log was not replayed within 60 s (at exit " +
-                              std::to_string(session_->ring().exits()) + ", " + std::to_string(log.size()) +
+                              std::to_string(exits()) + ", " + std::to_string(log.size()) +
                               " items and " + std::to_string(pending_.size()) + " device events left)");
         // Consumed: all but an injection Xen holds for the next entry, which going live delivers.
         FtRing& ring = session_->ring();
         if (log.empty() && pending_.empty() && ring.produced() - ring.consumed() <= 1) {
             if (auto r = dm_->control().pause(dm_->domid()); !r)
                 return r;
-            live_exit_ = ring.exits();
+            live_exit_ = exits();
             auto live = session_->go_live();
             if (auto r = dm_->control().unpause(dm_->domid()); !r)
                 return r;
@@ -520,6 +708,8 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
 
 std::vector<int> ReplayingDomain::wait_fds() const
 {
+    if (!session_)
+        return {dm_->ioreq_fd()};
     return {dm_->ioreq_fd(), session_->channel().fd()};
 }
 

@@ -12,7 +12,13 @@
 // device event at a read exit N is applied once the backup's vCPU has consumed N's logged
 // value and waits before re-entering the guest (nothing after N is published yet); one at a
 // write exit is applied in the backup's ioreq for N, in the primary's order: digest, the write,
-// frames, interrupts. Docs: docs/xen-backend.md.
+// frames, interrupts.
+//
+// The backup starts from a live copy of the primary (copy_at_next_ioreq / await_copy): memory,
+// the disk blocks the primary wrote, Xen's HVM context and the device models' state, taken
+// while the primary's vCPU waits in an ioreq. Xen counts the backup's exits from 0 there, so
+// the backup adds the copy's exit (exit_base) to its own count everywhere it meets the log.
+// Docs: docs/xen-backend.md.
 #pragma once
 
 #include <array>
@@ -21,12 +27,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
 #include "xenft/backends/xen/device_model.hpp"
 #include "xenft/backends/xen/ft_log.hpp"
 #include "xenft/backends/xen/xen_log.hpp"
+#include "xenft/channel/copy.hpp"
 #include "xenft/engine/output_gate.hpp"
 #include "xenft/logformat/entry.hpp"
 
@@ -55,6 +63,27 @@ struct DigestAt {
     Digest digest{};
 };
 
+// Where a live copy goes (XenNode: the logging channel to the new backup).
+class CopySink {
+public:
+    virtual ~CopySink() = default;
+    // Queues one record for the backup, waiting while earlier ones drain; an error: the copy
+    // failed (the backup went away, or the channel gave up).
+    virtual Expected<bool, std::string> send(channel::CopyRecord record) = 0;
+    // After the final record: returns once the backup applied the copy, or why not.
+    virtual Expected<bool, std::string> finish() = 0;
+};
+
+// What the primary's last live copy did.
+struct CopyOutcome {
+    bool ok = false;
+    std::string error;
+    std::uint64_t items = 0;  // log items before the copy point: the copy covers them
+    std::uint64_t exit = 0;   // the copy is the state after this exit
+    std::uint64_t pages = 0, disk_blocks = 0;
+    std::uint64_t ms = 0;     // the vCPU waited this long
+};
+
 class RecordingDomain {
 public:
     // The domain must be paused (xl create -p, or the xl hook); start() unpauses it unless
@@ -75,6 +104,21 @@ public:
         gate_.set_passthrough(true);
         alone_ = true;
     }
+    // A new backup has the copy: outputs wait for its acks again, digests resume.
+    void protect_again()
+    {
+        gate_.set_passthrough(false);
+        alone_ = false;
+    }
+    // A live copy to a new backup, at the next ioreq where the vCPU's state is whole: an MMIO
+    // access (the instruction has not retired; Xen executes it again when the backup's vCPU
+    // resumes, so the copy is the state after exit N - 1), or a port write (it has retired: the
+    // state after exit N). The vCPU waits in that ioreq until the backup applied the copy.
+    void copy_at_next_ioreq(CopySink& sink) { copy_sink_ = &sink; }
+    void cancel_copy() noexcept { copy_sink_ = nullptr; }
+    bool copy_requested() const noexcept { return copy_sink_ != nullptr; }
+    // The outcome of the last copy, once.
+    std::optional<CopyOutcome> take_copy_outcome() { return std::exchange(copy_outcome_, std::nullopt); }
     // The peer runs the VM now (it won the test-and-set): this copy must not run on.
     Expected<bool, std::string> pause() { return dm_->control().pause(dm_->domid()); }
     std::optional<std::string> ended() const { return dm_->ended(); }
@@ -98,6 +142,8 @@ private:
     Expected<bool, std::string> take_records(XenLog& log, bool stopped);
     Expected<bool, std::string> at_ioreq(IoAccess& a, XenLog& log);
     void append(XenLog& log, XenLogItem item);
+    void copy_now(std::uint64_t exit);
+    Expected<bool, std::string> send_copy(CopySink& sink, std::uint64_t exit, CopyOutcome& o);
 
     // The NIC's frames go through the gate, each tagged with the log position it follows.
     class GatedTransmit final : public devices::NetTransmit {
@@ -121,6 +167,8 @@ private:
     std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
     DigestAt last_digest_;
     bool alone_ = false;
+    CopySink* copy_sink_ = nullptr;
+    std::optional<CopyOutcome> copy_outcome_;
     std::string error_; // set inside the ioreq handler
 };
 
@@ -132,6 +180,16 @@ public:
     // spec.unpause is false). Its TAP
     // (spec.devices.tap) stays unread and unwritten until go_live().
     static Expected<std::unique_ptr<ReplayingDomain>, std::string> start(std::uint32_t domid, const FtSpec& spec);
+    // The backup of a running primary: the device models serve the domain, which stays paused
+    // (also past the toolstack's unpause) until apply_copy() took a live copy's final record.
+    static Expected<std::unique_ptr<ReplayingDomain>, std::string> await_copy(std::uint32_t domid, const FtSpec& spec);
+    // One record of the live copy, in order. The final one loads the state, enters replay
+    // from the copy's exit and unpauses the domain. An error names what does not match (the
+    // domains were not made from the same configuration); a new copy may start over.
+    Expected<bool, std::string> apply_copy(const channel::CopyRecord& record);
+    bool replaying() const noexcept { return session_ != nullptr; }
+    // The primary's exit the copy was taken after (0: replaying since the first instruction).
+    std::uint64_t exit_base() const noexcept { return exit_base_; }
 
     // Waits up to timeout_ms, answers the domain's ioreq, takes from the front of `log` what
     // the domain can use now and publishes it. Every item taken is received (acked).
@@ -147,7 +205,7 @@ public:
     Expected<std::string, std::string> run_live(const std::atomic<bool>& stop);
 
     std::uint64_t taken() const noexcept { return taken_; }
-    std::uint64_t exits() const { return session_ ? session_->ring().exits() : live_exit_; }
+    std::uint64_t exits() const { return session_ ? exit_base_ + session_->ring().exits() : live_exit_; }
     std::uint64_t digests_matched() const noexcept { return digests_matched_; }
     const DigestAt& last_digest() const noexcept { return last_digest_; }
     std::uint64_t frames_replayed() const noexcept { return frames_replayed_; }
@@ -159,6 +217,7 @@ public:
 
 private:
     ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session);
+    Expected<bool, std::string> load_final(const channel::CopyFinal& f);
     Expected<bool, std::string> at_ioreq(IoAccess& a);
     Expected<bool, std::string> apply(const DeviceEvent& e);
     Expected<bool, std::string> serve_and_publish(XenLog& log, int timeout_ms, bool final);
@@ -179,7 +238,9 @@ private:
     };
 
     std::unique_ptr<XenDeviceModel> dm_;
-    std::unique_ptr<FtSession> session_; // null once live
+    std::unique_ptr<FtSession> session_; // null before the copy and once live
+    FtSpec spec_;
+    std::uint64_t exit_base_ = 0;
     KeepLast kept_;
     // Device events taken from the log, waiting for the domain to reach their exit.
     std::vector<DeviceEvent> pending_;
