@@ -15,11 +15,11 @@
 #     (a power cut); B wins the test-and-set, goes live, and the download finishes intact on
 #     the same TCP connection; the PUT is still there.
 #   case "b-dies": the same with QEMU B killed: A wins the test-and-set and continues alone.
-#   case "b-late": only host A boots: its primary waits [failover] backup-wait-ms for a
-#     backup, wins the test-and-set and serves alone (the guest's outputs no longer held). Then
-#     host B boots: its backup takes a live copy of A's domain, which has served for minutes,
-#     and A is protected again; the client PUTs, QEMU A is killed, B goes live (epoch 3) and
-#     has the PUT.
+#   case "b-late": host B boots but holds its xl create: A's primary waits [failover]
+#     backup-wait-ms (20 s here, 120 s in the other cases) for a backup, wins the test-and-set
+#     and serves alone (the guest's outputs no longer held). Then B creates its domain: its
+#     backup takes a live copy of A's domain, which has served for minutes, and A is protected
+#     again; the client PUTs, QEMU A is killed, B goes live (epoch 3) and has the PUT.
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
@@ -136,7 +136,7 @@ key-file = /lab/tls/hb.key
 [failover]
 after-ms = 2000
 digest-ms = 3000
-backup-wait-ms = 20000
+backup-wait-ms = 120000
 EOF
 done
 cat > "$payload/run" <<EOF
@@ -162,6 +162,14 @@ truncate -s 1M /tmp/disk.img
 mkdir -p /etc/xenft /usr/libexec/xenft /var/log/xenft
 cp /lab/xenftd /lab/xenft /usr/sbin/ && cp /lab/xl-hook /usr/libexec/xenft/xl-hook &&
     cp /lab/ftguest-\$role.conf /etc/xenft/ftguest.conf || say "FAIL cannot install xenft"
+# The case may shorten the primary's wait for a backup (lab.backup_wait=MS) and hold this
+# host's xl create until the build machine says so (lab.create=wait: it serves port 7999).
+bw=\$(sed -n 's/.*lab\.backup_wait=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "\$bw" ] && sed -i "s/^backup-wait-ms = .*/backup-wait-ms = \$bw/" /etc/xenft/ftguest.conf
+if grep -q 'lab\.create=wait' /proc/cmdline; then
+    say "xl create waits for the lab's go-ahead"
+    until curl -s -o /dev/null --max-time 2 http://10.98.1.1:7999/; do sleep 2; done
+fi
 export XENFT_CONFDIR=/etc/xenft XENFTD=/usr/sbin/xenftd XENFT=/usr/sbin/xenft XENFT_READY_TIMEOUT_S=120
 touch /var/log/xenft/ftguest.log
 tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
@@ -193,7 +201,7 @@ bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1
     > "$work/lun/istgt.conf"
 
 # --- one case: boot both hosts, protect, cut the power of one ---------------------------------
-boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK
+boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
     local h=$1 n=1
     [ "$h" = b ] && n=2
     rm -f "$work/serial-$h.log"
@@ -201,7 +209,7 @@ boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK
         -display none -monitor none -no-reboot -serial "file:$work/serial-$h.log" \
         -kernel "$work/xen" \
         -append "console=com1 com1=115200 dom0_mem=768M bootscrub=false apicv=0 loglvl=all guest_loglvl=all" \
-        -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init lab.role=$h,$work/initrd.img" \
+        -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init lab.role=$h ${3:-},$work/initrd.img" \
         -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
         -drive "file=$work/payload-failover.img,if=virtio,format=raw,readonly=on" \
         -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
@@ -352,13 +360,15 @@ run_case() { # CASE
 
 run_late_case() { # host A alone first; host B joins later by a live copy, then A dies
     local c=b-late t0 put get ping_ok=no port=$((20000 + RANDOM % 20000))
-    stamp "case $c: fresh LUN record, only host A booting"
+    stamp "case $c: fresh LUN record, host A booting (backup-wait-ms 20000), host B booting but holding its xl create"
     fresh_lun $c
-    boot a "socket,id=ft,listen=127.0.0.1:$port"
+    boot a "socket,id=ft,listen=127.0.0.1:$port" lab.backup_wait=20000
+    sleep 1
+    boot b "socket,id=ft,connect=127.0.0.1:$port" lab.create=wait
     t0=$(date +%s)
     if ! wait_for a 'continues alone' 400; then
         fail "${c}_primary_without_backup_runs_alone" "no decision on host A within 400 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
-        kill -KILL $qemu_a $istgt_pid 2> /dev/null
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
         return
     fi
     stamp "case $c: host A runs alone, $(($(date +%s) - t0)) s after boot"
@@ -375,12 +385,15 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     fi
 
     # Host B comes: its backup takes a copy of the domain A has been running all along.
-    stamp "case $c: host B booting, $(($(date +%s) - t0)) s after host A"
-    boot b "socket,id=ft,connect=127.0.0.1:$port"
+    stamp "case $c: go-ahead for host B's xl create, $(($(date +%s) - t0)) s after host A booted"
+    python3 -m http.server 7999 --bind 10.98.1.1 --directory "$work/lun" > /dev/null 2>&1 &
+    local go=$!
+    pids+=($go)
     local tb=$(date +%s)
-    if wait_for a 'LAB: a: .*protected again' 400; then
-        stamp "case $c: host A protected again by host B's copy, $(($(date +%s) - tb)) s after B's boot"
+    if wait_for a 'LAB: a: .*protected again' 300; then
+        stamp "case $c: host A protected again by host B's copy, $(($(date +%s) - tb)) s after the go-ahead"
     fi
+    kill $go 2> /dev/null
     local put2 get2 get_after size
     put2=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "joined-$c" http://10.98.1.2/kv/lab)
     echo "client: protected again: put $put2"
@@ -399,7 +412,7 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     grep -a "LAB: b: status: " "$work/serial-b.log" | tr -d '\r' | tail -n 5 | sed 's/^/    /'
     kill -KILL $qemu_b $istgt_pid 2> /dev/null
     wait $qemu_b $istgt_pid 2> /dev/null
-    if seen_in a "LAB: a: .*live copy sent to .* at exit [1-9][0-9]*: [1-9][0-9]* pages, [1-9][0-9]* disk blocks.*protected again" &&
+    if seen_in a "LAB: a: .*live copy sent to .* at exit [1-9][0-9]*: [1-9][0-9]* pages in [1-9][0-9]* rounds, then [0-9]* pages and [1-9][0-9]* disk blocks in the final pause.*protected again" &&
        seen_in b "LAB: b: .*live copy taken at the primary's exit [1-9]"; then
         pass "${c}_late_backup_takes_a_live_copy_of_the_running_primary"
     else

@@ -112,7 +112,8 @@ if [ -z "${XENFT_XEN_PAIR:-}" ]; then
     build_tool dynamic xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
         "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
-        "$top/xenft/backends/xen/copy_state.cpp" "$top/xenft/engine/output_gate.cpp" \
+        "$top/xenft/backends/xen/copy_state.cpp" "$top/xenft/backends/xen/dirty_log.cpp" \
+        "$top/xenft/engine/output_gate.cpp" \
         "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
         "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/xenft/channel/channel.cpp" \
         "$top/xenft/channel/tls.cpp" "$top/xenft/channel/wire.cpp" "$top/xenft/channel/copy.cpp" \
@@ -131,7 +132,7 @@ if [ -z "${XENFT_XENFTD:-}" ]; then
     build_tool dynamic xenftd_xen_builds "$xenftd_xen" -DXENFT_XEN_BACKEND=1 "$top/xenft/backends/xen/xen_handles.cpp" \
         "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
         "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
-        "$top/xenft/daemon/xen_node.cpp" \
+        "$top/xenft/backends/xen/dirty_log.cpp" "$top/xenft/daemon/xen_node.cpp" \
         "$top/xenft/daemon/xenftd.cpp" "$xenft_lib" -lboost_program_options
 fi
 # The backup's reading of the primary's log entries (fuzz/xen_log_fuzz.cpp: libFuzzer with

@@ -11,8 +11,9 @@
 //
 //   xenft-xen-pair record P --to HOST:PORT --tap TAP --disk IMAGE TLS... [--digest-ms N]
 //   xenft-xen-pair replay B --listen HOST:PORT --tap TAP --disk IMAGE TLS...
-//       The same split in two: the log travels as log entries (docs/log-format.md: xen_record,
-//       ioreq_stop, net_rx, state_digest) on xenft's TLS 1.3 logging channel, P's outputs
+//       The same split in two, as xenftd runs it (XenNode): B first takes a live copy of the
+//       running P over xenft's TLS 1.3 logging channel, then the log travels as log entries
+//       (docs/log-format.md: xen_record, ioreq_stop, net_rx, state_digest), P's outputs
 //       leave when the backup acked the entries before them. When the channel has been down for
 //       --failover-ms (default 1000) either side runs the test-and-set on the shared LUN
 //       (--lun URL --initiator IQN --host-id N --peer-id N, xenft/arbiter): the backup goes

@@ -5,6 +5,9 @@
 #include <chrono>
 #include <deque>
 #include <iostream>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 namespace xenft::daemon {
@@ -32,6 +35,12 @@ void wait_readable(const std::vector<int>& fds, int timeout_ms)
         p.push_back({fd, POLLIN, 0});
     ::poll(p.data(), p.size(), timeout_ms);
 }
+
+// The channel's last log line, shared by the senders a primary makes one after another.
+struct LastLine {
+    std::mutex mu;
+    std::string text;
+};
 
 } // namespace
 
@@ -110,7 +119,15 @@ Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg
     std::unique_ptr<XenNode> n(new XenNode(std::move(cfg)));
     auto& c = n->cfg_;
     const std::string peer_text = c.channel.address.to_string();
-    c.channel.log = [log = c.log, name = n->name_](const std::string& line) { log(name + ": channel: " + line); };
+    // The channel's lines, once each while they repeat (a backup that is not up yet makes every
+    // connection attempt fail the same way, and a new sender starts each attempt afresh).
+    c.channel.log = [log = c.log, name = n->name_, last = std::make_shared<LastLine>()](const std::string& line) {
+        std::lock_guard lock(last->mu);
+        if (line == last->text)
+            return;
+        last->text = line;
+        log(name + ": channel: " + line);
+    };
     // The channel and the heartbeats first: if either cannot open, the domain was not touched.
     if (c.primary) {
         c.channel.send_copy = true; // every backup starts from a copy of the running domain
@@ -283,6 +300,11 @@ public:
         : sender_(s), epoch_(epoch), stop_(stop)
     {
     }
+    bool has_room() const override
+    {
+        return sender_.copy_state() == channel::CopyState::copying &&
+               sender_.copy_backlog() < channel::LogSender::kCopyQueueBytes / 2;
+    }
     Expected<bool, std::string> send(channel::CopyRecord r) override
     {
         if (auto* f = std::get_if<channel::CopyFinal>(&r)) {
@@ -345,6 +367,10 @@ void XenNode::run_primary()
         pump.emplace(*sender_);
     };
 
+    // A new sender at most this often (each one tries to connect at once).
+    constexpr long long kRenewMs = 1000;
+    auto renewed = Clock::now();
+    primary_->await_backup();
     XenLog log;
     XenLogWriter writer;
     std::vector<logformat::Entry> entries;
@@ -390,11 +416,11 @@ void XenNode::run_primary()
         // A backup connected and waits for its copy: the domain takes it at its next ioreq.
         if (!copied && !sink && sender_->copy_state() == channel::CopyState::copying) {
             sink.emplace(*sender_, cfg_.channel.epoch, stop_);
-            primary_->copy_at_next_ioreq(*sink);
+            primary_->copy_to(*sink);
             say("[" + std::to_string(ms_since_start()) + " ms] a backup at " + cfg_.channel.address.to_string() +
-                " waits for a live copy: taken at the domain's next ioreq");
+                " waits for a live copy: memory goes in rounds while the domain runs");
         }
-        wait_readable(primary_->wait_fds(), 20);
+        wait_readable(primary_->wait_fds(), primary_->copying() ? 1 : 20);
         if (auto r = primary_->step(log, 0); !r) {
             if (auto why = primary_->ended()) // destroyed under us: its end, not an error
                 return end(XenRole::stopped, "ended: " + *why);
@@ -408,16 +434,17 @@ void XenNode::run_primary()
                 item_last_seq.clear();
                 next_seq = sender_->appended() + 1;
                 const std::string what = "sent to " + cfg_.channel.address.to_string() + " at exit " +
-                                         std::to_string(o->exit) + ": " + std::to_string(o->pages) + " pages, " +
-                                         std::to_string(o->disk_blocks) + " disk blocks; the vCPU waited " +
-                                         std::to_string(o->ms) + " ms";
+                                         std::to_string(o->exit) + ": " + std::to_string(o->pages) + " pages in " +
+                                         std::to_string(o->rounds) + " rounds, then " + std::to_string(o->final_pages) +
+                                         " pages and " + std::to_string(o->disk_blocks) +
+                                         " disk blocks in the final pause; the vCPU waited " +
+                                         std::to_string(o->pause_ms) + " ms, the copy took " + std::to_string(o->ms) +
+                                         " ms";
                 say("[" + std::to_string(ms_since_start()) + " ms] live copy " + what + "; protected" +
                     (alone ? " again" : ""));
                 record_copy(what);
-                if (alone) {
-                    primary_->protect_again();
-                    alone = false;
-                }
+                primary_->protected_by_backup();
+                alone = false;
             } else {
                 say("[" + std::to_string(ms_since_start()) + " ms] live copy to " + cfg_.channel.address.to_string() +
                     " failed after " + std::to_string(o->ms) + " ms: " + o->error + "; the next backup that asks gets a new one");
@@ -425,11 +452,17 @@ void XenNode::run_primary()
             }
             sink.reset();
         }
-        if (!copied && sink && sender_->copy_state() == channel::CopyState::failed) {
-            // The backup went away before the domain reached a copy point.
-            primary_->cancel_copy();
-            say("live copy to " + cfg_.channel.address.to_string() + " failed before it began: " + sender_->copy_error());
+        // A sender whose connection broke before its copy was complete (or that could not
+        // connect at all: the backup is not up yet) sends no copy again: a fresh one tries.
+        if (!copied && sender_->copy_state() == channel::CopyState::failed &&
+            ms_between(renewed, Clock::now()) >= kRenewMs) {
+            if (sink) {
+                primary_->cancel_copy();
+                say("live copy to " + cfg_.channel.address.to_string() + " failed before it was complete: " +
+                    sender_->copy_error());
+            }
             renew_sender();
+            renewed = Clock::now();
         }
         if (!copied) {
             // No backup has the domain: the log has no reader (its effects go in the next copy).

@@ -123,6 +123,27 @@ void LapicTimer::take_tick()
         *next_ = now + period_ns();
 }
 
+std::vector<std::uint8_t> DeviceBus::save_state() const
+{
+    std::vector<std::uint8_t> out;
+    StateWriter w(out);
+    for (const Device* d : devices_)
+        d->save(w);
+    return out;
+}
+
+Expected<bool, std::string> DeviceBus::load_state(std::span<const std::uint8_t> blob)
+{
+    StateReader r(blob);
+    for (Device* d : devices_)
+        if (!d->load(r))
+            return unexpected(std::string("device state: the ") + d->name() +
+                              " state is damaged or from a machine with other devices");
+    if (!r.at_end())
+        return unexpected(std::string("device state: trailing bytes (a machine with other devices?)"));
+    return true;
+}
+
 Device* DeviceBus::find(bool pio, std::uint64_t address) const
 {
     for (Device* d : devices_)

@@ -13,9 +13,11 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "xenft/common/expected.hpp"
 #include "xenft/devices/device_state.hpp"
 
 namespace xenft::devices {
@@ -134,6 +136,10 @@ public:
     void attach(Device& d) { devices_.push_back(&d); }
     Device* find(bool pio, std::uint64_t address) const;
     const std::vector<Device*>& devices() const noexcept { return devices_; }
+    // Every device's state in attach order (checkpoints, live copies, digests), and loading
+    // it back; the error names the device whose state does not fit.
+    std::vector<std::uint8_t> save_state() const;
+    Expected<bool, std::string> load_state(std::span<const std::uint8_t> blob);
 
 private:
     std::vector<Device*> devices_;

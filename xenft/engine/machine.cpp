@@ -25,22 +25,12 @@ Machine::Machine(std::unique_ptr<Backend> backend, devices::TimeSource host_time
 
 std::vector<std::uint8_t> Machine::save_devices() const
 {
-    std::vector<std::uint8_t> out;
-    devices::StateWriter w(out);
-    for (const devices::Device* d : bus_.devices())
-        d->save(w);
-    return out;
+    return bus_.save_state();
 }
 
 Expected<bool, std::string> Machine::load_devices(std::span<const std::uint8_t> blob)
 {
-    devices::StateReader r(blob);
-    for (devices::Device* d : bus_.devices())
-        if (!d->load(r))
-            return unexpected(std::string("device state: the ") + d->name() + " state is damaged or from another machine");
-    if (!r.at_end())
-        return unexpected(std::string("device state: trailing bytes (a machine with other devices?)"));
-    return true;
+    return bus_.load_state(blob);
 }
 
 logformat::Sha256 Machine::digest()

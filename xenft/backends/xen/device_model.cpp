@@ -49,10 +49,29 @@ bool XenGuestMemory::read_guest(std::uint64_t gpa, std::span<std::uint8_t> out)
     return true;
 }
 
+void XenGuestMemory::track_writes(bool on)
+{
+    written_.assign(on ? pages_.count() : 0, false);
+}
+
+std::vector<std::uint64_t> XenGuestMemory::take_written()
+{
+    std::vector<std::uint64_t> pages;
+    for (std::size_t i = 0; i < written_.size(); ++i)
+        if (written_[i]) {
+            pages.push_back(i);
+            written_[i] = false;
+        }
+    return pages;
+}
+
 bool XenGuestMemory::write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data)
 {
     if (!valid(gpa, data.size()))
         return false;
+    if (!written_.empty())
+        for (std::uint64_t p = gpa / kPage; !data.empty() && p <= (gpa + data.size() - 1) / kPage; ++p)
+            written_[p] = true;
     for (std::size_t done = 0; done < data.size();) {
         const std::uint64_t at = gpa + done;
         const std::size_t n = std::min<std::size_t>(data.size() - done, kPage - at % kPage);
@@ -142,23 +161,12 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
 
 std::vector<std::uint8_t> XenDeviceModel::save_devices() const
 {
-    std::vector<std::uint8_t> out;
-    devices::StateWriter w(out);
-    for (const devices::Device* d : bus_.devices())
-        d->save(w);
-    return out;
+    return bus_.save_state();
 }
 
 Expected<bool, std::string> XenDeviceModel::load_devices(std::span<const std::uint8_t> blob)
 {
-    devices::StateReader r(blob);
-    for (devices::Device* d : bus_.devices())
-        if (!d->load(r))
-            return unexpected(std::string("the ") + d->name() +
-                              " state is damaged or from a domain with other devices (same [vm] on both hosts?)");
-    if (!r.at_end())
-        return unexpected(std::string("the device state has trailing bytes (the primary's domain has more devices)"));
-    return true;
+    return bus_.load_state(blob);
 }
 
 std::uint64_t XenDeviceModel::clock_ns() const

@@ -43,11 +43,17 @@ public:
     {
         return pages_.mapped(i) ? pages_.page(i) : std::span<const std::uint8_t>();
     }
+    // Remembers the pages write_guest() wrote (the device models' DMA, which Xen's log-dirty
+    // mode does not see), for a live copy's rounds.
+    void track_writes(bool on);
+    // The pages written since tracking began or the last call, in order.
+    std::vector<std::uint64_t> take_written();
 
 private:
     explicit XenGuestMemory(GuestPages pages) : pages_(std::move(pages)) {}
     bool valid(std::uint64_t gpa, std::size_t n) const;
     GuestPages pages_;
+    std::vector<bool> written_; // empty: not tracking
 };
 
 // The disk image, remembering which 4 KiB blocks were written since it was opened: a live copy

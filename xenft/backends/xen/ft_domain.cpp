@@ -87,10 +87,7 @@ Expected<Digest, std::string> domain_digest(XenDeviceModel& dm)
     const auto& r = ctx.x64.user_regs;
     const std::uint64_t regs[] = {r.rip, r.rflags, r.rsp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
                                   r.rbp, r.r8,     r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15};
-    std::vector<std::uint8_t> devices;
-    devices::StateWriter w(devices);
-    for (const devices::Device* d : dm.bus().devices())
-        d->save(w);
+    const std::vector<std::uint8_t> devices = dm.bus().save_state();
 
     std::unique_ptr<EVP_MD_CTX, DigestCtxFree> ctx_sha(EVP_MD_CTX_new());
     if (!ctx_sha || EVP_DigestInit_ex(ctx_sha.get(), EVP_sha256(), nullptr) != 1)
@@ -185,8 +182,8 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
     if (auto r = take_records(log, false); !r)
         return r;
     // A copy at an MMIO access: before the access, which the backup's vCPU makes again.
-    if (copy_sink_ && !a.port && exit > 0)
-        copy_now(exit - 1);
+    if (copy_ && copy_->final_due && !a.port && exit > 0)
+        copy_final(exit - 1);
     auto event = [&](DeviceEvent::Kind kind, std::span<const std::uint8_t> bytes) {
         DeviceEvent e;
         e.kind = kind;
@@ -198,7 +195,7 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
         append(log, std::move(e));
     };
     // Digests at writes only: the backup stops at those too.
-    if (!a.read && !alone_ && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
+    if (!a.read && digests_on_ && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
         const std::uint64_t began = now_ms();
         auto d = domain_digest(*dm_);
         if (!d)
@@ -220,69 +217,165 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
     auto delivered = dm_->deliver_interrupts();
     // A copy at a port write: after everything the primary does at it (the instruction has
     // retired; the interrupts raised here are in the vLAPIC and Xen logs their injection next).
-    if (delivered && copy_sink_ && a.port && !a.read)
-        copy_now(exit);
+    if (delivered && copy_ && copy_->final_due && a.port && !a.read)
+        copy_final(exit);
     return delivered;
 }
 
-void RecordingDomain::copy_now(std::uint64_t exit)
+namespace {
+
+// A round this small ends the rounds: its pages go in the final pause (1 MiB).
+constexpr std::size_t kFinalRoundPages = 256;
+// Rounds while the guest runs, at most: a guest that writes faster than the channel copies
+// gets its final pause after this many anyway.
+constexpr unsigned kMaxCopyRounds = 6;
+// Pages sent per step between the domain's ioreqs.
+constexpr std::size_t kCopyPagesPerStep = 512;
+
+} // namespace
+
+void RecordingDomain::copy_to(CopySink& sink)
 {
-    CopySink& sink = *std::exchange(copy_sink_, nullptr);
-    CopyOutcome o;
-    o.items = appended_;
-    o.exit = exit;
-    const std::uint64_t began = now_ms();
-    auto sent = send_copy(sink, exit, o);
-    o.ok = sent.has_value();
-    if (!sent)
-        o.error = sent.error();
-    o.ms = now_ms() - began;
+    copy_.reset();
+    copy_.emplace();
+    copy_->sink = &sink;
+    copy_->began_ms = now_ms();
+}
+
+void RecordingDomain::cancel_copy()
+{
+    copy_.reset(); // log-dirty mode off
+    dm_->memory().track_writes(false);
+}
+
+void RecordingDomain::end_copy(Expected<bool, std::string> result)
+{
+    CopyOutcome o = std::move(copy_->outcome);
+    o.ok = result.has_value();
+    if (!result)
+        o.error = result.error();
+    o.ms = now_ms() - copy_->began_ms;
+    cancel_copy();
     copy_outcome_ = std::move(o);
 }
 
+// The populated pages among `dirty` and those the device models wrote, in order, once each.
+std::vector<std::uint64_t> RecordingDomain::written_since_last_look(std::vector<std::uint64_t> dirty)
+{
+    XenGuestMemory& mem = dm_->memory();
+    const auto dma = mem.take_written();
+    dirty.insert(dirty.end(), dma.begin(), dma.end());
+    std::sort(dirty.begin(), dirty.end());
+    dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
+    std::erase_if(dirty, [&](std::uint64_t gfn) { return mem.page(gfn).empty(); });
+    return dirty;
+}
+
+// Pages from `c.pending[c.sent]` on: all of them (`wait`), or while the channel has room.
+Expected<bool, std::string> RecordingDomain::send_pages(CopyRun& c, std::span<const std::uint64_t> pages, bool wait)
+{
+    XenGuestMemory& mem = dm_->memory();
+    std::size_t done = 0;
+    while (c.sent < pages.size() && (wait || (done < kCopyPagesPerStep && c.sink->has_room()))) {
+        channel::CopyPages batch;
+        while (c.sent < pages.size() && batch.numbers.size() < channel::kCopyPagesPerRecord) {
+            const std::uint64_t gfn = pages[c.sent++];
+            const auto page = mem.page(gfn);
+            batch.numbers.push_back(gfn);
+            batch.data.insert(batch.data.end(), page.begin(), page.end());
+        }
+        done += batch.numbers.size();
+        c.outcome.pages += batch.numbers.size();
+        if (auto r = c.sink->send(std::move(batch)); !r)
+            return r;
+    }
+    return true;
+}
+
+// Between ioreqs, while the guest runs: the rounds.
+void RecordingDomain::advance_copy()
+{
+    if (!copy_ || copy_->final_due)
+        return;
+    CopyRun& c = *copy_;
+    XenGuestMemory& mem = dm_->memory();
+    if (!c.dirty) {
+        // Round 1: every populated page, with Xen logging what the guest writes from now on.
+        auto dirty = DirtyLog::enable(dm_->control(), dm_->domid(), mem.page_count());
+        if (!dirty)
+            return end_copy(unexpected(dirty.error()));
+        c.dirty.emplace(std::move(dirty).value());
+        mem.track_writes(true);
+        for (std::uint64_t gfn = 0; gfn < mem.page_count(); ++gfn)
+            if (!mem.page(gfn).empty())
+                c.pending.push_back(gfn);
+        c.outcome.rounds = 1;
+        if (auto r = c.sink->send(channel::CopyBegin{mem.page_count() * channel::kCopyPageBytes, c.pending.size()}); !r)
+            return end_copy(r);
+    }
+    if (auto r = send_pages(c, c.pending, false); !r)
+        return end_copy(r);
+    if (c.sent < c.pending.size())
+        return;
+    // The round is out: what was written meanwhile is the next one, or the final pause's.
+    auto dirty = c.dirty->take();
+    if (!dirty)
+        return end_copy(unexpected(dirty.error()));
+    c.pending = written_since_last_look(std::move(dirty).value());
+    c.sent = 0;
+    if (c.pending.size() <= kFinalRoundPages || c.outcome.rounds >= kMaxCopyRounds)
+        c.final_due = true;
+    else
+        ++c.outcome.rounds;
+}
+
+void RecordingDomain::copy_final(std::uint64_t exit)
+{
+    const std::uint64_t began = now_ms();
+    copy_->outcome.items = appended_;
+    copy_->outcome.exit = exit;
+    auto r = send_final(*copy_, exit);
+    copy_->outcome.pause_ms = now_ms() - began;
+    end_copy(std::move(r));
+}
+
 // The vCPU waits in an ioreq meanwhile, and nothing else writes guest memory (xenft's devices
-// only act at ioreqs), so what is read here is one consistent state.
-Expected<bool, std::string> RecordingDomain::send_copy(CopySink& sink, std::uint64_t exit, CopyOutcome& o)
+// only act at ioreqs), so what is read here completes one consistent state.
+Expected<bool, std::string> RecordingDomain::send_final(CopyRun& c, std::uint64_t exit)
 {
     const std::uint32_t domid = dm_->domid();
     const std::string who = "domain " + std::to_string(domid);
-    XenGuestMemory& mem = dm_->memory();
-    const std::uint64_t pages = mem.page_count();
-    std::uint64_t populated = 0;
-    for (std::uint64_t gfn = 0; gfn < pages; ++gfn)
-        if (!mem.page(gfn).empty())
-            ++populated;
-    if (auto r = sink.send(channel::CopyBegin{pages * channel::kCopyPageBytes, populated}); !r)
+    // The last round's pages and what was written since.
+    auto dirty = c.dirty->take();
+    if (!dirty)
+        return unexpected(dirty.error());
+    std::vector<std::uint64_t> last = std::move(c.pending);
+    last.insert(last.end(), dirty->begin(), dirty->end());
+    last = written_since_last_look(std::move(last));
+    c.sent = 0;
+    c.outcome.final_pages = last.size();
+    if (auto r = send_pages(c, last, true); !r)
         return r;
-    channel::CopyPages batch;
-    auto add = [&](std::uint64_t number, std::span<const std::uint8_t> bytes) -> Expected<bool, std::string> {
-        batch.numbers.push_back(number);
-        batch.data.insert(batch.data.end(), bytes.begin(), bytes.end());
-        if (batch.numbers.size() < channel::kCopyPagesPerRecord)
-            return true;
-        return sink.send(std::exchange(batch, {}));
-    };
-    for (std::uint64_t gfn = 0; gfn < pages; ++gfn)
-        if (const auto page = mem.page(gfn); !page.empty()) {
-            if (auto r = add(gfn, page); !r)
-                return r;
-            ++o.pages;
-        }
     // The disk's written blocks, numbered after the memory's pages.
+    const std::uint64_t pages = dm_->memory().page_count();
     TrackedDisk* disk = dm_->disk();
     if (disk) {
+        channel::CopyPages batch;
         std::array<std::uint8_t, TrackedDisk::kBlockBytes> block{};
         for (std::uint64_t b : disk->written()) {
             if (!disk->read_block(b, block))
                 return unexpected(who + ": cannot read block " + std::to_string(b) + " of the disk image");
-            if (auto r = add(pages + b, block); !r)
-                return r;
-            ++o.disk_blocks;
+            batch.numbers.push_back(pages + b);
+            batch.data.insert(batch.data.end(), block.begin(), block.end());
+            ++c.outcome.disk_blocks;
+            if (batch.numbers.size() == channel::kCopyPagesPerRecord)
+                if (auto r = c.sink->send(std::exchange(batch, {})); !r)
+                    return r;
         }
+        if (!batch.numbers.empty())
+            if (auto r = c.sink->send(std::move(batch)); !r)
+                return r;
     }
-    if (!batch.numbers.empty())
-        if (auto r = sink.send(std::exchange(batch, {})); !r)
-            return r;
 
     XenVcpuCopy vcpu;
     xc_interface* xch = dm_->control().get();
@@ -305,9 +398,9 @@ Expected<bool, std::string> RecordingDomain::send_copy(CopySink& sink, std::uint
     if (final.cpu.size() > channel::kMaxCopyStateBytes || final.devices.size() > channel::kMaxCopyStateBytes)
         return unexpected(who + ": the vCPU or device state is over the copy's " +
                           std::to_string(channel::kMaxCopyStateBytes) + "-byte limit");
-    if (auto r = sink.send(std::move(final)); !r)
+    if (auto r = c.sink->send(std::move(final)); !r)
         return r;
-    return sink.finish();
+    return c.sink->finish();
 }
 
 std::vector<int> RecordingDomain::wait_fds() const
@@ -353,6 +446,7 @@ Expected<bool, std::string> RecordingDomain::step(XenLog& log, int timeout_ms)
         return unexpected(served.error());
     if (!error_.empty())
         return unexpected(error_);
+    advance_copy();
     return true;
 }
 

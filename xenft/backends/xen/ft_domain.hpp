@@ -14,9 +14,10 @@
 // write exit is applied in the backup's ioreq for N, in the primary's order: digest, the write,
 // frames, interrupts.
 //
-// The backup starts from a live copy of the primary (copy_at_next_ioreq / await_copy): memory,
-// the disk blocks the primary wrote, Xen's HVM context and the device models' state, taken
-// while the primary's vCPU waits in an ioreq. Xen counts the backup's exits from 0 there, so
+// The backup starts from a live copy of the primary (copy_to / await_copy): memory in rounds
+// while the guest runs (Xen's log-dirty mode), then the last round's pages, the disk blocks
+// the primary wrote, Xen's HVM context and the device models' state while the primary's vCPU
+// waits in an ioreq. Xen counts the backup's exits from 0 there, so
 // the backup adds the copy's exit (exit_base) to its own count everywhere it meets the log.
 // Docs: docs/xen-backend.md.
 #pragma once
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "xenft/backends/xen/device_model.hpp"
+#include "xenft/backends/xen/dirty_log.hpp"
 #include "xenft/backends/xen/ft_log.hpp"
 #include "xenft/backends/xen/xen_log.hpp"
 #include "xenft/channel/copy.hpp"
@@ -67,6 +69,9 @@ struct DigestAt {
 class CopySink {
 public:
     virtual ~CopySink() = default;
+    // Whether a record can be queued now without waiting (the rounds run while the guest runs
+    // and must not hold up its ioreqs).
+    virtual bool has_room() const = 0;
     // Queues one record for the backup, waiting while earlier ones drain; an error: the copy
     // failed (the backup went away, or the channel gave up).
     virtual Expected<bool, std::string> send(channel::CopyRecord record) = 0;
@@ -80,8 +85,11 @@ struct CopyOutcome {
     std::string error;
     std::uint64_t items = 0;  // log items before the copy point: the copy covers them
     std::uint64_t exit = 0;   // the copy is the state after this exit
-    std::uint64_t pages = 0, disk_blocks = 0;
-    std::uint64_t ms = 0;     // the vCPU waited this long
+    std::uint64_t pages = 0;  // sent in all rounds (a page written again is sent again)
+    unsigned rounds = 0;      // while the guest ran
+    std::uint64_t final_pages = 0, disk_blocks = 0; // in the final pause
+    std::uint64_t pause_ms = 0; // the vCPU waited this long at the copy point
+    std::uint64_t ms = 0;       // the whole copy
 };
 
 class RecordingDomain {
@@ -102,21 +110,28 @@ public:
     void continue_alone()
     {
         gate_.set_passthrough(true);
-        alone_ = true;
+        digests_on_ = false;
     }
-    // A new backup has the copy: outputs wait for its acks again, digests resume.
-    void protect_again()
+    // No backup has the domain yet (it will get a live copy): outputs wait, but no digests
+    // (nobody would compare them).
+    void await_backup() { digests_on_ = false; }
+    // A backup has the copy: outputs wait for its acks, digests are taken.
+    void protected_by_backup()
     {
         gate_.set_passthrough(false);
-        alone_ = false;
+        digests_on_ = true;
     }
-    // A live copy to a new backup, at the next ioreq where the vCPU's state is whole: an MMIO
-    // access (the instruction has not retired; Xen executes it again when the backup's vCPU
-    // resumes, so the copy is the state after exit N - 1), or a port write (it has retired: the
-    // state after exit N). The vCPU waits in that ioreq until the backup applied the copy.
-    void copy_at_next_ioreq(CopySink& sink) { copy_sink_ = &sink; }
-    void cancel_copy() noexcept { copy_sink_ = nullptr; }
-    bool copy_requested() const noexcept { return copy_sink_ != nullptr; }
+    // A live copy to a new backup: all memory while the guest runs, then round by round the
+    // pages written meanwhile (Xen's log-dirty mode, and the device models' DMA), each round
+    // sent as the channel has room between the domain's ioreqs. Once a round is small, the
+    // last pages and the rest of the state go at the next ioreq where the vCPU's state is
+    // whole: an MMIO access (the instruction has not retired; Xen executes it again when the
+    // backup's vCPU resumes, so the copy is the state after exit N - 1), or a port write (it
+    // has retired: the state after exit N). The vCPU waits in that ioreq until the backup
+    // applied the copy.
+    void copy_to(CopySink& sink);
+    bool copying() const noexcept { return copy_.has_value(); }
+    void cancel_copy();
     // The outcome of the last copy, once.
     std::optional<CopyOutcome> take_copy_outcome() { return std::exchange(copy_outcome_, std::nullopt); }
     // The peer runs the VM now (it won the test-and-set): this copy must not run on.
@@ -142,8 +157,21 @@ private:
     Expected<bool, std::string> take_records(XenLog& log, bool stopped);
     Expected<bool, std::string> at_ioreq(IoAccess& a, XenLog& log);
     void append(XenLog& log, XenLogItem item);
-    void copy_now(std::uint64_t exit);
-    Expected<bool, std::string> send_copy(CopySink& sink, std::uint64_t exit, CopyOutcome& o);
+    struct CopyRun {
+        CopySink* sink = nullptr;
+        std::optional<DirtyLog> dirty; // on from the first round to the end
+        std::vector<std::uint64_t> pending; // this round's pages
+        std::size_t sent = 0;               // of pending
+        bool final_due = false;             // pending is the last round's: at the next copy point
+        std::uint64_t began_ms = 0;
+        CopyOutcome outcome;
+    };
+    void advance_copy();
+    void copy_final(std::uint64_t exit);
+    Expected<bool, std::string> send_final(CopyRun& c, std::uint64_t exit);
+    Expected<bool, std::string> send_pages(CopyRun& c, std::span<const std::uint64_t> pages, bool wait);
+    std::vector<std::uint64_t> written_since_last_look(std::vector<std::uint64_t> dirty);
+    void end_copy(Expected<bool, std::string> result);
 
     // The NIC's frames go through the gate, each tagged with the log position it follows.
     class GatedTransmit final : public devices::NetTransmit {
@@ -166,8 +194,8 @@ private:
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
     std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
     DigestAt last_digest_;
-    bool alone_ = false;
-    CopySink* copy_sink_ = nullptr;
+    bool digests_on_ = true;
+    std::optional<CopyRun> copy_;
     std::optional<CopyOutcome> copy_outcome_;
     std::string error_; // set inside the ioreq handler
 };
