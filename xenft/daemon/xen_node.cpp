@@ -305,6 +305,7 @@ public:
         return sender_.copy_state() == channel::CopyState::copying &&
                sender_.copy_backlog() < channel::LogSender::kCopyQueueBytes / 2;
     }
+    std::size_t backlog() const override { return sender_.copy_backlog(); }
     Expected<bool, std::string> send(channel::CopyRecord r) override
     {
         if (auto* f = std::get_if<channel::CopyFinal>(&r)) {

@@ -315,7 +315,7 @@ void RecordingDomain::advance_copy()
     }
     if (auto r = send_pages(c, c.pending, false); !r)
         return end_copy(r);
-    if (c.sent < c.pending.size())
+    if (c.sent < c.pending.size() || c.sink->backlog() > 0)
         return;
     // The round is out: what was written meanwhile is the next one, or the final pause's.
     auto dirty = c.dirty->take();

@@ -72,6 +72,10 @@ public:
     // Whether a record can be queued now without waiting (the rounds run while the guest runs
     // and must not hold up its ioreqs).
     virtual bool has_room() const = 0;
+    // Bytes queued and not yet taken by the network: a round ends once they are out, so
+    // that the next round counts what the guest wrote meanwhile and the final pause does not
+    // wait for a backlog.
+    virtual std::size_t backlog() const = 0;
     // Queues one record for the backup, waiting while earlier ones drain; an error: the copy
     // failed (the backup went away, or the channel gave up).
     virtual Expected<bool, std::string> send(channel::CopyRecord record) = 0;
