@@ -18,7 +18,7 @@
 #   case "b-late": host B boots but holds its xl create: A's primary waits [failover]
 #     backup-wait-ms (20 s here, 120 s in the other cases) for a backup, wins the test-and-set
 #     and serves alone (the guest's outputs no longer held). Then B creates its domain: its
-#     backup takes a live copy of A's domain, which has served for minutes, and A is protected
+#     backup takes a live copy of A's domain, which has served alone for a minute, and A is protected
 #     again; the client PUTs, QEMU A is killed, B goes live (epoch 3) and has the PUT.
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
