@@ -258,8 +258,11 @@ run_case() { # CASE
         return
     fi
     stamp "case $c: the guest serves on host A, $(($(date +%s) - t0)) s after boot"
+    # Its outputs (ARP replies too) leave once B has the live copy and acks the log.
+    wait_for a 'LAB: a: .*live copy sent to' 180 &&
+        stamp "case $c: host B has the live copy: $(line_in a 'live copy sent to' | sed 's/.*live copy sent/sent/')"
     local put get ping_ok=no
-    client ping -c 3 -W 20 10.98.1.2 > "$work/ping-$c.log" 2>&1 && ping_ok=yes
+    client ping -c 3 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1 && ping_ok=yes
     echo "client: ping $ping_ok"
     put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
     get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
