@@ -271,7 +271,8 @@ std::vector<std::uint64_t> RecordingDomain::written_since_last_look(std::vector<
     return dirty;
 }
 
-// Pages from `c.pending[c.sent]` on: all of them (`wait`), or while the channel has room.
+// `pages` from index c.sent on: all of them (`wait`), or as many as the channel has room for
+// now (at most kCopyPagesPerStep, so the domain's ioreqs are not held up).
 Expected<bool, std::string> RecordingDomain::send_pages(CopyRun& c, std::span<const std::uint64_t> pages, bool wait)
 {
     XenGuestMemory& mem = dm_->memory();
