@@ -160,6 +160,8 @@ BOOST_AUTO_TEST_CASE(every_kind_round_trips_alone)
         XenRecord{4, 0, {0, 0}},
         IoreqStop{true, IoSpace::mmio, 0xfeb01050},
         IoreqStop{false, IoSpace::port, 0x3f8},
+        VmEnd{VmEnd::Reason::shut_down},
+        VmEnd{VmEnd::Reason::destroyed},
     };
     for (const auto& p : payloads) {
         const Entry e{7, 1000, 3, 1u << 20, p};
@@ -524,6 +526,13 @@ BOOST_AUTO_TEST_CASE(malformed_xen_record_info_over_32_bits)
 {
     BOOST_TEST((decode_error_of(raw_frame({tag(Kind::xen_record), 0, 1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0}, 1)) ==
                 DecodeErrc::bad_field));
+}
+
+BOOST_AUTO_TEST_CASE(malformed_vm_end_reason)
+{
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::vm_end), 0, 3}, 1)) == DecodeErrc::bad_field));
+    // The reason byte missing: the body ends inside the entry.
+    BOOST_TEST((decode_error_of(raw_frame({tag(Kind::vm_end), 0}, 1)) == DecodeErrc::body_length_mismatch));
 }
 
 BOOST_AUTO_TEST_CASE(malformed_ioreq_stop)

@@ -80,6 +80,7 @@ std::string_view kind_name(Kind k) noexcept
     case Kind::go_live: return "go_live";
     case Kind::xen_record: return "xen_record";
     case Kind::ioreq_stop: return "ioreq_stop";
+    case Kind::vm_end: return "vm_end";
     }
     return "unknown";
 }
@@ -290,6 +291,8 @@ void FrameEncoder::append(const Entry& e)
             } else if constexpr (std::is_same_v<P, IoreqStop>) {
                 w.u8(static_cast<std::uint8_t>((p.read ? 1 : 0) | (p.space == IoSpace::mmio ? 2 : 0)));
                 w.varint(p.address);
+            } else if constexpr (std::is_same_v<P, VmEnd>) {
+                w.u8(static_cast<std::uint8_t>(p.reason));
             }
         },
         e.payload);
@@ -460,6 +463,7 @@ public:
         case Kind::go_live: return finish(e, go_live());
         case Kind::xen_record: return finish(e, xen_record());
         case Kind::ioreq_stop: return finish(e, ioreq_stop());
+        case Kind::vm_end: return finish(e, vm_end());
         }
         return fail(DecodeErrc::unknown_kind, tag_at, "kind " + std::to_string(kind));
     }
@@ -718,6 +722,16 @@ private:
         if (reason > static_cast<std::uint8_t>(GoLive::Reason::continue_alone))
             return fail(DecodeErrc::bad_field, at, "go-live reason " + std::to_string(reason));
         return GoLive{static_cast<GoLive::Reason>(reason)};
+    }
+
+    Result<VmEnd> vm_end()
+    {
+        const std::size_t at = r_.offset();
+        std::uint8_t reason = 0;
+        XENFT_READ(r_, u8(reason), "end reason");
+        if (reason > static_cast<std::uint8_t>(VmEnd::Reason::destroyed))
+            return fail(DecodeErrc::bad_field, at, "end reason " + std::to_string(reason));
+        return VmEnd{static_cast<VmEnd::Reason>(reason)};
     }
 
     Result<XenRecord> xen_record()

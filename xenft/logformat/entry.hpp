@@ -147,6 +147,15 @@ struct IoreqStop {
     bool operator==(const IoreqStop&) const = default;
 };
 
+// Control: the VM ended on the writer's host at this exit, not by a failure of that host: the
+// reader must not take it over (a guest that shut itself down or crashed would do the same
+// again; a domain the administrator destroyed is meant to be gone).
+struct VmEnd {
+    enum class Reason : std::uint8_t { shut_down = 0, crashed = 1, destroyed = 2 };
+    Reason reason = Reason::shut_down;
+    bool operator==(const VmEnd&) const = default;
+};
+
 // Wire kind numbers. Never renumber: add new kinds at the end and bump kFormatVersion only
 // when an existing encoding changes.
 enum class Kind : std::uint8_t {
@@ -163,12 +172,13 @@ enum class Kind : std::uint8_t {
     go_live = 11,
     xen_record = 12,
     ioreq_stop = 13,
+    vm_end = 14,
 };
-inline constexpr std::uint8_t kMaxKind = 13;
+inline constexpr std::uint8_t kMaxKind = 14;
 
 // Alternatives in Kind order, so index() + 1 == wire kind.
 using Payload = std::variant<IoRead, TimeRead, Interrupt, DmaWrite, NetRx, DiskRead, Output, StateDigest,
-                             ProtectionStart, EpochChange, GoLive, XenRecord, IoreqStop>;
+                             ProtectionStart, EpochChange, GoLive, XenRecord, IoreqStop, VmEnd>;
 
 constexpr Kind kind_of(const Payload& p) noexcept { return static_cast<Kind>(p.index() + 1); }
 

@@ -56,7 +56,7 @@ std::vector<Entry> mixed_log(std::uint64_t count, std::uint64_t seed)
         const auto vcpu = static_cast<std::uint32_t>(pick(0, vcpus - 1));
         exits[vcpu] += pick(0, 2) == 0 ? 0 : pick(1, 5000);
         Entry e{epoch, seq++, vcpu, exits[vcpu], {}};
-        switch (pick(0, 22)) {
+        switch (pick(0, 23)) {
         case 0: case 1: case 2: case 3: {
             static constexpr std::uint8_t sizes[] = {1, 2, 4, 8};
             const std::uint8_t size = sizes[pick(0, 3)];
@@ -104,6 +104,9 @@ std::vector<Entry> mixed_log(std::uint64_t count, std::uint64_t seed)
             break;
         case 20:
             e.payload = IoreqStop{pick(0, 1) == 1, pick(0, 1) ? IoSpace::mmio : IoSpace::port, pick(0, 0xffff)};
+            break;
+        case 21:
+            e.payload = VmEnd{static_cast<VmEnd::Reason>(pick(0, 2))};
             break;
         default:
             if (pick(0, 3) == 0) {

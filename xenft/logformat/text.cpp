@@ -50,6 +50,16 @@ std::string_view irq_source_name(IrqSource s)
     return "?";
 }
 
+std::string_view vm_end_reason_name(VmEnd::Reason r)
+{
+    switch (r) {
+    case VmEnd::Reason::shut_down: return "shut_down";
+    case VmEnd::Reason::crashed: return "crashed";
+    case VmEnd::Reason::destroyed: return "destroyed";
+    }
+    return "?";
+}
+
 std::string_view go_live_reason_name(GoLive::Reason r)
 {
     switch (r) {
@@ -114,6 +124,9 @@ std::string to_text(const Entry& e)
                 s += p.read ? " read " : " write ";
                 s += p.space == IoSpace::mmio ? "mmio " : "port ";
                 s += hex(p.address);
+            } else if constexpr (std::is_same_v<P, VmEnd>) {
+                s += " reason ";
+                s += vm_end_reason_name(p.reason);
             }
         },
         e.payload);
