@@ -164,6 +164,8 @@ public:
     std::optional<logformat::Entry> pop();
     bool empty() const noexcept { return buffer_.empty(); }
     Seq received() const noexcept { return received_; }
+    // The last entry the primary was told this receiver holds.
+    Seq acks_sent() const noexcept { return acked_sent_; }
     std::size_t buffered_bytes() const noexcept { return buffer_bytes_; }
     bool connected() const noexcept { return active_.has_value(); }
     void set_epoch(std::uint64_t e) { cfg_.epoch = e; }

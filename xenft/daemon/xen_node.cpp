@@ -44,6 +44,20 @@ struct LastLine {
 
 } // namespace
 
+namespace {
+
+const char* vm_end_text(logformat::VmEnd::Reason r)
+{
+    switch (r) {
+    case logformat::VmEnd::Reason::shut_down: return "the guest shut down";
+    case logformat::VmEnd::Reason::crashed: return "the guest crashed";
+    case logformat::VmEnd::Reason::destroyed: return "the domain was destroyed";
+    }
+    return "?";
+}
+
+} // namespace
+
 const char* xen_role_name(XenRole r)
 {
     switch (r) {
@@ -145,6 +159,9 @@ Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg
         n->watch_ = std::make_unique<PeerWatch>(std::move(socket).value(), c.primary, c.channel.epoch);
     }
     if (c.primary) {
+        // The pair's epoch is the record's (earlier failovers moved it past the configured one).
+        if (auto e = n->learn_epoch(); !e)
+            return unexpected(n->name_ + ": " + e.error());
         auto d = RecordingDomain::start(c.domid, c.spec);
         if (!d)
             return unexpected(d.error());
@@ -169,6 +186,25 @@ XenNode::~XenNode()
     stop_ = true;
     if (thread_.joinable())
         thread_.join();
+}
+
+Expected<bool, std::string> XenNode::request_failover()
+{
+    const auto role = status().role;
+    if (role != XenRole::backup_replaying || finished_)
+        return unexpected(name_ + " is " + xen_role_name(role) +
+                          " on this host: failover is asked of the backup that replays the log");
+    failover_requested_ = true;
+    return true;
+}
+
+bool XenNode::domain_ended() const
+{
+    if (!finished_)
+        return false;
+    if (primary_)
+        return primary_->end_state().has_value();
+    return backup_ && backup_->end_state().has_value();
 }
 
 XenNodeStatus XenNode::status() const
@@ -239,8 +275,28 @@ bool XenNode::peer_lost(bool channel_up)
     return channel_ever_up_ && !channel_up && ms_between(channel_seen_, Clock::now()) >= limit;
 }
 
-// The test-and-set on the shared LUN: won means this host runs the VM. An error counts as
-// lost: a host that cannot tell must not run a second copy.
+// The epoch of the arbitration record now: the pair's epoch as this host learns it (the
+// primary when it starts, the backup once it has its copy; the primary's copy is taken in the
+// epoch the record has then, as no test-and-set runs while a copy is under way).
+Expected<std::uint64_t, std::string> XenNode::learn_epoch()
+{
+    if (!cfg_.arbiter)
+        return cfg_.channel.epoch;
+    auto a = arbiter::Arbiter::open(*cfg_.arbiter);
+    if (!a)
+        return unexpected("the shared LUN: " + a.error());
+    auto current = a->read();
+    if (!current)
+        return unexpected("cannot read the arbitration record: " + current.error());
+    std::lock_guard lock(status_mu_);
+    status_.epoch = current->epoch;
+    return current->epoch;
+}
+
+// The test-and-set on the shared LUN: won means this host runs the VM. It moves the record
+// only from the epoch this host knows: a record already past it means the peer took the VM
+// over (the link between the hosts failed, not the peer), and this host must not run it too.
+// An error counts as lost: a host that cannot tell must not run a second copy.
 bool XenNode::arbitrate(const char* side)
 {
     if (!cfg_.arbiter) {
@@ -255,6 +311,13 @@ bool XenNode::arbitrate(const char* side)
     auto current = a->read();
     if (!current) {
         say(std::string(side) + ": cannot read the arbitration record: " + current.error());
+        return false;
+    }
+    const std::uint64_t known = status().epoch;
+    if (current->epoch != known) {
+        say(std::string(side) + ": test-and-set on " + cfg_.arbiter->lun.url + ": lost: the record is at epoch " +
+            std::to_string(current->epoch) + " (host " + std::to_string(current->owner) + "), this host knew epoch " +
+            std::to_string(known) + ": the peer has taken the VM over");
         return false;
     }
     const auto r = a->acquire(current->epoch, current->owner);
@@ -382,11 +445,84 @@ void XenNode::run_primary()
     std::uint64_t next_seq = 1, items_acked = 0;
     auto last_status = Clock::now();
     bool alone = false, copied = false;
+
+    // Into the channel, whole items at a time, while it has room (else they wait in `log`
+    // until acks make room). False: an item is larger than the channel's whole buffer.
+    auto ship = [&]() -> bool {
+        while (!log.empty()) {
+            entries.clear();
+            writer.write(log.front(), entries);
+            std::size_t done = 0;
+            for (auto& e : entries) {
+                e.epoch = cfg_.channel.epoch;
+                e.seq = next_seq;
+                if (!sender_->append(e))
+                    break;
+                ++next_seq;
+                ++done;
+            }
+            if (done != 0 && done < entries.size())
+                return false;
+            if (done == 0)
+                return true; // full: the backup is behind
+            item_last_seq.push_back(next_seq - 1);
+            log.pop_front();
+            ++front_item;
+        }
+        return true;
+    };
+    // Outputs leave once the backup acked every item up to them.
+    auto take_acks = [&] {
+        const auto acked = sender_->acked();
+        while (!item_last_seq.empty() && item_last_seq.front() <= acked) {
+            item_last_seq.pop_front();
+            ++items_acked;
+        }
+        primary_->acked(items_acked);
+    };
+    // The domain ended on this host, by the guest's doing or the administrator's, not by a
+    // failure of the host: a backup that has the copy is told through the log (vm_end) so
+    // that it does not take over a VM that was meant to end, and the guest's last outputs
+    // leave once the backup acked the log up to there. A backup that does not ack in time
+    // (its host failed too) may take over after all; the line says so.
+    auto end_orderly = [&](const DomainEnd& why) {
+        if (!copied)
+            return end(XenRole::stopped, "ended: " + why.text +
+                                             (alone ? " (running alone)" : " (no backup had its live copy)"));
+        constexpr auto kEndAck = std::chrono::seconds(5);
+        const auto deadline = Clock::now() + kEndAck;
+        const auto held = primary_->outputs_held();
+        std::optional<std::uint64_t> end_seq;
+        while (Clock::now() < deadline) {
+            if (!ship())
+                break;
+            if (!end_seq && log.empty()) {
+                const logformat::Entry e{cfg_.channel.epoch, next_seq, 0, primary_->exits(),
+                                         logformat::VmEnd{why.reason}};
+                if (sender_->append(e))
+                    end_seq = next_seq++;
+            }
+            sender_->flush(true);
+            take_acks();
+            if (end_seq && sender_->acked() >= *end_seq)
+                return end(XenRole::stopped, "ended: " + why.text + " at exit " + std::to_string(primary_->exits()) +
+                                                 "; the backup acknowledged the end and does not take over; " +
+                                                 std::to_string(held) + " held outputs released");
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        end(XenRole::stopped, "ended: " + why.text + "; the backup did not acknowledge the end within " +
+                                  std::to_string(std::chrono::seconds(kEndAck).count()) +
+                                  " s: it may take the VM over; " + std::to_string(primary_->outputs_held()) +
+                                  " outputs still held are dropped");
+    };
+
     while (!stop_) {
         const bool lost = copied && !alone && peer_lost(sender_->streaming());
         // A backup that never took a copy (its host is down, or not set up): the guest must
         // not wait for acks that cannot come. Decided like a loss: the test-and-set, then alone.
-        const bool never_came = !copied && !alone && ms_since_start() >= static_cast<long long>(cfg_.backup_wait_ms);
+        // A copy under way is let finish (the channel fails it if it stops making progress).
+        const bool never_came = !copied && !alone && !sink &&
+                                ms_since_start() >= static_cast<long long>(cfg_.backup_wait_ms);
         if (lost || never_came) {
             const auto t0 = Clock::now();
             say("[" + std::to_string(ms_since_start()) + " ms] " +
@@ -412,8 +548,8 @@ void XenNode::run_primary()
             primary_->cancel_copy();
             renew_sender();
         }
-        if (auto why = primary_->ended())
-            return end(XenRole::stopped, "ended: " + *why);
+        if (auto why = primary_->end_state())
+            return end_orderly(*why);
         // A backup connected and waits for its copy: the domain takes it at its next ioreq.
         if (!copied && !sink && sender_->copy_state() == channel::CopyState::copying) {
             sink.emplace(*sender_, cfg_.channel.epoch, stop_);
@@ -423,8 +559,8 @@ void XenNode::run_primary()
         }
         wait_readable(primary_->wait_fds(), primary_->copying() ? 1 : 20);
         if (auto r = primary_->step(log, 0); !r) {
-            if (auto why = primary_->ended()) // destroyed under us: its end, not an error
-                return end(XenRole::stopped, "ended: " + *why);
+            if (auto why = primary_->end_state()) // destroyed under us: its end, not an error
+                return end_orderly(*why);
             return end(XenRole::failed, r.error());
         }
         if (auto o = primary_->take_copy_outcome()) {
@@ -475,35 +611,11 @@ void XenNode::run_primary()
                 log.pop_front();
                 ++front_item;
             }
-            // Into the channel, whole items at a time, while it has room (else they wait here).
-            while (!log.empty()) {
-                entries.clear();
-                writer.write(log.front(), entries);
-                std::size_t done = 0;
-                for (auto& e : entries) {
-                    e.epoch = cfg_.channel.epoch;
-                    e.seq = next_seq;
-                    if (!sender_->append(e))
-                        break;
-                    ++next_seq;
-                    ++done;
-                }
-                if (done != 0 && done < entries.size())
-                    return end(XenRole::failed, "the logging channel's buffer filled in the middle of a log item "
-                                                "(channel buffer_bytes is too small for one item)");
-                if (done == 0)
-                    break; // full: the backup is behind; the item is sent when acks make room
-                item_last_seq.push_back(next_seq - 1);
-                log.pop_front();
-                ++front_item;
-            }
+            if (!ship())
+                return end(XenRole::failed, "the logging channel's buffer filled in the middle of a log item "
+                                            "(channel buffer_bytes is too small for one item)");
             sender_->flush(primary_->outputs_held() > 0);
-            const auto acked = sender_->acked();
-            while (!item_last_seq.empty() && item_last_seq.front() <= acked) {
-                item_last_seq.pop_front();
-                ++items_acked;
-            }
-            primary_->acked(items_acked);
+            take_acks();
         }
         XenNodeStatus s;
         s.role = alone ? XenRole::primary_alone : XenRole::primary_protected;
@@ -530,7 +642,15 @@ void XenNode::run_primary()
         }
         publish(std::move(s));
     }
-    end(XenRole::stopped, "stopped");
+    // xenftd is stopping. `xl destroy` stops it right after destroying the domain: that is an
+    // end. Otherwise the domain would run on without its devices (Xen answers their accesses
+    // with nothing) while the backup takes over: it is paused instead.
+    if (auto why = primary_->end_state())
+        return end_orderly(*why);
+    const auto paused = primary_->pause();
+    end(XenRole::stopped, paused ? "stopped: xenftd is stopping while the domain runs; the domain is paused (it has "
+                                   "no devices without xenftd); a backup takes the VM over"
+                                 : "stopped: xenftd is stopping while the domain runs, and " + paused.error());
 }
 
 void XenNode::run_backup()
@@ -545,6 +665,7 @@ void XenNode::run_backup()
     std::deque<channel::LogReceiver::ReceivedCopy> copies;
     std::optional<CopyAnswer> answer;
     std::atomic<bool> pumping{true}, channel_up{false};
+    std::atomic<std::uint64_t> acks_sent{0};
     receiver_->await_copy(cfg_.channel.epoch);
     std::thread pump([&] {
         while (pumping) {
@@ -559,6 +680,7 @@ void XenNode::run_backup()
             while (auto e = receiver_->pop())
                 inbox.push_back(std::move(*e));
             channel_up = receiver_->connected();
+            acks_sent = receiver_->acks_sent();
         }
     });
     struct Join {
@@ -621,6 +743,10 @@ void XenNode::run_backup()
                                      std::to_string(ms_between(copy_began, Clock::now())) + " ms after this node started";
             say("[" + std::to_string(ms_since_start()) + " ms] live copy " + what + "; replaying");
             record_copy(what);
+            // The epoch the primary runs in, for the test-and-set: unknown, no takeover.
+            if (auto e = learn_epoch(); !e)
+                say("cannot learn the pair's epoch (" + e.error() + "): a test-and-set from epoch " +
+                    std::to_string(status().epoch) + " may fail, and this backup then does not take over");
             break;
         }
         if (peer_lost(channel_up))
@@ -634,6 +760,9 @@ void XenNode::run_backup()
     XenLog log;
     XenLogReader reader;
     std::uint64_t entries = 0, items = 0;
+    std::optional<logformat::Entry> primary_end; // the primary's vm_end entry
+    std::optional<DomainEnd> own_end;             // this domain ended (in replay, or destroyed here)
+    Clock::time_point own_end_wait{};
     auto last_status = Clock::now();
     auto status_now = [&] {
         XenNodeStatus s;
@@ -658,6 +787,10 @@ void XenNode::run_backup()
         }
         for (const auto& e : got) {
             ++entries;
+            if (std::holds_alternative<logformat::VmEnd>(e.payload)) {
+                primary_end = e;
+                break; // nothing follows it
+            }
             auto item = reader.read(e);
             if (!item)
                 return end(XenRole::failed, "log entry " + std::to_string(e.seq) + ": " + item.error());
@@ -666,15 +799,40 @@ void XenNode::run_backup()
                 ++items;
             }
         }
+        if (primary_end || failover_requested_)
+            break;
+        if (own_end) {
+            // The guest ended here in replay where it ended on the primary, whose vm_end is on
+            // its way: acking it tells the primary that this silence is not a failure.
+            if (Clock::now() >= own_end_wait || peer_lost(channel_up))
+                break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            continue;
+        }
         if (peer_lost(channel_up)) {
             std::lock_guard lock(mu);
             if (inbox.empty())
                 break; // the primary is gone, and everything it sent is here
             continue;
         }
+        // This domain ended by itself: the guest shut down or crashed in replay as it did on the
+        // primary, or the administrator destroyed it here (nothing to wait for then).
+        auto ended_here = [&](DomainEnd why) {
+            own_end_wait = Clock::now() + std::chrono::seconds(why.reason == logformat::VmEnd::Reason::destroyed ? 0 : 3);
+            own_end = std::move(why);
+        };
+        if (auto why = backup_->end_state()) {
+            ended_here(std::move(*why));
+            continue;
+        }
         wait_readable(backup_->wait_fds(), 5);
-        if (auto r = backup_->step(log, 0); !r)
+        if (auto r = backup_->step(log, 0); !r) {
+            if (auto why = backup_->end_state()) {
+                ended_here(std::move(*why));
+                continue;
+            }
             return end(XenRole::failed, r.error());
+        }
         auto s = status_now();
         if (cfg_.status_every_ms && ms_between(last_status, Clock::now()) >= static_cast<long long>(cfg_.status_every_ms)) {
             last_status = Clock::now();
@@ -688,12 +846,50 @@ void XenNode::run_backup()
     if (stop_)
         return end(XenRole::stopped, "stopped before any failover; digests matched " +
                                          std::to_string(backup_->digests_matched()));
+    if (primary_end) {
+        // The pump acks the entry first: on that ack the primary releases the guest's last
+        // outputs and stops, so its silence that follows is not taken for a failure.
+        for (int i = 0; i < 400 && acks_sent < primary_end->seq; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        const bool told = acks_sent >= primary_end->seq;
+        join.now();
+        std::string here;
+        if (own_end) {
+            here = name_ + " ended here too: " + own_end->text;
+        } else {
+            auto down = backup_->shut_down();
+            here = down ? name_ + " powered off (the toolstack removes it as its on_poweroff says)" : down.error();
+        }
+        return end(XenRole::stopped,
+                   "[" + std::to_string(ms_since_start()) + " ms] the primary's domain ended at its exit " +
+                       std::to_string(primary_end->exit) + " (" +
+                       vm_end_text(std::get<logformat::VmEnd>(primary_end->payload).reason) +
+                       "): the VM is not taken over; " + here +
+                       (told ? "" : "; the end could not be acknowledged"));
+    }
+    if (own_end)
+        return end(XenRole::stopped, "[" + std::to_string(ms_since_start()) + " ms] ended: " + own_end->text +
+                                         " at exit " + std::to_string(backup_->exits()) +
+                                         "; this host no longer protects the VM");
     const auto lost = Clock::now();
     join.now(); // a suspected primary gets no more acks
-    say("[" + std::to_string(ms_since_start()) + " ms] the primary is lost: no " + (watch_ ? "heartbeat" : "channel") +
-        " for " + std::to_string(cfg_.failover_ms) + " ms; backup at exit " + std::to_string(backup_->exits()) +
-        " with " + std::to_string(log.size()) + " items to replay, " + std::to_string(entries) + " entries received; " +
-        std::to_string(backup_->digests_matched()) + " digests matched");
+    const bool by_operator = failover_requested_;
+    if (by_operator) {
+        // Silent from here, as a failed host would be: the primary stops releasing outputs
+        // (no acks), finds this host gone after failover_ms and loses the test-and-set.
+        watch_.reset();
+        receiver_.reset();
+        say("[" + std::to_string(ms_since_start()) + " ms] operator failover: this backup stops acking and "
+            "heartbeating; at exit " + std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) +
+            " items to replay, " + std::to_string(entries) + " entries received; " +
+            std::to_string(backup_->digests_matched()) + " digests matched");
+    } else {
+        say("[" + std::to_string(ms_since_start()) + " ms] the primary is lost: no " +
+            (watch_ ? "heartbeat" : "channel") + " for " + std::to_string(cfg_.failover_ms) + " ms; backup at exit " +
+            std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) + " items to replay, " +
+            std::to_string(entries) + " entries received; " + std::to_string(backup_->digests_matched()) +
+            " digests matched");
+    }
     if (!arbitrate("backup")) {
         record_failover("lost the test-and-set: the primary runs on");
         return end(XenRole::paused, "[" + std::to_string(ms_since_start()) + " ms] lost: the primary runs on; " +
@@ -701,7 +897,8 @@ void XenNode::run_backup()
     }
     if (auto r = backup_->go_live(log); !r)
         return end(XenRole::failed, r.error());
-    const std::string what = "went live at exit " + std::to_string(backup_->live_exit()) + ", " +
+    const std::string what = std::string(by_operator ? "operator failover: " : "") + "went live at exit " +
+                             std::to_string(backup_->live_exit()) + ", " +
                              std::to_string(ms_between(lost, Clock::now())) + " ms after the failover began; " +
                              std::to_string(backup_->digests_matched()) + " digests matched, " +
                              std::to_string(backup_->frames_replayed()) + " frames replayed, " +

@@ -12,14 +12,17 @@
 // UDP heartbeats tell when the peer is gone (a host that loses power closes no connection);
 // then the test-and-set on the shared LUN decides which host runs the VM: the backup goes live
 // if it wins; the primary continues alone if it wins and pauses its domain if it loses.
+// A domain that ends on a live host (the guest shut down or crashed, `xl destroy`) is not a
+// failure: the primary writes vm_end into the log and the backup, instead of taking over,
+// powers its own domain off (docs/xen-backend.md, "How a protected domain ends").
 //
 // Threads: one runs the domain (record or replay loop) and never waits on the network; on the
 // primary one pumps the sender, on the backup one pumps the receiver (the replay loop can be
 // busy with a digest of all memory while the primary waits for acks); one sends and hears
 // heartbeats. status() may be called from any thread.
 //
-// Not here yet (docs/xen-backend.md): operator failover, and a live domain (a backup that went
-// live) taking a new backup.
+// Not here yet (docs/xen-backend.md): unprotect and protect, and a live domain (a backup that
+// went live) taking a new backup.
 #pragma once
 
 #include <atomic>
@@ -107,6 +110,15 @@ public:
     XenNodeStatus status() const;
     // The domain's thread ended (see status().role and failure).
     bool finished() const noexcept { return finished_; }
+    // The operator's failover (`xenft failover` on the backup's host). The backup stops acking
+    // and its heartbeats, so to the primary it is a lost backup: the primary holds its outputs
+    // from then on and, after failover_ms of silence, loses the test-and-set that the backup
+    // has already won; the backup replays what it received and goes live, as after a
+    // failure. An error, and nothing happens, unless this node is a replaying backup.
+    Expected<bool, std::string> request_failover();
+    // Once finished(): the domain shut down or is gone, so xenftd has nothing left to serve
+    // (a paused or failed one stays for the administrator to look at).
+    bool domain_ended() const;
 
 private:
     class PeerWatch;
@@ -114,6 +126,7 @@ private:
     void run_primary();
     void run_backup();
     bool arbitrate(const char* side);
+    Expected<std::uint64_t, std::string> learn_epoch();
     bool peer_lost(bool channel_up);
     void say(const std::string& line) const;
     void publish(XenNodeStatus s);
@@ -135,7 +148,7 @@ private:
 
     mutable std::mutex status_mu_;
     XenNodeStatus status_;
-    std::atomic<bool> stop_{false}, finished_{false};
+    std::atomic<bool> stop_{false}, finished_{false}, failover_requested_{false};
     std::thread thread_;
 };
 

@@ -261,7 +261,7 @@ nlohmann::json xen_status_json(const daemon::DaemonConfig& c, const daemon::XenN
 
 // The Xen backend: the domain `xl create` made (paused; xl unpauses it once the hook returns,
 // that is once this answers on the control socket), recorded or replayed until it ends or
-// SIGTERM. Only status is served: failover, unprotect and protect are the KVM backend's yet.
+// SIGTERM. Status and failover are served; unprotect and protect are the KVM backend's yet.
 int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostParts& parts, int control, bool unpause)
 {
     daemon::XenNodeConfig x;
@@ -293,6 +293,14 @@ int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostPart
         return fail("vm " + std::to_string(cfg.vm_id) + ": " + node.error());
     }
     while (!g_stop) {
+        // A domain that ended has no more use for its xenftd: it exits (0, so systemd leaves
+        // it stopped), and the next `xl create` of the VM starts a new one.
+        if ((*node)->finished() &&
+            ((*node)->status().role == daemon::XenRole::stopped || (*node)->domain_ended())) {
+            std::cerr << vm_name << ": domain " << domid << " ended (" << daemon::xen_role_name((*node)->status().role)
+                      << "); xenftd exits\n";
+            break;
+        }
         pollfd p{control, POLLIN, 0};
         if (::poll(&p, 1, 200) <= 0)
             continue;
@@ -301,14 +309,21 @@ int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostPart
             continue;
         if (request->command == "status")
             answer(*request, xen_status_json(cfg, (*node)->status()));
-        else if (request->command == "failover" || request->command == "unprotect" || request->command == "protect")
-            answer(*request, {{"error", request->command + " is not available with backend = xen yet: the pair fails "
-                                                           "over by itself when a host is lost (docs/xen-backend.md)"}});
+        else if (request->command == "failover") {
+            if (auto r = (*node)->request_failover(); !r)
+                answer(*request, {{"error", r.error()}});
+            else
+                answer(*request, {{"ok", true},
+                                  {"note", "failover requested; the backup goes live once it wins the test-and-set, "
+                                           "and the primary pauses its domain once it finds this host silent"}});
+        } else if (request->command == "unprotect" || request->command == "protect")
+            answer(*request, {{"error", request->command + " is not available with backend = xen yet (docs/xen-backend.md)"}});
         else
             answer(*request, {{"error", "unknown command \"" + request->command.substr(0, 40) +
                                             "\" (status, failover, unprotect, protect)"}});
     }
-    std::cerr << vm_name << ": stopping on signal; " << daemon::xen_role_name((*node)->status().role) << "\n";
+    if (g_stop)
+        std::cerr << vm_name << ": stopping on signal; " << daemon::xen_role_name((*node)->status().role) << "\n";
     node->reset();
     ::unlink(cfg.control_socket.c_str());
     return 0;

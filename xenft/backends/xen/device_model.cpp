@@ -211,17 +211,36 @@ void XenDeviceModel::interrupts_taken_elsewhere()
             d->interrupt_delivered();
 }
 
-std::optional<std::string> XenDeviceModel::ended() const
+namespace {
+
+const char* shutdown_reason_name(unsigned reason)
 {
+    switch (reason) {
+    case SHUTDOWN_poweroff: return "poweroff";
+    case SHUTDOWN_reboot: return "reboot";
+    case SHUTDOWN_suspend: return "suspend";
+    case SHUTDOWN_crash: return "crash";
+    case SHUTDOWN_watchdog: return "watchdog";
+    case SHUTDOWN_soft_reset: return "soft reset";
+    }
+    return "unknown reason";
+}
+
+} // namespace
+
+std::optional<DomainEnd> XenDeviceModel::end_state() const
+{
+    using Reason = logformat::VmEnd::Reason;
     auto info = xc_.domain_info(domid_);
     if (!info)
-        return "the domain is gone";
+        return DomainEnd{Reason::destroyed, "the domain is gone"};
     if (info->crashed)
-        return "the domain crashed";
+        return DomainEnd{Reason::crashed, "the domain crashed"};
     if (info->dying)
-        return "the domain is being destroyed";
+        return DomainEnd{Reason::destroyed, "the domain is being destroyed"};
     if (info->shutdown)
-        return "the domain shut down";
+        return DomainEnd{Reason::shut_down,
+                         std::string("the domain shut down (") + shutdown_reason_name(info->shutdown_reason) + ")"};
     return std::nullopt;
 }
 

@@ -28,6 +28,7 @@
 #include "xenft/devices/host_io.hpp"
 #include "xenft/devices/virtio_blk.hpp"
 #include "xenft/devices/virtio_net.hpp"
+#include "xenft/logformat/entry.hpp"
 
 namespace xenft::backends::xen {
 
@@ -84,6 +85,13 @@ struct DeviceModelSpec {
     devices::MacAddress mac{0x52, 0x54, 0x00, 0x58, 0x46, 0x02};
 };
 
+// How a domain ended, for the log (the backup must not take over a VM that ended on purpose)
+// and for people.
+struct DomainEnd {
+    logformat::VmEnd::Reason reason = logformat::VmEnd::Reason::destroyed;
+    std::string text; // "the domain shut down (poweroff)"
+};
+
 class XenDeviceModel {
 public:
     // Takes the devices' ranges from the domain (created paused) and enables the server; the
@@ -106,7 +114,12 @@ public:
     // learn that their interrupt was taken, at the same point the primary injected it.
     void interrupts_taken_elsewhere();
     // Why the domain no longer runs, if it does not.
-    std::optional<std::string> ended() const;
+    std::optional<DomainEnd> end_state() const;
+    std::optional<std::string> ended() const
+    {
+        auto e = end_state();
+        return e ? std::optional<std::string>(std::move(e->text)) : std::nullopt;
+    }
     int ioreq_fd() const { return server_->fd(); }
     std::uint32_t domid() const noexcept { return domid_; }
     XenGuestMemory& memory() { return *memory_; }

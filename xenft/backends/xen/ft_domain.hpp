@@ -141,6 +141,7 @@ public:
     // The peer runs the VM now (it won the test-and-set): this copy must not run on.
     Expected<bool, std::string> pause() { return dm_->control().pause(dm_->domid()); }
     std::optional<std::string> ended() const { return dm_->ended(); }
+    std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
     // What step() waits on, for a caller that waits on both replicas at once.
     std::vector<int> wait_fds() const;
 
@@ -246,6 +247,10 @@ public:
     std::uint64_t dropped() const noexcept { return dropped_; }
     std::uint64_t frames_resent() const noexcept { return resent_; }
     const std::string& console() const { return dm_->console(); }
+    std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
+    // The primary's VM ended on purpose (vm_end in the log): this replica ends with it, as a
+    // domain that powered off, so the toolstack removes it as its on_poweroff says.
+    Expected<bool, std::string> shut_down() { return dm_->control().shut_down(dm_->domid(), SHUTDOWN_poweroff); }
 
 private:
     ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session);

@@ -45,6 +45,13 @@ Expected<bool, std::string> XenControl::unpause(std::uint32_t domid) const
     return true;
 }
 
+Expected<bool, std::string> XenControl::shut_down(std::uint32_t domid, int reason) const
+{
+    if (xc_domain_shutdown(xc_.get(), domid, reason) != 0)
+        return unexpected(errno_text("domain " + std::to_string(domid) + ": cannot shut down"));
+    return true;
+}
+
 Expected<ForeignMemory, std::string> ForeignMemory::open()
 {
     xenforeignmemory_handle* h = xenforeignmemory_open(nullptr, 0);

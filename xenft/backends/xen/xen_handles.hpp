@@ -39,6 +39,9 @@ public:
     Expected<xc_dominfo_t, std::string> domain_info(std::uint32_t domid) const;
     Expected<bool, std::string> pause(std::uint32_t domid) const;
     Expected<bool, std::string> unpause(std::uint32_t domid) const;
+    // As if the guest had shut itself down with `reason` (SHUTDOWN_*): the toolstack then does
+    // what the domain's configuration says (on_poweroff=destroy by default).
+    Expected<bool, std::string> shut_down(std::uint32_t domid, int reason) const;
 
 private:
     explicit XenControl(xc_interface* h) : xc_(h) {}
