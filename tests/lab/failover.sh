@@ -20,6 +20,13 @@
 #     and serves alone (the guest's outputs no longer held). Then B creates its domain: its
 #     backup takes a live copy of A's domain, which has served alone for a minute, and A is protected
 #     again; the client PUTs, QEMU A is killed, B goes live (epoch 3) and has the PUT.
+#   case "a-ends": no failure: the administrator runs `xl destroy` on host A. A's xenftd tells
+#     the backup through the log (vm_end) before it goes silent; B ends with the VM (its
+#     domain powered off and removed by xl) instead of taking it over: no test-and-set, the
+#     arbitration record stays at epoch 1, the guest no longer answers, both xenftd exit.
+#   case "operator": no failure either: `xenft failover` on host B. B stops acking and
+#     heartbeating, wins the test-and-set (epoch 2) and goes live with the client's PUT; A
+#     finds B silent, loses the test-and-set and pauses its domain.
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
@@ -27,7 +34,7 @@
 # usage: tests/lab/failover.sh [WORKDIR]      (default build/lab-failover)
 # Env: XEN_WORKDIR (default build/xen), XENFT_GUEST, XENFT_XL_HOOK, XENFT_CLI (the build's
 #      xenft CLI, for certificates and the arbitration record), FAILOVER_CASES ("a-dies b-dies
-#      b-late").
+#      b-late a-ends operator").
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,7 +44,7 @@ work=$(cd "$work" && pwd)
 export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
-cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late}
+cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late a-ends operator}
 cases=$work/lab_failover.cases
 : > "$cases"
 start=$(date +%s)
@@ -178,9 +185,20 @@ if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
 else
     say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
+# lab.act=destroy|failover: what the administrator does on this host once the build machine
+# serves /act on port 7999: xl destroy of the guest, or xenft failover.
+act=\$(sed -n 's/.*lab\.act=\([a-z]*\).*/\1/p' /proc/cmdline)
+if [ -n "\$act" ]; then
+    (until curl -sf -o /dev/null --max-time 2 http://10.98.1.1:7999/act; do sleep 2; done
+     case \$act in
+         destroy) out=\$(\$xl destroy ft-guest 2>&1); rc=\$?; say "xl destroy ft-guest: exit \$rc \$(echo \$out)" ;;
+         failover) out=\$(/usr/sbin/xenft failover --vm 1 2>&1); rc=\$?; say "xenft failover: exit \$rc \$(echo \$out)" ;;
+     esac) &
+fi
 # What the administrator sees, every 10 s, until the host is switched off.
 while sleep 10; do
     /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped' | sed "s/^ */LAB: \$role: status: /"
+    say "domains: \$(\$xl list 2> /dev/null | awk 'NR > 1 { printf "%s ", \$1 }')"
 done
 EOF
 chmod +x "$payload/run"
@@ -436,7 +454,160 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     fi
 }
 
+# Serves /act on the build machine (port 7999) for a host booted with lab.act=...: its go-ahead.
+# The server's pid in go.
+go_ahead() { # CASE
+    mkdir -p "$work/go-$1" && touch "$work/go-$1/act"
+    python3 -m http.server 7999 --bind 10.98.1.1 --directory "$work/go-$1" > /dev/null 2>&1 &
+    go=$!
+    pids+=($go)
+}
+
+run_operator_case() { # the administrator moves the VM to host B with `xenft failover` there
+    local c=operator t0 put get port=$((20000 + RANDOM % 20000))
+    stamp "case $c: fresh LUN record, both hosts booting (host B runs xenft failover on the lab's word)"
+    fresh_lun $c
+    boot a "socket,id=ft,listen=127.0.0.1:$port"
+    sleep 1
+    boot b "socket,id=ft,connect=127.0.0.1:$port" lab.act=failover
+    t0=$(date +%s)
+    if ! wait_for a 'LAB: a: .*live copy sent to' 400; then
+        fail "${c}_backup_protects_the_vm" "no live copy within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: host B has the live copy, $(($(date +%s) - t0)) s after boot"
+    # The first exchange waits for the guest's ARP reply, held by the output gate until the
+    # backup acks: ping allows it 60 s (curl's connect would fail after ARP's 3 s).
+    client ping -c 1 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
+    get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    echo "client: put $put, get $get"
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
+    local go
+    go_ahead $c
+    local asked=$(date +%s)
+    stamp "case $c: go-ahead for xenft failover on host B"
+    wait_for b 'LAB: b: xenft failover: ' 60 && stamp "case $c: $(line_in b 'xenft failover: ' | sed 's/.*LAB: b: //')"
+    kill $go 2> /dev/null
+    local get_after put_after arbiter
+    get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
+    stamp "case $c: $(($(date +%s) - asked)) s after the go-ahead: client GET '$get_after', PUT $put_after"
+    wait_for a 'LAB: a: status: *role: *paused' 40
+    wait_for b 'LAB: b: status: *last failover: ' 30
+    arbiter=$("$xenft_cli" arbiter show --url "$lun" --vm 1 2>&1 | head -n 1)
+    echo "arbitration record: $arbiter"
+    echo "timeline of case $c (host B, then host A):"
+    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 7
+    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 4
+    kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+    wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
+
+    if [ "$put" = 201 ] && [ "$get" = "value-$c" ]; then
+        pass "${c}_client_uses_the_protected_guest"
+    else
+        fail "${c}_client_uses_the_protected_guest" "put $put, get '$get'"
+    fi
+    if seen_in b 'LAB: b: xenft failover: exit 0 failover requested' &&
+       seen_in b 'LAB: b: .*operator failover: this backup stops acking and heartbeating' &&
+       seen_in b 'LAB: b: .*backup: test-and-set .*epoch 1 -> 2: won' &&
+       seen_in b 'LAB: b: .*operator failover: went live at exit [1-9]' &&
+       seen_in b 'LAB: b: status: *last failover: .*operator failover: went live'; then
+        pass "${c}_xenft_failover_makes_the_backup_go_live"
+    else
+        fail "${c}_xenft_failover_makes_the_backup_go_live" "$(grep -a 'LAB: b: .*\(xenft failover\|operator\|test-and-set\|failed\)' "$work/serial-b.log" | tr -d '\r' | head -n 4 | tr '\n' ' ')"
+    fi
+    if [ "$get_after" = "value-$c" ] && [[ $put_after =~ ^20[14]$ ]]; then
+        pass "${c}_acknowledged_put_survives_and_service_goes_on"
+    else
+        fail "${c}_acknowledged_put_survives_and_service_goes_on" "get '$get_after', put $put_after"
+    fi
+    if seen_in a 'LAB: a: .*the backup is lost' && seen_in a 'LAB: a: .*primary: test-and-set .*: lost' &&
+       seen_in a 'LAB: a: .*lost: domain [0-9]* paused' && seen_in a 'LAB: a: status: *role: *paused' &&
+       [[ $arbiter == *"epoch 2, owner host 2"* ]]; then
+        pass "${c}_primary_loses_the_test_and_set_and_pauses"
+    else
+        fail "${c}_primary_loses_the_test_and_set_and_pauses" "$(grep -a 'LAB: a: .*\(lost\|test-and-set\|paused\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' '); arbiter '$arbiter'"
+    fi
+}
+
+run_end_case() { # the administrator ends the protected VM on host A: host B must not take it over
+    local c=a-ends t0 put get port=$((20000 + RANDOM % 20000))
+    stamp "case $c: fresh LUN record, both hosts booting (host A ends the VM with xl destroy on the lab's word)"
+    fresh_lun $c
+    boot a "socket,id=ft,listen=127.0.0.1:$port" lab.act=destroy
+    sleep 1
+    boot b "socket,id=ft,connect=127.0.0.1:$port"
+    t0=$(date +%s)
+    if ! wait_for a 'LAB: a: .*live copy sent to' 400; then
+        fail "${c}_backup_protects_the_vm" "no live copy within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: host B has the live copy, $(($(date +%s) - t0)) s after boot"
+    # The first exchange waits for the guest's ARP reply, held by the output gate until the
+    # backup acks: ping allows it 60 s (curl's connect would fail after ARP's 3 s).
+    client ping -c 1 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
+    get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    echo "client: put $put, get $get"
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
+    # The administrator: `xl destroy ft-guest` on host A.
+    local go
+    go_ahead $c
+    local ended=$(date +%s)
+    stamp "case $c: go-ahead for xl destroy on host A"
+    wait_for a 'LAB: a: xl destroy ft-guest: ' 60 && stamp "case $c: $(line_in a 'xl destroy ft-guest: ' | sed 's/.*LAB: a: //')"
+    kill $go 2> /dev/null
+    wait_for b "LAB: b: .*the primary's domain ended" 60
+    # Longer than the failover time (after-ms 2000) and the status period: a backup that took
+    # the silence for a failure would have run the test-and-set and gone live by now.
+    wait_for b 'LAB: b: domains: Domain-0 [^a-z]*$' 40
+    sleep 10
+    local get_after arbiter
+    get_after=$(client curl -s -w ' %{http_code}' --max-time 10 http://10.98.1.2/kv/lab)
+    arbiter=$("$xenft_cli" arbiter show --url "$lun" --vm 1 2>&1 | head -n 1)
+    stamp "case $c: $(($(date +%s) - ended)) s after the go-ahead: client GET '$get_after'; arbitration record: $arbiter"
+    echo "timeline of case $c (host A, then host B):"
+    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 6
+    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 6
+    kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+    wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
+
+    if [ "$put" = 201 ] && [ "$get" = "value-$c" ]; then
+        pass "${c}_client_uses_the_protected_guest"
+    else
+        fail "${c}_client_uses_the_protected_guest" "put $put, get '$get'"
+    fi
+    if seen_in a 'LAB: a: xl destroy ft-guest: exit 0' &&
+       seen_in a 'LAB: a: .*ended: the domain .*the backup acknowledged the end and does not take over'; then
+        pass "${c}_primary_tells_the_backup_that_the_vm_ended"
+    else
+        fail "${c}_primary_tells_the_backup_that_the_vm_ended" "$(line_in a 'xl destroy ft-guest') / $(line_in a 'ended: ')"
+    fi
+    if seen_in b "LAB: b: .*the primary's domain ended at its exit [1-9][0-9]* (the domain was destroyed): the VM is not taken over" &&
+       ! seen_in b 'test-and-set' && ! seen_in b 'went live' && [[ $arbiter == *"epoch 1,"* ]] &&
+       [[ $get_after != *value-$c* ]]; then
+        pass "${c}_backup_ends_with_the_vm_and_does_not_take_it_over"
+    else
+        fail "${c}_backup_ends_with_the_vm_and_does_not_take_it_over" "$(line_in b "primary's domain ended") $(line_in b 'test-and-set') $(line_in b 'went live'); arbiter '$arbiter'; client GET '$get_after'"
+    fi
+    # A's xenftd is stopped by xl destroy's hook (or exits by itself if it saw the end first).
+    if seen_in a 'LAB: a: .*\(xenftd exits\|stopping on signal\)' && seen_in b 'LAB: b: .*xenftd exits' &&
+       seen_in b 'LAB: b: domains: Domain-0 [^a-z]*$'; then
+        pass "${c}_both_xenftd_exit_and_the_backup_domain_is_removed"
+    else
+        fail "${c}_both_xenftd_exit_and_the_backup_domain_is_removed" "$(line_in a 'xenftd exits\|stopping on signal') / $(line_in b 'xenftd exits') / $(grep -a 'LAB: b: domains: ' "$work/serial-b.log" | tr -d '\r' | tail -n 1)"
+    fi
+}
+
 for c in $cases_to_run; do
-    if [ "$c" = b-late ]; then run_late_case; else run_case "$c"; fi
+    case $c in
+        b-late) run_late_case ;;
+        a-ends) run_end_case ;;
+        operator) run_operator_case ;;
+        *) run_case "$c" ;;
+    esac
 done
 finish
