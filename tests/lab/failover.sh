@@ -454,27 +454,33 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     fi
 }
 
-# Serves /act on the build machine (port 7999) for a host booted with lab.act=...: its go-ahead.
-# The server's pid in go.
-go_ahead() { # CASE
+# The administrator's action on HOST, booted with lab.act=...: the build machine serves /act
+# (port 7999) until HOST reports it on its serial line ("WHAT: exit N ...").
+administrator() { # CASE HOST WHAT
+    local go
     mkdir -p "$work/go-$1" && touch "$work/go-$1/act"
     python3 -m http.server 7999 --bind 10.98.1.1 --directory "$work/go-$1" > /dev/null 2>&1 &
     go=$!
     pids+=($go)
+    stamp "case $1: go-ahead for $3 on host ${2^^}"
+    wait_for "$2" "LAB: $2: $3: " 60 && stamp "case $1: $(line_in "$2" "$3: " | sed "s/.*LAB: $2: //")"
+    kill $go 2> /dev/null
 }
 
-run_operator_case() { # the administrator moves the VM to host B with `xenft failover` there
-    local c=operator t0 put get port=$((20000 + RANDOM % 20000))
-    stamp "case $c: fresh LUN record, both hosts booting (host B runs xenft failover on the lab's word)"
+# Boots a pair for a case without a power cut, with host A's and host B's extra kernel
+# parameters, and has the client PUT value-CASE once B has the live copy (put and get: the
+# caller's). Fails the case and returns 1 when no copy comes.
+protected_pair() { # CASE A-PARAMETERS B-PARAMETERS
+    local c=$1 t0 port=$((20000 + RANDOM % 20000))
     fresh_lun $c
-    boot a "socket,id=ft,listen=127.0.0.1:$port"
+    boot a "socket,id=ft,listen=127.0.0.1:$port" "$2"
     sleep 1
-    boot b "socket,id=ft,connect=127.0.0.1:$port" lab.act=failover
+    boot b "socket,id=ft,connect=127.0.0.1:$port" "$3"
     t0=$(date +%s)
     if ! wait_for a 'LAB: a: .*live copy sent to' 400; then
         fail "${c}_backup_protects_the_vm" "no live copy within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
         kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
-        return
+        return 1
     fi
     stamp "case $c: host B has the live copy, $(($(date +%s) - t0)) s after boot"
     # The first exchange waits for the guest's ARP reply, held by the output gate until the
@@ -484,12 +490,30 @@ run_operator_case() { # the administrator moves the VM to host B with `xenft fai
     get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
     echo "client: put $put, get $get"
     wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
-    local go
-    go_ahead $c
+}
+
+# Ends a case of protected_pair: prints its timeline (the last N1 lines of host FIRST, then
+# N2 of host SECOND), powers both hosts and the LUN's target off, and checks the client's PUT.
+close_pair() { # CASE FIRST N1 SECOND N2
+    local c=$1
+    echo "timeline of case $c (host ${2^^}, then host ${4^^}):"
+    grep -a "LAB: $2: " "$work/serial-$2.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n "$3"
+    grep -a "LAB: $4: " "$work/serial-$4.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n "$5"
+    kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+    wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
+    if [ "$put" = 201 ] && [ "$get" = "value-$c" ]; then
+        pass "${c}_client_uses_the_protected_guest"
+    else
+        fail "${c}_client_uses_the_protected_guest" "put $put, get '$get'"
+    fi
+}
+
+run_operator_case() { # the administrator moves the VM to host B with `xenft failover` there
+    local c=operator put get
+    stamp "case $c: fresh LUN record, both hosts booting (host B runs xenft failover on the lab's word)"
+    protected_pair $c "" lab.act=failover || return
     local asked=$(date +%s)
-    stamp "case $c: go-ahead for xenft failover on host B"
-    wait_for b 'LAB: b: xenft failover: ' 60 && stamp "case $c: $(line_in b 'xenft failover: ' | sed 's/.*LAB: b: //')"
-    kill $go 2> /dev/null
+    administrator $c b "xenft failover"
     local get_after put_after arbiter
     get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
     put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
@@ -498,17 +522,7 @@ run_operator_case() { # the administrator moves the VM to host B with `xenft fai
     wait_for b 'LAB: b: status: *last failover: ' 30
     arbiter=$("$xenft_cli" arbiter show --url "$lun" --vm 1 2>&1 | head -n 1)
     echo "arbitration record: $arbiter"
-    echo "timeline of case $c (host B, then host A):"
-    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 7
-    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 4
-    kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
-    wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
-
-    if [ "$put" = 201 ] && [ "$get" = "value-$c" ]; then
-        pass "${c}_client_uses_the_protected_guest"
-    else
-        fail "${c}_client_uses_the_protected_guest" "put $put, get '$get'"
-    fi
+    close_pair $c b 7 a 4
     if seen_in b 'LAB: b: xenft failover: exit 0 failover requested' &&
        seen_in b 'LAB: b: .*operator failover: this backup stops acking and heartbeating' &&
        seen_in b 'LAB: b: .*backup: test-and-set .*epoch 1 -> 2: won' &&
@@ -533,33 +547,11 @@ run_operator_case() { # the administrator moves the VM to host B with `xenft fai
 }
 
 run_end_case() { # the administrator ends the protected VM on host A: host B must not take it over
-    local c=a-ends t0 put get port=$((20000 + RANDOM % 20000))
+    local c=a-ends put get
     stamp "case $c: fresh LUN record, both hosts booting (host A ends the VM with xl destroy on the lab's word)"
-    fresh_lun $c
-    boot a "socket,id=ft,listen=127.0.0.1:$port" lab.act=destroy
-    sleep 1
-    boot b "socket,id=ft,connect=127.0.0.1:$port"
-    t0=$(date +%s)
-    if ! wait_for a 'LAB: a: .*live copy sent to' 400; then
-        fail "${c}_backup_protects_the_vm" "no live copy within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
-        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
-        return
-    fi
-    stamp "case $c: host B has the live copy, $(($(date +%s) - t0)) s after boot"
-    # The first exchange waits for the guest's ARP reply, held by the output gate until the
-    # backup acks: ping allows it 60 s (curl's connect would fail after ARP's 3 s).
-    client ping -c 1 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1
-    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
-    get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
-    echo "client: put $put, get $get"
-    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
-    # The administrator: `xl destroy ft-guest` on host A.
-    local go
-    go_ahead $c
+    protected_pair $c lab.act=destroy "" || return
     local ended=$(date +%s)
-    stamp "case $c: go-ahead for xl destroy on host A"
-    wait_for a 'LAB: a: xl destroy ft-guest: ' 60 && stamp "case $c: $(line_in a 'xl destroy ft-guest: ' | sed 's/.*LAB: a: //')"
-    kill $go 2> /dev/null
+    administrator $c a "xl destroy ft-guest"
     wait_for b "LAB: b: .*the primary's domain ended" 60
     # Longer than the failover time (after-ms 2000) and the status period: a backup that took
     # the silence for a failure would have run the test-and-set and gone live by now.
@@ -569,17 +561,7 @@ run_end_case() { # the administrator ends the protected VM on host A: host B mus
     get_after=$(client curl -s -w ' %{http_code}' --max-time 10 http://10.98.1.2/kv/lab)
     arbiter=$("$xenft_cli" arbiter show --url "$lun" --vm 1 2>&1 | head -n 1)
     stamp "case $c: $(($(date +%s) - ended)) s after the go-ahead: client GET '$get_after'; arbitration record: $arbiter"
-    echo "timeline of case $c (host A, then host B):"
-    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 6
-    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 6
-    kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
-    wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
-
-    if [ "$put" = 201 ] && [ "$get" = "value-$c" ]; then
-        pass "${c}_client_uses_the_protected_guest"
-    else
-        fail "${c}_client_uses_the_protected_guest" "put $put, get '$get'"
-    fi
+    close_pair $c a 6 b 6
     if seen_in a 'LAB: a: xl destroy ft-guest: exit 0' &&
        seen_in a 'LAB: a: .*ended: the domain .*the backup acknowledged the end and does not take over'; then
         pass "${c}_primary_tells_the_backup_that_the_vm_ended"
