@@ -24,9 +24,10 @@
 #     the backup through the log (vm_end) before it goes silent; B ends with the VM (its
 #     domain powered off and removed by xl) instead of taking it over: no test-and-set, the
 #     arbitration record stays at epoch 1, the guest no longer answers, both xenftd exit.
-#   case "operator": no failure either: `xenft failover` on host B. B stops acking and
-#     heartbeating, wins the test-and-set (epoch 2) and goes live with the client's PUT; A
-#     finds B silent, loses the test-and-set and pauses its domain.
+#   case "operator": no failure either: `xenft failover` on host B. B stops acking, wins the
+#     test-and-set (epoch 2), says so in its heartbeats and goes live with the client's PUT; A
+#     hears it, loses the test-and-set and pauses its domain. Then `xl destroy` and `xl create`
+#     of the VM on A: refused, as B runs it.
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
@@ -185,14 +186,17 @@ if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
 else
     say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
-# lab.act=destroy|failover: what the administrator does on this host once the build machine
-# serves /act on port 7999: xl destroy of the guest, or xenft failover.
+# lab.act=destroy|failover|recreate: what the administrator does on this host once the build
+# machine serves /act-a (host A) or /act-b on port 7999: xl destroy of the guest, xenft
+# failover, or xl destroy and xl create again.
 act=\$(sed -n 's/.*lab\.act=\([a-z]*\).*/\1/p' /proc/cmdline)
 if [ -n "\$act" ]; then
-    (until curl -sf -o /dev/null --max-time 2 http://10.98.1.1:7999/act; do sleep 2; done
+    (until curl -sf -o /dev/null --max-time 2 http://10.98.1.1:7999/act-\$role; do sleep 2; done
      case \$act in
          destroy) out=\$(\$xl destroy ft-guest 2>&1); rc=\$?; say "xl destroy ft-guest: exit \$rc \$(echo \$out)" ;;
          failover) out=\$(/usr/sbin/xenft failover --vm 1 2>&1); rc=\$?; say "xenft failover: exit \$rc \$(echo \$out)" ;;
+         recreate) \$xl destroy ft-guest > /dev/null 2>&1
+                   out=\$(\$xl create /lab/pvh-ft.cfg 2>&1); rc=\$?; say "xl recreate: exit \$rc \$(echo \$out)" ;;
      esac) &
 fi
 # What the administrator sees, every 10 s, until the host is switched off.
@@ -454,11 +458,11 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     fi
 }
 
-# The administrator's action on HOST, booted with lab.act=...: the build machine serves /act
-# (port 7999) until HOST reports it on its serial line ("WHAT: exit N ...").
+# The administrator's action on HOST, booted with lab.act=...: the build machine serves
+# /act-HOST (port 7999) until HOST reports it on its serial line ("WHAT: exit N ...").
 administrator() { # CASE HOST WHAT
     local go
-    mkdir -p "$work/go-$1" && touch "$work/go-$1/act"
+    mkdir -p "$work/go-$1" && touch "$work/go-$1/act-$2"
     python3 -m http.server 7999 --bind 10.98.1.1 --directory "$work/go-$1" > /dev/null 2>&1 &
     go=$!
     pids+=($go)
@@ -511,7 +515,7 @@ close_pair() { # CASE FIRST N1 SECOND N2
 run_operator_case() { # the administrator moves the VM to host B with `xenft failover` there
     local c=operator put get
     stamp "case $c: fresh LUN record, both hosts booting (host B runs xenft failover on the lab's word)"
-    protected_pair $c "" lab.act=failover || return
+    protected_pair $c lab.act=recreate lab.act=failover || return
     local asked=$(date +%s)
     administrator $c b "xenft failover"
     local get_after put_after arbiter
@@ -522,9 +526,13 @@ run_operator_case() { # the administrator moves the VM to host B with `xenft fai
     wait_for b 'LAB: b: status: *last failover: ' 30
     arbiter=$("$xenft_cli" arbiter show --url "$lun" --vm 1 2>&1 | head -n 1)
     echo "arbitration record: $arbiter"
+    # The administrator tries to start the VM again on A while B runs it.
+    administrator $c a "xl recreate"
+    local get_last
+    get_last=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
     close_pair $c b 7 a 4
     if seen_in b 'LAB: b: xenft failover: exit 0 failover requested' &&
-       seen_in b 'LAB: b: .*operator failover: this backup stops acking and heartbeating' &&
+       seen_in b 'LAB: b: .*operator failover: this backup stops acking' &&
        seen_in b 'LAB: b: .*backup: test-and-set .*epoch 1 -> 2: won' &&
        seen_in b 'LAB: b: .*operator failover: went live at exit [1-9]' &&
        seen_in b 'LAB: b: status: *last failover: .*operator failover: went live'; then
@@ -537,12 +545,17 @@ run_operator_case() { # the administrator moves the VM to host B with `xenft fai
     else
         fail "${c}_acknowledged_put_survives_and_service_goes_on" "get '$get_after', put $put_after"
     fi
-    if seen_in a 'LAB: a: .*the backup is lost' && seen_in a 'LAB: a: .*primary: test-and-set .*: lost' &&
+    if seen_in a 'LAB: a: .*the backup says it runs the VM now' && seen_in a 'LAB: a: .*primary: test-and-set .*: lost' &&
        seen_in a 'LAB: a: .*lost: domain [0-9]* paused' && seen_in a 'LAB: a: status: *role: *paused' &&
        [[ $arbiter == *"epoch 2, owner host 2"* ]]; then
         pass "${c}_primary_loses_the_test_and_set_and_pauses"
     else
         fail "${c}_primary_loses_the_test_and_set_and_pauses" "$(grep -a 'LAB: a: .*\(lost\|test-and-set\|paused\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' '); arbiter '$arbiter'"
+    fi
+    if seen_in a 'LAB: a: xl recreate: exit [1-9].*host 2 runs this VM' && [ "$get_last" = "after-$c" ]; then
+        pass "${c}_no_second_copy_on_the_former_primary"
+    else
+        fail "${c}_no_second_copy_on_the_former_primary" "$(line_in a 'xl recreate'); client GET '$get_last'"
     fi
 }
 

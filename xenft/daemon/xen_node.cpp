@@ -74,11 +74,16 @@ const char* xen_role_name(XenRole r)
 }
 
 // The failure detector: heartbeats every 100 ms from a thread of their own, so that a busy
-// replay loop or a digest of all memory never looks like death to the peer.
+// replay loop or a digest of all memory never looks like death to the peer. They also say
+// whether this host runs the VM: a primary that hears its backup claim the VM (operator
+// failover) knows it lost without waiting for silence, and a primary starting while the
+// former backup runs the VM live refuses to make a second copy.
 class XenNode::PeerWatch {
 public:
     PeerWatch(detector::HeartbeatSocket socket, bool primary, std::uint64_t epoch)
-        : socket_(std::move(socket)), primary_(primary), epoch_(epoch), thread_([this] { run(); })
+        : socket_(std::move(socket)),
+          role_(primary ? protocol::Role::primary_protected : protocol::Role::backup_replaying), epoch_(epoch),
+          thread_([this] { run(); })
     {
     }
     ~PeerWatch()
@@ -91,6 +96,15 @@ public:
 
     bool heard() const { return last_heard_ms_ != 0; }
     long long silent_ms() const { return now_ms() - last_heard_ms_; }
+    // What this host's heartbeats say from now on (it won a test-and-set and runs the VM).
+    void announce(protocol::Role role, std::uint64_t epoch)
+    {
+        role_ = role;
+        epoch_ = epoch;
+    }
+    // The peer's last heartbeat, within the last second, said it runs the VM.
+    bool peer_runs_vm() const { return heard() && silent_ms() < 1000 && protocol::is_primary(peer_role_); }
+    std::uint64_t peer_epoch() const { return peer_epoch_; }
 
 private:
     void run()
@@ -98,19 +112,22 @@ private:
         while (running_) {
             protocol::HeartbeatMsg m;
             m.epoch = epoch_;
-            m.role = primary_ ? protocol::Role::primary_protected : protocol::Role::backup_replaying;
+            m.role = role_;
             m.sent_at = static_cast<protocol::Time>(now_ms() * 1000);
             (void)socket_.send(m); // an unreachable peer shows as silence
             pollfd p{socket_.fd(), POLLIN, 0};
             ::poll(&p, 1, 100);
-            if (!socket_.receive().empty())
+            for (const auto& got : socket_.receive()) {
+                peer_role_ = got.role;
+                peer_epoch_ = got.epoch;
                 last_heard_ms_ = now_ms();
+            }
         }
     }
 
     detector::HeartbeatSocket socket_;
-    bool primary_;
-    std::uint64_t epoch_;
+    std::atomic<protocol::Role> role_, peer_role_{protocol::Role::starting};
+    std::atomic<std::uint64_t> epoch_, peer_epoch_{0};
     std::atomic<bool> running_{true};
     std::atomic<long long> last_heard_ms_{0};
     std::thread thread_; // last: starts once the rest is ready
@@ -162,6 +179,16 @@ Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg
         // The pair's epoch is the record's (earlier failovers moved it past the configured one).
         if (auto e = n->learn_epoch(); !e)
             return unexpected(n->name_ + ": " + e.error());
+        // The peer won the record last: if it runs the VM now (live after a failover), a
+        // domain here would be a second copy once it found no backup and won the next epoch.
+        if (n->watch_ && n->record_owner_ == c.channel.peer) {
+            for (int i = 0; i < 30 && !n->watch_->heard(); ++i)
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            if (n->watch_->peer_runs_vm())
+                return unexpected(n->name_ + ": host " + std::to_string(c.channel.peer) +
+                                  " runs this VM (it won epoch " + std::to_string(n->status().epoch) +
+                                  " and its heartbeats say it runs it): not starting a second copy here");
+        }
         auto d = RecordingDomain::start(c.domid, c.spec);
         if (!d)
             return unexpected(d.error());
@@ -288,6 +315,7 @@ Expected<std::uint64_t, std::string> XenNode::learn_epoch()
     auto current = a->read();
     if (!current)
         return unexpected("cannot read the arbitration record: " + current.error());
+    record_owner_ = current->owner;
     std::lock_guard lock(status_mu_);
     status_.epoch = current->epoch;
     return current->epoch;
@@ -517,7 +545,9 @@ void XenNode::run_primary()
     };
 
     while (!stop_) {
-        const bool lost = copied && !alone && peer_lost(sender_->streaming());
+        // The backup is gone, or it says it runs the VM (it took it over: operator failover).
+        const bool deposed = copied && !alone && watch_ && watch_->peer_runs_vm();
+        const bool lost = copied && !alone && (deposed || peer_lost(sender_->streaming()));
         // A backup that never took a copy (its host is down, or not set up): the guest must
         // not wait for acks that cannot come. Decided like a loss: the test-and-set, then alone.
         // A copy under way is let finish (the channel fails it if it stops making progress).
@@ -526,9 +556,12 @@ void XenNode::run_primary()
         if (lost || never_came) {
             const auto t0 = Clock::now();
             say("[" + std::to_string(ms_since_start()) + " ms] " +
-                (lost ? "the backup is lost: no " + std::string(watch_ ? "heartbeat" : "channel") + " for " +
-                            std::to_string(cfg_.failover_ms) + " ms; "
-                      : "no backup took a copy within " + std::to_string(cfg_.backup_wait_ms) + " ms of the start; ") +
+                (deposed ? "the backup says it runs the VM now (epoch " + std::to_string(watch_->peer_epoch()) +
+                               " in its heartbeats); "
+                 : lost  ? "the backup is lost: no " + std::string(watch_ ? "heartbeat" : "channel") + " for " +
+                              std::to_string(cfg_.failover_ms) + " ms; "
+                         : "no backup took a copy within " + std::to_string(cfg_.backup_wait_ms) +
+                              " ms of the start; ") +
                 std::to_string(primary_->outputs_held()) + " outputs held");
             if (!arbitrate("primary")) {
                 // The backup took over (or it cannot be known): this copy of the VM must not run.
@@ -538,6 +571,8 @@ void XenNode::run_primary()
                                                 " paused, its held outputs dropped");
             }
             primary_->continue_alone();
+            if (watch_)
+                watch_->announce(protocol::Role::primary_alone, status().epoch);
             alone = true;
             copied = false;
             const std::string what = "won: " + name_ + " continues alone, its outputs leave at once (" +
@@ -875,12 +910,11 @@ void XenNode::run_backup()
     join.now(); // a suspected primary gets no more acks
     const bool by_operator = failover_requested_;
     if (by_operator) {
-        // Silent from here, as a failed host would be: the primary stops releasing outputs
-        // (no acks), finds this host gone after failover_ms and loses the test-and-set.
-        watch_.reset();
+        // No more acks (the channel closes): the primary's outputs stay held from here. Once
+        // this host won, its heartbeats say so and the primary, losing the test-and-set, pauses.
         receiver_.reset();
-        say("[" + std::to_string(ms_since_start()) + " ms] operator failover: this backup stops acking and "
-            "heartbeating; at exit " + std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) +
+        say("[" + std::to_string(ms_since_start()) + " ms] operator failover: this backup stops acking; at exit " +
+            std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) +
             " items to replay, " + std::to_string(entries) + " entries received; " +
             std::to_string(backup_->digests_matched()) + " digests matched");
     } else {
@@ -895,6 +929,8 @@ void XenNode::run_backup()
         return end(XenRole::paused, "[" + std::to_string(ms_since_start()) + " ms] lost: the primary runs on; " +
                                         name_ + " stays a stopped replica");
     }
+    if (watch_)
+        watch_->announce(protocol::Role::primary_alone, status().epoch);
     if (auto r = backup_->go_live(log); !r)
         return end(XenRole::failed, r.error());
     const std::string what = std::string(by_operator ? "operator failover: " : "") + "went live at exit " +

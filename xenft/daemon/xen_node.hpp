@@ -111,10 +111,10 @@ public:
     // The domain's thread ended (see status().role and failure).
     bool finished() const noexcept { return finished_; }
     // The operator's failover (`xenft failover` on the backup's host). The backup stops acking
-    // and its heartbeats, so to the primary it is a lost backup: the primary holds its outputs
-    // from then on and, after failover_ms of silence, loses the test-and-set that the backup
-    // has already won; the backup replays what it received and goes live, as after a
-    // failure. An error, and nothing happens, unless this node is a replaying backup.
+    // (the primary holds its outputs from then on), wins the test-and-set, says so in its
+    // heartbeats and goes live with what it received, as after a failure; the primary, hearing
+    // that, loses the test-and-set and pauses. An error, and nothing happens, unless this node
+    // is a replaying backup.
     Expected<bool, std::string> request_failover();
     // Once finished(): the domain shut down or is gone, so xenftd has nothing left to serve
     // (a paused or failed one stays for the administrator to look at).
@@ -145,6 +145,7 @@ private:
     std::chrono::steady_clock::time_point started_;
     std::chrono::steady_clock::time_point channel_seen_;
     bool channel_ever_up_ = false;
+    std::uint32_t record_owner_ = 0; // the arbitration record's owner when learn_epoch() read it
 
     mutable std::mutex status_mu_;
     XenNodeStatus status_;

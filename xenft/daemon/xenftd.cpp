@@ -315,7 +315,7 @@ int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostPart
             else
                 answer(*request, {{"ok", true},
                                   {"note", "failover requested; the backup goes live once it wins the test-and-set, "
-                                           "and the primary pauses its domain once it finds this host silent"}});
+                                           "and the primary pauses its domain once it hears that"}});
         } else if (request->command == "unprotect" || request->command == "protect")
             answer(*request, {{"error", request->command + " is not available with backend = xen yet (docs/xen-backend.md)"}});
         else
