@@ -42,9 +42,21 @@ struct LastLine {
     std::string text;
 };
 
-} // namespace
-
-namespace {
+// The shared LUN, opened, and its arbitration record as it is now.
+struct LunRecord {
+    arbiter::Arbiter lun;
+    arbiter::Record record;
+};
+Expected<LunRecord, std::string> read_record(const arbiter::ArbiterConfig& cfg)
+{
+    auto a = arbiter::Arbiter::open(cfg);
+    if (!a)
+        return unexpected("the shared LUN: " + a.error());
+    auto current = a->read();
+    if (!current)
+        return unexpected("cannot read the arbitration record: " + current.error());
+    return LunRecord{std::move(a).value(), *current};
+}
 
 const char* vm_end_text(logformat::VmEnd::Reason r)
 {
@@ -177,11 +189,12 @@ Expected<std::unique_ptr<XenNode>, std::string> XenNode::start(XenNodeConfig cfg
     }
     if (c.primary) {
         // The pair's epoch is the record's (earlier failovers moved it past the configured one).
-        if (auto e = n->learn_epoch(); !e)
-            return unexpected(n->name_ + ": " + e.error());
+        auto record = n->learn_epoch();
+        if (!record)
+            return unexpected(n->name_ + ": " + record.error());
         // The peer won the record last: if it runs the VM now (live after a failover), a
         // domain here would be a second copy once it found no backup and won the next epoch.
-        if (n->watch_ && n->record_owner_ == c.channel.peer) {
+        if (n->watch_ && record->owner == c.channel.peer) {
             for (int i = 0; i < 30 && !n->watch_->heard(); ++i)
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
             if (n->watch_->peer_runs_vm())
@@ -305,20 +318,16 @@ bool XenNode::peer_lost(bool channel_up)
 // The epoch of the arbitration record now: the pair's epoch as this host learns it (the
 // primary when it starts, the backup once it has its copy; the primary's copy is taken in the
 // epoch the record has then, as no test-and-set runs while a copy is under way).
-Expected<std::uint64_t, std::string> XenNode::learn_epoch()
+Expected<arbiter::Record, std::string> XenNode::learn_epoch()
 {
     if (!cfg_.arbiter)
-        return cfg_.channel.epoch;
-    auto a = arbiter::Arbiter::open(*cfg_.arbiter);
-    if (!a)
-        return unexpected("the shared LUN: " + a.error());
-    auto current = a->read();
-    if (!current)
-        return unexpected("cannot read the arbitration record: " + current.error());
-    record_owner_ = current->owner;
+        return arbiter::Record{cfg_.channel.vm_id, cfg_.channel.epoch, 0, 0};
+    auto r = read_record(*cfg_.arbiter);
+    if (!r)
+        return unexpected(r.error());
     std::lock_guard lock(status_mu_);
-    status_.epoch = current->epoch;
-    return current->epoch;
+    status_.epoch = r->record.epoch;
+    return r->record;
 }
 
 // The test-and-set on the shared LUN: won means this host runs the VM. It moves the record
@@ -331,30 +340,26 @@ bool XenNode::arbitrate(const char* side)
         say(std::string(side) + ": no shared LUN configured: taking over without arbitration");
         return true;
     }
-    auto a = arbiter::Arbiter::open(*cfg_.arbiter);
-    if (!a) {
-        say(std::string(side) + ": test-and-set not possible: " + a.error());
+    auto read = read_record(*cfg_.arbiter);
+    if (!read) {
+        say(std::string(side) + ": test-and-set not possible: " + read.error());
         return false;
     }
-    auto current = a->read();
-    if (!current) {
-        say(std::string(side) + ": cannot read the arbitration record: " + current.error());
-        return false;
-    }
+    const arbiter::Record current = read->record;
     const std::uint64_t known = status().epoch;
-    if (current->epoch != known) {
+    if (current.epoch != known) {
         say(std::string(side) + ": test-and-set on " + cfg_.arbiter->lun.url + ": lost: the record is at epoch " +
-            std::to_string(current->epoch) + " (host " + std::to_string(current->owner) + "), this host knew epoch " +
+            std::to_string(current.epoch) + " (host " + std::to_string(current.owner) + "), this host knew epoch " +
             std::to_string(known) + ": the peer has taken the VM over");
         return false;
     }
-    const auto r = a->acquire(current->epoch, current->owner);
-    say(std::string(side) + ": test-and-set on " + cfg_.arbiter->lun.url + " epoch " + std::to_string(current->epoch) +
-        " -> " + std::to_string(current->epoch + 1) + ": " + std::string(arbiter::outcome_name(r.outcome)) +
+    const auto r = read->lun.acquire(current.epoch, current.owner);
+    say(std::string(side) + ": test-and-set on " + cfg_.arbiter->lun.url + " epoch " + std::to_string(current.epoch) +
+        " -> " + std::to_string(current.epoch + 1) + ": " + std::string(arbiter::outcome_name(r.outcome)) +
         (r.detail.empty() ? "" : " (" + r.detail + ")"));
     if (r.outcome == arbiter::Outcome::won) {
         std::lock_guard lock(status_mu_);
-        status_.epoch = current->epoch + 1;
+        status_.epoch = current.epoch + 1;
     }
     return r.outcome == arbiter::Outcome::won;
 }
@@ -798,6 +803,12 @@ void XenNode::run_backup()
     std::optional<logformat::Entry> primary_end; // the primary's vm_end entry
     std::optional<DomainEnd> own_end;             // this domain ended (in replay, or destroyed here)
     Clock::time_point own_end_wait{};
+    // The guest shut down or crashed in replay as it did on the primary (wait a little for its
+    // vm_end), or the administrator destroyed this domain here (nothing to wait for then).
+    auto ended_here = [&](DomainEnd why) {
+        own_end_wait = Clock::now() + std::chrono::seconds(why.reason == logformat::VmEnd::Reason::destroyed ? 0 : 3);
+        own_end = std::move(why);
+    };
     auto last_status = Clock::now();
     auto status_now = [&] {
         XenNodeStatus s;
@@ -850,12 +861,7 @@ void XenNode::run_backup()
                 break; // the primary is gone, and everything it sent is here
             continue;
         }
-        // This domain ended by itself: the guest shut down or crashed in replay as it did on the
-        // primary, or the administrator destroyed it here (nothing to wait for then).
-        auto ended_here = [&](DomainEnd why) {
-            own_end_wait = Clock::now() + std::chrono::seconds(why.reason == logformat::VmEnd::Reason::destroyed ? 0 : 3);
-            own_end = std::move(why);
-        };
+        // This domain ended by itself (see ended_here).
         if (auto why = backup_->end_state()) {
             ended_here(std::move(*why));
             continue;
@@ -909,21 +915,17 @@ void XenNode::run_backup()
     const auto lost = Clock::now();
     join.now(); // a suspected primary gets no more acks
     const bool by_operator = failover_requested_;
-    if (by_operator) {
-        // No more acks (the channel closes): the primary's outputs stay held from here. Once
-        // this host won, its heartbeats say so and the primary, losing the test-and-set, pauses.
+    // No more acks on an operator's failover either (the channel closes): the primary's outputs
+    // stay held from here. Once this host won, its heartbeats say so and the primary pauses.
+    if (by_operator)
         receiver_.reset();
-        say("[" + std::to_string(ms_since_start()) + " ms] operator failover: this backup stops acking; at exit " +
-            std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) +
-            " items to replay, " + std::to_string(entries) + " entries received; " +
-            std::to_string(backup_->digests_matched()) + " digests matched");
-    } else {
-        say("[" + std::to_string(ms_since_start()) + " ms] the primary is lost: no " +
-            (watch_ ? "heartbeat" : "channel") + " for " + std::to_string(cfg_.failover_ms) + " ms; backup at exit " +
-            std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) + " items to replay, " +
-            std::to_string(entries) + " entries received; " + std::to_string(backup_->digests_matched()) +
-            " digests matched");
-    }
+    say("[" + std::to_string(ms_since_start()) + " ms] " +
+        (by_operator ? std::string("operator failover: this backup stops acking; at exit ")
+                     : "the primary is lost: no " + std::string(watch_ ? "heartbeat" : "channel") + " for " +
+                           std::to_string(cfg_.failover_ms) + " ms; backup at exit ") +
+        std::to_string(backup_->exits()) + " with " + std::to_string(log.size()) + " items to replay, " +
+        std::to_string(entries) + " entries received; " + std::to_string(backup_->digests_matched()) +
+        " digests matched");
     if (!arbitrate("backup")) {
         record_failover("lost the test-and-set: the primary runs on");
         return end(XenRole::paused, "[" + std::to_string(ms_since_start()) + " ms] lost: the primary runs on; " +

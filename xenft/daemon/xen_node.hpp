@@ -126,7 +126,8 @@ private:
     void run_primary();
     void run_backup();
     bool arbitrate(const char* side);
-    Expected<std::uint64_t, std::string> learn_epoch();
+    // Reads the arbitration record and takes its epoch as the pair's.
+    Expected<arbiter::Record, std::string> learn_epoch();
     bool peer_lost(bool channel_up);
     void say(const std::string& line) const;
     void publish(XenNodeStatus s);
@@ -145,7 +146,6 @@ private:
     std::chrono::steady_clock::time_point started_;
     std::chrono::steady_clock::time_point channel_seen_;
     bool channel_ever_up_ = false;
-    std::uint32_t record_owner_ = 0; // the arbitration record's owner when learn_epoch() read it
 
     mutable std::mutex status_mu_;
     XenNodeStatus status_;
