@@ -461,9 +461,10 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
 # The administrator's action on HOST, booted with lab.act=...: the build machine serves
 # /act-HOST (port 7999) until HOST reports it on its serial line ("WHAT: exit N ...").
 administrator() { # CASE HOST WHAT
-    local go
-    mkdir -p "$work/go-$1" && touch "$work/go-$1/act-$2"
-    python3 -m http.server 7999 --bind 10.98.1.1 --directory "$work/go-$1" > /dev/null 2>&1 &
+    local go dir=$work/go-$1-$2
+    # Only this host's word: a file left by an earlier run would set the other host off too.
+    rm -rf "$dir" && mkdir -p "$dir" && touch "$dir/act-$2"
+    python3 -m http.server 7999 --bind 10.98.1.1 --directory "$dir" > /dev/null 2>&1 &
     go=$!
     pids+=($go)
     stamp "case $1: go-ahead for $3 on host ${2^^}"
