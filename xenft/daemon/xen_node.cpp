@@ -899,7 +899,10 @@ void XenNode::run_backup()
             here = name_ + " ended here too: " + own_end->text;
         } else {
             auto down = backup_->shut_down();
-            here = down ? name_ + " powered off (the toolstack removes it as its on_poweroff says)" : down.error();
+            here = down ? name_ + " powered off (" +
+                              (*down ? "its vCPU's waiting ioreq answered unperformed; " : std::string()) +
+                              "the toolstack removes it as its on_poweroff says)"
+                        : down.error();
         }
         return end(XenRole::stopped,
                    "[" + std::to_string(ms_since_start()) + " ms] the primary's domain ended at its exit " +

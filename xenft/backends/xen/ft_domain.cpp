@@ -801,6 +801,36 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
     return true;
 }
 
+Expected<unsigned, std::string> ReplayingDomain::shut_down()
+{
+    const std::string who = "domain " + std::to_string(dm_->domid());
+    if (auto r = dm_->control().shut_down(dm_->domid(), SHUTDOWN_poweroff); !r)
+        return unexpected(r.error());
+    // A vCPU waiting in an ioreq holds its domain's shutdown back until the device model
+    // answers (Xen's shutdown deferral, ioreq_send), and this one may wait in one: the node
+    // stopped serving when it read vm_end. The request is answered without being performed
+    // (the guest never runs again); Xen sends no new one once the shutdown began.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    unsigned answered = 0;
+    for (;;) {
+        auto served = dm_->serve([](IoAccess& a) {
+            if (a.read)
+                a.value = ~0ull;
+        });
+        if (!served)
+            return unexpected(served.error());
+        answered += *served ? 1u : 0u;
+        auto info = dm_->control().domain_info(dm_->domid());
+        if (!info || info->shutdown || info->dying)
+            return answered; // shut down, or already gone
+        if (std::chrono::steady_clock::now() > deadline)
+            return unexpected(who + ": asked to power off, but Xen has not shut it down within 2 s (" +
+                              std::to_string(answered) + " waiting ioreqs answered)");
+        if (auto r = wait({dm_->ioreq_fd()}, 10, who); !r)
+            return unexpected(r.error());
+    }
+}
+
 std::vector<int> ReplayingDomain::wait_fds() const
 {
     if (!session_)

@@ -249,8 +249,10 @@ public:
     const std::string& console() const { return dm_->console(); }
     std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
     // The primary's VM ended on purpose (vm_end in the log): this replica ends with it, as a
-    // domain that powered off, so the toolstack removes it as its on_poweroff says.
-    Expected<bool, std::string> shut_down() { return dm_->control().shut_down(dm_->domid(), SHUTDOWN_poweroff); }
+    // domain that powered off, so the toolstack removes it as its on_poweroff says. Returns
+    // once Xen has shut the domain down (or why it has not within 2 s), with the number of
+    // ioreqs it answered on the way.
+    Expected<unsigned, std::string> shut_down();
 
 private:
     ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session);
