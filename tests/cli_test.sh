@@ -117,6 +117,22 @@ daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the doma
 }
 check xenftd_checks_the_backend daemon_backend_config
 
+daemon_without_kvm() { # backend = kvm where /dev/kvm is missing: one line at start, nothing created
+    printf '[control]\nsocket = %s\n' "$work/nokvm.sock" >> "$work/nokvm.conf"
+    # A private mount namespace with an empty /dev is a machine without /dev/kvm, on any machine.
+    unshare --mount sh -c 'mount -t tmpfs none /dev && exec "$0" --config "$1"' "$xenftd" "$work/nokvm.conf" \
+        > /dev/null 2> "$work/e"
+    test $? -eq 1 && test "$(wc -l < "$work/e")" -eq 1 && test ! -e "$work/nokvm.sock" || { cat "$work/e"; return 1; }
+    grep -q 'xenftd: vm 7: backend = kvm needs /dev/kvm, which this machine does not have (No such file or directory): .*backend = xen' "$work/e" ||
+        { cat "$work/e"; return 1; }
+}
+if [ "$(id -u)" -eq 0 ] && command -v unshare > /dev/null; then
+    sed -e "s|/etc/xenft/tls|$work|" "$src/etc/xenft.conf.example" > "$work/nokvm.conf"
+    check xenftd_without_dev_kvm_refuses_at_start daemon_without_kvm
+else
+    echo "SKIP xenftd_without_dev_kvm_refuses_at_start: needs root and unshare for a mount namespace without /dev/kvm" | tee -a "$cases"
+fi
+
 status_without_daemon() {
     "$xenft" status --socket "$work/nobody.sock" 2> "$work/e"; test $? -eq 1 || return 1
     grep -q "cannot reach xenftd at $work/nobody.sock" "$work/e" || return 1

@@ -61,6 +61,10 @@ guest=$build/tests/guest/xenft-guest.elf
 for f in "$xenft" "$xenftd" "$kv_load" "$guest"; do
     [ -e "$f" ] || { echo "ft_demo: $f is missing (build first: make -C $build all check_PROGRAMS=...)" >&2; exit 2; }
 done
+if ! [ -c /dev/kvm ] || ! [ -w /dev/kvm ]; then
+    echo "ft_demo: the KVM backend needs a usable /dev/kvm, which this machine does not have (./scripts/demo runs the demo on two Xen hosts under QEMU instead)" >&2
+    exit 2
+fi
 tools="ip istgt nft"
 case $scenario in tcp | measure*) tools="$tools curl wrk ping sha256sum" ;; esac
 for tool in $tools; do
@@ -172,10 +176,14 @@ start_host() { # a|b
 }
 kill_host() { # sets t_kill
     t_kill=$(now_ms)
-    kill -9 "${pid[$1]}"
+    kill -9 "${pid[$1]}" 2>/dev/null || fail "host ${1^^}'s xenftd had already exited before it was to be killed"
     wait "${pid[$1]}" 2>/dev/null || true
 }
-role_of() { "$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"role":"[^"]*"' | cut -d'"' -f4; }
+role_of() {
+    local r
+    r=$("$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"role":"[^"]*"' | cut -d'"' -f4) || true
+    echo "${r:-not answering on ${sock[$1]}}"
+}
 epoch_of() { "$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"epoch":[0-9]*' | cut -d: -f2; }
 # wait_role HOST ROLE SECONDS: polls every 20 ms
 wait_role() {
@@ -203,7 +211,24 @@ cut_off() { # HOST peer|storage
 heal() { # HOST peer|storage
     ip netns exec "${host_ns[$1]}" nft delete table inet "xft_$2" 2>/dev/null || true
 }
-fail() { echo "ft_demo: $scenario: $*" >&2; failed=1; }
+# What each host's xenftd last logged, once per run: the cause behind a failed expectation
+# (its log is deleted at exit unless XENFT_DEMO_KEEP is set).
+cause_shown=
+daemon_cause() {
+    local h state
+    for h in a b; do
+        [ -s "$work/$h.log" ] || { echo "ft_demo:   host ${h^^}'s xenftd logged nothing" >&2; continue; }
+        state=running
+        kill -0 "${pid[$h]:-0}" 2>/dev/null || state="not running"
+        echo "ft_demo:   host ${h^^}'s xenftd ($state) last logged:" >&2
+        tail -n 4 "$work/$h.log" | cut -d' ' -f2- | sed 's/^/ft_demo:     /' >&2
+    done
+}
+fail() {
+    echo "ft_demo: $scenario: $*" >&2
+    [ -n "$cause_shown" ] || { cause_shown=1; daemon_cause; }
+    failed=1
+}
 # kill -9 of A's xenftd; B must go live within 6 s (sets live_ms); then B's timeline.
 kill_a_until_b_live() {
     kill_host a

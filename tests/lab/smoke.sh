@@ -28,8 +28,8 @@
 #      dom0 then runs Xen, xl and xenft as installed from them instead of the staged build),
 #      LAB_TIMEOUT_S (default 900), CASES_FILE (default WORKDIR/lab_smoke.cases),
 #      LAB_SCENARIOS ("all", the default, or some of "base ftdm ftnet": what dom0 runs and checks;
-#      for working on one part), XENFT_FT_PROBE / XENFT_XEN_DM / XENFT_XEN_PAIR (prebuilt tools),
-#      LAB_BUILD_ONLY (build Xen, the tools and the dom0 image, then stop: tests/lab/failover.sh).
+#      for working on one part). Xen, xenft's Xen programs and the dom0 image come from
+#      tests/lab/build.sh (shared with the two-host lab; incremental).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,7 +38,6 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 xen_work=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
-probe=${XENFT_FT_PROBE:-$work/xenft-ft-probe}
 hook=${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}
 debs=${LAB_DEBS:+$(cd "$LAB_DEBS" 2> /dev/null && pwd || echo "$LAB_DEBS")}
 timeout_s=${LAB_TIMEOUT_S:-900}
@@ -63,83 +62,20 @@ for tool in qemu-system-x86_64 debootstrap mke2fs; do
     command -v $tool > /dev/null || { fail lab_smoke "$tool is missing (./scripts/install-deps)"; finish; }
 done
 
-# The staged tools, or with LAB_DEBS only the libraries the probe links with.
-what=--tools
-[ -n "$debs" ] && what=--libs
-stamp "building Xen with the patch series (hvm-patches/build $what)"
-if ! "$top/hvm-patches/build" $what "$xen_work"; then fail xen_builds "hvm-patches/build $what failed"; finish; fi
-pass xen_builds
-# The programs dom0 runs: xenft's Xen backend code linked with the patched libraries.
-# build_tool LINK CHECK OUTPUT SOURCE...: LINK is "static", or "dynamic" for a program that
-# needs libiscsi (whose RDMA dependencies have no static archives; dom0 has libiscsi7 and runs
-# it with the patched Xen libraries of the scenario disk). Warnings are errors.
-build_tool() {
-    local link=$1 check=$2 out=$3 xen_usr=$xen_work/stage/usr
-    shift 3
-    local how=(-static) extra=()
-    [ "$link" = dynamic ] && how=() extra=(-liscsi)
-    if g++ -std=gnu++20 -O2 -g -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion \
-           -Wold-style-cast -Werror -I"$top" -isystem "$xen_usr/include" "$@" -o "$out" "${how[@]}" -L"$xen_usr/lib" \
-           -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevicemodel -lxencall -lxentoollog \
-           -lxentoolcore "${extra[@]}" -lssl -lcrypto -lzstd -lpthread -ldl > "$work/$check.log" 2>&1; then
-        pass "$check"
-    else
-        grep -v 'statically linked\|in function' "$work/$check.log" | head -n 20
-        fail "$check" "$out did not build ($work/$check.log)"
-        finish
-    fi
-}
-build_static() { build_tool static "$@"; }
-# The record/replay controller.
-if [ -z "${XENFT_FT_PROBE:-}" ]; then
-    stamp "building the record/replay probe"
-    build_static ft_probe_builds "$probe" "$top/xenft/backends/xen/xen_handles.cpp" "$top/xenft/backends/xen/ft_log.cpp" \
-        "$top/tests/lab/ft_probe.cpp"
+# Xen with the patch series, xenft's Xen programs and the dom0 image (shared with the two-host
+# lab and the demo; incremental).
+stamp "building Xen, xenft's Xen programs and the dom0 image (tests/lab/build.sh)"
+if XEN_WORKDIR="$xen_work" "$top/tests/lab/build.sh" "$work" $debs; then
+    pass lab_builds
+else
+    fail lab_builds "tests/lab/build.sh failed (see above)"
+    finish
 fi
-# The device model's driver.
-dm=${XENFT_XEN_DM:-$work/xenft-xen-dm}
-if [ -z "${XENFT_XEN_DM:-}" ]; then
-    stamp "building the device model driver"
-    build_static xen_device_model_builds "$dm" "$top/xenft/backends/xen/xen_handles.cpp" \
-        "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
-        "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
-        "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/tests/lab/xen_dm.cpp"
-fi
-# The protected pair's driver.
-pair=${XENFT_XEN_PAIR:-$work/xenft-xen-pair}
-if [ -z "${XENFT_XEN_PAIR:-}" ]; then
-    stamp "building the protected pair's driver"
-    build_tool dynamic xen_pair_builds "$pair" "$top/xenft/backends/xen/xen_handles.cpp" \
-        "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
-        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
-        "$top/xenft/backends/xen/copy_state.cpp" "$top/xenft/backends/xen/dirty_log.cpp" \
-        "$top/xenft/engine/output_gate.cpp" \
-        "$top/xenft/devices/devices.cpp" "$top/xenft/devices/virtio_mmio.cpp" "$top/xenft/devices/virtio_net.cpp" \
-        "$top/xenft/devices/virtio_blk.cpp" "$top/xenft/devices/host_io.cpp" "$top/xenft/channel/channel.cpp" \
-        "$top/xenft/channel/tls.cpp" "$top/xenft/channel/wire.cpp" "$top/xenft/channel/copy.cpp" \
-        "$top/xenft/channel/certs.cpp" "$top/xenft/logformat/codec.cpp" "$top/xenft/common/crc32c.cpp" \
-        "$top/xenft/common/socket_address.cpp" "$top/xenft/arbiter/arbiter.cpp" "$top/xenft/arbiter/lun.cpp" \
-        "$top/xenft/arbiter/record.cpp" "$top/xenft/detector/heartbeat.cpp" "$top/xenft/detector/heartbeat_socket.cpp" \
-        "$top/xenft/protocol/replica.cpp" "$top/xenft/daemon/xen_node.cpp" "$top/tests/lab/xen_pair.cpp"
-fi
-# xenftd with its Xen backend, as the two-host lab's dom0s run it (`xl create` with ft= starts
-# it through xl-hook): the Xen parts compiled here, the rest from the main build's library.
-xenftd_xen=${XENFT_XENFTD:-$work/xenftd}
-if [ -z "${XENFT_XENFTD:-}" ]; then
-    stamp "building xenftd with the Xen backend"
-    xenft_lib=${XENFT_LIB:-$top/build/main/libxenft.a}
-    [ -f "$xenft_lib" ] || { fail xenftd_xen_builds "no $xenft_lib (./scripts/build first)"; finish; }
-    build_tool dynamic xenftd_xen_builds "$xenftd_xen" -DXENFT_XEN_BACKEND=1 "$top/xenft/backends/xen/xen_handles.cpp" \
-        "$top/xenft/backends/xen/ioreq_server.cpp" "$top/xenft/backends/xen/device_model.cpp" \
-        "$top/xenft/backends/xen/ft_log.cpp" "$top/xenft/backends/xen/ft_domain.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
-        "$top/xenft/backends/xen/dirty_log.cpp" "$top/xenft/daemon/xen_node.cpp" \
-        "$top/xenft/daemon/xenftd.cpp" "$xenft_lib" -lboost_program_options
-fi
+probe=$work/xenft-ft-probe dm=$work/xenft-xen-dm pair=$work/xenft-xen-pair
 # The backup's reading of the primary's log entries (fuzz/xen_log_fuzz.cpp: libFuzzer with
 # ASan and UBSan), built here because it needs the hvm-patches' headers; seeded with sample
-# logs of every entry kind (`xenft log sample --workload mixed`). Not again for the two-host
-# lab's build (LAB_BUILD_ONLY), which follows the smoke lab in the test pipeline.
-if [ -z "${LAB_BUILD_ONLY:-}" ] && command -v clang++ > /dev/null; then
+# logs of every entry kind (`xenft log sample --workload mixed`).
+if command -v clang++ > /dev/null; then
     stamp "fuzzing the Xen backend's log reader for ${XEN_LOG_FUZZ_SECONDS:-30} s"
     corpus=$work/xen_log_corpus
     mkdir -p "$corpus"
@@ -158,10 +94,6 @@ if [ -z "${LAB_BUILD_ONLY:-}" ] && command -v clang++ > /dev/null; then
         fail xen_log_reader_fuzzes_clean "build or run failed ($work/xen_log_fuzz.log)"
     fi
 fi
-stamp "preparing dom0"
-if ! "$top/tests/lab/rootfs.sh" "$work" $debs; then fail dom0_rootfs_builds "tests/lab/rootfs.sh failed"; finish; fi
-# LAB_BUILD_ONLY: what the two-host lab (tests/lab/failover.sh) takes from here.
-[ -n "${LAB_BUILD_ONLY:-}" ] && { pass dom0_rootfs_builds; finish; }
 
 # The scenario disk: what dom0 runs, and the guest.
 payload=$work/payload

@@ -379,6 +379,11 @@ int main(int argc, char** argv)
         return fail(vm_name + ": " + config_path + " has backend = xen, but this xenftd was built without the Xen "
                     "backend (it needs the hvm-patches' Xen headers: hvm-patches/README.md)");
 #endif
+    if (!xen) {
+        // Before anything is created: a machine without a usable /dev/kvm could never run the VM.
+        if (auto kvm = backends::KvmBackend::open_device(); !kvm)
+            return fail(vm_name + ": " + kvm.error());
+    }
 
     // The guest's network and disk (on xen the domain's device models open them).
     HostParts parts;

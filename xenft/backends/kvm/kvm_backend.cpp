@@ -58,6 +58,26 @@ Expected<std::unique_ptr<KvmBackend>, std::string> KvmBackend::create(const engi
     return b;
 }
 
+Expected<UniqueFd, std::string> KvmBackend::open_device()
+{
+    UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+    if (!kvm.valid()) {
+        const int e = errno;
+        std::string why = std::string("backend = kvm needs /dev/kvm, which ") +
+                          (e == ENOENT ? "this machine does not have" : "cannot be opened") + " (" + std::strerror(e) +
+                          ")";
+        if (e == ENOENT)
+            why += ": load the kvm_intel or kvm_amd module (the CPU's virtualisation must reach this kernel), or "
+                   "protect a Xen domain instead (backend = xen)";
+        else if (e == EACCES || e == EPERM)
+            why += ": run xenftd as root";
+        return unexpected(why);
+    }
+    if (::ioctl(kvm.get(), KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
+        return unexpected(std::string("/dev/kvm: unexpected KVM API version"));
+    return kvm;
+}
+
 KvmBackend::~KvmBackend()
 {
     if (run_)
@@ -73,11 +93,10 @@ Expected<bool, std::string> KvmBackend::setup(const engine::PvhImage& image, std
         return unexpected("guest command line: longer than " + std::to_string(kMaxCmdline) + " bytes or contains NUL");
     if (memory_bytes % kPageBytes != 0 || memory_bytes < (1u << 20))
         return unexpected("guest memory: " + std::to_string(memory_bytes) + " bytes is not a whole number of pages of at least 1 MiB");
-    kvm_.reset(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-    if (!kvm_.valid())
-        return unexpected(err("open /dev/kvm"));
-    if (::ioctl(kvm_.get(), KVM_GET_API_VERSION, 0) != KVM_API_VERSION)
-        return unexpected(std::string("KVM: unexpected API version"));
+    auto device = open_device();
+    if (!device)
+        return unexpected(device.error());
+    kvm_ = std::move(device).value();
     vm_.reset(::ioctl(kvm_.get(), KVM_CREATE_VM, 0));
     if (!vm_.valid())
         return unexpected(err("KVM_CREATE_VM"));

@@ -27,6 +27,10 @@ public:
     // cmdline= setting. The error names the step that failed and why.
     static Expected<std::unique_ptr<KvmBackend>, std::string> create(const engine::PvhImage& image, std::uint64_t memory_bytes,
                                                                      const std::string& cmdline = {});
+    // Opens /dev/kvm and checks its API version. Machines of our kind may have no /dev/kvm at
+    // all (a kvm_pvm host that is itself such a guest): the error then says so and what to do,
+    // so xenftd can refuse at start instead of failing in the middle of forming a pair.
+    static Expected<UniqueFd, std::string> open_device();
     ~KvmBackend() override;
 
     Expected<engine::Exit, std::string> run() override;

@@ -1,0 +1,50 @@
+# The lab's programs: xenft's Xen backend compiled against the patched Xen's headers and linked
+# with its libraries (hvm-patches/build --xl), the rest of xenft taken from the main build's
+# library. Objects keep their dependencies (-MMD) in OUT/obj, so the smoke lab, the two-host lab
+# and the demo share one build and a run rebuilds only what changed.
+#
+# usage: make -f tests/lab/tools.mk TOP=SRCDIR XEN_USR=STAGE/usr XENFT_LIB=libxenft.a OUT=DIR [-jN]
+#   OUT/xenft-ft-probe  record/replay controller (static: dom0 runs it with Debian's libraries)
+#   OUT/xenft-xen-dm    xenft's device models as an ioreq server (static)
+#   OUT/xenft-xen-pair  a protected pair in one or two processes (needs libiscsi: dynamic)
+#   OUT/xenftd          xenftd with its Xen backend, as the two-host lab's dom0s run it
+
+CXX ?= g++
+WARNINGS = -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion -Wold-style-cast -Werror
+CXXFLAGS = -std=gnu++20 -O2 -g $(WARNINGS) -I$(TOP) -isystem $(XEN_USR)/include -MMD -MP
+XEN_LIBS = -L$(XEN_USR)/lib -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevicemodel -lxencall -lxentoollog -lxentoolcore
+SYS_LIBS = -lssl -lcrypto -lzstd -lpthread -ldl
+
+obj = $(OUT)/obj
+xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log)
+devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io)
+
+probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log) tests/lab/ft_probe
+dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model) $(devices) tests/lab/xen_dm
+pair_objs = $(xen_backend) xenft/daemon/xen_node tests/lab/xen_pair
+xenftd_objs = $(xen_backend) xenft/daemon/xen_node xenft/daemon/xenftd-xen
+
+programs = $(OUT)/xenft-ft-probe $(OUT)/xenft-xen-dm $(OUT)/xenft-xen-pair $(OUT)/xenftd
+all: $(programs)
+
+o = $(patsubst %,$(obj)/%.o,$(1))
+$(OUT)/xenft-ft-probe: $(call o,$(probe_objs))
+	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
+$(OUT)/xenft-xen-dm: $(call o,$(dm_objs))
+	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
+# libiscsi's RDMA dependencies have no static archives: these two are dynamic (dom0 has libiscsi7).
+$(OUT)/xenft-xen-pair: $(call o,$(pair_objs)) $(XENFT_LIB)
+	$(CXX) -o $@ $^ $(XEN_LIBS) -liscsi $(SYS_LIBS)
+$(OUT)/xenftd: $(call o,$(xenftd_objs)) $(XENFT_LIB)
+	$(CXX) -o $@ $^ $(XEN_LIBS) -liscsi -lboost_program_options $(SYS_LIBS)
+
+$(obj)/%.o: $(TOP)/%.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+# xenftd.cpp once more, with its Xen backend compiled in.
+$(obj)/xenft/daemon/xenftd-xen.o: $(TOP)/xenft/daemon/xenftd.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -DXENFT_XEN_BACKEND=1 -c $< -o $@
+
+-include $(shell find $(obj) -name '*.d' 2> /dev/null)
+.PHONY: all
