@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <map>
 #include <mutex>
@@ -565,6 +566,13 @@ BOOST_AUTO_TEST_CASE(bad_tls_configuration_is_explained)
     c = f.primary();
     c.peer_name.clear();
     BOOST_TEST(err(c).find("peer's name") != std::string::npos);
+    // A private key others can read is refused with its path and the mode to set.
+    c = f.primary();
+    BOOST_TEST(err(c) == "accepted");
+    BOOST_REQUIRE(::chmod(c.key_file.c_str(), 0644) == 0);
+    BOOST_TEST(err(c) == "TLS: key " + c.key_file + " is readable by group or others (mode 0644): chmod 600 " + c.key_file);
+    BOOST_REQUIRE(::chmod(c.key_file.c_str(), 0600) == 0);
+    BOOST_TEST(err(c) == "accepted");
 }
 
 BOOST_AUTO_TEST_CASE(an_older_epoch_or_another_vm_is_refused)

@@ -117,6 +117,22 @@ daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the doma
 }
 check xenftd_checks_the_backend daemon_backend_config
 
+daemon_second_instance() { # a second xenftd for a VM this host protects: refused, the first untouched
+    sed -e "s|/etc/xenft/tls|$work|" "$src/etc/xenft.conf.example" > "$work/two.conf"
+    printf '[control]\nsocket = %s\n' "$work/two.sock" >> "$work/two.conf"
+    : > "$work/two.sock" # the running daemon's socket (a stand-in): it must stay
+    ( flock -x 9 && touch "$work/two.locked" && sleep 30 ) 9> "$work/two.sock.lock" &
+    local holder=$!
+    for _ in $(seq 100); do [ -e "$work/two.locked" ] && break; sleep 0.05; done
+    "$xenftd" --config "$work/two.conf" > /dev/null 2> "$work/e"
+    local rc=$?
+    kill "$holder" 2> /dev/null; wait "$holder" 2> /dev/null
+    test $rc -eq 1 && test -e "$work/two.sock" || { cat "$work/e"; return 1; }
+    grep -q "xenftd: vm 7: another xenftd already protects this VM on this host (it holds $work/two.sock.lock); not starting a second one" "$work/e" ||
+        { cat "$work/e"; return 1; }
+}
+check xenftd_refuses_a_second_daemon_for_the_same_vm daemon_second_instance
+
 daemon_without_kvm() { # backend = kvm where /dev/kvm is missing: one line at start, nothing created
     printf '[control]\nsocket = %s\n' "$work/nokvm.sock" >> "$work/nokvm.conf"
     # A private mount namespace with an empty /dev is a machine without /dev/kvm, on any machine.
@@ -139,6 +155,22 @@ status_without_daemon() {
     "$xenft" status 2> "$work/e"; test $? -eq 2 && grep -q 'give --vm ID or --socket PATH' "$work/e"
 }
 check status_without_a_daemon_says_so status_without_daemon
+
+status_of_a_silent_daemon() { # one that takes the connection and never answers: a timeout, not a hang
+    python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); open(sys.argv[1] + ".up", "w")
+time.sleep(30)' "$work/silent.sock" &
+    local silent=$! t0 rc
+    for _ in $(seq 100); do [ -e "$work/silent.sock.up" ] && break; sleep 0.05; done
+    t0=$(date +%s%N)
+    "$xenft" status --socket "$work/silent.sock" --timeout 1 2> "$work/e"
+    rc=$?
+    kill $silent; wait $silent 2> /dev/null
+    test $rc -eq 1 && test $(( ($(date +%s%N) - t0) / 1000000 )) -lt 5000 || { cat "$work/e"; return 1; }
+    grep -q "xenft: status: xenftd at $work/silent.sock did not answer within 1 s" "$work/e" || { cat "$work/e"; return 1; }
+    "$xenft" status --socket "$work/silent.sock" --timeout 0 2> "$work/e"; test $? -eq 2 && grep -q 'outside 1..3600' "$work/e"
+}
+check status_gives_up_on_a_silent_daemon status_of_a_silent_daemon
 
 certs() {
     local d="$work/pki"; mkdir -p "$d"

@@ -2,6 +2,7 @@
 #include "dom0-tools/xenft/daemon_commands.hpp"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -21,13 +22,16 @@ namespace xenft::cli {
 
 namespace {
 
-constexpr const char* kUsage = "usage: xenft status    (--vm ID | --socket PATH) [--json]\n"
-                               "       xenft failover  (--vm ID | --socket PATH)   on the backup's host\n"
-                               "       xenft unprotect (--vm ID | --socket PATH)   on the primary's host\n"
-                               "       xenft protect   (--vm ID | --socket PATH)   on either host\n";
+constexpr const char* kUsage = "usage: xenft status    (--vm ID | --socket PATH) [--json] [--timeout S]\n"
+                               "       xenft failover  (--vm ID | --socket PATH) [--timeout S]   on the backup's host\n"
+                               "       xenft unprotect (--vm ID | --socket PATH) [--timeout S]   on the primary's host\n"
+                               "       xenft protect   (--vm ID | --socket PATH) [--timeout S]   on either host\n"
+                               "--timeout: how long to wait for xenftd's answer (default 10 s)\n";
 
-// Sends one command, returns the daemon's JSON reply or an error naming the socket.
-std::optional<nlohmann::json> ask(const std::string& path, const std::string& cmd, std::string& error)
+// Sends one command, returns the daemon's JSON reply or an error naming the socket. A daemon
+// that accepts and never answers (stopped, or stuck) fails it after timeout_s, not never: the
+// xl hook's readiness loop and scripts call this.
+std::optional<nlohmann::json> ask(const std::string& path, const std::string& cmd, unsigned timeout_s, std::string& error)
 {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -37,16 +41,27 @@ std::optional<nlohmann::json> ask(const std::string& path, const std::string& cm
     }
     std::memcpy(addr.sun_path, path.c_str(), path.size());
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const timeval limit{static_cast<time_t>(timeout_s), 0};
+    // (on a Unix socket the send timeout also bounds a connect to a daemon whose backlog is full)
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+    const std::string no_answer = "xenftd at " + path + " did not answer within " + std::to_string(timeout_s) + " s";
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        error = "cannot reach xenftd at " + path + ": " + std::strerror(errno) + " (is xenftd running for this VM?)";
+        error = errno == EAGAIN ? no_answer
+                                : "cannot reach xenftd at " + path + ": " + std::strerror(errno) + " (is xenftd running for this VM?)";
         return std::nullopt;
     }
     const std::string line = cmd + "\n";
     (void)!::write(fd.get(), line.data(), line.size());
     std::string reply;
     char buf[4096];
-    for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;)
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0)
         reply.append(buf, static_cast<std::size_t>(n));
+    if (n < 0) {
+        error = errno == EAGAIN || errno == EWOULDBLOCK ? no_answer : "xenftd at " + path + ": " + std::strerror(errno);
+        return std::nullopt;
+    }
     auto j = nlohmann::json::parse(reply, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
         error = "xenftd at " + path + " sent something that is not a JSON object";
@@ -83,7 +98,8 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
     std::string socket;
     std::uint64_t vm_id = 0;
     po::options_description opts("xenft " + cmd);
-    opts.add_options()("vm", po::value(&vm_id))("socket", po::value(&socket))("json", "");
+    unsigned timeout_s = 10;
+    opts.add_options()("vm", po::value(&vm_id))("socket", po::value(&socket))("json", "")("timeout", po::value(&timeout_s));
     po::variables_map vm;
     try {
         po::store(po::command_line_parser(args).options(opts).run(), vm);
@@ -96,10 +112,14 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         std::cerr << "xenft: " << cmd << ": give --vm ID or --socket PATH\n" << kUsage;
         return 2;
     }
+    if (timeout_s < 1 || timeout_s > 3600) {
+        std::cerr << "xenft: " << cmd << ": --timeout " << timeout_s << " is outside 1..3600 seconds\n";
+        return 2;
+    }
     if (socket.empty())
         socket = "/run/xenft/vm-" + std::to_string(vm_id) + ".sock";
     std::string error;
-    const auto reply = ask(socket, cmd, error);
+    const auto reply = ask(socket, cmd, timeout_s, error);
     if (!reply) {
         std::cerr << "xenft: " << cmd << ": " << error << "\n";
         return 1;

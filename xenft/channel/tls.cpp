@@ -5,8 +5,10 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "xenft/channel/certs.hpp"
@@ -71,6 +73,14 @@ Expected<TlsContext, std::string> TlsContext::create(const TlsConfig& cfg, Side 
     SSL_CTX_set_num_tickets(ctx.get(), 0); // no resumption: every connection authenticates in full
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), cfg.cert_file.c_str()) != 1)
         return unexpected("TLS: certificate " + cfg.cert_file + ": " + openssl_error());
+    // The key that authenticates this host to the peer: anyone who can read it can be this host.
+    struct stat key_stat {};
+    if (::stat(cfg.key_file.c_str(), &key_stat) == 0 && (key_stat.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", key_stat.st_mode & 07777u);
+        return unexpected("TLS: key " + cfg.key_file + " is readable by group or others (mode " + mode + "): chmod 600 " +
+                          cfg.key_file);
+    }
     if (SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
             ERR_clear_error();

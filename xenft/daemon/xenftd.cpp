@@ -9,8 +9,10 @@
 // xenftd with --domid: xenftd becomes the domain's device model and records it (primary) or
 // replays it (backup) (xenft/daemon/xen_node.hpp). The xen backend is built where the
 // hvm-patches' Xen headers are (XENFT_XEN_BACKEND: the lab's build, tests/lab/smoke.sh).
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -20,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -46,6 +49,29 @@ int fail(const std::string& what)
 {
     std::cerr << "xenftd: " << what << "\n";
     return 1;
+}
+
+// One xenftd per VM on a host: an exclusive lock on a file beside the control socket, held for
+// the process's life (the kernel drops it when the process dies, however it dies). A second
+// xenftd for the same VM stops here, before it touches the running one's socket.
+Expected<UniqueFd, std::string> lock_vm(const std::string& control_socket)
+{
+    const std::string path = control_socket + ".lock";
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd.valid())
+        return unexpected("lock " + path + ": " + std::strerror(errno));
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK)
+            return unexpected("lock " + path + ": " + std::strerror(errno));
+        std::string holder;
+        std::getline(std::ifstream(path), holder);
+        return unexpected("another xenftd" + (holder.empty() ? std::string() : " (pid " + holder + ")") +
+                          " already protects this VM on this host (it holds " + path + "); not starting a second one");
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd.get(), 0) != 0 || ::write(fd.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()))
+        return unexpected("lock " + path + ": " + std::strerror(errno));
+    return fd;
 }
 
 nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStatus& s)
@@ -379,8 +405,15 @@ int main(int argc, char** argv)
         return fail(vm_name + ": " + config_path + " has backend = xen, but this xenftd was built without the Xen "
                     "backend (it needs the hvm-patches' Xen headers: hvm-patches/README.md)");
 #endif
+    // The VM's lock before anything a running xenftd of this VM holds is touched: its TAP, its
+    // iSCSI session (a second login with the same ISID would end the first) and its socket.
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(cfg->control_socket).parent_path(), ec);
+    auto vm_lock = lock_vm(cfg->control_socket);
+    if (!vm_lock)
+        return fail(vm_name + ": " + vm_lock.error());
     if (!xen) {
-        // Before anything is created: a machine without a usable /dev/kvm could never run the VM.
+        // A machine without a usable /dev/kvm could never run the VM.
         if (auto kvm = backends::KvmBackend::open_device(); !kvm)
             return fail(vm_name + ": " + kvm.error());
     }
@@ -424,8 +457,6 @@ int main(int argc, char** argv)
     parts.heartbeat_key = *hb_key;
 
     // The control socket, before the node starts, so a bad path changes nothing.
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(cfg->control_socket).parent_path(), ec);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (cfg->control_socket.size() >= sizeof addr.sun_path)
