@@ -61,6 +61,11 @@ missing_file() {
 }
 check missing_file_names_the_file missing_file
 
+directory_is_not_a_log() {
+    "$xenft" log dump "$work" 2> "$work/e"; test $? -eq 1 && grep -q "log $work: is a directory, not a log file" "$work/e"
+}
+check directory_is_refused_as_a_log directory_is_not_a_log
+
 usage_errors() {
     "$xenft" frobnicate 2> /dev/null; test $? -eq 2 || return 1
     "$xenft" log sample --per-frame 0 -o "$work/x" 2> "$work/e"; test $? -eq 2 || return 1
@@ -69,7 +74,10 @@ usage_errors() {
 }
 check usage_errors_exit_2_and_write_nothing usage_errors
 
-version() { "$xenft" --version | grep -q '^xenft [0-9.]* (log format 1' && "$xenftd" --version | grep -q '^xenft '; }
+version() {
+    "$xenft" --version | grep -q '^xenft [0-9.]* (log format 1' && "$xenftd" --version | grep -q '^xenft ' &&
+    "$xenft" --help | grep -q '^  version  '
+}
 check version_reports_format version
 
 daemon_without_config() {

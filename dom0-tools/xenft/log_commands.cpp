@@ -6,6 +6,7 @@
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -30,6 +31,11 @@ constexpr const char* kLogUsage =
 bool read_file(const std::string& path, std::vector<std::uint8_t>& out)
 {
     constexpr std::streamoff kMaxLogFile = std::streamoff{1} << 30;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+        std::cerr << "xenft: log " << path << ": is a directory, not a log file\n";
+        return false;
+    }
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) {
         std::cerr << "xenft: log " << path << ": cannot open: " << std::strerror(errno) << "\n";

@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "  failover     make the backup go live now (on the backup's host)\n"
     "  unprotect    drop the backup; the primary runs alone (on the primary's host)\n"
     "  protect      allow a backup again (on the primary), or join as backup now (on a halted host)\n"
+    "  version      the package and log format versions and the backends xenftd can drive\n"
     "\n"
     "See xenft(8).\n";
 
