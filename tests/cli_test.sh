@@ -50,9 +50,13 @@ corrupt_is_rejected() {
 }
 check corrupt_file_is_rejected_with_frame_and_reason corrupt_is_rejected
 
-truncated_is_rejected() {
-    "$xenft" log sample -o "$work/t.xftl" > /dev/null && truncate -s -7 "$work/t.xftl" &&
-    ! "$xenft" log dump "$work/t.xftl" > /dev/null 2> "$work/e" && grep -q 'truncated' "$work/e"
+truncated_is_rejected() { # the frames before the cut are shown, then the error
+    "$xenft" log sample --workload idle --entries 300 --per-frame 100 -o "$work/t.xftl" > /dev/null &&
+        truncate -s -7 "$work/t.xftl" || return 1
+    "$xenft" log dump "$work/t.xftl" > "$work/t.dump" 2> "$work/e"
+    test $? -eq 1 && grep -q 'truncated.*(after [0-9]* entries)' "$work/e" || return 1
+    local shown; shown=$(sed -n 's/.*(after \([0-9]*\) entries)$/\1/p' "$work/e")
+    test "$shown" -ge 200 && test "$(wc -l < "$work/t.dump")" -eq "$shown"
 }
 check truncated_file_is_rejected truncated_is_rejected
 

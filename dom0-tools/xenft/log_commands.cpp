@@ -10,6 +10,8 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
+#include <span>
 
 #include "xenft/logformat/stream.hpp"
 #include "xenft/logformat/synthetic.hpp"
@@ -53,17 +55,6 @@ bool read_file(const std::string& path, std::vector<std::uint8_t>& out)
         return false;
     }
     return true;
-}
-
-Expected<std::vector<logformat::Frame>, std::string> load(const std::string& path)
-{
-    std::vector<std::uint8_t> bytes;
-    if (!read_file(path, bytes))
-        return unexpected(std::string());
-    auto frames = logformat::decode_frames(bytes);
-    if (!frames)
-        return unexpected("xenft: log " + path + ": " + frames.error().message());
-    return std::move(frames).value();
 }
 
 int sample(const std::vector<std::string>& args)
@@ -118,20 +109,31 @@ int dump(const std::vector<std::string>& args)
     po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
     po::notify(vm);
 
-    auto frames = load(path);
-    if (!frames) {
-        if (!frames.error().empty())
-            std::cerr << frames.error() << "\n";
+    std::vector<std::uint8_t> bytes;
+    if (!read_file(path, bytes))
         return 1;
+    // A damaged or cut log still shows what comes before the first bad frame (what an
+    // administrator looking at a crashed host's log wants), then the error.
+    auto decoded = logformat::decode_frames(bytes);
+    std::optional<logformat::StreamError> bad;
+    if (!decoded) {
+        bad = decoded.error();
+        decoded = logformat::decode_frames(std::span<const std::uint8_t>(bytes).first(bad->frame_offset));
     }
     std::uint64_t printed = 0;
-    for (const auto& frame : *frames)
-        for (const auto& e : frame.entries) {
-            if (limit != 0 && printed == limit)
-                return 0;
-            std::cout << logformat::to_text(e) << "\n";
-            ++printed;
-        }
+    if (decoded)
+        for (const auto& frame : *decoded)
+            for (const auto& e : frame.entries) {
+                if (limit != 0 && printed == limit)
+                    return 0;
+                std::cout << logformat::to_text(e) << "\n";
+                ++printed;
+            }
+    if (bad) {
+        std::cout.flush();
+        std::cerr << "xenft: log " << path << ": " << bad->message() << " (after " << printed << " entries)\n";
+        return 1;
+    }
     return 0;
 }
 
