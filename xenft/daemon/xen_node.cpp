@@ -584,6 +584,13 @@ void XenNode::run_primary()
                                      std::to_string(ms_between(t0, Clock::now())) +
                                      " ms after the loss); a backup that comes gets a live copy";
             say("[" + std::to_string(ms_since_start()) + " ms] " + what);
+            {
+                // The role with the failover, as the backup's go-live does: `xenft status` read
+                // between the two showed "primary, protected" at the new epoch (seen in the lab).
+                auto st = status();
+                st.role = XenRole::primary_alone;
+                publish(std::move(st));
+            }
             record_failover(what);
             primary_->cancel_copy();
             renew_sender();
