@@ -129,9 +129,20 @@ daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the doma
 }
 check xenftd_checks_the_backend daemon_backend_config
 
+# A configuration xenftd can load up to its guest: the example with this host's certificate,
+# key, CA and heartbeat key made here, its own control socket.
+startable_config() { # FILE SOCKET
+    local d="$work/tls"
+    if [ ! -f "$d/heartbeat.key" ]; then
+        mkdir -p "$d" && "$xenft" cert ca --name ca --out "$d" > /dev/null &&
+            "$xenft" cert create --name hosta --out "$d" --ca-cert "$d/ca.crt" --ca-key "$d/ca.key" > /dev/null &&
+            head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$d/heartbeat.key" && chmod 600 "$d/heartbeat.key" || return 1
+    fi
+    sed -e "s|/etc/xenft/tls|$d|" "$src/etc/xenft.conf.example" > "$1" && printf '[control]\nsocket = %s\n' "$2" >> "$1"
+}
+
 daemon_second_instance() { # a second xenftd for a VM this host protects: refused, the first untouched
-    sed -e "s|/etc/xenft/tls|$work|" "$src/etc/xenft.conf.example" > "$work/two.conf"
-    printf '[control]\nsocket = %s\n' "$work/two.sock" >> "$work/two.conf"
+    startable_config "$work/two.conf" "$work/two.sock" || return 1
     : > "$work/two.sock" # the running daemon's socket (a stand-in): it must stay
     ( flock -x 9 && touch "$work/two.locked" && sleep 30 ) 9> "$work/two.sock.lock" &
     local holder=$!
@@ -139,23 +150,22 @@ daemon_second_instance() { # a second xenftd for a VM this host protects: refuse
     "$xenftd" --config "$work/two.conf" > /dev/null 2> "$work/e"
     local rc=$?
     kill "$holder" 2> /dev/null; wait "$holder" 2> /dev/null
-    test $rc -eq 1 && test -e "$work/two.sock" || { cat "$work/e"; return 1; }
+    test $rc -eq 1 && test -e "$work/two.sock" && test -e "$work/two.sock.lock" || { cat "$work/e"; return 1; }
     grep -q "xenftd: vm 7: another xenftd already protects this VM on this host (it holds $work/two.sock.lock); not starting a second one" "$work/e" ||
         { cat "$work/e"; return 1; }
 }
 check xenftd_refuses_a_second_daemon_for_the_same_vm daemon_second_instance
 
-daemon_without_kvm() { # backend = kvm where /dev/kvm is missing: one line at start, nothing created
-    printf '[control]\nsocket = %s\n' "$work/nokvm.sock" >> "$work/nokvm.conf"
+daemon_without_kvm() { # backend = kvm where /dev/kvm is missing: one line at start, nothing left
+    startable_config "$work/nokvm.conf" "$work/run/nokvm.sock" || return 1
     # A private mount namespace with an empty /dev is a machine without /dev/kvm, on any machine.
     unshare --mount sh -c 'mount -t tmpfs none /dev && exec "$0" --config "$1"' "$xenftd" "$work/nokvm.conf" \
         > /dev/null 2> "$work/e"
-    test $? -eq 1 && test "$(wc -l < "$work/e")" -eq 1 && test ! -e "$work/nokvm.sock" || { cat "$work/e"; return 1; }
+    test $? -eq 1 && test "$(wc -l < "$work/e")" -eq 1 && test ! -e "$work/run" || { cat "$work/e"; ls -R "$work/run"; return 1; }
     grep -q 'xenftd: vm 7: backend = kvm needs /dev/kvm, which this machine does not have (No such file or directory): .*backend = xen' "$work/e" ||
         { cat "$work/e"; return 1; }
 }
 if [ "$(id -u)" -eq 0 ] && command -v unshare > /dev/null; then
-    sed -e "s|/etc/xenft/tls|$work|" "$src/etc/xenft.conf.example" > "$work/nokvm.conf"
     check xenftd_without_dev_kvm_refuses_at_start daemon_without_kvm
 else
     echo "SKIP xenftd_without_dev_kvm_refuses_at_start: needs root and unshare for a mount namespace without /dev/kvm" | tee -a "$cases"

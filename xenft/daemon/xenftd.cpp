@@ -53,26 +53,68 @@ int fail(const std::string& what)
 
 // One xenftd per VM on a host: an exclusive lock on a file beside the control socket, held for
 // the process's life (the kernel drops it when the process dies, however it dies). A second
-// xenftd for the same VM stops here, before it touches the running one's socket.
-Expected<UniqueFd, std::string> lock_vm(const std::string& control_socket)
-{
-    const std::string path = control_socket + ".lock";
-    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd.valid())
-        return unexpected("lock " + path + ": " + std::strerror(errno));
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno != EWOULDBLOCK)
-            return unexpected("lock " + path + ": " + std::strerror(errno));
-        std::string holder;
-        std::getline(std::ifstream(path), holder);
-        return unexpected("another xenftd" + (holder.empty() ? std::string() : " (pid " + holder + ")") +
-                          " already protects this VM on this host (it holds " + path + "); not starting a second one");
+// xenftd for the same VM stops there, before it touches the running one's TAP, iSCSI session
+// (a second login with the same ISID would end the first) or socket. The lock file goes when
+// its holder exits, and the socket's folder if this daemon made it, so a daemon that fails to
+// start leaves nothing behind; a newcomer checks that the file it locked is still the one at
+// the path, as one that was removed meanwhile protects nothing.
+class VmLock {
+public:
+    static Expected<std::unique_ptr<VmLock>, std::string> take(const std::string& control_socket)
+    {
+        const std::filesystem::path folder = std::filesystem::path(control_socket).parent_path();
+        std::error_code ec;
+        const bool made_folder = !folder.empty() && std::filesystem::create_directories(folder, ec);
+        std::unique_ptr<VmLock> lock(new VmLock(control_socket + ".lock", made_folder ? folder : ""));
+        for (int attempt = 0; attempt < 10; ++attempt) {
+            lock->fd_.reset(::open(lock->path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+            if (!lock->fd_.valid())
+                return unexpected("lock " + lock->path_ + ": " + std::strerror(errno));
+            if (::flock(lock->fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+                const int e = errno;
+                std::string holder;
+                std::getline(std::ifstream(lock->path_), holder);
+                lock->fd_.reset();
+                if (e != EWOULDBLOCK)
+                    return unexpected("lock " + lock->path_ + ": " + std::strerror(e));
+                return unexpected("another xenftd" + (holder.empty() ? std::string() : " (pid " + holder + ")") +
+                                  " already protects this VM on this host (it holds " + lock->path_ +
+                                  "); not starting a second one");
+            }
+            struct stat held {}, now {};
+            if (::fstat(lock->fd_.get(), &held) == 0 && ::stat(lock->path_.c_str(), &now) == 0 &&
+                held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
+                const std::string pid = std::to_string(::getpid()) + "\n";
+                if (::ftruncate(lock->fd_.get(), 0) != 0 ||
+                    ::write(lock->fd_.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()))
+                    return unexpected("lock " + lock->path_ + ": " + std::strerror(errno));
+                lock->owned_ = true;
+                return lock;
+            }
+        }
+        return unexpected("lock " + lock->path_ + ": removed and made again while this xenftd took it, 10 times");
     }
-    const std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(fd.get(), 0) != 0 || ::write(fd.get(), pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()))
-        return unexpected("lock " + path + ": " + std::strerror(errno));
-    return fd;
-}
+    ~VmLock()
+    {
+        if (owned_)
+            ::unlink(path_.c_str());
+        fd_.reset();
+        if (!made_folder_.empty())
+            ::rmdir(made_folder_.c_str()); // only if empty: another VM's daemon may use it
+    }
+    VmLock(const VmLock&) = delete;
+    VmLock& operator=(const VmLock&) = delete;
+
+private:
+    VmLock(std::string path, std::filesystem::path made_folder)
+        : path_(std::move(path)), made_folder_(std::move(made_folder))
+    {
+    }
+    std::string path_;
+    std::filesystem::path made_folder_;
+    UniqueFd fd_;
+    bool owned_ = false;
+};
 
 nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStatus& s)
 {
@@ -405,11 +447,22 @@ int main(int argc, char** argv)
         return fail(vm_name + ": " + config_path + " has backend = xen, but this xenftd was built without the Xen "
                     "backend (it needs the hvm-patches' Xen headers: hvm-patches/README.md)");
 #endif
-    // The VM's lock before anything a running xenftd of this VM holds is touched: its TAP, its
-    // iSCSI session (a second login with the same ISID would end the first) and its socket.
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(cfg->control_socket).parent_path(), ec);
-    auto vm_lock = lock_vm(cfg->control_socket);
+    // What needs only this host's files first (a daemon refused here creates nothing); then the
+    // VM's lock, before anything a running xenftd of this VM holds is touched.
+    HostParts parts;
+    // The pair: TLS for either role (the hosts swap roles after a failover), heartbeats.
+    const channel::TlsConfig tls_cfg{cfg->cert, cfg->key, cfg->ca, cfg->fingerprint, cfg->peer_name};
+    for (auto side : {channel::TlsContext::Side::client, channel::TlsContext::Side::server}) {
+        auto tls = channel::TlsContext::create(tls_cfg, side);
+        if (!tls)
+            return fail(vm_name + ": " + tls.error());
+        (side == channel::TlsContext::Side::client ? parts.tls_client : parts.tls_server).emplace(std::move(tls).value());
+    }
+    auto hb_key = detector::load_heartbeat_key(cfg->heartbeat_key_file);
+    if (!hb_key)
+        return fail(vm_name + ": " + hb_key.error());
+    parts.heartbeat_key = *hb_key;
+    auto vm_lock = VmLock::take(cfg->control_socket);
     if (!vm_lock)
         return fail(vm_name + ": " + vm_lock.error());
     if (!xen) {
@@ -419,7 +472,6 @@ int main(int argc, char** argv)
     }
 
     // The guest's network and disk (on xen the domain's device models open them).
-    HostParts parts;
     if (!xen && !cfg->tap.empty()) {
         auto t = devices::TapDevice::open(cfg->tap);
         if (!t)
@@ -442,19 +494,6 @@ int main(int argc, char** argv)
             return fail(vm_name + ": " + store.error());
         parts.disk = std::make_unique<devices::FileStore>(std::move(*store));
     }
-
-    // The pair: TLS for either role (the hosts swap roles after a failover), heartbeats.
-    const channel::TlsConfig tls_cfg{cfg->cert, cfg->key, cfg->ca, cfg->fingerprint, cfg->peer_name};
-    for (auto side : {channel::TlsContext::Side::client, channel::TlsContext::Side::server}) {
-        auto tls = channel::TlsContext::create(tls_cfg, side);
-        if (!tls)
-            return fail(vm_name + ": " + tls.error());
-        (side == channel::TlsContext::Side::client ? parts.tls_client : parts.tls_server).emplace(std::move(tls).value());
-    }
-    auto hb_key = detector::load_heartbeat_key(cfg->heartbeat_key_file);
-    if (!hb_key)
-        return fail(vm_name + ": " + hb_key.error());
-    parts.heartbeat_key = *hb_key;
 
     // The control socket, before the node starts, so a bad path changes nothing.
     sockaddr_un addr{};
