@@ -20,11 +20,12 @@ xen_work=${XEN_WORKDIR:-$top/build/xen}
 xenft_lib=${XENFT_LIB:-$top/build/main/libxenft.a}
 start=$(date +%s)
 # Each step's expected seconds on this kind of machine (2 cores), cold and with its output
-# already there, measured; estimate[i] is the one that applies to this run.
+# already there (measured in a cold demo on 2026-12-02: 356, 56 and 226-240 s); estimate[i] is
+# the one that applies to this run.
 what=--xl
 [ -n "$debs" ] && what=--libs
 built() { [ -e "$1" ] && echo 1 || echo 0; }
-cold=(900 150 200) warm=(30 5 15)
+cold=(360 60 240) warm=(5 5 15)
 have=("$([ -f "$xen_work/hv/xen.gz" ] && [ -x "$xen_work/stage/usr/sbin/xl" ] && echo 1 || echo 0)"
       "$(built "$work/xenftd")" "$(built "$work/rootfs.img")")
 estimate=()
