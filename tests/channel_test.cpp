@@ -868,6 +868,37 @@ BOOST_AUTO_TEST_CASE(a_copy_is_refused_where_it_does_not_belong_or_cannot_be_app
     }
 }
 
+BOOST_AUTO_TEST_CASE(a_backup_awaiting_a_copy_takes_it_from_a_newer_epoch_but_not_from_an_older_one)
+{
+    // The Xen backup read the arbitration record (epoch 3) before the primary claimed the VM
+    // (epoch 4): it has no state of its own, so it takes the copy in the primary's epoch.
+    testing::TlsFixture f;
+    {
+        Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) {
+            s.send_copy = true;
+            s.epoch = 4;
+        });
+        p.rx->await_copy(3);
+        BOOST_TEST(p.tx->append_copy(CopyBegin{1u << 20, 256}));
+        BOOST_TEST(p.tx->append_copy(some_final(4, 11)));
+        auto got = receive_copies(p, 2);
+        BOOST_TEST_REQUIRE(got.size() == 2u);
+        BOOST_TEST(p.rx->epoch() == 4u);
+        BOOST_TEST(p.logs.contains("runs the VM in epoch 4, this backup knew epoch 3: taking its copy in epoch 4"));
+    }
+    {
+        Pair p(f, f.primary(), f.backup(), [](ChannelConfig& s, ChannelConfig&) {
+            s.send_copy = true;
+            s.epoch = 2;
+        });
+        p.rx->await_copy(3);
+        p.tx->append_copy(CopyBegin{1u << 20, 256});
+        BOOST_TEST(p.pump_until([&] { return p.logs.contains("older epoch 2, this backup is in epoch 3"); }));
+        BOOST_TEST(p.rx->epoch() == 3u);
+        BOOST_TEST(!p.rx->pop_copy().has_value());
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_copy_whose_connection_breaks_fails_and_the_next_one_starts_over)
 {
     testing::TlsFixture f;

@@ -166,6 +166,14 @@ BOOST_AUTO_TEST_CASE(header_errors_name_the_field)
 BOOST_AUTO_TEST_CASE(authentic_heartbeat_with_unknown_role_is_rejected)
 {
     Heartbeat hb = sample();
+    // Every role a replica can say it is in travels, the last ones too (a replica that halted
+    // or whose VM ended says so).
+    for (auto role : {protocol::Role::starting, protocol::Role::halted, protocol::Role::ended}) {
+        hb.msg.role = role;
+        auto ok = decode_heartbeat(encode_heartbeat(hb, key_of(4)), key_of(4));
+        BOOST_TEST_REQUIRE(ok.has_value(), (ok ? "" : ok.error()));
+        BOOST_TEST((ok->msg.role == role));
+    }
     hb.msg.role = static_cast<protocol::Role>(200);
     auto r = decode_heartbeat(encode_heartbeat(hb, key_of(4)), key_of(4));
     BOOST_TEST_REQUIRE(!r.has_value());

@@ -22,6 +22,8 @@ const char* scenario_name(Scenario s)
     case Scenario::one_way: return "one_way";
     case Scenario::storage_outage: return "storage_outage";
     case Scenario::chaos: return "chaos";
+    case Scenario::diverges: return "diverges";
+    case Scenario::vm_ends: return "vm_ends";
     }
     return "?";
 }
@@ -39,6 +41,7 @@ struct Host {
     HostId id = 0;
     std::optional<Replica> replica; // empty while crashed
     bool stalled = false;
+    bool vm_stopped = false;        // its VM ended on purpose: it logs nothing more
     std::deque<Output> held;        // outputs produced by this host's VM, not yet released
 };
 
@@ -59,10 +62,23 @@ public:
             opt_.failover_bound = opt_.proto.suspect_timeout + 150'000;
         hosts_[0].id = 1;
         hosts_[1].id = 2;
-        hosts_[0].replica = Replica::protected_primary(opt_.proto, 1, 2, 1, 0, 0);
-        hosts_[1].replica = Replica::replaying_backup(opt_.proto, 2, 1, 1, 0, 0);
-        record_ = {1, 1};
-        primary_of_epoch_[1] = 1;
+        result_.copy_start = opt_.copy_start < 0 ? chance(0.5) : opt_.copy_start == 1;
+        if (result_.copy_start) {
+            // As `xl create` on both hosts starts a Xen pair: the record nobody owns yet goes to
+            // the configured primary, which claims it; the other host joins.
+            record_ = {1, 0};
+            for (std::size_t h = 0; h < 2; ++h) {
+                const HostId self = hosts_[h].id, peer = hosts_[1 - h].id;
+                hosts_[h].replica = plan_start(self, h == 0, record_.second) == StartAs::claim
+                                        ? Replica::starting(opt_.proto, self, peer, record_.first, 0)
+                                        : Replica::syncing_backup(opt_.proto, self, peer, 0);
+            }
+        } else {
+            hosts_[0].replica = Replica::protected_primary(opt_.proto, 1, 2, 1, 0, 0);
+            hosts_[1].replica = Replica::replaying_backup(opt_.proto, 2, 1, 1, 0, 0);
+            record_ = {1, 1};
+            primary_of_epoch_[1] = 1;
+        }
         plan(sc);
     }
 
@@ -132,10 +148,28 @@ private:
             }
             break;
         }
+        case Scenario::diverges: {
+            // Half the time the backup's replay diverges, else the primary's VM fails; the
+            // survivor must not wait for silence (the heartbeats say the peer halted).
+            const Time t = rand_time(d / 5, d / 2);
+            const bool backup = chance(0.7);
+            at(t, [this, backup] { fail_vm(backup); });
+            takeover_check_ = true;
+            break;
+        }
+        case Scenario::vm_ends: {
+            const Time t = rand_time(d / 5, d / 2);
+            at(t, [this] { end_vm(); });
+            if (chance(0.3)) // and sometimes a fault right after it
+                at(t + rand_time(0, T), [this] { chance(0.5) ? crash(1 - primary_index()) : cut(true, true); });
+            else
+                end_check_ = true;
+            break;
+        }
         case Scenario::chaos:
             for (int i = 0, n = static_cast<int>(rand_time(2, 6)); i < n; ++i) {
                 const Time t = rand_time(d / 20, d - d / 10);
-                switch (rand_time(0, 7)) {
+                switch (rand_time(0, 9)) {
                 case 0: at(t, [this] { crash(static_cast<std::size_t>(rand_time(0, 1))); }); break;
                 case 1: at(t, [this] { restart_crashed(); }); break;
                 case 2: at(t, [this] { cut(chance(0.7), chance(0.7)); }); break;
@@ -143,6 +177,8 @@ private:
                 case 4: at(t, [this] { set_storage(false); }); break;
                 case 5: at(t, [this] { set_storage(true); }); break;
                 case 6: at(t, [this] { operator_command(); }); break;
+                case 7: at(t, [this] { fail_vm(chance(0.5)); }); break;
+                case 8: at(t, [this] { end_vm(); }); break;
                 default: at(t, [this] { restart_crashed(); cut(false, false); set_storage(true); }); break;
                 }
             }
@@ -175,9 +211,13 @@ private:
         if (!hosts_[h].replica)
             return;
         note("host " + std::to_string(hosts_[h].id) + " crashes");
+        if (liveness_check_ && now_ == crash_at_ && hosts_[1 - h].replica &&
+            hosts_[1 - h].replica->role() != Role::backup_replaying)
+            liveness_check_ = false; // (a copy start: the backup had no copy yet, nothing to go live with)
         hosts_[h].replica.reset();
         hosts_[h].held.clear();
         hosts_[h].stalled = false;
+        hosts_[h].vm_stopped = false;
     }
 
     void restart_crashed()
@@ -186,7 +226,40 @@ private:
             if (!hosts_[h].replica) {
                 note("host " + std::to_string(hosts_[h].id) + " restarts as a fresh backup");
                 hosts_[h].replica = Replica::syncing_backup(opt_.proto, hosts_[h].id, hosts_[1 - h].id, now_);
+                // The logging channel reconnects to a receiver with less log than it acked,
+                // often before the primary's detector noticed the silence.
+                if (chance(0.5))
+                    at(now_ + rand_time(1'000, 20'000), [this, p = 1 - h] {
+                        note("host " + std::to_string(hosts_[p].id) + "'s channel: the backup lost the log it acked");
+                        deliver(p, BackupRestarted{});
+                    });
             }
+    }
+
+    // A VM that cannot go on (the backup's replay diverged, a copy it cannot apply): the
+    // execution tells the protocol core.
+    void fail_vm(bool backup)
+    {
+        const std::size_t p = primary_index();
+        const std::size_t h = backup ? 1 - p : p;
+        if (!hosts_[h].replica || hosts_[h].replica->role() == Role::halted)
+            return;
+        note("host " + std::to_string(hosts_[h].id) + "'s VM fails (" + (backup ? "backup" : "primary") + ")");
+        deliver(h, VmFailed{"the replay diverged"});
+    }
+
+    // The primary's guest shuts down: its end is the next log entry.
+    void end_vm()
+    {
+        const std::size_t p = primary_index();
+        Host& host = hosts_[p];
+        if (!host.replica || !is_primary(host.replica->role()) || host.vm_stopped)
+            return;
+        host.vm_stopped = true;
+        const Seq end = host.replica->logged() + 1;
+        max_logged_[host.replica->epoch()] = std::max(max_logged_[host.replica->epoch()], end);
+        note("host " + std::to_string(host.id) + "'s VM ends at entry " + std::to_string(end));
+        deliver(p, VmEnded{end, "the guest shut down"});
     }
 
     void cut(bool ab, bool ba)
@@ -227,7 +300,7 @@ private:
         if (!host.replica)
             return;
         const Role r = host.replica->role();
-        if (is_primary(r) && !host.stalled) {
+        if (is_primary(r) && !host.stalled && !host.vm_stopped) {
             const Seq last = host.replica->logged() + rand_time(1, 3);
             max_logged_[host.replica->epoch()] = std::max(max_logged_[host.replica->epoch()], last);
             deliver(h, VmLogged{last});
@@ -284,6 +357,14 @@ private:
                     note("host " + std::to_string(host.id) + " halts: " + act.reason);
                 } else if constexpr (std::is_same_v<A, StartReprotection>) {
                     reprotect(h);
+                } else if constexpr (std::is_same_v<A, EndVm>) {
+                    ++result_.ends;
+                    note("host " + std::to_string(host.id) + " ends: " + act.reason);
+                    // The primary ended with the backup's ack: the backup has the end in its
+                    // buffer and must never take the VM over.
+                    if (host.vm_stopped && act.reason.find("acknowledged the end") != std::string::npos)
+                        end_acked_ = true;
+                    host.held.clear();
                 }
             },
             a);
@@ -376,6 +457,8 @@ private:
         if (liveness_check_ && result_.failover_time == 0 && now_ >= crash_at_)
             result_.failover_time = now_ - crash_at_;
         live_since_[e] = {host.id, now_};
+        if (end_acked_)
+            return violate("host " + std::to_string(host.id) + " went live after the VM ended with its ack");
         // Every output a client saw must be covered by the log this replica replayed.
         for (const auto& [epoch, seq] : seen_)
             if (epoch < e && seq > frozen)
@@ -414,6 +497,20 @@ private:
 
     void check_liveness()
     {
+        // A halted peer says so: the survivor runs the VM (alone) by the end of the run.
+        if (takeover_check_) {
+            bool running = false;
+            for (const auto& h : hosts_)
+                running = running || (h.replica && is_primary(h.replica->role()));
+            if (!running)
+                return violate("a replica's VM failed and no host runs the VM at the end of the run");
+        }
+        // The VM's end with nothing else going wrong: both replicas end, neither takes over.
+        if (end_check_)
+            for (const auto& h : hosts_)
+                if (h.replica && h.replica->role() != Role::ended && h.replica->role() != Role::backup_syncing)
+                    return violate("the VM ended, but host " + std::to_string(h.id) + " is " +
+                                   std::string(role_name(h.replica->role())) + " at the end of the run");
         if (!liveness_check_)
             return;
         if (result_.failover_time == 0)
@@ -458,6 +555,8 @@ private:
     std::vector<std::pair<Epoch, Seq>> seen_;
     std::uint64_t next_output_id_ = 1;
     bool liveness_check_ = false;
+    bool end_acked_ = false;
+    bool takeover_check_ = false, end_check_ = false;
     Time crash_at_ = 0;
     std::deque<std::string> recent_;
 };

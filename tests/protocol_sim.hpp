@@ -20,8 +20,10 @@ enum class Scenario : std::uint8_t {
     one_way,         // one direction is cut
     storage_outage,  // the arbiter is unreachable, alone or during a partition
     chaos,           // any of the above at random, several times, plus operator commands
+    diverges,        // one replica's VM fails (a digest mismatch on the backup, say): it halts
+    vm_ends,         // the primary's VM ends on purpose (the guest shut down): the pair ends
 };
-inline constexpr int kScenarioCount = 6;
+inline constexpr int kScenarioCount = 8;
 const char* scenario_name(Scenario s);
 
 struct Options {
@@ -38,6 +40,10 @@ struct Options {
     protocol::Time failover_bound = 0; // 0: suspect_timeout + 150 ms
     bool trace = false;                // print every step (for replaying one seed)
     bool calm = false;                 // schedule no faults (a benchmark baseline)
+    // How the pair starts: -1 from the seed; 0 protected from boot (KVM: both replicas at
+    // exit 0); 1 as the Xen backend starts (one host claims the record and runs alone, the
+    // other joins and gets a live copy).
+    int copy_start = -1;
 };
 
 struct Result {
@@ -46,7 +52,8 @@ struct Result {
     std::string violation; // empty if every invariant held
     std::vector<std::string> recent; // the last steps before the violation
     // What happened, to show schedules exercise the interesting paths.
-    int failovers = 0, halts = 0, reprotections = 0, outputs_released = 0;
+    int failovers = 0, halts = 0, reprotections = 0, outputs_released = 0, ends = 0;
+    bool copy_start = false;
     protocol::Time failover_time = 0; // primary crash to go-live, when measured
 };
 

@@ -183,6 +183,121 @@ BOOST_AUTO_TEST_CASE(the_loser_of_the_test_and_set_halts_for_good)
     BOOST_TEST(b.step(302 * ms, Tick{}).empty());
     BOOST_TEST(b.step(303 * ms, SyncComplete{6, 10}).empty());
     BOOST_TEST(b.role() == Role::halted);
+    // Halted, it only says so: heartbeats with its role, nothing else.
+    const auto hb = all_of<Send>(b.step(400 * ms, Tick{}));
+    BOOST_TEST_REQUIRE(hb.size() == 1u);
+    BOOST_TEST((std::get<HeartbeatMsg>(hb[0].msg).role == Role::halted));
+}
+
+BOOST_AUTO_TEST_CASE(a_backup_that_diverged_halts_and_the_primary_continues_alone_without_waiting_for_silence)
+{
+    auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
+    auto b = Replica::replaying_backup(cfg(), 2, 1, 5, 0, 0);
+    p.step(1 * ms, VmLogged{3});
+    p.step(1 * ms, VmOutput{1, 3});
+    auto a = b.step(10 * ms, VmFailed{"domain 3 at exit 812: the backup's state digest differs"});
+    BOOST_TEST(b.role() == Role::halted);
+    BOOST_TEST(all_of<HaltVm>(a).at(0).reason.find("digest differs") != std::string::npos);
+    const auto hb = all_of<Send>(b.step(60 * ms, Tick{}));
+    BOOST_TEST_REQUIRE(hb.size() == 1u);
+    // 61 ms: far from the 250 ms of silence a suspicion needs.
+    a = p.step(61 * ms, Received{hb[0].msg});
+    BOOST_TEST(p.role() == Role::primary_arbitrating);
+    BOOST_TEST(has<RequestArbiter>(a));
+    BOOST_TEST(p.reason().find("halted") != std::string::npos, p.reason());
+    BOOST_TEST(p.held_outputs() == 1u); // nothing leaves before the test-and-set
+    a = p.step(62 * ms, ArbiterDone{ArbiterOutcome::won, 6, 1});
+    BOOST_TEST(p.role() == Role::primary_alone);
+    BOOST_TEST(has<ReleaseOutputs>(a));
+}
+
+BOOST_AUTO_TEST_CASE(a_primary_whose_vm_failed_lets_the_backup_take_over_at_once)
+{
+    auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
+    auto b = Replica::replaying_backup(cfg(), 2, 1, 5, 0, 0);
+    p.step(1 * ms, VmLogged{3});
+    b.step(2 * ms, Received{LogMsg{5, 1, 3, 1 * ms}});
+    p.step(10 * ms, VmFailed{"the guest stopped: triple fault"});
+    const auto hb = all_of<Send>(p.step(60 * ms, Tick{}));
+    BOOST_TEST_REQUIRE(hb.size() == 1u);
+    auto a = b.step(61 * ms, Received{hb[0].msg});
+    BOOST_TEST(b.role() == Role::backup_arbitrating);
+    BOOST_TEST(has<RequestArbiter>(a));
+    b.step(62 * ms, ReplayProgress{3});
+    a = b.step(63 * ms, ArbiterDone{ArbiterOutcome::won, 6, 2});
+    BOOST_TEST(b.role() == Role::primary_alone);
+    BOOST_TEST(has<GoLive>(a));
+    // A halted replica of an older epoch says nothing to the new one.
+    BOOST_TEST(b.step(120 * ms, Received{hb[0].msg}).empty());
+}
+
+BOOST_AUTO_TEST_CASE(the_vm_end_ends_both_replicas_and_the_backup_never_takes_over)
+{
+    auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
+    auto b = Replica::replaying_backup(cfg(), 2, 1, 5, 0, 0);
+    p.step(1 * ms, VmLogged{5});
+    p.step(1 * ms, VmOutput{1, 5});
+    auto a = p.step(2 * ms, VmEnded{6, "the guest shut down"});
+    const auto logs = all_of<Send>(a);
+    BOOST_TEST_REQUIRE(logs.size() == 1u);
+    const auto log = std::get<LogMsg>(logs[0].msg);
+    BOOST_TEST(log.vm_end);
+    BOOST_TEST(log.last == 6u);
+    BOOST_TEST(p.role() == Role::primary_protected); // until the backup acked the end
+    a = b.step(3 * ms, Received{LogMsg{5, 1, 6, 2 * ms, true}});
+    const auto ack = all_of<Send>(a);
+    BOOST_TEST_REQUIRE(ack.size() == 1u);
+    BOOST_TEST(b.role() == Role::backup_replaying);
+    BOOST_TEST(has<EndVm>(b.step(4 * ms, ReplayProgress{6})));
+    BOOST_TEST(b.role() == Role::ended);
+    // The primary falls silent now; the backup ends instead of suspecting it.
+    BOOST_TEST(!has<RequestArbiter>(b.step(900 * ms, Tick{})));
+    a = p.step(5 * ms, Received{ack[0].msg});
+    BOOST_TEST(has<ReleaseOutputs>(a)); // the output before the end leaves
+    BOOST_TEST(has<EndVm>(a));
+    BOOST_TEST(p.role() == Role::ended);
+    BOOST_TEST(p.reason().find("acknowledged") != std::string::npos, p.reason());
+}
+
+BOOST_AUTO_TEST_CASE(an_end_the_backup_never_acks_ends_the_primary_after_the_timeout_and_drops_its_outputs)
+{
+    auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
+    p.step(1 * ms, VmLogged{5});
+    p.step(1 * ms, VmOutput{1, 5});
+    p.step(2 * ms, VmEnded{6, "the domain was destroyed"});
+    // The backup is alive (its heartbeats echo the primary) but never acks the end.
+    for (Time t = 50 * ms; t < cfg().end_ack_timeout; t += 50 * ms) {
+        p.step(t, Received{HeartbeatMsg{5, Role::backup_replaying, t, t - 1 * ms, 5}});
+        BOOST_TEST_REQUIRE(p.role() == Role::primary_protected);
+    }
+    auto a = p.step(cfg().end_ack_timeout + 3 * ms, Tick{});
+    BOOST_TEST(p.role() == Role::ended);
+    BOOST_TEST(has<EndVm>(a));
+    BOOST_TEST(!has<ReleaseOutputs>(a));
+    BOOST_TEST(p.held_outputs() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(the_arbitration_record_decides_who_runs_a_vm_started_with_a_copy)
+{
+    // The record's owner runs it; on a record nobody owns, the configured primary; everyone
+    // else joins: a host started again after its peer took the VM over never runs a copy.
+    BOOST_TEST((plan_start(1, true, 0) == StartAs::claim));
+    BOOST_TEST((plan_start(2, false, 0) == StartAs::join));
+    BOOST_TEST((plan_start(1, true, 2) == StartAs::join));
+    BOOST_TEST((plan_start(2, false, 2) == StartAs::claim));
+    BOOST_TEST((plan_start(1, true, 1) == StartAs::claim));
+    // Claiming is a test-and-set like any other: lost, the host does not run the VM.
+    auto s = Replica::starting(cfg(), 1, 2, 3, 0);
+    auto a = s.step(1 * ms, Tick{});
+    BOOST_TEST_REQUIRE(has<RequestArbiter>(a));
+    BOOST_TEST(all_of<RequestArbiter>(a)[0].expected == 3u);
+    s.step(2 * ms, ArbiterDone{ArbiterOutcome::lost, 4, 2});
+    BOOST_TEST(s.role() == Role::halted);
+    auto w = Replica::starting(cfg(), 1, 2, 3, 0);
+    w.step(1 * ms, Tick{});
+    w.step(2 * ms, ArbiterDone{ArbiterOutcome::won, 4, 1});
+    BOOST_TEST(w.role() == Role::primary_alone);
+    BOOST_TEST(w.epoch() == 4u);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_arbiter_result_keeps_outputs_held_and_retries)
@@ -291,10 +406,12 @@ BOOST_AUTO_TEST_CASE(random_fault_schedules_keep_every_invariant)
         return;
     }
     const std::uint64_t n = env_u64("XENFT_SIM_SCHEDULES", 10'000);
-    std::uint64_t failovers = 0, halts = 0, reprotections = 0, outputs = 0, violations = 0;
+    std::uint64_t failovers = 0, halts = 0, reprotections = 0, outputs = 0, violations = 0, ends = 0, copy_starts = 0;
     std::vector<xenft::protocol::Time> failover_times;
     for (std::uint64_t seed = 1; seed <= n; ++seed) {
         const auto r = xenft::sim::run_schedule(seed, opt);
+        ends += static_cast<std::uint64_t>(r.ends);
+        copy_starts += r.copy_start ? 1 : 0;
         failovers += static_cast<std::uint64_t>(r.failovers);
         halts += static_cast<std::uint64_t>(r.halts);
         reprotections += static_cast<std::uint64_t>(r.reprotections);
@@ -307,8 +424,9 @@ BOOST_AUTO_TEST_CASE(random_fault_schedules_keep_every_invariant)
         }
     }
     std::sort(failover_times.begin(), failover_times.end());
-    BOOST_TEST_MESSAGE(n << " schedules: " << failovers << " go-lives, " << halts << " halts, " << reprotections
-                         << " re-protections, " << outputs << " outputs released, " << violations << " violations");
+    BOOST_TEST_MESSAGE(n << " schedules (" << copy_starts << " started as a Xen pair: a claim and a live copy): "
+                         << failovers << " go-lives, " << halts << " halts, " << reprotections << " re-protections, "
+                         << ends << " ends, " << outputs << " outputs released, " << violations << " violations");
     if (!failover_times.empty())
         BOOST_TEST_MESSAGE("simulated failover after a primary crash: median "
                            << failover_times[failover_times.size() / 2] / 1000 << " ms, max "
@@ -319,6 +437,10 @@ BOOST_AUTO_TEST_CASE(random_fault_schedules_keep_every_invariant)
     BOOST_TEST(halts > n / 20);
     BOOST_TEST(reprotections > n / 20);
     BOOST_TEST(outputs > n * 100);
+    // Both ways of starting a pair, and the VM's end, are in the schedules.
+    BOOST_TEST(copy_starts > n / 3);
+    BOOST_TEST(copy_starts < n - n / 3);
+    BOOST_TEST(ends > n / 20);
 }
 
 namespace {

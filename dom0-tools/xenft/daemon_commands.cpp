@@ -184,6 +184,8 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
             std::cout << " " << n << " " << why << ";";
         std::cout << "\n";
     }
+    if (const auto h = r.value("last_halt", std::string()); !h.empty())
+        std::cout << "  last halt:     " << local_time(r.value("last_halt_unix_ms", std::uint64_t{0})) << ": " << h << "\n";
     if (const auto reason = r.value("reason", std::string()); !reason.empty())
         std::cout << "  last event:    " << reason << "\n";
     if (const auto failure = r.value("failure", std::string()); !failure.empty())

@@ -8,26 +8,47 @@
 # /etc/xenft/ftguest.conf): on host A it records the test guest's service (xenft's device
 # models, FT RECORD); host B's domain waits paused for a live copy of A's running domain
 # (memory, written disk blocks, HVM context, device state), then replays A's log from there,
-# comparing state digests at the exits A took them (xenft/daemon/xen_node.hpp). `xenft status`
+# comparing state digests at the exits A took them. One node runs on both (xenft/daemon/
+# node.hpp, driven by the protocol core, with xen_execution.hpp): A's xenftd claims the VM
+# (test-and-set epoch 1 -> 2) and runs it alone until B's backup has its copy. `xenft status`
 # on each host shows the copy and the digests.
 #
 #   case "a-dies": the client PUTs, then downloads 1 MiB; QEMU A is SIGKILLed in the middle
-#     (a power cut); B wins the test-and-set, goes live, and the download finishes intact on
-#     the same TCP connection; the PUT is still there.
+#     (a power cut); B wins the test-and-set (epoch 3), goes live, and the download finishes
+#     intact on the same TCP connection; the PUT is still there.
 #   case "b-dies": the same with QEMU B killed: A wins the test-and-set and continues alone.
-#   case "b-late": host B boots but holds its xl create: A's primary waits [failover]
-#     backup-wait-ms (20 s here, 120 s in the other cases) for a backup, wins the test-and-set
-#     and serves alone (the guest's outputs no longer held). Then B creates its domain: its
-#     backup takes a live copy of A's domain, which has served alone for a minute, and A is protected
-#     again; the client PUTs, QEMU A is killed, B goes live (epoch 3) and has the PUT.
+#   case "b-late": host B boots but holds its xl create: A claims the VM and serves alone (the
+#     guest's outputs are not held). Then B creates its domain: its backup takes a live copy of
+#     A's domain, which has served alone for a minute, and A is protected; the client PUTs,
+#     QEMU A is killed, B goes live (epoch 3) and has the PUT.
 #   case "a-ends": no failure: the administrator runs `xl destroy` on host A. A's xenftd tells
 #     the backup through the log (vm_end) before it goes silent; B ends with the VM (its
 #     domain powered off and removed by xl) instead of taking it over: no test-and-set, the
-#     arbitration record stays at epoch 1, the guest no longer answers, both xenftd exit.
-#   case "operator": no failure either: `xenft failover` on host B. B stops acking, wins the
-#     test-and-set (epoch 2), says so in its heartbeats and goes live with the client's PUT; A
-#     hears it, loses the test-and-set and pauses its domain. Then `xl destroy` and `xl create`
-#     of the VM on A: refused, as B runs it.
+#     arbitration record stays at epoch 2, the guest no longer answers, both xenftd exit.
+#   case "operator": no failure either: `xenft failover` on host B. B waits out A's lease,
+#     wins the test-and-set (epoch 3) and goes live with the client's PUT; A hears B's
+#     heartbeats in epoch 3, is deposed, pauses its domain and joins B as its backup (a live
+#     copy from B, recorded again since it went live). Then `xl destroy` and `xl create` of
+#     the VM on A: the record names B, so A's new domain joins as the backup again.
+#   case "backup-dies-in-copy": host B's QEMU is killed as host A starts the live copy: the
+#     copy fails, A keeps the VM (it runs alone until a backup has a copy), the client is
+#     served within a few of the detector's timeouts.
+#   case "backup-diverges": a byte of host B's guest memory is flipped (xenft-xen-poke): B's
+#     next digest differs, B halts and says so in its heartbeats, A runs the test-and-set at
+#     once and continues alone (epoch 3); B's xenftd joins again by a live copy. Then `xenft
+#     unprotect` on A (epoch 4: B, deposed, gets no copy) and `xenft protect` (B gets one).
+#   The last three run the hosts' link as UDP between the QEMUs (a host can boot again; the
+#   link and the storage are cut with nftables on the build machine):
+#   case "link-cut": the link cut mid-download, storage reachable: both suspect, exactly one
+#     wins the test-and-set and runs the VM; the download finishes intact on one connection,
+#     the PUT is there; healed, the other host (halted, joined again) takes a live copy.
+#   case "storage-cut": the link and the LUN cut: both test-and-sets are unknown, nobody goes
+#     live, the client's GET gets no answer (outputs held); storage back: exactly one runs the
+#     VM with the PUT.
+#   case "reprotect-after-failover": A's power cut, B live (epoch 3, recorded again); A booted
+#     again: its xl create joins B by a live copy (the record names B), digests match; then
+#     B's power cut mid-download: A goes live (epoch 4) with every acknowledged PUT and the
+#     download intact on one connection.
 #
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
@@ -35,7 +56,8 @@
 # usage: tests/lab/failover.sh [WORKDIR]      (default build/lab-failover)
 # Env: XEN_WORKDIR (default build/xen), XENFT_GUEST, XENFT_XL_HOOK, XENFT_CLI (the build's
 #      xenft CLI, for certificates and the arbitration record), FAILOVER_CASES ("a-dies b-dies
-#      b-late a-ends operator").
+#      b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut
+#      reprotect-after-failover").
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -45,7 +67,7 @@ work=$(cd "$work" && pwd)
 export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
-cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late a-ends operator}
+cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover}
 cases=$work/lab_failover.cases
 : > "$cases"
 start=$(date +%s)
@@ -59,6 +81,7 @@ cleanup() {
     wait 2> /dev/null
     ip netns del xftlabc 2> /dev/null
     for l in xftqa0 xftqb0 xftlabv0 xftlab0; do ip link del "$l" 2> /dev/null; done
+    for t in xftlablink xftlabstore; do nft delete table inet $t 2> /dev/null; done
 }
 finish() {
     cleanup
@@ -89,7 +112,7 @@ gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"
 payload=$work/payload-failover
 rm -rf "$payload" && mkdir -p "$payload/xen/lib" "$payload/tls"
 cp "$guest" "$payload/xenft-guest.elf"
-cp "$work/xenftd" "$xenft_cli" "$payload/"
+cp "$work/xenftd" "$work/xenft-xen-poke" "$xenft_cli" "$payload/"
 cp "${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}" "$payload/xl-hook"
 cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
 cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
@@ -144,7 +167,6 @@ key-file = /lab/tls/hb.key
 [failover]
 after-ms = 2000
 digest-ms = 3000
-backup-wait-ms = 120000
 EOF
 done
 cat > "$payload/run" <<EOF
@@ -170,10 +192,8 @@ truncate -s 1M /tmp/disk.img
 mkdir -p /etc/xenft /usr/libexec/xenft /var/log/xenft
 cp /lab/xenftd /lab/xenft /usr/sbin/ && cp /lab/xl-hook /usr/libexec/xenft/xl-hook &&
     cp /lab/ftguest-\$role.conf /etc/xenft/ftguest.conf || say "FAIL cannot install xenft"
-# The case may shorten the primary's wait for a backup (lab.backup_wait=MS) and hold this
-# host's xl create until the build machine says so (lab.create=wait: it serves port 7999).
-bw=\$(sed -n 's/.*lab\.backup_wait=\([0-9]*\).*/\1/p' /proc/cmdline)
-[ -n "\$bw" ] && sed -i "s/^backup-wait-ms = .*/backup-wait-ms = \$bw/" /etc/xenft/ftguest.conf
+# The case may hold this host's xl create until the build machine says so (lab.create=wait:
+# it serves port 7999).
 if grep -q 'lab\.create=wait' /proc/cmdline; then
     say "xl create waits for the lab's go-ahead"
     until curl -s -o /dev/null --max-time 2 http://10.98.1.1:7999/; do sleep 2; done
@@ -186,22 +206,29 @@ if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
 else
     say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
-# lab.act=destroy|failover|recreate: what the administrator does on this host once the build
-# machine serves /act-a (host A) or /act-b on port 7999: xl destroy of the guest, xenft
-# failover, or xl destroy and xl create again.
-act=\$(sed -n 's/.*lab\.act=\([a-z]*\).*/\1/p' /proc/cmdline)
-if [ -n "\$act" ]; then
-    (until curl -sf -o /dev/null --max-time 2 http://10.98.1.1:7999/act-\$role; do sleep 2; done
-     case \$act in
-         destroy) out=\$(\$xl destroy ft-guest 2>&1); rc=\$?; say "xl destroy ft-guest: exit \$rc \$(echo \$out)" ;;
-         failover) out=\$(/usr/sbin/xenft failover --vm 1 2>&1); rc=\$?; say "xenft failover: exit \$rc \$(echo \$out)" ;;
-         recreate) \$xl destroy ft-guest > /dev/null 2>&1
-                   out=\$(\$xl create /lab/pvh-ft.cfg 2>&1); rc=\$?; say "xl recreate: exit \$rc \$(echo \$out)" ;;
-     esac) &
+# lab.act=ACT[+ACT...]: what the administrator does on this host, the k-th action once the
+# build machine serves /act-a-k (host A) or /act-b-k on port 7999: xl destroy of the guest,
+# xenft failover, xl destroy and xl create again, a byte of the guest's memory flipped (a
+# replica made to diverge), xenft unprotect, xenft protect.
+acts=\$(sed -n 's/.*lab\.act=\([a-z+]*\).*/\1/p' /proc/cmdline)
+if [ -n "\$acts" ]; then
+    (k=0
+     for act in \$(echo "\$acts" | tr + ' '); do
+         k=\$((k + 1))
+         until curl -sf -o /dev/null --max-time 2 http://10.98.1.1:7999/act-\$role-\$k; do sleep 2; done
+         case \$act in
+             destroy) out=\$(\$xl destroy ft-guest 2>&1); rc=\$?; say "xl destroy ft-guest: exit \$rc \$(echo \$out)" ;;
+             failover) out=\$(/usr/sbin/xenft failover --vm 1 2>&1); rc=\$?; say "xenft failover: exit \$rc \$(echo \$out)" ;;
+             recreate) \$xl destroy ft-guest > /dev/null 2>&1
+                       out=\$(\$xl create /lab/pvh-ft.cfg 2>&1); rc=\$?; say "xl recreate: exit \$rc \$(echo \$out)" ;;
+             poke) out=\$(/lab/xenft-xen-poke "\$(\$xl domid ft-guest)" 8191 100 2>&1); rc=\$?; say "poke: exit \$rc \$(echo \$out)" ;;
+             unprotect|protect) out=\$(/usr/sbin/xenft \$act --vm 1 2>&1); rc=\$?; say "xenft \$act: exit \$rc \$(echo \$out)" ;;
+         esac
+     done) &
 fi
 # What the administrator sees, every 10 s, until the host is switched off.
 while sleep 10; do
-    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped' | sed "s/^ */LAB: \$role: status: /"
+    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped|halt|event' | sed "s/^ */LAB: \$role: status: /"
     say "domains: \$(\$xl list 2> /dev/null | awk 'NR > 1 { printf "%s ", \$1 }')"
 done
 EOF
@@ -281,8 +308,8 @@ run_case() { # CASE
     fi
     stamp "case $c: the guest serves on host A, $(($(date +%s) - t0)) s after boot"
     # Its outputs (ARP replies too) leave once B has the live copy and acks the log.
-    wait_for a 'LAB: a: .*live copy sent to' 180 &&
-        stamp "case $c: host B has the live copy: $(line_in a 'live copy sent to' | sed 's/.*live copy sent/sent/')"
+    wait_for a 'LAB: a: .*live copy to host 2 done' 180 &&
+        stamp "case $c: host B has the live copy: $(line_in a 'live copy to host 2 done' | sed 's/.*live copy to host 2 done: //')"
     local put get ping_ok=no
     client ping -c 3 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1 && ping_ok=yes
     echo "client: ping $ping_ok"
@@ -323,7 +350,7 @@ run_case() { # CASE
 
     # The checks.
     local matched
-    matched=$(grep -ao '[0-9][0-9]* digests matched\|digests matched [0-9][0-9]*' "$work/serial-b.log" | tail -n 1 | tr -dc '0-9')
+    matched=$(grep -ao '[0-9][0-9]* digests matched\|digests: *[0-9][0-9]* matched' "$work/serial-b.log" | tail -n 1 | tr -dc '0-9')
     if [ "$put" = 201 ] && [ "$get" = "value-$c" ] && [ $ping_ok = yes ]; then
         pass "${c}_client_uses_the_protected_guest"
     else
@@ -334,17 +361,17 @@ run_case() { # CASE
     else
         fail "${c}_xl_create_with_ft_starts_xenftd_on_both_hosts" "$(line_in a 'xl create') $(line_in b 'xl create')"
     fi
-    if seen_in a 'LAB: a: .*live copy sent to .* at exit [1-9][0-9]*: [1-9][0-9]* pages' &&
+    if seen_in a 'LAB: a: .*live copy to host 2 done: sent at exit [1-9][0-9]*: [1-9][0-9]* pages' &&
        seen_in b "LAB: b: .*live copy taken at the primary's exit [1-9]" &&
-       seen_in b 'LAB: b: status: *live copy: *1, the last taken at'; then
+       seen_in b 'LAB: b: status: *live copy: *1, the last taken: [1-9][0-9]* pages'; then
         pass "${c}_backup_starts_from_a_live_copy_of_the_primary"
     else
         fail "${c}_backup_starts_from_a_live_copy_of_the_primary" "$(line_in a 'live copy') / $(line_in b 'live copy')"
     fi
-    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'protection failed' && ! seen_in a 'protection failed'; then
+    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'cannot go on' && ! seen_in a 'cannot go on'; then
         pass "${c}_backup_digests_match_the_primary"
     else
-        fail "${c}_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'protection failed') $(line_in a 'protection failed')"
+        fail "${c}_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'cannot go on') $(line_in a 'cannot go on')"
     fi
     if grep -aq 'LAB: a: status: *digests: *[1-9][0-9]* taken' "$work/serial-a.log" &&
        grep -aq 'LAB: b: status: *digests: *[1-9][0-9]* matched' "$work/serial-b.log"; then
@@ -352,20 +379,23 @@ run_case() { # CASE
     else
         fail "${c}_xenft_status_reports_the_digests" "$(line_in a 'status: *digests') / $(line_in b 'status: *digests')"
     fi
-    if seen_in $survivor "LAB: $survivor: status: *role: *\(live (was the backup)\|primary, running alone\), epoch 2" &&
-       seen_in $survivor "LAB: $survivor: status: *last failover: .*\(went live at exit\|continues alone\)"; then
+    # Epoch 2 is host A's claim of the VM at the start; the failover takes epoch 3.
+    if seen_in $survivor "LAB: $survivor: status: *role: *primary (alone), epoch 3" &&
+       seen_in $survivor "LAB: $survivor: status: *last failover: .*\(went live\|continued alone\) in epoch 3"; then
         pass "${c}_xenft_status_reports_the_failover"
     else
         fail "${c}_xenft_status_reports_the_failover" "$(grep -a "LAB: $survivor: status: *\(role\|last failover\)" "$work/serial-$survivor.log" | tr -d '\r' | tail -n 2 | tr '\n' ' ')"
     fi
     if [ "$c" = a-dies ]; then
-        if seen_in b 'LAB: b: .*backup: test-and-set .*: won' && seen_in b 'LAB: b: .*went live at exit [1-9]'; then
+        if seen_in b 'LAB: b: .*peer host 1 suspected (primary silent): test-and-set epoch 2 -> 3' &&
+           seen_in b 'LAB: b: .*test-and-set won' && seen_in b 'LAB: b: .*went live at exit [1-9]'; then
             pass "${c}_backup_wins_the_test_and_set_and_goes_live"
         else
             fail "${c}_backup_wins_the_test_and_set_and_goes_live" "$(grep -a 'LAB: b: .*\(test-and-set\|live\|FAIL\|failed\)' "$work/serial-b.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
         fi
     else
-        if seen_in a 'LAB: a: .*primary: test-and-set .*: won' && seen_in a 'LAB: a: .*won: domain [0-9]* continues alone'; then
+        if seen_in a 'LAB: a: .*peer host 2 suspected (backup silent): test-and-set epoch 2 -> 3' &&
+           seen_in a 'LAB: a: .*running alone in epoch 3 (held outputs released)'; then
             pass "${c}_primary_wins_the_test_and_set_and_continues_alone"
         else
             fail "${c}_primary_wins_the_test_and_set_and_continues_alone" "$(grep -a 'LAB: a: .*\(test-and-set\|alone\|FAIL\|failed\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' ')"
@@ -385,13 +415,13 @@ run_case() { # CASE
 
 run_late_case() { # host A alone first; host B joins later by a live copy, then A dies
     local c=b-late t0 put get ping_ok=no port=$((20000 + RANDOM % 20000))
-    stamp "case $c: fresh LUN record, host A booting (backup-wait-ms 20000), host B booting but holding its xl create"
+    stamp "case $c: fresh LUN record, host A booting, host B booting but holding its xl create"
     fresh_lun $c
-    boot a "socket,id=ft,listen=127.0.0.1:$port" lab.backup_wait=20000
+    boot a "socket,id=ft,listen=127.0.0.1:$port"
     sleep 1
     boot b "socket,id=ft,connect=127.0.0.1:$port" lab.create=wait
     t0=$(date +%s)
-    if ! wait_for a 'continues alone' 400; then
+    if ! wait_for a 'running the VM alone' 400; then
         fail "${c}_primary_without_backup_runs_alone" "no decision on host A within 400 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
         kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
         return
@@ -401,8 +431,8 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
     get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
     echo "client: alone: ping $ping_ok, put $put, get $get"
-    if seen_in a 'LAB: a: .*no backup took a copy within 20000 ms' && seen_in a 'LAB: a: .*primary: test-and-set .*: won' &&
-       seen_in a 'LAB: a: .*won: domain [0-9]* continues alone' && [ "$put" = 201 ] && [ "$get" = "value-$c" ] &&
+    if seen_in a 'LAB: a: .*claiming the VM: test-and-set epoch 1 -> 2' && seen_in a 'LAB: a: .*test-and-set won' &&
+       seen_in a 'LAB: a: .*running the VM alone in epoch 2' && [ "$put" = 201 ] && [ "$get" = "value-$c" ] &&
        [ $ping_ok = yes ]; then
         pass "${c}_primary_without_backup_runs_alone"
     else
@@ -415,8 +445,8 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     local go=$!
     pids+=($go)
     local tb=$(date +%s)
-    if wait_for a 'LAB: a: .*protected again' 300; then
-        stamp "case $c: host A protected again by host B's copy, $(($(date +%s) - tb)) s after the go-ahead"
+    if wait_for a 'LAB: a: .*live copy to host 2 done' 300; then
+        stamp "case $c: host A protected by host B's copy, $(($(date +%s) - tb)) s after the go-ahead"
     fi
     kill $go 2> /dev/null
     local put2 get2 get_after size
@@ -437,20 +467,21 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     grep -a "LAB: b: status: " "$work/serial-b.log" | tr -d '\r' | tail -n 5 | sed 's/^/    /'
     kill -KILL $qemu_b $istgt_pid 2> /dev/null
     wait $qemu_b $istgt_pid 2> /dev/null
-    if seen_in a "LAB: a: .*live copy sent to .* at exit [1-9][0-9]*: [1-9][0-9]* pages in [1-9][0-9]* rounds, then [0-9]* pages and [1-9][0-9]* disk blocks in the final pause.*protected again" &&
+    if seen_in a "LAB: a: .*live copy to host 2 done: sent at exit [1-9][0-9]*: [1-9][0-9]* pages in [1-9][0-9]* rounds, then [0-9]* pages and [1-9][0-9]* disk blocks in the final pause" &&
        seen_in b "LAB: b: .*live copy taken at the primary's exit [1-9]"; then
         pass "${c}_late_backup_takes_a_live_copy_of_the_running_primary"
     else
-        fail "${c}_late_backup_takes_a_live_copy_of_the_running_primary" "$(line_in a 'live copy') / $(line_in b 'live copy') $(line_in b 'protection failed')"
+        fail "${c}_late_backup_takes_a_live_copy_of_the_running_primary" "$(line_in a 'live copy to') / $(line_in b 'live copy') $(line_in b 'cannot go on')"
     fi
     local matched
-    matched=$(grep -ao '[0-9][0-9]* digests matched\|digests matched [0-9][0-9]*' "$work/serial-b.log" | tail -n 1 | tr -dc '0-9')
-    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'protection failed'; then
+    matched=$(grep -ao '[0-9][0-9]* digests matched\|digests: *[0-9][0-9]* matched' "$work/serial-b.log" | tail -n 1 | tr -dc '0-9')
+    if [ "${matched:-0}" -ge 1 ] && ! seen_in b 'cannot go on'; then
         pass "${c}_late_backup_digests_match_the_primary"
     else
-        fail "${c}_late_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'protection failed')"
+        fail "${c}_late_backup_digests_match_the_primary" "${matched:-no} digests matched; $(line_in b 'cannot go on')"
     fi
-    if [[ $put2 =~ ^20[14]$ ]] && seen_in b 'LAB: b: .*backup: test-and-set .*epoch 2 -> 3: won' &&
+    if [[ $put2 =~ ^20[14]$ ]] && seen_in b 'LAB: b: .*suspected (primary silent): test-and-set epoch 2 -> 3' &&
+       seen_in b 'LAB: b: .*test-and-set won' &&
        seen_in b 'LAB: b: .*went live at exit [1-9]' && [ "$get_after" = "joined-$c" ]; then
         pass "${c}_late_backup_goes_live_with_the_acknowledged_put"
     else
@@ -458,12 +489,13 @@ run_late_case() { # host A alone first; host B joins later by a live copy, then 
     fi
 }
 
-# The administrator's action on HOST, booted with lab.act=...: the build machine serves
-# /act-HOST (port 7999) until HOST reports it on its serial line ("WHAT: exit N ...").
-administrator() { # CASE HOST WHAT
+# The administrator's K-th action (default 1) on HOST, booted with lab.act=...: the build
+# machine serves /act-HOST-K (port 7999) until HOST reports it on its serial line ("WHAT: exit
+# N ...").
+administrator() { # CASE HOST WHAT [K]
     local go dir=$work/go-$1-$2
     # Only this host's word: a file left by an earlier run would set the other host off too.
-    rm -rf "$dir" && mkdir -p "$dir" && touch "$dir/act-$2"
+    rm -rf "$dir" && mkdir -p "$dir" && touch "$dir/act-$2-${4:-1}"
     python3 -m http.server 7999 --bind 10.98.1.1 --directory "$dir" > /dev/null 2>&1 &
     go=$!
     pids+=($go)
@@ -482,7 +514,7 @@ protected_pair() { # CASE A-PARAMETERS B-PARAMETERS
     sleep 1
     boot b "socket,id=ft,connect=127.0.0.1:$port" "$3"
     t0=$(date +%s)
-    if ! wait_for a 'LAB: a: .*live copy sent to' 400; then
+    if ! wait_for a 'LAB: a: .*live copy to host 2 done' 400; then
         fail "${c}_backup_protects_the_vm" "no live copy within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
         kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
         return 1
@@ -523,40 +555,47 @@ run_operator_case() { # the administrator moves the VM to host B with `xenft fai
     get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
     put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
     stamp "case $c: $(($(date +%s) - asked)) s after the go-ahead: client GET '$get_after', PUT $put_after"
-    wait_for a 'LAB: a: status: *role: *paused' 40
+    # Host A, deposed, pauses its domain and joins host B as its backup: a live copy into it.
+    wait_for a "LAB: a: .*live copy taken at the primary's exit" 120
     wait_for b 'LAB: b: status: *last failover: ' 30
     arbiter=$("$xenft_cli" arbiter show --url "$lun" --vm 1 2>&1 | head -n 1)
     echo "arbitration record: $arbiter"
-    # The administrator tries to start the VM again on A while B runs it.
+    # The administrator starts the VM again on A while B runs it: A joins as the backup again.
     administrator $c a "xl recreate"
+    wait_for a "LAB: a: .*joining as its backup" 60
+    local copies_before=$(grep -ac "LAB: a: .*live copy taken at the primary's exit" "$work/serial-a.log")
+    local t_re=$(date +%s)
+    while [ "$(grep -ac "LAB: a: .*live copy taken at the primary's exit" "$work/serial-a.log")" -le "$copies_before" ] &&
+          [ $(($(date +%s) - t_re)) -lt 120 ]; do sleep 2; done
     local get_last
     get_last=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
-    close_pair $c b 7 a 4
+    close_pair $c b 8 a 8
     if seen_in b 'LAB: b: xenft failover: exit 0 failover requested' &&
-       seen_in b 'LAB: b: .*operator failover: this backup stops acking' &&
-       seen_in b 'LAB: b: .*backup: test-and-set .*epoch 1 -> 2: won' &&
-       seen_in b 'LAB: b: .*operator failover: went live at exit [1-9]' &&
-       seen_in b 'LAB: b: status: *last failover: .*operator failover: went live'; then
+       seen_in b 'LAB: b: .*suspected (operator failover): test-and-set epoch 2 -> 3' &&
+       seen_in b 'LAB: b: .*test-and-set won' && seen_in b 'LAB: b: .*went live at exit [1-9]' &&
+       seen_in b 'LAB: b: status: *last failover: .*went live in epoch 3 (operator failover)'; then
         pass "${c}_xenft_failover_makes_the_backup_go_live"
     else
-        fail "${c}_xenft_failover_makes_the_backup_go_live" "$(grep -a 'LAB: b: .*\(xenft failover\|operator\|test-and-set\|failed\)' "$work/serial-b.log" | tr -d '\r' | head -n 4 | tr '\n' ' ')"
+        fail "${c}_xenft_failover_makes_the_backup_go_live" "$(grep -a 'LAB: b: .*\(xenft failover\|operator\|test-and-set\|cannot\)' "$work/serial-b.log" | tr -d '\r' | head -n 4 | tr '\n' ' ')"
     fi
     if [ "$get_after" = "value-$c" ] && [[ $put_after =~ ^20[14]$ ]]; then
         pass "${c}_acknowledged_put_survives_and_service_goes_on"
     else
         fail "${c}_acknowledged_put_survives_and_service_goes_on" "get '$get_after', put $put_after"
     fi
-    if seen_in a 'LAB: a: .*the backup says it runs the VM now' && seen_in a 'LAB: a: .*primary: test-and-set .*: lost' &&
-       seen_in a 'LAB: a: .*lost: domain [0-9]* paused' && seen_in a 'LAB: a: status: *role: *paused' &&
-       [[ $arbiter == *"epoch 2, owner host 2"* ]]; then
-        pass "${c}_primary_loses_the_test_and_set_and_pauses"
+    if seen_in a 'LAB: a: .*was deposed' && seen_in a 'LAB: a: .*domain [0-9]* paused: it must not run on here' &&
+       seen_in a 'LAB: a: .*joining the pair again as a backup' &&
+       seen_in a "LAB: a: .*live copy taken at the primary's exit [1-9]" && [[ $arbiter == *"epoch 3, owner host 2"* ]]; then
+        pass "${c}_deposed_primary_pauses_and_becomes_the_backup"
     else
-        fail "${c}_primary_loses_the_test_and_set_and_pauses" "$(grep -a 'LAB: a: .*\(lost\|test-and-set\|paused\)' "$work/serial-a.log" | tr -d '\r' | head -n 3 | tr '\n' ' '); arbiter '$arbiter'"
+        fail "${c}_deposed_primary_pauses_and_becomes_the_backup" "$(grep -a 'LAB: a: .*\(deposed\|paused\|joining\|live copy taken\)' "$work/serial-a.log" | tr -d '\r' | head -n 4 | tr '\n' ' '); arbiter '$arbiter'"
     fi
-    if seen_in a 'LAB: a: xl recreate: exit [1-9].*host 2 runs this VM' && [ "$get_last" = "after-$c" ]; then
-        pass "${c}_no_second_copy_on_the_former_primary"
+    if seen_in a 'LAB: a: xl recreate: exit 0' && seen_in a 'LAB: a: .*owned by host 2: that host runs the VM; joining as its backup' &&
+       [ "$(grep -ac "LAB: a: .*live copy taken at the primary's exit" "$work/serial-a.log")" -ge 2 ] &&
+       [ "$get_last" = "after-$c" ]; then
+        pass "${c}_the_vm_created_again_on_the_former_primary_joins_as_the_backup"
     else
-        fail "${c}_no_second_copy_on_the_former_primary" "$(line_in a 'xl recreate'); client GET '$get_last'"
+        fail "${c}_the_vm_created_again_on_the_former_primary_joins_as_the_backup" "$(line_in a 'xl recreate'); $(line_in a 'joining as its backup'); $(grep -ac "live copy taken" "$work/serial-a.log") copies taken; client GET '$get_last'"
     fi
 }
 
@@ -566,7 +605,7 @@ run_end_case() { # the administrator ends the protected VM on host A: host B mus
     protected_pair $c lab.act=destroy "" || return
     local ended=$(date +%s)
     administrator $c a "xl destroy ft-guest"
-    wait_for b "LAB: b: .*the primary's domain ended" 60
+    wait_for b "LAB: b: .*the pair ends" 60
     # Longer than the failover time (after-ms 2000) and the status period: a backup that took
     # the silence for a failure would have run the test-and-set and gone live by now.
     wait_for b 'LAB: b: domains: Domain-0 [^a-z]*$' 40
@@ -577,17 +616,19 @@ run_end_case() { # the administrator ends the protected VM on host A: host B mus
     stamp "case $c: $(($(date +%s) - ended)) s after the go-ahead: client GET '$get_after'; arbitration record: $arbiter"
     close_pair $c a 6 b 6
     if seen_in a 'LAB: a: xl destroy ft-guest: exit 0' &&
-       seen_in a 'LAB: a: .*ended: the domain .*the backup acknowledged the end and does not take over'; then
+       seen_in a 'LAB: a: .*the pair ends: .*the backup \(acknowledged the end\|ended with it\) and does not take the VM over'; then
         pass "${c}_primary_tells_the_backup_that_the_vm_ended"
     else
-        fail "${c}_primary_tells_the_backup_that_the_vm_ended" "$(line_in a 'xl destroy ft-guest') / $(line_in a 'ended: ')"
+        fail "${c}_primary_tells_the_backup_that_the_vm_ended" "$(line_in a 'xl destroy ft-guest') / $(line_in a 'the VM ended\|pair ends')"
     fi
-    if seen_in b "LAB: b: .*the primary's domain ended at its exit [1-9][0-9]* (the domain was destroyed): the VM is not taken over" &&
-       ! seen_in b 'test-and-set' && ! seen_in b 'went live' && [[ $arbiter == *"epoch 1,"* ]] &&
+    # (Epoch 2: host A's claim of the VM at the start; nobody took it over.)
+    if seen_in b "LAB: b: .*the pair ends: the primary's VM ended at log entry [1-9]" &&
+       seen_in b 'LAB: b: .*domain [0-9]* powered off' &&
+       ! seen_in b 'test-and-set' && ! seen_in b 'went live' && [[ $arbiter == *"epoch 2,"* ]] &&
        [[ $get_after != *value-$c* ]]; then
         pass "${c}_backup_ends_with_the_vm_and_does_not_take_it_over"
     else
-        fail "${c}_backup_ends_with_the_vm_and_does_not_take_it_over" "$(line_in b "primary's domain ended") $(line_in b 'test-and-set') $(line_in b 'went live'); arbiter '$arbiter'; client GET '$get_after'"
+        fail "${c}_backup_ends_with_the_vm_and_does_not_take_it_over" "$(line_in b "pair ends") $(line_in b 'powered off') $(line_in b 'test-and-set') $(line_in b 'went live'); arbiter '$arbiter'; client GET '$get_after'"
     fi
     # A's xenftd is stopped by xl destroy's hook (or exits by itself if it saw the end first).
     if seen_in a 'LAB: a: .*\(xenftd exits\|stopping on signal\)' && seen_in b 'LAB: b: .*xenftd exits' &&
@@ -598,11 +639,354 @@ run_end_case() { # the administrator ends the protected VM on host A: host B mus
     fi
 }
 
+run_copy_death_case() { # host B's power cut while it takes its live copy: A keeps serving, unheld
+    local c=backup-dies-in-copy t0 cut put get answered i port=$((20000 + RANDOM % 20000))
+    stamp "case $c: fresh LUN record, both hosts booting (host B's QEMU is killed as host A starts the live copy)"
+    fresh_lun $c
+    boot a "socket,id=ft,listen=127.0.0.1:$port"
+    sleep 1
+    boot b "socket,id=ft,connect=127.0.0.1:$port"
+    t0=$(date +%s)
+    for i in $(seq 4000); do
+        seen_in a 'LAB: a: .*starting a live copy to' && break
+        sleep 0.1
+    done
+    if ! seen_in a 'LAB: a: .*starting a live copy to'; then
+        fail "${c}_the_copy_fails_and_the_primary_keeps_the_vm" "no live copy started within 400 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    kill -KILL $qemu_b
+    cut=$(date +%s.%N)
+    wait $qemu_b 2> /dev/null
+    stamp "case $c: power cut of host B as host A starts the live copy, $(($(date +%s) - t0)) s after boot"
+    # The guest's first exchange waits for nothing but the guest itself: no backup holds it.
+    client ping -c 1 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
+    answered=$(awk -v a="$(date +%s.%N)" -v b="$cut" 'BEGIN { printf "%.1f", a - b }')
+    get=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
+    stamp "case $c: the client's PUT ($put) answered $answered s after the cut; GET '$get'"
+    wait_for a 'LAB: a: .*live copy to host 2 failed' 30
+    wait_for a 'LAB: a: status: *role: ' 15
+    echo "timeline of case $c (host A):"
+    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 8
+    kill -KILL $qemu_a $istgt_pid 2> /dev/null
+    wait $qemu_a $istgt_pid 2> /dev/null
+    if seen_in a 'LAB: a: .*live copy to host 2 failed' && ! seen_in a 'halting the VM' && ! seen_in a 'suspected' &&
+       seen_in a 'LAB: a: status: *role: *primary (alone), epoch 2'; then
+        pass "${c}_the_copy_fails_and_the_primary_keeps_the_vm"
+    else
+        fail "${c}_the_copy_fails_and_the_primary_keeps_the_vm" "$(line_in a 'live copy to host 2') $(line_in a 'suspected\|halting') $(grep -a 'LAB: a: status: *role' "$work/serial-a.log" | tr -d '\r' | tail -n 1)"
+    fi
+    # A few of the detector's timeouts (after-ms 2000) at most: before, the primary held its
+    # outputs for backup-wait-ms (120 s) when its backup died in the copy.
+    if [ "$put" = 201 ] && [ "$get" = "value-$c" ] && awk -v s="$answered" 'BEGIN { exit !(s < 10) }'; then
+        pass "${c}_the_client_is_served_within_a_few_detector_timeouts"
+    else
+        fail "${c}_the_client_is_served_within_a_few_detector_timeouts" "PUT $put answered $answered s after the cut, GET '$get'; $(tail -n 1 "$work/ping-$c.log")"
+    fi
+}
+
+copies_on() { grep -ac "$2" "$work/serial-$1.log" 2> /dev/null; } # HOST PATTERN: lines so far
+wait_count() { # HOST PATTERN N SECONDS: until PATTERN's lines reach N
+    local i
+    for i in $(seq "$4"); do
+        [ "$(copies_on "$1" "$2")" -ge "$3" ] && return 0
+        sleep 1
+    done
+    return 1
+}
+
+run_diverge_case() { # a byte of the backup's memory flipped; then unprotect and protect on A
+    local c=backup-diverges put get done_line="LAB: a: .*live copy to host 2 done"
+    stamp "case $c: fresh LUN record, both hosts booting (a byte of host B's guest memory is flipped on the lab's word)"
+    protected_pair $c lab.act=unprotect+protect lab.act=poke || return
+    administrator $c b poke
+    wait_for b 'LAB: b: .*the VM cannot go on' 60
+    wait_for a 'LAB: a: .*running alone in epoch 3' 30
+    stamp "case $c: $(line_in b 'the VM cannot go on' | sed 's/.*: the VM cannot go on: /backup: /')"
+    # B's xenftd joins again: a second copy, into the same domain.
+    wait_count a "$done_line" 2 120
+    local get_after put_after
+    get_after=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
+    put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
+    wait_for b 'LAB: b: status: *last halt: ' 30
+    wait_for a 'LAB: a: status: *last failover: ' 30
+    # unprotect on A: B, deposed, waits for a copy A does not give until protect.
+    administrator $c a "xenft unprotect" 1
+    wait_for a 'LAB: a: .*running alone in epoch 4' 30
+    local copies_unprotected=$(copies_on a "$done_line")
+    sleep 15
+    local copies_later=$(copies_on a "$done_line") get_unprotected
+    get_unprotected=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
+    administrator $c a "xenft protect" 2
+    wait_count a "$done_line" $((copies_later + 1)) 120
+    local put_last get_last
+    put_last=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary "last-$c" http://10.98.1.2/kv/lab)
+    get_last=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
+    stamp "case $c: after protect: PUT $put_last, GET '$get_last'"
+    close_pair $c a 14 b 10
+    if seen_in b 'LAB: b: poke: exit 0' &&
+       seen_in b "LAB: b: .*the VM cannot go on: .*state digest [0-9a-f]* differs from the primary's" &&
+       seen_in b 'LAB: b: .*halting the VM for good: .*differs' &&
+       seen_in b 'LAB: b: status: *last halt: .*differs from the primary'; then
+        pass "${c}_the_backup_says_it_diverged_and_stops"
+    else
+        fail "${c}_the_backup_says_it_diverged_and_stops" "$(line_in b 'poke') $(line_in b 'cannot go on') $(line_in b 'last halt')"
+    fi
+    if seen_in a 'LAB: a: .*suspected (backup host 2 says its VM halted): test-and-set epoch 2 -> 3' &&
+       seen_in a 'LAB: a: .*running alone in epoch 3 (held outputs released)' &&
+       seen_in a 'LAB: a: status: *last failover: .*continued alone in epoch 3 (backup host 2 says its VM halted)' &&
+       [ "$get_after" = "value-$c" ] && [[ $put_after =~ ^20[14]$ ]]; then
+        pass "${c}_the_primary_continues_alone_after_its_test_and_set"
+    else
+        fail "${c}_the_primary_continues_alone_after_its_test_and_set" "$(line_in a 'suspected') / $(line_in a 'running alone in epoch 3') / $(grep -a 'LAB: a: status: *last failover' "$work/serial-a.log" | tr -d '\r' | tail -n 1); GET '$get_after', PUT $put_after"
+    fi
+    if [ "$(copies_on b "LAB: b: .*live copy taken at the primary's exit")" -ge 2 ] && seen_in b 'LAB: b: .*joining the pair again as a backup'; then
+        pass "${c}_the_backup_joins_again_by_a_live_copy"
+    else
+        fail "${c}_the_backup_joins_again_by_a_live_copy" "$(copies_on b "live copy taken") copies taken on B; $(line_in b 'joining the pair again')"
+    fi
+    if seen_in a 'LAB: a: xenft unprotect: exit 0' && seen_in a 'LAB: a: .*(operator unprotect): test-and-set epoch 3 -> 4' &&
+       [ "$copies_later" = "$copies_unprotected" ] && [ "$get_unprotected" = "after-$c" ] &&
+       seen_in a 'LAB: a: xenft protect: exit 0' && [ "$(copies_on a "$done_line")" -gt "$copies_later" ] &&
+       [[ $put_last =~ ^20[14]$ ]] && [ "$get_last" = "last-$c" ]; then
+        pass "${c}_unprotect_and_protect_on_xen"
+    else
+        fail "${c}_unprotect_and_protect_on_xen" "$(line_in a 'xenft unprotect') / $(line_in a 'operator unprotect'); copies $copies_unprotected -> $copies_later while unprotected, $(copies_on a "$done_line") after protect; GET '$get_unprotected', PUT $put_last, GET '$get_last'"
+    fi
+}
+
+# The hosts' link (channel and heartbeats) as UDP between the two QEMUs, so either host can
+# be booted again, and the link cut and healed with nftables on the build machine.
+udp_link() { # HOST PORT-A PORT-B: the netdev of HOST's end
+    [ "$1" = a ] && echo "socket,id=ft,udp=127.0.0.1:$3,localaddr=127.0.0.1:$2" ||
+        echo "socket,id=ft,udp=127.0.0.1:$2,localaddr=127.0.0.1:$3"
+}
+link_cut() { # PORT-A PORT-B
+    nft add table inet xftlablink && nft add chain inet xftlablink in '{ type filter hook input priority 0; }' &&
+        nft add rule inet xftlablink in udp dport "{ $1, $2 }" drop
+}
+link_heal() { nft delete table inet xftlablink 2> /dev/null; }
+storage_cut() {
+    nft add table inet xftlabstore && nft add chain inet xftlabstore in '{ type filter hook input priority 0; }' &&
+        nft add rule inet xftlabstore in ip daddr 10.98.1.1 tcp dport 3260 drop
+}
+storage_heal() { nft delete table inet xftlabstore 2> /dev/null; }
+
+# Boots a pair on a UDP link, waits for the copy and the digests, has the client PUT value-CASE
+# and GET it. Sets pa, pb (the link's ports), put, get. Fails the case and returns 1 without a copy.
+udp_pair() { # CASE
+    local c=$1 t0
+    pa=$((20000 + RANDOM % 20000)) pb=$((40000 + RANDOM % 20000))
+    fresh_lun $c
+    boot a "$(udp_link a $pa $pb)"
+    boot b "$(udp_link b $pa $pb)"
+    t0=$(date +%s)
+    if ! wait_for a 'LAB: a: .*live copy to host 2 done' 400; then
+        fail "${c}_backup_protects_the_vm" "no live copy within 400 s: $(grep -a 'LAB: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return 1
+    fi
+    stamp "case $c: host B has the live copy, $(($(date +%s) - t0)) s after boot"
+    client ping -c 1 -w 60 10.98.1.2 > "$work/ping-$c.log" 2>&1
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "value-$c" http://10.98.1.2/kv/lab)
+    get=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    echo "client: put $put, get $get"
+    wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
+}
+
+# A 1 MiB download in the background into WORKDIR/download-NAME (its pid in dl_pid), returning
+# once 128 KiB arrived.
+download_start() { # NAME
+    rm -f "$work/download-$1"
+    client curl -s -v --max-time 900 -o "$work/download-$1" http://10.98.1.2/stream/1048576 2> "$work/curl-$1.log" &
+    dl_pid=$!
+    for _ in $(seq 600); do
+        [ "$(stat -c %s "$work/download-$1" 2> /dev/null || echo 0)" -ge 131072 ] && break
+        sleep 0.5
+    done
+}
+# Waits for the download (in this shell: curl is its child); sets verdict to "ok" if it ended
+# well, intact, on one TCP connection, else to what went wrong.
+download_verdict() { # NAME
+    wait $dl_pid 2> /dev/null
+    local rc=$? expected got
+    expected=$(seq -f %015.0f 0 65536 | head -c 1048576 | sha256sum | cut -c1-64)
+    got=$(sha256sum < "$work/download-$1" | cut -c1-64)
+    if [ $rc -eq 0 ] && [ "$got" = "$expected" ] && [ "$(grep -c 'Connected to' "$work/curl-$1.log")" = 1 ]; then
+        verdict=ok
+    else
+        verdict="curl exit $rc, $(stat -c %s "$work/download-$1" 2> /dev/null) bytes, sha256 ${got:0:16}, $(grep -c 'Connected to' "$work/curl-$1.log") connections"
+    fi
+}
+
+# Which host runs the VM in EPOCH by its own word ("went live" or "running alone"), one per line.
+runners_in() { # EPOCH
+    local h
+    for h in a b; do
+        grep -aq "LAB: $h: .*\\(went live in epoch $1\\|running alone in epoch $1 \\|running the VM alone in epoch $1\\)" \
+            "$work/serial-$h.log" 2> /dev/null && echo $h
+    done
+}
+
+run_link_cut_case() { # the hosts' link cut, storage reachable: one runs the VM; healed: the other is its backup
+    local c=link-cut put get pa pb dl_pid
+    stamp "case $c: fresh LUN record, both hosts booting on a UDP link"
+    udp_pair $c || return
+    download_start $c
+    local before_a before_b
+    before_a=$(grep -ac "LAB: a: .*live copy taken" "$work/serial-a.log") before_b=$(grep -ac "LAB: b: .*live copy taken" "$work/serial-b.log")
+    stamp "case $c: the hosts' link cut (channel and heartbeats), $(stat -c %s "$work/download-$c") bytes downloaded"
+    link_cut $pa $pb || fail "${c}_link_cut" "nft failed"
+    local verdict
+    download_verdict $c
+    stamp "case $c: download: $verdict"
+    local get_after put_after
+    get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    put_after=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "after-$c" http://10.98.1.2/kv/lab)
+    local runners winner loser
+    runners=$(runners_in 3 | tr '\n' ' ')
+    winner=${runners%% *}
+    [ "$winner" = a ] && loser=b || loser=a
+    stamp "case $c: runs the VM in epoch 3: ${runners:-nobody}; client GET '$get_after', PUT $put_after"
+    wait_for $loser "LAB: $loser: .*joining the pair again as a backup" 60
+    sleep 5
+    stamp "case $c: the link healed"
+    link_heal
+    local before_loser
+    [ "$loser" = a ] && before_loser=$before_a || before_loser=$before_b
+    wait_count $loser "LAB: $loser: .*live copy taken" $((before_loser + 1)) 120
+    local get_last
+    get_last=$(client curl -s --max-time 60 http://10.98.1.2/kv/lab)
+    close_pair $c $winner 8 $loser 8
+    if [ "$(echo $runners | wc -w)" = 1 ] && seen_in $loser "LAB: $loser: .*halting the VM for good" &&
+       ! seen_in $loser "LAB: $loser: .*\\(went live in epoch 3\\|running alone in epoch 3\\)"; then
+        pass "${c}_exactly_one_host_runs_the_vm"
+    else
+        fail "${c}_exactly_one_host_runs_the_vm" "epoch 3 run by: '${runners}'; $(line_in $loser 'halting the VM')"
+    fi
+    if [ "$verdict" = ok ] && [ "$get_after" = "value-$c" ] && [[ $put_after =~ ^20[14]$ ]] && [ "$get_last" = "after-$c" ]; then
+        pass "${c}_the_client_sees_no_gap_and_no_rollback"
+    else
+        fail "${c}_the_client_sees_no_gap_and_no_rollback" "download: $verdict; GET '$get_after', PUT $put_after, GET at the end '$get_last'"
+    fi
+    if [ "$(grep -ac "LAB: $loser: .*live copy taken" "$work/serial-$loser.log")" -gt "$before_loser" ]; then
+        pass "${c}_healed_the_other_host_is_its_backup_again"
+    else
+        fail "${c}_healed_the_other_host_is_its_backup_again" "$(line_in $loser 'joining the pair again') $(grep -a "LAB: $loser: .*live copy" "$work/serial-$loser.log" | tr -d '\r' | tail -n 1)"
+    fi
+}
+
+run_storage_cut_case() { # the link and the storage cut: nobody goes live, outputs held; storage back: one runs it
+    local c=storage-cut put get pa pb
+    stamp "case $c: fresh LUN record, both hosts booting on a UDP link"
+    udp_pair $c || return
+    stamp "case $c: the hosts' link and their storage cut"
+    storage_cut || fail "${c}_storage_cut" "nft failed"
+    link_cut $pa $pb || fail "${c}_link_cut" "nft failed"
+    sleep 8 # four of the detector's timeouts: both suspect, neither can reach the record
+    local held rc
+    held=$(client curl -s -w ' %{http_code}' --max-time 10 http://10.98.1.2/kv/lab)
+    rc=$?
+    local undecided_a undecided_b early
+    undecided_a=$(grep -ac 'LAB: a: .*test-and-set unknown' "$work/serial-a.log")
+    undecided_b=$(grep -ac 'LAB: b: .*test-and-set unknown' "$work/serial-b.log")
+    early=$(runners_in 3 | tr '\n' ' ')
+    stamp "case $c: during the cut: client GET exit $rc '$held'; unknown test-and-sets: A $undecided_a, B $undecided_b; epoch 3 run by: '${early}'"
+    storage_heal
+    stamp "case $c: storage back"
+    local t=$(date +%s) runners
+    while [ -z "$(runners_in 3)" ] && [ $(($(date +%s) - t)) -lt 60 ]; do sleep 1; done
+    runners=$(runners_in 3 | tr '\n' ' ')
+    local get_after
+    get_after=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    stamp "case $c: runs the VM in epoch 3: '${runners}' ($(($(date +%s) - t)) s after storage came back); client GET '$get_after'"
+    link_heal
+    local winner=${runners%% *} loser
+    [ "$winner" = a ] && loser=b || loser=a
+    wait_for $loser "LAB: $loser: .*joining the pair again as a backup" 60
+    close_pair $c $winner 8 $loser 8
+    if [ -z "$early" ] && [ "$undecided_a" -ge 1 ] && [ "$undecided_b" -ge 1 ]; then
+        pass "${c}_nobody_goes_live_while_the_record_cannot_be_reached"
+    else
+        fail "${c}_nobody_goes_live_while_the_record_cannot_be_reached" "epoch 3 run by '${early}' during the cut; unknown test-and-sets: A $undecided_a, B $undecided_b"
+    fi
+    if [ $rc -ne 0 ] && [[ $held != *value-$c* ]]; then
+        pass "${c}_outputs_are_held_while_undecided"
+    else
+        fail "${c}_outputs_are_held_while_undecided" "the client's GET during the cut: exit $rc '$held'"
+    fi
+    if [ "$(echo $runners | wc -w)" = 1 ] && [ "$get_after" = "value-$c" ] && seen_in $loser "LAB: $loser: .*halting the VM for good"; then
+        pass "${c}_storage_back_exactly_one_runs_it_with_nothing_lost"
+    else
+        fail "${c}_storage_back_exactly_one_runs_it_with_nothing_lost" "epoch 3 run by '${runners}'; GET '$get_after'; $(line_in $loser 'halting the VM')"
+    fi
+}
+
+run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's power cut: A live with everything
+    local c=reprotect-after-failover put get pa pb dl_pid
+    stamp "case $c: fresh LUN record, both hosts booting on a UDP link"
+    udp_pair $c || return
+    stamp "case $c: power cut of host A"
+    kill -KILL $qemu_a
+    wait $qemu_a 2> /dev/null
+    wait_for b 'LAB: b: .*went live at exit' 60
+    local put2
+    put2=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "second-$c" http://10.98.1.2/kv/lab)
+    stamp "case $c: host B live; the client's PUT there: $put2; host A booted again"
+    local t0=$(date +%s)
+    boot a "$(udp_link a $pa $pb)"
+    if ! wait_for a "LAB: a: .*live copy taken at the primary's exit" 400; then
+        fail "${c}_the_host_booted_again_becomes_the_backup_by_a_live_copy" "no copy within 400 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: host A has B's live copy, $(($(date +%s) - t0)) s after it booted"
+    wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* matched' 90
+    local put3
+    put3=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -X PUT --data-binary "third-$c" http://10.98.1.2/kv/lab)
+    download_start $c
+    stamp "case $c: the client's PUT with A as the backup: $put3; power cut of host B with $(stat -c %s "$work/download-$c") bytes downloaded"
+    kill -KILL $qemu_b
+    wait $qemu_b 2> /dev/null
+    local verdict get_last
+    download_verdict $c
+    get_last=$(client curl -s --max-time 120 http://10.98.1.2/kv/lab)
+    stamp "case $c: download: $verdict; GET '$get_last'"
+    wait_for a 'LAB: a: status: *last failover: ' 30
+    echo "timeline of case $c (host B, then host A booted again):"
+    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 8
+    grep -a "LAB: a: " "$work/serial-a.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 10
+    kill -KILL $qemu_a $istgt_pid 2> /dev/null
+    wait $qemu_a $istgt_pid 2> /dev/null
+    if seen_in b 'LAB: b: .*went live at exit [1-9].*recorded again' && [ "$put2" = 204 -o "$put2" = 201 ] &&
+       seen_in a 'LAB: a: .*owned by host 2: that host runs the VM; joining as its backup' &&
+       seen_in a "LAB: a: .*live copy taken at the primary's exit [1-9]" &&
+       seen_in a 'LAB: a: status: *digests: *[1-9][0-9]* matched'; then
+        pass "${c}_the_host_booted_again_becomes_the_backup_by_a_live_copy"
+    else
+        fail "${c}_the_host_booted_again_becomes_the_backup_by_a_live_copy" "$(line_in b 'went live at exit') / $(line_in a 'joining as its backup') / $(line_in a 'live copy taken') / $(grep -a 'LAB: a: status: *digests' "$work/serial-a.log" | tr -d '\r' | tail -n 1)"
+    fi
+    if seen_in a 'LAB: a: .*test-and-set epoch 3 -> 4' && seen_in a 'LAB: a: .*went live at exit [1-9]' &&
+       [ "$verdict" = ok ] && [[ $put3 =~ ^20[14]$ ]] && [ "$get_last" = "third-$c" ]; then
+        pass "${c}_the_former_primary_goes_live_with_everything_acknowledged"
+    else
+        fail "${c}_the_former_primary_goes_live_with_everything_acknowledged" "$(line_in a 'test-and-set epoch 3') / $(line_in a 'went live'); download: $verdict; PUT $put3, GET '$get_last'"
+    fi
+}
+
 for c in $cases_to_run; do
     case $c in
         b-late) run_late_case ;;
         a-ends) run_end_case ;;
         operator) run_operator_case ;;
+        backup-dies-in-copy) run_copy_death_case ;;
+        backup-diverges) run_diverge_case ;;
+        link-cut) run_link_cut_case ;;
+        storage-cut) run_storage_cut_case ;;
+        reprotect-after-failover) run_reprotect_case ;;
         *) run_case "$c" ;;
     esac
 done

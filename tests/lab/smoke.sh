@@ -27,7 +27,7 @@
 #      LAB_DEBS (a directory of .debs: the patched Xen packages of `make xen-deb` and xenft's;
 #      dom0 then runs Xen, xl and xenft as installed from them instead of the staged build),
 #      LAB_TIMEOUT_S (default 900), CASES_FILE (default WORKDIR/lab_smoke.cases),
-#      LAB_SCENARIOS ("all", the default, or some of "base ftdm ftnet": what dom0 runs and checks;
+#      LAB_SCENARIOS ("all", the default, or some of "base ftdm": what dom0 runs and checks;
 #      for working on one part). Xen, xenft's Xen programs and the dom0 image come from
 #      tests/lab/build.sh (shared with the two-host lab; incremental).
 set -uo pipefail
@@ -353,73 +353,6 @@ echo "LAB: ftdm: backup state $($xl list ftdm-b 2>&1 | awk 'NR == 2 { print $5 }
 $xl destroy ftdm-b
 fi
 
-# The same pair as two processes joined by xenft's TLS logging channel (the split two hosts
-# will have): ftnet-p's recorder sends its log to ftnet-b's replayer on 127.0.0.1:7100. The
-# power cut: the recorder is SIGKILLed and its domain destroyed together, mid-download; the
-# backup goes live once the channel has been down for a second.
-if want ftnet; then
-ip link set lo up
-modprobe tun 2> /dev/null
-modprobe bridge 2> /dev/null
-ip link show xftbr0 > /dev/null 2>&1 || { ip link add xftbr0 type bridge && ip addr add 10.98.1.1/24 dev xftbr0 && ip link set xftbr0 up; } ||
-    echo "LAB: FAIL ftnet: cannot set up the bridge xftbr0"
-for t in xftnp0 xftnb0; do
-    ip tuntap add dev $t mode tap && ip link set $t master xftbr0 && ip link set $t up || echo "LAB: FAIL ftnet: cannot set up the TAP $t"
-done
-truncate -s 1M /tmp/ftnet-p.img && cp /tmp/ftnet-p.img /tmp/ftnet-b.img
-for n in ftnet-p ftnet-b; do
-    $xl create -p /lab/pvh-ftdm.cfg "name=\"$n\"" > /tmp/create-$n 2>&1 || echo "LAB: FAIL xl create $n: $(tail -n 3 /tmp/create-$n | tr '\n' ' ')"
-done
-p=$($xl domid ftnet-p) b=$($xl domid ftnet-b)
-tls="--ca /lab/tls/lab-ca.crt"
-/lab/xenft-xen-pair replay "$b" --listen 127.0.0.1:7100 --tap xftnb0 --disk /tmp/ftnet-b.img $tls \
-    --cert /lab/tls/hostb.crt --key /lab/tls/hostb.key --peer-name hosta --timeout-s 900 > /tmp/ftnet-b.out 2>&1 &
-replay_pid=$!
-/lab/xenft-xen-pair record "$p" --to 127.0.0.1:7100 --tap xftnp0 --disk /tmp/ftnet-p.img $tls \
-    --cert /lab/tls/hosta.crt --key /lab/tls/hosta.key --peer-name hostb --digest-ms 2000 --timeout-s 900 > /tmp/ftnet-p.out 2>&1 &
-record_pid=$!
-ftnet_t0=$(date +%s)
-ftnet_stamp() { echo "LAB: ftnet: [$(($(date +%s) - ftnet_t0)) s] $*"; }
-for i in $(seq 200); do
-    $xl dmesg | grep -q "(d$p) service: udp port 7000, http port 80" && break
-    kill -0 $record_pid 2> /dev/null && kill -0 $replay_pid 2> /dev/null || break
-    sleep 1
-done
-$xl dmesg | grep "(d$p) service:" | tail -n 1 | sed 's/^/LAB: ftnet: guest: /'
-ftnet_stamp "service up"
-if kill -0 $record_pid 2> /dev/null && kill -0 $replay_pid 2> /dev/null; then
-    if ping -c 2 -W 20 10.98.1.2 > /tmp/ftnet-ping 2>&1; then echo "LAB: ftnet: ping ok"; else echo "LAB: ftnet: ping failed: $(tail -n 2 /tmp/ftnet-ping | tr '\n' ' ')"; fi
-    echo "LAB: ftnet: put $(curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X PUT --data-binary ftnet-value-1 http://10.98.1.2/kv/lab)"
-    echo "LAB: ftnet: get $(curl -s --max-time 60 http://10.98.1.2/kv/lab)"
-    expected=$(seq -f %015.0f 0 65536 | head -c 1048576 | sha256sum | cut -c1-64)
-    curl -s --max-time 400 -o /tmp/ftnet-download http://10.98.1.2/stream/1048576 &
-    curl_pid=$!
-    for i in $(seq 120); do
-        [ "$(stat -c %s /tmp/ftnet-download 2> /dev/null || echo 0)" -ge 131072 ] && break
-        [ $((i % 20)) -eq 0 ] && { ftnet_stamp "downloading: $(stat -c %s /tmp/ftnet-download 2> /dev/null || echo 0) bytes";
-                                   grep 'pair: .*\[[0-9]* ms\] ' /tmp/ftnet-p.out | tail -n 1 | sed 's/^/LAB: ftnet: primary: /'
-                                   grep 'pair: .*\[[0-9]* ms\] ' /tmp/ftnet-b.out | tail -n 1 | sed 's/^/LAB: ftnet: backup: /'; }
-        sleep 0.5
-    done
-    ftnet_stamp "power cut: SIGKILL to the recorder, ftnet-p destroyed, $(stat -c %s /tmp/ftnet-download 2> /dev/null || echo 0) bytes downloaded"
-    kill -KILL $record_pid
-    $xl destroy ftnet-p
-    wait $curl_pid
-    echo "LAB: ftnet: download curl exit $?"
-    ftnet_stamp "download finished"
-    got=$(sha256sum < /tmp/ftnet-download | cut -c1-64)
-    if [ "$got" = "$expected" ]; then echo "LAB: ftnet: failover stream sha256 ok"; else echo "LAB: ftnet: failover stream sha256 $got ($(stat -c %s /tmp/ftnet-download) bytes), expected $expected"; fi
-    echo "LAB: ftnet: after failover: get $(curl -s --max-time 60 http://10.98.1.2/kv/lab)"
-else
-    echo "LAB: FAIL ftnet: a driver ended before the service came up"
-fi
-kill -TERM $replay_pid 2> /dev/null
-wait $replay_pid
-grep -v '^guest: ' /tmp/ftnet-p.out | awk '!seen[$0]++' | sed 's/^/LAB: ftnet: primary: /'
-grep -v '^guest: ' /tmp/ftnet-b.out | awk '!seen[$0]++' | sed 's/^/LAB: ftnet: backup: /'
-$xl dmesg | grep -E "d($p|$b)v0 FT|d($p|$b): FT" | head -n 5 | sed 's/^/LAB: ftnet: xen: /'
-$xl destroy ftnet-b
-fi
 EOF
 cat > "$payload/pvh-dm.cfg" <<'EOF'
 type = "pvh"
@@ -452,15 +385,6 @@ EOF
 cp "$probe" "$payload/xenft-ft-probe"
 cp "$dm" "$payload/xenft-xen-dm"
 cp "$pair" "$payload/xenft-xen-pair"
-# TLS for the pair's logging channel: a lab CA and one certificate per side, made with xenft's
-# own CLI.
-xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
-mkdir -p "$payload/tls"
-if ! { "$xenft_cli" cert ca --name lab-ca --out "$payload/tls" &&
-       "$xenft_cli" cert create --name hosta --out "$payload/tls" --ca-cert "$payload/tls/lab-ca.crt" --ca-key "$payload/tls/lab-ca.key" &&
-       "$xenft_cli" cert create --name hostb --out "$payload/tls" --ca-cert "$payload/tls/lab-ca.crt" --ca-key "$payload/tls/lab-ca.key"; } > "$work/certs.log" 2>&1; then
-    fail lab_certificates "xenft cert failed: $(tail -n 2 "$work/certs.log" | tr '\n' ' ')"
-fi
 chmod +x "$payload/run"
 rm -f "$work/payload.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload.img" 64M
@@ -642,27 +566,6 @@ if want ftdm; then
         pass ftdm_live_backup_keeps_the_put_and_serves_on
     else
         fail ftdm_live_backup_keeps_the_put_and_serves_on "$(grep -a 'LAB: ftdm: after failover' "$work/console.log" | tr '\n' ' ')"
-    fi
-fi
-if want ftnet; then
-    if seen 'LAB: ftnet: backup: pair: .*entries received' && seen 'LAB: ftnet: ping ok' && seen 'LAB: ftnet: put 201' &&
-       seen 'LAB: ftnet: get ftnet-value-1$'; then
-        pass ftnet_log_crosses_the_tls_channel_and_the_service_answers
-    else
-        fail ftnet_log_crosses_the_tls_channel_and_the_service_answers "$(grep -a 'LAB: ftnet: \(ping\|put\|get\|.*FAIL\|.*channel\)' "$work/console.log" | head -n 4 | tr '\n' ' ')"
-    fi
-    matched=$(grep -a 'LAB: ftnet: backup: pair: .* went live at exit' "$work/console.log" | sed -n 's/.*; \([0-9]*\) digests matched.*/\1/p')
-    if seen 'LAB: ftnet: backup: pair: .*domain [0-9]* went live at exit [1-9]' && [ "${matched:-0}" -ge 2 ] &&
-       ! seen 'LAB: ftnet: .*pair: FAIL'; then
-        pass ftnet_backup_matches_digests_and_goes_live_after_the_power_cut
-    else
-        fail ftnet_backup_matches_digests_and_goes_live_after_the_power_cut "${matched:-no} digests matched; $(grep -a 'LAB: ftnet: backup: pair: .*\(live\|FAIL\|gone\)' "$work/console.log" | head -n 2 | tr '\n' ' ')"
-    fi
-    if seen 'LAB: ftnet: download curl exit 0' && seen 'LAB: ftnet: failover stream sha256 ok' &&
-       seen 'LAB: ftnet: after failover: get ftnet-value-1$'; then
-        pass ftnet_client_carries_on_across_the_failover
-    else
-        fail ftnet_client_carries_on_across_the_failover "$(grep -a 'LAB: ftnet: \(download\|failover stream\|after failover\)' "$work/console.log" | tr '\n' ' ')"
     fi
 fi
 if seen 'LAB: FAIL'; then fail no_failures_in_dom0 "$(grep -a 'LAB: FAIL' "$work/console.log" | head -n 3 | tr '\n' ' ')"; fi

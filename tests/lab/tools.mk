@@ -8,6 +8,7 @@
 #   OUT/xenft-xen-dm    xenft's device models as an ioreq server (static)
 #   OUT/xenft-xen-pair  a protected pair in one or two processes (needs libiscsi: dynamic)
 #   OUT/xenftd          xenftd with its Xen backend, as the two-host lab's dom0s run it
+#   OUT/xenft-xen-poke  flips a byte of a domain's memory (a replica made to diverge; static)
 
 CXX ?= g++
 WARNINGS = -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion -Wold-style-cast -Werror
@@ -21,16 +22,19 @@ devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk h
 
 probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log) tests/lab/ft_probe
 dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model) $(devices) tests/lab/xen_dm
-pair_objs = $(xen_backend) xenft/daemon/xen_node tests/lab/xen_pair
-xenftd_objs = $(xen_backend) xenft/daemon/xen_node xenft/daemon/xenftd-xen
+pair_objs = $(xen_backend) tests/lab/xen_pair
+xenftd_objs = $(xen_backend) xenft/daemon/xen_execution xenft/daemon/xenftd-xen
+poke_objs = xenft/backends/xen/xen_handles tests/lab/xen_poke
 
-programs = $(OUT)/xenft-ft-probe $(OUT)/xenft-xen-dm $(OUT)/xenft-xen-pair $(OUT)/xenftd
+programs = $(OUT)/xenft-ft-probe $(OUT)/xenft-xen-dm $(OUT)/xenft-xen-pair $(OUT)/xenftd $(OUT)/xenft-xen-poke
 all: $(programs)
 
 o = $(patsubst %,$(obj)/%.o,$(1))
 $(OUT)/xenft-ft-probe: $(call o,$(probe_objs))
 	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
 $(OUT)/xenft-xen-dm: $(call o,$(dm_objs))
+	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
+$(OUT)/xenft-xen-poke: $(call o,$(poke_objs))
 	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
 # libiscsi's RDMA dependencies have no static archives: these two are dynamic (dom0 has libiscsi7).
 $(OUT)/xenft-xen-pair: $(call o,$(pair_objs)) $(XENFT_LIB)

@@ -1,5 +1,5 @@
 // xenft-xen-pair: the lab's driver of a protected domain on Xen (xenft/backends/xen/
-// ft_domain.hpp), in one process or in two joined by xenft's logging channel.
+// ft_domain.hpp) in one process.
 //
 //   xenft-xen-pair P B --tap-primary TAP_P --tap-backup TAP_B --disk-primary IMAGE_P
 //                      --disk-backup IMAGE_B [--memory-mb N] [--digest-ms N] [--timeout-s N]
@@ -9,20 +9,9 @@
 //       and compares state digests at the exits P took them. When P is destroyed, B replays
 //       what it received, goes live and serves on TAP_B until the time is up or SIGTERM.
 //
-//   xenft-xen-pair record P --to HOST:PORT --tap TAP --disk IMAGE TLS... [--digest-ms N]
-//   xenft-xen-pair replay B --listen HOST:PORT --tap TAP --disk IMAGE TLS...
-//       The same split in two, as xenftd runs it (XenNode): B first takes a live copy of the
-//       running P over xenft's TLS 1.3 logging channel, then the log travels as log entries
-//       (docs/log-format.md: xen_record, ioreq_stop, net_rx, state_digest), P's outputs
-//       leave when the backup acked the entries before them. When the channel has been down for
-//       --failover-ms (default 1000) either side runs the test-and-set on the shared LUN
-//       (--lun URL --initiator IQN --host-id N --peer-id N, xenft/arbiter): the backup goes
-//       live if it wins; the primary continues alone (outputs leave at once) if it wins and
-//       pauses its domain if it loses. Without --lun (the lab's single host) each side takes
-//       over unasked. The peer is lost when its heartbeats (--heartbeat-local ADDR
-//       --heartbeat-peer ADDR --heartbeat-key FILE: xenft's authenticated UDP heartbeats) stop,
-//       or without them when the channel is down: a host that loses power closes nothing.
-//       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME.
+//   The same pair split over two hosts, with the logging channel, heartbeats and the
+//   test-and-set between them, is xenftd's (xenft/daemon/node.hpp with xen_execution.hpp):
+//   tests/lab/failover.sh runs it.
 //
 // Prints "pair: ..." lines: protection started, a status line every 5 s (exits, items, digests
 // matched, frames), the failover's timeline, and the end. Exits 1 on any divergence or error.
@@ -40,8 +29,6 @@
 #include <vector>
 
 #include "xenft/backends/xen/ft_domain.hpp"
-#include "xenft/daemon/xen_node.hpp"
-#include "xenft/detector/heartbeat.hpp"
 
 using namespace xenft::backends::xen;
 
@@ -55,12 +42,7 @@ int usage()
 {
     std::cerr << "usage: xenft-xen-pair PRIMARY_DOMID BACKUP_DOMID --tap-primary TAP --tap-backup TAP\n"
                  "                      --disk-primary IMAGE --disk-backup IMAGE [--memory-mb N] [--digest-ms N]\n"
-                 "                      [--timeout-s N]\n"
-                 "       xenft-xen-pair record DOMID --to HOST:PORT --tap TAP --disk IMAGE TLS [--digest-ms N]\n"
-                 "       xenft-xen-pair replay DOMID --listen HOST:PORT --tap TAP --disk IMAGE TLS [--failover-ms N]\n"
-                 "       TLS: --cert FILE --key FILE --ca FILE --peer-name NAME; also --memory-mb N, --timeout-s N,\n"
-                 "       --failover-ms N, --lun iscsi://HOST[:PORT]/IQN/LUN --initiator IQN --host-id N --peer-id N,\n"
-                 "       --heartbeat-local ADDR --heartbeat-peer ADDR --heartbeat-key FILE\n";
+                 "                      [--timeout-s N]\n";
     return 2;
 }
 
@@ -192,146 +174,10 @@ int run_local(int argc, char** argv)
     return 0;
 }
 
-namespace {
-
-struct SplitOptions {
-    std::uint32_t domid = 0;
-    FtSpec spec;
-    std::string address, cert, key, ca, peer_name;
-    unsigned long timeout_s = 900, failover_ms = 1000;
-    std::string lun_url, initiator; // the shared LUN's arbitration record; empty: no arbitration
-    std::uint32_t host_id = 0, peer_id = 0;
-    std::string heartbeat_local, heartbeat_peer, heartbeat_key; // empty: the channel detects
-};
-
-bool parse_split(int argc, char** argv, bool record, SplitOptions& o)
-{
-    if (argc < 3 || !parse_domid(argv[2], o.domid))
-        return false;
-    for (int i = 3; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (i + 1 >= argc)
-            return false;
-        const std::string v = argv[++i];
-        if (a == (record ? "--to" : "--listen"))
-            o.address = v;
-        else if (a == "--tap")
-            o.spec.devices.tap = v;
-        else if (a == "--disk")
-            o.spec.devices.disk = v;
-        else if (a == "--memory-mb")
-            o.spec.devices.memory_bytes = std::strtoull(v.c_str(), nullptr, 10) << 20;
-        else if (a == "--digest-ms" && record)
-            o.spec.digest_interval_ms = std::strtoull(v.c_str(), nullptr, 10);
-        else if (a == "--timeout-s")
-            o.timeout_s = std::strtoul(v.c_str(), nullptr, 10);
-        else if (a == "--cert")
-            o.cert = v;
-        else if (a == "--key")
-            o.key = v;
-        else if (a == "--ca")
-            o.ca = v;
-        else if (a == "--peer-name")
-            o.peer_name = v;
-        else if (a == "--lun")
-            o.lun_url = v;
-        else if (a == "--heartbeat-local")
-            o.heartbeat_local = v;
-        else if (a == "--heartbeat-peer")
-            o.heartbeat_peer = v;
-        else if (a == "--heartbeat-key")
-            o.heartbeat_key = v;
-        else if (a == "--initiator")
-            o.initiator = v;
-        else if (a == "--host-id")
-            o.host_id = static_cast<std::uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
-        else if (a == "--peer-id")
-            o.peer_id = static_cast<std::uint32_t>(std::strtoul(v.c_str(), nullptr, 10));
-        else if (a == "--failover-ms")
-            o.failover_ms = std::strtoul(v.c_str(), nullptr, 10);
-        else
-            return false;
-    }
-    if (o.heartbeat_local.empty() != o.heartbeat_peer.empty() || o.heartbeat_local.empty() != o.heartbeat_key.empty())
-        return false;
-    if (!o.lun_url.empty() && (o.host_id == 0 || o.peer_id == 0 || o.host_id == o.peer_id || o.initiator.empty()))
-        return false;
-    return !o.address.empty() && !o.cert.empty() && !o.key.empty() && !o.ca.empty() && !o.peer_name.empty();
-}
-
-// One side of the pair as xenftd runs it (xenft/daemon/xen_node.hpp), until it ends, SIGTERM
-// or the time is up.
-int run_split(const SplitOptions& o, bool record)
-{
-    namespace ch = xenft::channel;
-    using xenft::daemon::XenNode;
-    using xenft::daemon::XenRole;
-    const std::uint32_t self = o.host_id ? o.host_id : (record ? 1 : 2);
-    const std::uint32_t peer = o.peer_id ? o.peer_id : (record ? 2 : 1);
-    auto tls = ch::TlsContext::create({o.cert, o.key, o.ca, "", o.peer_name},
-                                      record ? ch::TlsContext::Side::client : ch::TlsContext::Side::server);
-    if (!tls)
-        return fail(tls.error());
-    auto address = xenft::SocketAddress::parse(o.address);
-    if (!address)
-        return fail(address.error());
-    xenft::daemon::XenNodeConfig c;
-    c.domid = o.domid;
-    c.primary = record;
-    c.spec = o.spec;
-    c.channel.address = *address;
-    c.channel.vm_id = 1;
-    c.channel.self = self;
-    c.channel.peer = peer;
-    c.channel.epoch = 1;
-    c.tls = &*tls;
-    c.failover_ms = o.failover_ms;
-    c.log = [](const std::string& line) { std::cout << "pair: " << line << std::endl; };
-    if (!o.heartbeat_local.empty()) {
-        auto key = xenft::detector::load_heartbeat_key(o.heartbeat_key);
-        auto local = xenft::SocketAddress::parse(o.heartbeat_local);
-        auto remote = xenft::SocketAddress::parse(o.heartbeat_peer);
-        if (!key || !local || !remote)
-            return fail(!key ? key.error() : !local ? local.error() : remote.error());
-        c.heartbeat = xenft::detector::HeartbeatSocketConfig{*local, *remote, 1, self, peer, *key};
-    }
-    if (!o.lun_url.empty()) {
-        xenft::arbiter::ArbiterConfig a;
-        a.lun.url = o.lun_url;
-        a.lun.initiator_name = o.initiator;
-        a.lun.isid_qualifier = static_cast<std::uint16_t>(self);
-        a.vm_id = 1;
-        a.host_id = self;
-        a.peer_id = peer;
-        c.arbiter = a;
-    }
-    auto node = XenNode::start(std::move(c));
-    if (!node)
-        return fail(node.error());
-    const auto start = std::chrono::steady_clock::now();
-    while (!stop && !(*node)->finished() && ms_since(start) < static_cast<long long>(o.timeout_s) * 1000)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const auto s = (*node)->status();
-    node->reset();
-    if (s.role == XenRole::failed)
-        return fail(s.failure);
-    std::cout << "pair: ended as " << xenft::daemon::xen_role_name(s.role) << "; digests " << s.digests << std::endl;
-    return 0;
-}
-
-} // namespace
-
 int main(int argc, char** argv)
 {
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    const std::string mode = argc > 1 ? argv[1] : "";
-    if (mode == "record" || mode == "replay") {
-        SplitOptions o;
-        if (!parse_split(argc, argv, mode == "record", o))
-            return usage();
-        return run_split(o, mode == "record");
-    }
     return run_local(argc, argv);
 }

@@ -609,7 +609,7 @@ bool LogReceiver::on_message(Conn& c, const ChannelMsg& m, bool& promote)
         else if (h->host != cfg_.peer)
             refusal = "host " + std::to_string(h->host) + " is not this VM's primary (expected host " +
                       std::to_string(cfg_.peer) + ")";
-        else if (h->epoch != cfg_.epoch)
+        else if (h->epoch != cfg_.epoch && !(h->copy && h->epoch > cfg_.epoch && copy_phase_ == CopyPhase::awaiting))
             refusal = std::string(h->epoch < cfg_.epoch ? "older" : "newer") + " epoch " + std::to_string(h->epoch) +
                       ", this backup is in epoch " + std::to_string(cfg_.epoch);
         else if (!h->copy && copy_phase_ != CopyPhase::none && copy_phase_ != CopyPhase::confirmed)
@@ -627,6 +627,15 @@ bool LogReceiver::on_message(Conn& c, const ChannelMsg& m, bool& promote)
         }
         c.hello = true;
         promote = true;
+        if (h->copy && h->epoch > cfg_.epoch) {
+            // A backup without a copy has no state of its own: it takes the VM in whatever
+            // newer epoch the primary runs it (the primary claimed the VM after this backup
+            // read the arbitration record).
+            log_line(cfg_, "primary " + c.peer + " runs the VM in epoch " + std::to_string(h->epoch) +
+                               ", this backup knew epoch " + std::to_string(cfg_.epoch) + ": taking its copy in epoch " +
+                               std::to_string(h->epoch));
+            cfg_.epoch = h->epoch;
+        }
         if (h->copy) {
             // A new copy replaces any earlier, unfinished one.
             copy_phase_ = CopyPhase::receiving;

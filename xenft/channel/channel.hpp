@@ -169,9 +169,11 @@ public:
     std::size_t buffered_bytes() const noexcept { return buffer_bytes_; }
     bool connected() const noexcept { return active_.has_value(); }
     void set_epoch(std::uint64_t e) { cfg_.epoch = e; }
+    // The epoch it accepts a primary of (a live copy from a newer one moves it there).
+    std::uint64_t epoch() const noexcept { return cfg_.epoch; }
 
-    // Live copy. From now on only a primary of `epoch` sending a copy is accepted; the buffer
-    // starts over.
+    // Live copy. From now on only a primary of `epoch` or a newer one sending a copy is
+    // accepted (the receiver then takes the copy's epoch); the buffer starts over.
     void await_copy(std::uint64_t epoch);
     struct ReceivedCopy {
         std::uint64_t attempt; // a new connection's copy starts over with a higher attempt

@@ -57,4 +57,24 @@ Expected<CopyRecord, std::string> decode_copy_record(std::span<const std::uint8_
 std::vector<std::uint8_t> compress_copy_record(std::span<const std::uint8_t> encoded, int level);
 Expected<CopyRecord, std::string> decompress_copy_record(std::span<const std::uint8_t> compressed);
 
+// Where a primary's live copy goes (daemon/node.cpp: the logging channel to the new backup).
+// The execution backend produces the records; the sink carries them.
+class CopySink {
+public:
+    virtual ~CopySink() = default;
+    // Whether a record can be queued now without waiting (the rounds run while the guest runs
+    // and must not hold it up).
+    virtual bool has_room() const = 0;
+    // Bytes queued and not yet taken by the network: a round ends once they are out, so that
+    // the next round counts what the guest wrote meanwhile and the final pause does not wait
+    // for a backlog.
+    virtual std::size_t backlog() const = 0;
+    // Queues one record for the backup, waiting while earlier ones drain; an error: the copy
+    // failed (the backup went away, or the channel gave up). The sink fills in a final
+    // record's epoch and next_seq.
+    virtual Expected<bool, std::string> send(CopyRecord record) = 0;
+    // After the final record: returns once the backup applied the copy, or why not.
+    virtual Expected<bool, std::string> finish() = 0;
+};
+
 } // namespace xenft::channel

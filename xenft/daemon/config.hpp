@@ -49,7 +49,6 @@ struct DaemonConfig {
     // [failover]
     std::uint64_t failover_ms = 1000; // xen: the peer's silence before the test-and-set
     std::uint64_t digest_ms = 1000;   // xen: the primary's state digests, at most this often
-    std::uint64_t backup_wait_ms = 30'000; // xen: how long a primary waits for a backup never heard
     // [control]
     std::string control_socket; // default /run/xenft/vm-<id>.sock
 };

@@ -3,26 +3,111 @@
 #include <algorithm>
 #include <iostream>
 
+#include "xenft/daemon/kvm_execution.hpp"
+
 namespace xenft::daemon {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::uint64_t kExitsPerChunk = 32;
 constexpr protocol::Time kStartupGraceUs = 10'000'000;
-// Live copy: the pause ends the rounds once a round's dirty pages are this few (2 MiB: a few
-// ms on the channel), or after this many rounds, whichever comes first.
-constexpr std::size_t kFinalRoundPages = 512;
-constexpr unsigned kMaxCopyRounds = 30;
-constexpr auto kCopyAnswerTimeout = std::chrono::seconds(10);
+constexpr auto kCopyAnswerTimeout = std::chrono::seconds(30);
 constexpr protocol::Time kCopyRetryUs = 1'000'000; // after a failed copy, before the next
+// A backup whose own VM ended (its guest shut down in replay) waits this long for the
+// primary's vm_end before it takes the end for a failure here.
+constexpr auto kOwnEndWait = std::chrono::seconds(3);
 
 void nap() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 } // namespace
+
+// A live copy's way to the backup: the copy sender's queue (the control thread's pump writes
+// it out). It fills in the final record's epoch, waits while the queue is full, and counts the
+// pages for `xenft status`.
+class ChannelCopySink final : public channel::CopySink {
+public:
+    ChannelCopySink(std::shared_ptr<channel::LogSender> to, protocol::Epoch epoch, const std::atomic<bool>& stopping,
+                    std::mutex& mu, CopyProgress& progress)
+        : to_(std::move(to)), epoch_(epoch), stopping_(stopping), mu_(mu), progress_(progress)
+    {
+    }
+    bool has_room() const override
+    {
+        return to_->copy_state() == channel::CopyState::copying &&
+               to_->copy_backlog() < channel::LogSender::kCopyQueueBytes / 2;
+    }
+    std::size_t backlog() const override { return to_->copy_backlog(); }
+    Expected<bool, std::string> send(channel::CopyRecord r) override
+    {
+        if (auto* f = std::get_if<channel::CopyFinal>(&r))
+            f->epoch = epoch_;
+        count(r);
+        while (!to_->append_copy(r)) {
+            if (auto why = failed(); !why.empty())
+                return unexpected(why);
+            nap();
+        }
+        if (auto why = failed(); !why.empty())
+            return unexpected(why);
+        return true;
+    }
+    Expected<bool, std::string> finish() override
+    {
+        const auto deadline = Clock::now() + kCopyAnswerTimeout;
+        while (to_->copy_state() == channel::CopyState::copying) {
+            if (stopping_)
+                return unexpected(std::string("xenftd is stopping"));
+            if (Clock::now() > deadline)
+                return unexpected("no answer from the backup within " +
+                                  std::to_string(std::chrono::seconds(kCopyAnswerTimeout).count()) + " s");
+            nap();
+        }
+        if (to_->copy_state() != channel::CopyState::done)
+            return unexpected(to_->copy_error());
+        return true;
+    }
+    // Non-empty: the copy failed, and why.
+    std::string failed() const
+    {
+        if (stopping_)
+            return "xenftd is stopping";
+        if (to_->copy_state() == channel::CopyState::failed)
+            return to_->copy_error();
+        return {};
+    }
+    const std::shared_ptr<channel::LogSender>& sender() const { return to_; }
+    protocol::Epoch epoch() const { return epoch_; }
+    Clock::time_point started() const { return started_; }
+
+private:
+    void count(const channel::CopyRecord& r)
+    {
+        std::lock_guard lock(mu_);
+        auto& p = progress_;
+        if (const auto* b = std::get_if<channel::CopyBegin>(&r)) {
+            p.start(true, b->pages);
+        } else if (const auto* pages = std::get_if<channel::CopyPages>(&r)) {
+            p.pages_copied += pages->numbers.size();
+            if (p.pages_copied > p.pages_total && p.round == 1)
+                p.round = 2; // the first round is out: the pages the guest dirtied follow
+            p.pages_done = std::min(p.pages_total, p.pages_copied);
+            const double secs = std::max(std::chrono::duration<double>(Clock::now() - started_).count(), 1e-3);
+            p.mib_per_s = static_cast<double>(p.pages_copied) * 4096.0 / (1 << 20) / secs;
+            p.eta_s = p.pages_copied ? secs / static_cast<double>(p.pages_copied) *
+                                           static_cast<double>(p.pages_total - p.pages_done)
+                                     : 0;
+        }
+    }
+    std::shared_ptr<channel::LogSender> to_;
+    protocol::Epoch epoch_;
+    const std::atomic<bool>& stopping_;
+    std::mutex& mu_;
+    CopyProgress& progress_;
+    Clock::time_point started_ = Clock::now();
+};
 
 Node::Node(NodeConfig cfg)
     : cfg_(std::move(cfg)), replica_(protocol::Replica::starting(cfg_.protocol, cfg_.self, cfg_.peer, cfg_.epoch, 0)),
@@ -33,32 +118,35 @@ Node::Node(NodeConfig cfg)
 Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
 {
     const std::string vm = "vm " + std::to_string(cfg.vm_id) + ": ";
-    if (!cfg.backend || !cfg.tls_client || !cfg.tls_server)
+    if ((!cfg.backend && !cfg.make_execution) || !cfg.tls_client || !cfg.tls_server)
         return unexpected(vm + "node needs a VM backend and TLS contexts for both sides");
     if (auto bad = cfg.protocol.validate(); !bad.empty())
         return unexpected(vm + bad);
     std::unique_ptr<Node> n(new Node(std::move(cfg)));
     NodeConfig& c = n->cfg_;
-    const auto start = n->start_;
-    n->machine_ = std::make_unique<engine::Machine>(
-        std::move(c.backend),
-        [start] {
-            return static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
-        },
-        c.machine);
-    n->gate_ = std::make_unique<engine::OutputGate>(c.tap, c.disk);
 
     auto arb = arbiter::Arbiter::open(c.arbiter);
     if (!arb)
         return unexpected(vm + arb.error());
     n->arbiter_.emplace(std::move(arb).value());
-    // A record past the configured epoch means the pair went on without this host (it failed
-    // over, or the other host ran alone): the VM lives elsewhere, and this host can only join.
     auto record = n->arbiter_->read();
     if (!record)
         return unexpected(vm + "reading the arbitration record: " + record.error());
-    if (!c.join && record->epoch > c.epoch) {
+    bool claim = false;
+    if (c.backup_needs_copy && !c.join) {
+        // Who runs the VM is the record's to say, not the configuration's: a host started again
+        // after its peer took the VM over must not run a second copy.
+        claim = protocol::plan_start(c.self, c.start_as_primary, record->owner) == protocol::StartAs::claim;
+        if (!claim)
+            n->say("the arbitration record is at epoch " + std::to_string(record->epoch) + ", owned by host " +
+                   std::to_string(record->owner) + ": that host runs the VM; joining as its backup");
+        c.join = !claim;
+        c.epoch = record->epoch;
+        n->record_owner_ = record->owner;
+    } else if (!c.join && record->epoch > c.epoch) {
+        // A record past the configured epoch means the pair went on without this host (it
+        // failed over, or the other host ran alone): the VM lives elsewhere, and this host can
+        // only join.
         n->say("the arbitration record is at epoch " + std::to_string(record->epoch) + " (host " +
                std::to_string(record->owner) + "), past this host's epoch " + std::to_string(c.epoch) +
                ": the VM runs elsewhere; joining as a backup");
@@ -69,6 +157,8 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
         c.epoch = record->epoch;
         n->record_owner_ = record->owner;
     }
+    n->records_ = claim || c.start_as_primary;
+
     auto hb = detector::HeartbeatSocket::open(c.heartbeat);
     if (!hb)
         return unexpected(vm + hb.error());
@@ -78,34 +168,52 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
             if (log)
                 log(line);
             else
-                std::cerr << line << "\n";
+                std::cerr << (line + "\n") << std::flush;
         };
     c.channel.epoch = c.epoch;
-    if (c.start_as_primary) {
-        channel::ChannelConfig to = c.channel;
-        to.address = c.channel_peer;
-        n->sender_ = std::make_shared<channel::LogSender>(to, *c.tls_client);
-        n->log_epoch_ = c.epoch;
-        n->streaming_ = true;
-        n->replica_ = protocol::Replica::protected_primary(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
-    } else {
+    if (!n->records_) {
         channel::ChannelConfig from = c.channel;
         from.address = c.channel_listen;
         auto rx = channel::LogReceiver::listen(from, *c.tls_server);
         if (!rx)
             return unexpected(vm + rx.error());
         n->receiver_.emplace(std::move(rx).value());
-        if (c.join) {
-            n->receiver_->await_copy(c.epoch);
-            n->replica_ = protocol::Replica::syncing_backup(c.protocol, c.self, c.peer, n->now_us());
-        } else {
-            n->replica_ = protocol::Replica::replaying_backup(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
-        }
     }
-    n->say(c.join ? "joining the pair in epoch " + std::to_string(c.epoch) + ": waiting for a live copy from host " +
-                        std::to_string(c.peer)
-                  : std::string("starting as ") + (c.start_as_primary ? "primary" : "backup") + " in epoch " +
-                        std::to_string(c.epoch));
+
+    // The VM last: everything it needs is open, so a failure above leaves it untouched.
+    if (c.make_execution) {
+        auto e = c.make_execution(n->records_);
+        if (!e)
+            return unexpected(vm + e.error());
+        n->exec_ = std::move(e).value();
+    } else {
+        n->exec_ = std::make_unique<KvmExecution>(std::move(c.backend), c.machine, c.digest_every, c.tap, c.disk,
+                                                  [p = n.get()](const std::string& line) { p->say(line); });
+    }
+
+    if (claim) {
+        n->replica_ = protocol::Replica::starting(c.protocol, c.self, c.peer, c.epoch, n->now_us());
+    } else if (c.start_as_primary) {
+        channel::ChannelConfig to = c.channel;
+        to.address = c.channel_peer;
+        n->sender_ = std::make_shared<channel::LogSender>(to, *c.tls_client);
+        n->log_epoch_ = c.epoch;
+        n->streaming_ = true;
+        n->replica_ = protocol::Replica::protected_primary(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
+    } else if (c.join) {
+        n->receiver_->await_copy(c.epoch);
+        n->replica_ = protocol::Replica::syncing_backup(c.protocol, c.self, c.peer, n->now_us());
+    } else {
+        n->replica_ = protocol::Replica::replaying_backup(c.protocol, c.self, c.peer, c.epoch, 0, n->now_us());
+    }
+    n->last_role_ = n->replica_.role();
+    n->say(claim    ? "the arbitration record is at epoch " + std::to_string(c.epoch) + ", owned by " +
+                          (record->owner == 0 ? std::string("nobody yet") : "this host") +
+                          ": claiming epoch " + std::to_string(c.epoch + 1) + " to run the VM"
+           : c.join ? "joining the pair in epoch " + std::to_string(c.epoch) + ": waiting for a live copy from host " +
+                          std::to_string(c.peer)
+                    : std::string("starting as ") + (c.start_as_primary ? "primary" : "backup") + " in epoch " +
+                          std::to_string(c.epoch));
     n->vm_thread_ = std::thread([p = n.get()] { p->vm_loop(); });
     n->control_thread_ = std::thread([p = n.get()] { p->control_loop(); });
     return n;
@@ -132,14 +240,14 @@ void Node::say(const std::string& line) const
     if (cfg_.log)
         cfg_.log(text);
     else
-        std::cerr << text << "\n";
+        std::cerr << (text + "\n") << std::flush;
 }
 
 NodeStatus Node::status() const
 {
     std::lock_guard lock(mu_);
     NodeStatus s = status_;
-    s.exits = exits_;
+    s.exits = exec_ ? exec_->exits() : 0;
     s.failure = failure_;
     return s;
 }
@@ -160,231 +268,173 @@ std::shared_ptr<channel::LogSender> Node::sender() const
 
 void Node::vm_loop()
 {
-    if (cfg_.start_as_primary) {
-        engine::Recorder rec(*machine_, cfg_.digest_every, engine::HostIo{cfg_.tap, cfg_.disk, gate_.get()});
-        record_loop(rec);
-        return;
-    }
-    engine::ResumePoint from;
-    if (cfg_.join && !receive_copy(from))
-        return;
-    replay_loop(from);
-}
-
-void Node::record_loop(engine::Recorder& rec)
-{
-    rec.end_at_outputs(true); // an output waits for the backup's ack: ship its entry at once
-    std::vector<logformat::Entry> log;
-    std::optional<CopyOut> copy;
-    while (!stopping_ && !halted_) {
-        if (!copy) {
-            std::lock_guard lock(mu_);
-            if (copy_to_) {
-                copy.emplace();
-                copy->to = std::move(copy_to_);
-                copy->epoch = copy_epoch_;
-                copy_to_.reset();
+    if (records_) {
+        record_loop();
+    } else if (!cfg_.join || receive_copy()) {
+        replay_loop();
+        if (go_live_ && !stopping_ && !halted_) {
+            auto live = exec_->go_live();
+            if (!live) {
+                vm_failed("going live: " + live.error());
+            } else {
+                say("went live " + *live);
+                replaying_ = false;
+                record_loop();
             }
         }
-        if (copy && !copy_step(rec, *copy))
-            copy.reset();
-        const auto to = streaming_ ? sender() : nullptr;
-        if (stalled_ || gate_->full() || (to && to->full())) {
-            nap();
+    }
+    // Wrapping up: the VM ended with the pair's consent, or it must not run on here.
+    if (ended_ && !records_ && !go_live_) {
+        auto r = exec_->end_replay();
+        say(r ? *r : "ending the VM here: " + r.error());
+    } else if (!exec_->stopped() && (halted_ || stopping_)) {
+        say(exec_->stop_running());
+    }
+    {
+        std::lock_guard lock(mu_);
+        status_.backend = exec_->details();
+    }
+    vm_done_ = true;
+}
+
+void Node::vm_failed(const std::string& why)
+{
+    say("the VM cannot go on: " + why);
+    {
+        std::lock_guard lock(mu_);
+        vm_events_.push_back(protocol::VmFailed{why});
+    }
+    // The VM thread wraps up (stops the VM) once the protocol core halted it: not before, or
+    // the wrap-up would not know it must stop the VM.
+    while (!halted_ && !ended_ && !stopping_)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void Node::copy_reported(const CopyReport& r, std::vector<protocol::Event>& events)
+{
+    const auto sink = std::move(sink_);
+    if (!r.ok) {
+        say("live copy to host " + std::to_string(cfg_.peer) + " failed (" + r.summary + "): " + r.error);
+        std::lock_guard lock(mu_);
+        status_.copy.active = false;
+        status_.copy.last_error = r.error;
+        events.push_back(protocol::SyncFailed{});
+        return;
+    }
+    std::lock_guard lock(mu_);
+    sender_ = sink->sender();
+    log_epoch_ = sink->epoch();
+    stream_from_ = r.at;
+    streaming_ = true;
+    events.push_back(protocol::SyncComplete{sink->epoch(), r.at});
+    auto& p = status_.copy;
+    p.active = false;
+    ++p.copies_done;
+    p.last_seconds = seconds_since(sink->started());
+    p.last_rounds = r.rounds;
+    p.last_pause_ms = r.pause_ms;
+    p.last_summary = r.summary;
+    p.last_error.clear();
+    say("live copy to host " + std::to_string(cfg_.peer) + " done: " + r.summary + "; protected from log entry " +
+        std::to_string(r.at + 1));
+}
+
+void Node::record_loop()
+{
+    std::vector<logformat::Entry> log;
+    std::vector<protocol::VmOutput> outputs;
+    bool vm_stopped = false;
+    auto last_details = Clock::now();
+    while (!stopping_ && !halted_ && !ended_) {
+        std::vector<protocol::Event> events;
+        if (!sink_) {
+            std::lock_guard lock(mu_);
+            if (copy_to_) {
+                sink_ = std::make_unique<ChannelCopySink>(std::move(copy_to_), copy_epoch_, stopping_, mu_, status_.copy);
+                copy_to_.reset();
+            }
+            if (sink_)
+                exec_->copy_to(*sink_);
+        }
+        if (sink_ && exec_->copying()) {
+            if (auto why = sink_->failed(); !why.empty()) {
+                exec_->cancel_copy();
+                copy_reported(CopyReport{false, why, 0, "the channel broke"}, events);
+            }
+        }
+        if (Clock::now() - last_details > std::chrono::milliseconds(500)) {
+            last_details = Clock::now();
+            std::lock_guard lock(mu_);
+            status_.backend = exec_->details();
+        }
+        if (!vm_stopped) {
+            if (auto stop = exec_->stopped()) {
+                // The VM ended here on purpose: its end goes into the log, and the protocol core
+                // ends the pair once the backup acked it.
+                vm_stopped = vm_stopped_ = true;
+                logformat::Entry end = exec_->end_entry(*stop);
+                end.epoch = log_epoch_;
+                const auto to = streaming_ ? sender() : nullptr;
+                if (to) {
+                    while (!to->append(end) && !stopping_)
+                        nap();
+                    to->flush(true);
+                }
+                say("the VM ended: " + stop->text + " (log entry " + std::to_string(end.seq) + ")");
+                events.push_back(protocol::VmEnded{end.seq, stop->text});
+            }
+        }
+        if (vm_stopped) {
+            std::lock_guard lock(mu_);
+            vm_events_.insert(vm_events_.end(), events.begin(), events.end());
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
             continue;
+        }
+        {
+            const auto to = streaming_ ? sender() : nullptr;
+            if (stalled_ || exec_->outputs_full() || (to && to->full())) {
+                if (!events.empty()) {
+                    std::lock_guard lock(mu_);
+                    vm_events_.insert(vm_events_.end(), events.begin(), events.end());
+                }
+                nap();
+                continue;
+            }
         }
         log.clear();
-        auto ok = rec.run(kExitsPerChunk, log);
-        exits_ = rec.exits();
-        if (!ok) {
-            std::lock_guard lock(mu_);
-            failure_ = ok.error();
-            halted_ = true;
-            say("the guest stopped: " + ok.error());
-            return;
-        }
-        if (log.empty())
-            continue;
-        std::vector<protocol::Event> events{protocol::VmLogged{log.back().seq}};
-        bool output = false;
+        outputs.clear();
+        auto ok = exec_->record(log, outputs);
+        if (!ok && !exec_->stopped())
+            return vm_failed(ok.error());
+        // The log's first entries first: a copy that ended in this chunk covers some of them.
+        if (!log.empty())
+            events.push_back(protocol::VmLogged{log.back().seq});
+        if (auto r = exec_->take_copy_report())
+            copy_reported(*r, events);
+        const auto to = streaming_ ? sender() : nullptr;
+        const protocol::Seq from = stream_from_;
         for (auto& e : log) {
             e.epoch = log_epoch_; // the epoch the backup replays this log in
-            if (to)
+            if (to && e.seq > from)
                 while (!to->append(e)) { // the channel's buffer is full: the VM waits
                     if (stopping_)
                         return;
                     nap();
                 }
-            if (std::holds_alternative<logformat::Output>(e.payload)) {
-                events.push_back(protocol::VmOutput{e.seq, e.seq});
-                output = true;
-            }
         }
-        {
+        for (const auto& o : outputs)
+            events.push_back(o);
+        if (!events.empty()) {
             std::lock_guard lock(mu_);
             vm_events_.insert(vm_events_.end(), events.begin(), events.end());
         }
-        if (to)
-            to->flush(output);
+        if (to && !log.empty())
+            to->flush(!outputs.empty());
     }
 }
 
-bool Node::queue_pages(CopyOut& c, std::span<const std::uint64_t> pages, bool wait)
+bool Node::receive_copy()
 {
-    engine::Backend& vm = machine_->backend();
-    channel::CopyPages rec;
-    std::size_t i = 0;
-    while (i < pages.size()) {
-        const std::size_t n = std::min(channel::kCopyPagesPerRecord, pages.size() - i);
-        rec.numbers.assign(pages.begin() + static_cast<std::ptrdiff_t>(i), pages.begin() + static_cast<std::ptrdiff_t>(i + n));
-        rec.data.resize(n * channel::kCopyPageBytes);
-        for (std::size_t k = 0; k < n; ++k)
-            if (!vm.read_guest(rec.numbers[k] * channel::kCopyPageBytes,
-                               std::span(rec.data).subspan(k * channel::kCopyPageBytes, channel::kCopyPageBytes)))
-                return false;
-        while (!c.to->append_copy(rec)) {
-            if (!wait)
-                return true; // the channel is busy; the caller resumes from c.next later
-            if (stopping_ || c.to->copy_state() == channel::CopyState::failed)
-                return false;
-            nap();
-        }
-        i += n;
-        c.next += n;
-        std::lock_guard lock(mu_);
-        status_.copy.pages_copied += n;
-        if (c.round == 1)
-            status_.copy.pages_done += n;
-    }
-    return true;
-}
-
-bool Node::copy_step(engine::Recorder& rec, CopyOut& c)
-{
-    engine::Backend& vm = machine_->backend();
-    if (c.to->copy_state() == channel::CopyState::failed) {
-        const std::string why = c.to->copy_error();
-        say("live copy to host " + std::to_string(cfg_.peer) + " failed in round " + std::to_string(c.round) + ": " + why);
-        std::lock_guard lock(mu_);
-        status_.copy.active = false;
-        status_.copy.last_error = why;
-        vm_events_.push_back(protocol::SyncFailed{});
-        return false;
-    }
-    if (c.todo.empty() && c.next == 0 && c.round == 1) {
-        // Round 1: every page. Dirty tracking restarts now, so what the guest writes from here
-        // on is in the next round.
-        (void)vm.dirty_pages();
-        const std::uint64_t pages = vm.memory_bytes() / engine::Backend::kPageBytes;
-        c.todo.resize(pages);
-        for (std::uint64_t p = 0; p < pages; ++p)
-            c.todo[p] = p;
-        (void)c.to->append_copy(channel::CopyBegin{vm.memory_bytes(), pages});
-        std::lock_guard lock(mu_);
-        status_.copy.start(true, pages);
-        say("live copy to host " + std::to_string(cfg_.peer) + ": " + std::to_string(pages) + " pages (" +
-            std::to_string(vm.memory_bytes() >> 20) + " MiB) while the guest runs");
-    }
-    // Queue what the channel takes now (a few MiB); the guest runs on meanwhile.
-    if (c.next < c.todo.size()) {
-        const std::size_t n = std::min<std::size_t>(c.todo.size() - c.next, 8 * channel::kCopyPagesPerRecord);
-        if (!queue_pages(c, std::span(c.todo).subspan(c.next, n), false)) {
-            std::lock_guard lock(mu_);
-            vm_events_.push_back(protocol::SyncFailed{});
-            status_.copy.active = false;
-            status_.copy.last_error = "cannot read guest memory";
-            return false;
-        }
-        const double secs = std::max(seconds_since(c.started), 1e-3);
-        std::lock_guard lock(mu_);
-        auto& p = status_.copy;
-        p.round = c.round;
-        p.mib_per_s = static_cast<double>(p.pages_copied) * 4096.0 / (1 << 20) / secs;
-        p.eta_s = p.pages_copied ? secs / static_cast<double>(p.pages_copied) * static_cast<double>(p.pages_total - p.pages_done) : 0;
-        return true;
-    }
-    if (c.to->copy_backlog() > 0)
-        return true; // the round is still on its way
-    auto dirty = vm.dirty_pages();
-    if (dirty.size() <= kFinalRoundPages || c.round >= kMaxCopyRounds) {
-        copy_finish(rec, c, std::move(dirty));
-        return false;
-    }
-    c.todo = std::move(dirty);
-    c.next = 0;
-    ++c.round;
-    return true;
-}
-
-void Node::copy_finish(engine::Recorder& rec, CopyOut& c, std::vector<std::uint64_t> last_pages)
-{
-    // The pause: the guest does not run until the backup has applied the copy. Then both are at
-    // the same exit, and the log from the next entry on is all the backup needs.
-    const auto paused = Clock::now();
-    c.todo = std::move(last_pages);
-    c.next = 0;
-    const std::size_t last = c.todo.size();
-    bool ok = queue_pages(c, c.todo, true);
-    channel::CopyFinal f;
-    f.epoch = c.epoch;
-    f.exit = rec.exits();
-    f.next_seq = rec.next_seq();
-    f.cpu = machine_->backend().save_cpu_state();
-    f.devices = machine_->save_devices();
-    while (ok && !c.to->append_copy(f)) {
-        if (stopping_ || c.to->copy_state() == channel::CopyState::failed)
-            ok = false;
-        nap();
-    }
-    const auto deadline = Clock::now() + kCopyAnswerTimeout;
-    while (ok && c.to->copy_state() == channel::CopyState::copying && !stopping_ && Clock::now() < deadline)
-        nap();
-    const bool done = ok && c.to->copy_state() == channel::CopyState::done;
-    const double pause_ms = seconds_since(paused) * 1000;
-    if (!done) {
-        const std::string why = c.to->copy_state() == channel::CopyState::failed ? c.to->copy_error()
-                                                                                 : "no answer from the backup";
-        say("live copy to host " + std::to_string(cfg_.peer) + " failed at the final pause: " + why);
-        std::lock_guard lock(mu_);
-        status_.copy.active = false;
-        status_.copy.last_error = why;
-        vm_events_.push_back(protocol::SyncFailed{});
-        return;
-    }
-    // From here the backup replays; what the guest produces waits for its acks.
-    gate_->set_passthrough(false);
-    {
-        std::lock_guard lock(mu_);
-        sender_ = c.to;
-        log_epoch_ = c.epoch;
-        streaming_ = true;
-        vm_events_.push_back(protocol::SyncComplete{c.epoch, f.next_seq - 1});
-        auto& p = status_.copy;
-        p.active = false;
-        ++p.copies_done;
-        p.last_seconds = seconds_since(c.started);
-        p.last_pause_ms = pause_ms;
-        p.last_rounds = c.round;
-        p.last_error.clear();
-    }
-    say("live copy to host " + std::to_string(cfg_.peer) + " done: " + std::to_string(c.round) + " rounds in " +
-        std::to_string(seconds_since(c.started)).substr(0, 5) + " s, the final pause " + std::to_string(pause_ms).substr(0, 5) +
-        " ms (" + std::to_string(last) + " pages); protected from exit " + std::to_string(f.exit) + ", entry " +
-        std::to_string(f.next_seq));
-}
-
-bool Node::receive_copy(engine::ResumePoint& at)
-{
-    engine::Backend& vm = machine_->backend();
-    const std::uint64_t pages = vm.memory_bytes() / engine::Backend::kPageBytes;
-    auto refuse = [&](std::uint64_t attempt, const std::string& why) {
-        say("cannot take the live copy: " + why);
-        std::lock_guard lock(mu_);
-        copy_applied_ = CopyApplied{attempt, false, why, 0};
-        failure_ = "live copy: " + why;
-        status_.copy.last_error = why;
-        return false; // receive_copy's answer: no copy to replay from
-    };
     auto began = Clock::now();
     while (!stopping_ && !halted_ && !synced_) {
         std::optional<channel::LogReceiver::ReceivedCopy> got;
@@ -400,50 +450,55 @@ bool Node::receive_copy(engine::ResumePoint& at)
             continue;
         }
         if (const auto* b = std::get_if<channel::CopyBegin>(&got->record)) {
-            if (b->memory_bytes != vm.memory_bytes())
-                return refuse(got->attempt, "the primary's VM has " + std::to_string(b->memory_bytes >> 20) +
-                                                " MiB of memory, this one " + std::to_string(vm.memory_bytes() >> 20) +
-                                                " MiB (vm.memory-mib differs)");
             std::lock_guard lock(mu_);
             status_.copy.start(false, b->pages);
             began = Clock::now();
         } else if (const auto* p = std::get_if<channel::CopyPages>(&got->record)) {
-            for (std::size_t k = 0; k < p->numbers.size(); ++k) {
-                if (p->numbers[k] >= pages)
-                    return refuse(got->attempt, "page " + std::to_string(p->numbers[k]) + " is outside the VM's " +
-                                                    std::to_string(pages) + " pages");
-                (void)vm.write_guest(p->numbers[k] * engine::Backend::kPageBytes,
-                                     std::span(p->data).subspan(k * channel::kCopyPageBytes, channel::kCopyPageBytes));
-            }
             std::lock_guard lock(mu_);
             auto& s = status_.copy;
             s.pages_copied += p->numbers.size();
             s.pages_done = std::min(s.pages_total, s.pages_copied);
-        } else {
-            const auto& f = std::get<channel::CopyFinal>(got->record);
-            if (auto r = vm.restore_cpu_state(f.cpu); !r)
-                return refuse(got->attempt, "vCPU state: " + r.error());
-            if (auto r = machine_->load_devices(f.devices); !r)
-                return refuse(got->attempt, "device state: " + r.error());
-            at = {f.exit, f.next_seq};
+        }
+        auto r = exec_->apply_copy(got->record);
+        if (!r) {
+            say("cannot take the live copy: " + r.error());
+            {
+                std::lock_guard lock(mu_);
+                copy_applied_ = CopyApplied{got->attempt, false, r.error(), 0};
+                status_.copy.last_error = r.error();
+            }
+            // Let the control thread tell the primary why before this replica halts.
+            for (int i = 0; i < 100; ++i) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                std::lock_guard lock(mu_);
+                if (!copy_applied_)
+                    break;
+            }
+            vm_failed("live copy: " + r.error());
+            return false;
+        }
+        if (*r) {
             std::lock_guard lock(mu_);
-            copy_applied_ = CopyApplied{got->attempt, true, {}, f.next_seq - 1};
-            status_.copy.active = false;
-            status_.copy.last_seconds = seconds_since(began);
-            ++status_.copy.copies_done;
+            copy_applied_ = CopyApplied{got->attempt, true, {}, **r};
+            auto& c = status_.copy;
+            c.active = false;
+            c.last_seconds = seconds_since(began);
+            ++c.copies_done;
+            c.last_summary = "taken: " + std::to_string(c.pages_copied) + " pages and disk blocks in " +
+                             std::to_string(c.last_seconds).substr(0, 4) + " s, the log from entry " +
+                             std::to_string(**r + 1);
         }
     }
     return synced_ && !stopping_;
 }
 
-void Node::replay_loop(engine::ResumePoint from)
+void Node::replay_loop()
 {
-    engine::Replayer rep(*machine_);
-    if (from.exit > 0)
-        rep.resume_after(from.exit, from.next_seq - 1);
     replaying_ = true;
     std::deque<logformat::Entry> pending;
-    while (!stopping_ && !halted_ && !go_live_) {
+    std::optional<Clock::time_point> own_end; // this VM ended by itself here, at
+    auto last_details = Clock::now();
+    while (!stopping_ && !halted_ && !go_live_ && !ended_) {
         {
             std::lock_guard lock(mu_);
             while (!inbox_.empty()) {
@@ -451,61 +506,33 @@ void Node::replay_loop(engine::ResumePoint from)
                 inbox_.pop_front();
             }
         }
-        const bool final = final_replay_;
-        const std::uint64_t before = rep.exits();
-        auto ok = rep.replay_available(pending, final);
-        exits_ = rep.exits();
-        if (!ok) {
+        if (Clock::now() - last_details > std::chrono::milliseconds(500)) {
+            last_details = Clock::now();
             std::lock_guard lock(mu_);
-            failure_ = ok.error().message();
-            halted_ = true;
-            say("halting the backup VM: " + failure_);
-            return;
+            status_.backend = exec_->details();
         }
-        executed_ = rep.last_seq();
-        if (rep.exits() == before)
-            nap();
+        if (auto stop = exec_->stopped()) {
+            // The guest shut down or crashed in replay as it did on the primary, whose vm_end
+            // is on its way; or the administrator destroyed the VM here.
+            if (!own_end) {
+                own_end = Clock::now();
+                vm_stopped_ = true;
+                say("the VM ended here in replay: " + stop->text + "; waiting for the primary's end");
+            }
+            if (stop->reason == logformat::VmEnd::Reason::destroyed || Clock::now() - *own_end > kOwnEndWait)
+                return vm_failed("the VM ended here (" + stop->text + ") without the primary's end in the log: "
+                                 "this host no longer protects it");
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            continue;
+        }
+        auto r = exec_->replay(pending, final_replay_);
+        if (!r) {
+            if (exec_->stopped())
+                continue;
+            return vm_failed(r.error());
+        }
+        executed_ = *r;
     }
-    if (!go_live_ || stopping_)
-        return;
-
-    // Go live: the protocol core has the test-and-set won and every received entry replayed.
-    std::string reissued;
-    if (cfg_.disk) {
-        auto n = rep.reissue_writes(*cfg_.disk);
-        if (!n)
-            say("going live: " + n.error());
-        else
-            reissued = "re-issued the last " + std::to_string(*n) + " disk writes";
-    }
-    if (cfg_.tap) {
-        if (auto* nic = machine_->net())
-            announce_mac(nic->mac()); // before the frames: the switch learns where the guest is
-        const std::size_t frames = rep.resend_frames(*cfg_.tap);
-        reissued += (reissued.empty() ? "" : ", ") + std::string("re-sent the last ") + std::to_string(frames) + " frames";
-    }
-    say("going live at exit " + std::to_string(rep.exits()) + ", after log entry " + std::to_string(rep.last_seq()) +
-        (reissued.empty() ? "" : ": " + reissued));
-    gate_->set_passthrough(true);
-    replaying_ = false;
-    engine::Recorder rec(*machine_, cfg_.digest_every, engine::HostIo{cfg_.tap, cfg_.disk, gate_.get()},
-                         engine::ResumePoint{rep.exits(), rep.last_seq() + 1});
-    record_loop(rec);
-}
-
-void Node::announce_mac(const devices::MacAddress& mac)
-{
-    if (!cfg_.tap)
-        return;
-    std::vector<std::uint8_t> f(60, 0);
-    std::fill(f.begin(), f.begin() + 6, 0xff); // broadcast
-    std::copy(mac.begin(), mac.end(), f.begin() + 6);
-    const std::uint8_t rarp[] = {0x80, 0x35, 0, 1, 0x08, 0x00, 6, 4, 0, 3}; // RARP request-reverse
-    std::copy(std::begin(rarp), std::end(rarp), f.begin() + 12);
-    std::copy(mac.begin(), mac.end(), f.begin() + 22); // sender hardware address
-    std::copy(mac.begin(), mac.end(), f.begin() + 32); // target hardware address
-    for (int i = 0; i < 3; ++i)
-        cfg_.tap->transmit(f);
 }
 
 // ----- control thread -----------------------------------------------------------------------------
@@ -551,14 +578,16 @@ void Node::act(const protocol::Action& a)
                     (void)heartbeats_->send(*hb); // a failed send is noticed by the peer's detector
                 // Log and ack messages travel on the logging channel itself.
             } else if constexpr (std::is_same_v<A, protocol::ReleaseOutputs>) {
-                gate_->release_through(x.up_to_id);
+                exec_->release_outputs(x.up_to_id);
             } else if constexpr (std::is_same_v<A, protocol::StallVm>) {
                 stalled_ = true;
             } else if constexpr (std::is_same_v<A, protocol::ResumeVm>) {
                 stalled_ = false;
             } else if constexpr (std::is_same_v<A, protocol::RequestArbiter>) {
-                say("peer host " + std::to_string(cfg_.peer) + " suspected (" + replica_.reason() + "): test-and-set epoch " +
-                    std::to_string(x.expected) + " -> " + std::to_string(x.next));
+                say((replica_.role() == protocol::Role::starting
+                         ? std::string("claiming the VM")
+                         : "peer host " + std::to_string(cfg_.peer) + " suspected (" + replica_.reason() + ")") +
+                    ": test-and-set epoch " + std::to_string(x.expected) + " -> " + std::to_string(x.next));
                 const auto r = arbiter_->acquire(x.expected, record_owner_);
                 say(std::string("test-and-set ") + std::string(arbiter::outcome_name(r.outcome)) +
                     (r.detail.empty() ? "" : ": " + r.detail));
@@ -584,7 +613,7 @@ void Node::act(const protocol::Action& a)
                     took_over("went live in epoch " + std::to_string(x.epoch) + " (" + replica_.reason() + ")");
                 }
             } else if constexpr (std::is_same_v<A, protocol::HaltVm>) {
-                const std::size_t dropped = gate_->discard_all();
+                const std::size_t dropped = exec_->discard_outputs();
                 {
                     std::lock_guard lock(mu_);
                     failure_ = x.reason;
@@ -592,6 +621,9 @@ void Node::act(const protocol::Action& a)
                 halted_ = true;
                 say("halting the VM for good: " + x.reason + " (" + std::to_string(dropped) +
                     " held outputs never left)");
+            } else if constexpr (std::is_same_v<A, protocol::EndVm>) {
+                ended_ = true;
+                say("the pair ends: " + x.reason);
             } else if constexpr (std::is_same_v<A, protocol::StartReprotection>) {
                 start_copy();
             }
@@ -601,21 +633,27 @@ void Node::act(const protocol::Action& a)
 
 void Node::after_step()
 {
-    // A primary that wins alone releases everything and from then on lets outputs through; its
-    // old channel goes (a joining backup gets a new one, with a copy).
     const protocol::Role role = replica_.role(), before = last_role_;
     last_role_ = role;
-    // (The arbitration may have been asked for and decided within one step.)
-    if (role == protocol::Role::primary_alone &&
-        (before == protocol::Role::primary_arbitrating || before == protocol::Role::primary_protected)) {
+    // A primary that wins alone releases everything and from then on lets outputs through; its
+    // old channel goes (a joining backup gets a new one, with a copy). (The arbitration may
+    // have been asked for and decided within one step.)
+    const bool was_primary = before == protocol::Role::starting || before == protocol::Role::primary_protected ||
+                             before == protocol::Role::primary_arbitrating;
+    if (role == protocol::Role::primary_alone && was_primary) {
         streaming_ = false;
-        gate_->set_passthrough(true);
+        exec_->set_alone(true);
         {
             std::lock_guard lock(mu_);
             sender_.reset();
         }
-        say("running alone in epoch " + std::to_string(replica_.epoch()) + " (held outputs released)");
-        took_over("continued alone in epoch " + std::to_string(replica_.epoch()) + " (" + replica_.reason() + ")");
+        if (before == protocol::Role::starting) {
+            say("running the VM alone in epoch " + std::to_string(replica_.epoch()) +
+                ": a backup that asks gets a live copy");
+        } else {
+            say("running alone in epoch " + std::to_string(replica_.epoch()) + " (held outputs released)");
+            took_over("continued alone in epoch " + std::to_string(replica_.epoch()) + " (" + replica_.reason() + ")");
+        }
     }
     if (role == protocol::Role::halted)
         halted_ = true;
@@ -635,7 +673,8 @@ void Node::take_received_log()
         got.push_back(std::move(*e));
     if (got.empty())
         return;
-    const protocol::LogMsg msg{replica_.epoch(), got.front().seq, got.back().seq, 0};
+    const bool vm_end = std::holds_alternative<logformat::VmEnd>(got.back().payload);
+    const protocol::LogMsg msg{replica_.epoch(), got.front().seq, got.back().seq, 0, vm_end};
     {
         std::lock_guard lock(mu_);
         inbox_.insert(inbox_.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
@@ -675,15 +714,13 @@ void Node::pump_channel()
     if (applied) {
         receiver_->copy_applied(applied->attempt, applied->ok, applied->error);
         copy_at_ = applied->at;
-        if (!applied->ok) {
-            halted_ = true; // a copy this VM cannot take: nothing to replay, ever
-            return;
-        }
+        if (!applied->ok)
+            return; // the VM thread reports the failure: nothing to replay, ever
     }
     if (receiver_->copy_confirmed()) {
         // Not received(): log entries may have come in with the confirmation.
         const protocol::Seq at = copy_at_;
-        step(protocol::SyncComplete{cfg_.epoch, at});
+        step(protocol::SyncComplete{receiver_->epoch(), at});
         take_received_log();
         synced_ = true;
         say("live copy from host " + std::to_string(cfg_.peer) + " applied and confirmed: replaying from entry " +
@@ -699,14 +736,13 @@ void Node::control_loop()
     std::uint64_t wire_before = 0;
     auto rate_since = Clock::now();
     while (!stopping_) {
-        if (halted_) {
-            // Halted: silent, as a dead host would be. The peer's detector does the rest.
+        const bool stopped = halted_ || ended_;
+        if (stopped) {
+            // Stopped for good: no more channel, but the heartbeats say so (the core sends them).
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            std::lock_guard lock(mu_);
-            status_.role = protocol::Role::halted;
-            continue;
+        } else {
+            pump_channel();
         }
-        pump_channel();
 
         for (const auto& hb : heartbeats_->receive()) {
             heard_peer_ = true;
@@ -731,7 +767,7 @@ void Node::control_loop()
             sync_failed_due_ = 0;
             step(protocol::SyncFailed{});
         }
-        const auto out = streaming_ ? sender() : nullptr;
+        const auto out = streaming_ && !stopped ? sender() : nullptr;
         if (out) {
             if (out != watched) {
                 watched = out;
@@ -764,11 +800,14 @@ void Node::control_loop()
                 step(protocol::ReplayProgress{ex});
             }
         }
-        // A peer never heard from has not failed, it has not started: the pair forms when the
-        // first heartbeat arrives, so until then (within a grace period, after which a missing
-        // peer is treated as failed) each side only announces itself and suspects nobody.
+        // A peer never heard from has not failed, it has not started: a pair protected from
+        // boot forms when the first heartbeat arrives, so until then (within a grace period,
+        // after which a missing peer is treated as failed) each side only announces itself
+        // and suspects nobody. Roles that suspect nobody tick from the start.
         const protocol::Time now = now_us();
-        if (heard_peer_ || now > kStartupGraceUs || replica_.role() == protocol::Role::backup_syncing) {
+        const protocol::Role role = replica_.role();
+        const bool may_suspect = role == protocol::Role::primary_protected || role == protocol::Role::backup_replaying;
+        if (heard_peer_ || now > kStartupGraceUs || !may_suspect) {
             step(protocol::Tick{});
         } else if (now - last_hello_ >= cfg_.protocol.heartbeat_interval) {
             last_hello_ = now;
@@ -777,7 +816,7 @@ void Node::control_loop()
         if (replica_.role() == protocol::Role::going_live)
             final_replay_ = true;
         // The failover's last step as a client sees it: the new primary's first output leaves.
-        if (go_live_ && !first_output_seen_ && gate_->released() > 0) {
+        if (go_live_ && !first_output_seen_ && exec_->released_outputs() > 0) {
             first_output_seen_ = true;
             say("first output released after going live");
         }
@@ -789,11 +828,12 @@ void Node::control_loop()
         status_.acked = replica_.acked();
         status_.received = replica_.received();
         status_.executed = replica_.executed();
-        status_.held_outputs = gate_->held();
-        status_.released_outputs = gate_->released();
+        status_.held_outputs = exec_->held_outputs();
+        status_.released_outputs = exec_->released_outputs();
         status_.reason = replica_.reason();
         status_.heartbeats_rejected = heartbeats_->rejected();
         status_.lag_ms = out ? out->lag().seconds * 1000 : 0;
+        status_.channel_up = out ? out->streaming() : receiver_ && !stopped && receiver_->connected();
         if (const double dt = seconds_since(rate_since); dt >= 1.0) {
             const std::uint64_t wire = out ? out->wire_bytes_sent() : 0;
             status_.log_mbit_s = out && wire >= wire_before ? static_cast<double>(wire - wire_before) * 8 / 1e6 / dt : 0;

@@ -4,11 +4,11 @@
 // node halts its VM (it lost the test-and-set, or was deposed), xenftd starts a new node that
 // joins the pair as a backup and gets a live copy of the VM from the primary (pair.rejoin).
 //
-// Two backends (vm.backend): kvm, where xenftd runs the guest from its image itself (the tests
-// and the demo), and xen, where `xl create` with ft= made the domain and its hook starts
-// xenftd with --domid: xenftd becomes the domain's device model and records it (primary) or
-// replays it (backup) (xenft/daemon/xen_node.hpp). The xen backend is built where the
-// hvm-patches' Xen headers are (XENFT_XEN_BACKEND: the lab's build, tests/lab/smoke.sh).
+// Two backends (vm.backend), one node: kvm, where xenftd runs the guest from its image itself
+// (the tests and the demo; daemon/kvm_execution.hpp), and xen, where `xl create` with ft= made
+// the domain and its hook starts xenftd with --domid: xenftd becomes the domain's device model
+// and records it or replays it (daemon/xen_execution.hpp). The xen backend is built where the
+// hvm-patches' Xen headers are (XENFT_XEN_BACKEND: the lab's build, tests/lab/tools.mk).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "xenft/backends/kvm/kvm_backend.hpp"
 #include "xenft/common/version.hpp"
@@ -34,7 +35,7 @@
 #include "xenft/daemon/node.hpp"
 #include "xenft/devices/iscsi_store.hpp"
 #ifdef XENFT_XEN_BACKEND
-#include "xenft/daemon/xen_node.hpp"
+#include "xenft/daemon/xen_execution.hpp"
 #endif
 
 namespace po = boost::program_options;
@@ -133,10 +134,12 @@ nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStat
                            {"last_rounds", p.last_rounds},
                            {"last_pause_ms", p.last_pause_ms},
                            {"last_error", p.last_error}};
-    return {{"vm", c.vm_id},
+    nlohmann::json reply = {{"vm", c.vm_id},
             {"host", c.host_id},
             {"peer", c.peer_id},
+            {"backend", c.backend},
             {"role", std::string(protocol::role_name(s.role))},
+            {"role_word", std::string(protocol::role_word(s.role))},
             {"epoch", s.epoch},
             {"exits", s.exits},
             {"logged", s.logged},
@@ -153,6 +156,15 @@ nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStat
             {"copy", copy},
             {"last_failover", s.last_failover},
             {"last_failover_unix_ms", s.last_failover_unix_ms}};
+    if (c.backend == "xen") {
+        // The protected domain: its id, the state digests (primary: taken at write exits;
+        // backup: compared with the primary's at the same exits, each one matched), copies.
+        nlohmann::json domain = s.backend;
+        domain["channel_up"] = s.channel_up;
+        domain["last_copy"] = s.copy.last_summary;
+        reply["domain"] = domain;
+    }
+    return reply;
 }
 
 // What a node needs beyond the configuration: opened once, shared by every node xenftd starts.
@@ -180,6 +192,31 @@ arbiter::ArbiterConfig arbiter_config(const daemon::DaemonConfig& cfg)
     return a;
 }
 
+// What every node of this VM shares, for either backend: who the hosts are, the channel, the
+// heartbeats, the test-and-set.
+daemon::NodeConfig pair_config(const daemon::DaemonConfig& cfg, HostParts& parts, bool join)
+{
+    daemon::NodeConfig n;
+    n.vm_id = cfg.vm_id;
+    n.self = cfg.host_id;
+    n.peer = cfg.peer_id;
+    n.start_as_primary = cfg.primary;
+    n.join = join;
+    n.epoch = cfg.epoch;
+    n.record_owner = cfg.record_owner;
+    n.channel.vm_id = cfg.vm_id;
+    n.channel.self = cfg.host_id;
+    n.channel.peer = cfg.peer_id;
+    n.channel.batch_delay = 2000;
+    n.channel_listen = cfg.channel_listen;
+    n.channel_peer = cfg.channel_peer;
+    n.tls_client = &*parts.tls_client;
+    n.tls_server = &*parts.tls_server;
+    n.heartbeat = heartbeat_config(cfg, parts);
+    n.arbiter = arbiter_config(cfg);
+    return n;
+}
+
 // A node for the VM: a fresh guest from the image (a joining node's memory is then replaced by
 // the live copy).
 Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::DaemonConfig& cfg, HostParts& parts, bool join)
@@ -192,14 +229,7 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::Da
     auto backend = backends::KvmBackend::create(*image, memory, cfg.cmdline);
     if (!backend)
         return unexpected(vm_name + ": " + backend.error());
-    daemon::NodeConfig n;
-    n.vm_id = cfg.vm_id;
-    n.self = cfg.host_id;
-    n.peer = cfg.peer_id;
-    n.start_as_primary = cfg.primary;
-    n.join = join;
-    n.epoch = cfg.epoch;
-    n.record_owner = cfg.record_owner;
+    daemon::NodeConfig n = pair_config(cfg, parts, join);
     n.backend = std::move(backend).value();
     n.machine.network = parts.tap.has_value();
     std::uint8_t mac[6];
@@ -208,18 +238,47 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::Da
     n.machine.disk_bytes = parts.disk ? cfg.disk_mib << 20 : 0;
     n.tap = parts.tap ? &*parts.tap : nullptr;
     n.disk = parts.disk.get();
-    n.channel.vm_id = cfg.vm_id;
-    n.channel.self = cfg.host_id;
-    n.channel.peer = cfg.peer_id;
-    n.channel.batch_delay = 2000;
-    n.channel_listen = cfg.channel_listen;
-    n.channel_peer = cfg.channel_peer;
-    n.tls_client = &*parts.tls_client;
-    n.tls_server = &*parts.tls_server;
-    n.heartbeat = heartbeat_config(cfg, parts);
-    n.arbiter = arbiter_config(cfg);
     return daemon::Node::start(std::move(n));
 }
+
+#ifdef XENFT_XEN_BACKEND
+// A node for the domain `xl create` made: the arbitration record says whether this host runs
+// it (and the backup takes a live copy of it) or joins as the backup. The failure detector is
+// slower than KVM's: a Xen host under load (or under QEMU TCG) may pause dom0 for a while.
+Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon::DaemonConfig& cfg, HostParts& parts,
+                                                                    std::uint32_t domid, bool unpause, bool join)
+{
+    daemon::NodeConfig n = pair_config(cfg, parts, join);
+    n.backup_needs_copy = true;
+    n.protocol.heartbeat_interval = 100'000;
+    n.protocol.suspect_timeout = cfg.failover_ms * 1000;
+    n.protocol.lease_margin = n.protocol.suspect_timeout / 10;
+    n.protocol.arbiter_retry = 500'000;
+    n.protocol.max_unacked_entries = std::uint64_t{1} << 24; // the channel's buffer holds the VM back first
+    backends::xen::FtSpec spec;
+    spec.devices.memory_bytes = cfg.memory_mib << 20;
+    spec.devices.tap = cfg.tap;
+    spec.devices.disk = cfg.disk_file;
+    std::uint8_t mac[6];
+    daemon::parse_mac(cfg.mac, mac); // checked by load_config
+    std::copy(std::begin(mac), std::end(mac), spec.devices.mac.begin());
+    spec.digest_interval_ms = cfg.digest_ms;
+    spec.unpause = unpause && !join;
+    // A node after a halt takes a copy into the domain the halted one paused.
+    spec.paused_by_xenft = join;
+    // Lines go to stderr at once (the xl hook sends it to the VM's log file).
+    // One write per line: the node's threads log at once.
+    n.log = [](const std::string& line) { std::cerr << ("xenftd: " + line + "\n") << std::flush; };
+    const std::string who = "vm " + std::to_string(cfg.vm_id) + " (host " + std::to_string(cfg.host_id) + "): ";
+    n.make_execution = [domid, spec, log = n.log, who](bool records) -> Expected<std::unique_ptr<daemon::Execution>, std::string> {
+        auto x = daemon::XenExecution::start(domid, spec, records, [log, who](const std::string& line) { log(who + line); });
+        if (!x)
+            return unexpected(x.error());
+        return std::unique_ptr<daemon::Execution>(std::move(x).value());
+    };
+    return daemon::Node::start(std::move(n));
+}
+#endif
 
 // One request per connection on the control socket: a command line in, one JSON line out.
 struct Request {
@@ -248,8 +307,14 @@ void answer(Request& r, const nlohmann::json& reply)
     (void)!::write(r.fd.get(), out.data(), out.size());
 }
 
+// Why this host's replica last halted, kept across the nodes xenftd starts one after another.
+struct LastHalt {
+    std::string why;
+    std::uint64_t unix_ms = 0;
+};
+
 // `node` is null while xenftd waits to start a new one; rejoin_now asks for it at once.
-void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bool& rejoin_now)
+void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, const LastHalt& last_halt, bool& rejoin_now)
 {
     auto request = accept_request(listener);
     if (!request)
@@ -264,6 +329,10 @@ void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bo
                      : nlohmann::json{{"vm", cfg.vm_id},      {"host", cfg.host_id},
                                       {"peer", cfg.peer_id},  {"role", "none (about to join the pair as a backup)"},
                                       {"epoch", 0}};
+        if (!last_halt.why.empty()) {
+            reply["last_halt"] = last_halt.why;
+            reply["last_halt_unix_ms"] = last_halt.unix_ms;
+        }
     } else if (cmd == "failover") {
         if (role != protocol::Role::backup_replaying) {
             reply = {{"error", "this host is " + std::string(protocol::role_name(role)) +
@@ -292,111 +361,6 @@ void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, bo
     }
     answer(*request, reply);
 }
-
-#ifdef XENFT_XEN_BACKEND
-nlohmann::json xen_status_json(const daemon::DaemonConfig& c, const daemon::XenNodeStatus& s)
-{
-    const bool primary = s.role == daemon::XenRole::primary_protected || s.role == daemon::XenRole::primary_alone;
-    nlohmann::json domain = {{"domid", s.domid},
-                             {"digests", s.digests},
-                             {"digests_are", primary ? "taken" : "matched"},
-                             {"last_digest_exit", s.last_digest.exit},
-                             {"last_digest", s.last_digest.exit ? backends::xen::hex(s.last_digest.digest) : ""},
-                             {"last_digest_ms", s.digest_ms},
-                             {"channel_up", s.channel_up},
-                             {"copies", s.copies},
-                             {"last_copy", s.last_copy},
-                             {"frames_in", s.frames_in},
-                             {"frames_out", s.frames_out}};
-    return {{"vm", c.vm_id},
-            {"host", c.host_id},
-            {"peer", c.peer_id},
-            {"backend", "xen"},
-            {"role", daemon::xen_role_name(s.role)},
-            {"epoch", s.epoch},
-            {"exits", s.exits},
-            {"logged", primary ? s.items : 0},
-            {"acked", primary ? s.items_acked : 0},
-            {"received", primary ? 0 : s.items},
-            {"executed", primary ? 0 : s.items_acked},
-            {"lag_entries", s.items - std::min(s.items, s.items_acked)},
-            {"held_outputs", s.held_outputs},
-            {"failure", s.failure},
-            {"domain", domain},
-            {"last_failover", s.last_failover},
-            {"last_failover_unix_ms", s.last_failover_unix_ms}};
-}
-
-// The Xen backend: the domain `xl create` made (paused; xl unpauses it once the hook returns,
-// that is once this answers on the control socket), recorded or replayed until it ends or
-// SIGTERM. Status and failover are served; unprotect and protect are the KVM backend's yet.
-int run_xen(const daemon::DaemonConfig& cfg, std::uint32_t domid, const HostParts& parts, int control, bool unpause)
-{
-    daemon::XenNodeConfig x;
-    x.domid = domid;
-    x.primary = cfg.primary;
-    x.spec.devices.memory_bytes = cfg.memory_mib << 20;
-    x.spec.devices.tap = cfg.tap;
-    x.spec.devices.disk = cfg.disk_file;
-    std::uint8_t mac[6];
-    daemon::parse_mac(cfg.mac, mac); // checked by load_config
-    std::copy(std::begin(mac), std::end(mac), x.spec.devices.mac.begin());
-    x.spec.digest_interval_ms = cfg.digest_ms;
-    x.spec.unpause = unpause;
-    x.channel.address = cfg.primary ? cfg.channel_peer : cfg.channel_listen;
-    x.channel.vm_id = cfg.vm_id;
-    x.channel.self = cfg.host_id;
-    x.channel.peer = cfg.peer_id;
-    x.channel.epoch = cfg.epoch;
-    x.tls = cfg.primary ? &*parts.tls_client : &*parts.tls_server;
-    x.heartbeat = heartbeat_config(cfg, parts);
-    x.arbiter = arbiter_config(cfg);
-    x.failover_ms = cfg.failover_ms;
-    x.backup_wait_ms = cfg.backup_wait_ms;
-    const std::string vm_name = "xenftd: vm " + std::to_string(cfg.vm_id);
-    x.log = [vm_name](const std::string& line) { std::cerr << vm_name << ": " << line << std::endl; };
-    auto node = daemon::XenNode::start(std::move(x));
-    if (!node) {
-        ::unlink(cfg.control_socket.c_str());
-        return fail("vm " + std::to_string(cfg.vm_id) + ": " + node.error());
-    }
-    while (!g_stop) {
-        // A domain that ended has no more use for its xenftd: it exits (0, so systemd leaves
-        // it stopped), and the next `xl create` of the VM starts a new one.
-        if ((*node)->finished() &&
-            ((*node)->status().role == daemon::XenRole::stopped || (*node)->domain_ended())) {
-            std::cerr << vm_name << ": domain " << domid << " ended (" << daemon::xen_role_name((*node)->status().role)
-                      << "); xenftd exits\n";
-            break;
-        }
-        pollfd p{control, POLLIN, 0};
-        if (::poll(&p, 1, 200) <= 0)
-            continue;
-        auto request = accept_request(control);
-        if (!request)
-            continue;
-        if (request->command == "status")
-            answer(*request, xen_status_json(cfg, (*node)->status()));
-        else if (request->command == "failover") {
-            if (auto r = (*node)->request_failover(); !r)
-                answer(*request, {{"error", r.error()}});
-            else
-                answer(*request, {{"ok", true},
-                                  {"note", "failover requested; the backup goes live once it wins the test-and-set, "
-                                           "and the primary pauses its domain once it hears that"}});
-        } else if (request->command == "unprotect" || request->command == "protect")
-            answer(*request, {{"error", request->command + " is not available with backend = xen yet (docs/xen-backend.md)"}});
-        else
-            answer(*request, {{"error", "unknown command \"" + request->command.substr(0, 40) +
-                                            "\" (status, failover, unprotect, protect)"}});
-    }
-    if (g_stop)
-        std::cerr << vm_name << ": stopping on signal; " << daemon::xen_role_name((*node)->status().role) << "\n";
-    node->reset();
-    ::unlink(cfg.control_socket.c_str());
-    return 0;
-}
-#endif
 
 } // namespace
 
@@ -506,18 +470,15 @@ int main(int argc, char** argv)
     if (::bind(control.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(control.get(), 8) != 0)
         return fail(vm_name + ": control socket " + cfg->control_socket + ": " + std::strerror(errno));
     ::chmod(cfg->control_socket.c_str(), 0600);
+    [[maybe_unused]] const bool unpause = vm.count("unpause") > 0; // xen
+    auto make_node = [&](bool join) -> Expected<std::unique_ptr<daemon::Node>, std::string> {
 #ifdef XENFT_XEN_BACKEND
-    if (xen) {
-        struct sigaction stop_on{};
-        stop_on.sa_handler = on_signal;
-        ::sigaction(SIGTERM, &stop_on, nullptr);
-        ::sigaction(SIGINT, &stop_on, nullptr);
-        ::signal(SIGPIPE, SIG_IGN);
-        return run_xen(*cfg, domid, parts, control.get(), vm.count("unpause") > 0);
-    }
+        if (xen)
+            return start_xen_node(*cfg, parts, domid, unpause, join);
 #endif
-
-    auto first = start_node(*cfg, parts, false);
+        return start_node(*cfg, parts, join);
+    };
+    auto first = make_node(false);
     if (!first) {
         ::unlink(cfg->control_socket.c_str());
         return fail(first.error());
@@ -530,25 +491,45 @@ int main(int argc, char** argv)
     ::signal(SIGPIPE, SIG_IGN);
     using Clock = std::chrono::steady_clock;
     Clock::time_point halted_since{}, retry_at{};
+    LastHalt last_halt;
     while (!g_stop) {
         pollfd p{control.get(), POLLIN, 0};
         bool rejoin_now = false;
         if (::poll(&p, 1, 200) > 0)
-            serve(control.get(), *cfg, node.get(), rejoin_now);
+            serve(control.get(), *cfg, node.get(), last_halt, rejoin_now);
+        // The VM ended with the pair's consent (the guest shut down, the domain was destroyed,
+        // and the backup knows): nothing is left to protect. xenftd exits 0, so systemd leaves
+        // it stopped, and the next `xl create` of the VM starts a new one.
+        if (node && node->ended()) {
+            std::cerr << vm_name << ": the VM ended (" << node->status().reason << "); xenftd exits\n";
+            break;
+        }
+        // The VM stopped here by itself and this node is done with it: a domain that is gone
+        // has no more use for its xenftd.
+        if (node && node->vm_done() && node->vm_stopped_here()) {
+            std::cerr << vm_name << ": the VM is gone from this host (" << node->status().failure << "); xenftd exits\n";
+            break;
+        }
         // A halted VM is gone for good; the host can still serve as the backup of the VM that
-        // now runs on the peer: a new node joins and gets a live copy.
+        // now runs on the peer: a new node joins and gets a live copy (on Xen, into the same
+        // domain, which stays paused until the copy is in).
         if (node && node->halted()) {
             if (halted_since == Clock::time_point{})
                 halted_since = Clock::now();
-            if (rejoin_now || (cfg->rejoin && Clock::now() - halted_since >= std::chrono::seconds(1))) {
-                std::cerr << vm_name << ": the VM on this host was halted (" << node->status().failure
+            if (node->vm_done() &&
+                (rejoin_now || (cfg->rejoin && Clock::now() - halted_since >= std::chrono::seconds(1)))) {
+                last_halt.why = node->status().failure;
+                last_halt.unix_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                   std::chrono::system_clock::now().time_since_epoch())
+                                                                   .count());
+                std::cerr << vm_name << ": the VM on this host was halted (" << last_halt.why
                           << "); joining the pair again as a backup\n";
                 node.reset();
                 retry_at = Clock::now();
             }
         }
         if (!node && Clock::now() >= retry_at) {
-            auto n = start_node(*cfg, parts, true);
+            auto n = make_node(true);
             if (n) {
                 node = std::move(n).value();
                 halted_since = {};
@@ -558,7 +539,14 @@ int main(int argc, char** argv)
             }
         }
     }
-    std::cerr << vm_name << ": stopping on signal\n";
+    // `xl destroy` stops xenftd right after destroying the domain: let the node log the VM's
+    // end and hear the backup's ack (or give up on it), so the backup does not take it over.
+    // (The VM thread notices a destroyed domain within a few ms; 300 ms let it.)
+    for (int i = 0; g_stop && node && !node->vm_done() && (i < 3 || (node->vm_stopped_here() && i < 70)); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (g_stop)
+        std::cerr << vm_name << ": stopping on signal"
+                  << (node ? "; " + std::string(protocol::role_name(node->status().role)) : std::string()) << "\n";
     node.reset();
     ::unlink(cfg->control_socket.c_str());
     return 0;

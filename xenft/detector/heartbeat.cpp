@@ -114,7 +114,7 @@ Expected<Heartbeat, std::string> decode_heartbeat(std::span<const std::uint8_t> 
     hb.sender = r.u32();
     hb.msg.epoch = r.u64();
     const std::uint8_t role = r.u8();
-    if (role > static_cast<std::uint8_t>(protocol::Role::halted))
+    if (role > static_cast<std::uint8_t>(protocol::Role::ended))
         return unexpected("heartbeat with unknown role " + std::to_string(role));
     hb.msg.role = static_cast<protocol::Role>(role);
     hb.nonce = r.u64();

@@ -12,13 +12,35 @@ Epoch epoch_of(const Message& m)
     return std::visit([](const auto& x) { return x.epoch; }, m);
 }
 
+} // namespace
+
 bool is_backup(Role r) noexcept
 {
     return r == Role::backup_syncing || r == Role::backup_replaying || r == Role::backup_arbitrating ||
            r == Role::going_live;
 }
 
-} // namespace
+std::string_view role_word(Role r) noexcept
+{
+    if (is_primary(r))
+        return "primary";
+    if (r == Role::going_live)
+        return "going-live";
+    if (is_backup(r))
+        return "backup";
+    if (r == Role::halted)
+        return "halted";
+    if (r == Role::ended)
+        return "ended";
+    return "starting";
+}
+
+StartAs plan_start(HostId self, bool configured_primary, HostId record_owner) noexcept
+{
+    if (record_owner == self || (record_owner == 0 && configured_primary))
+        return StartAs::claim;
+    return StartAs::join;
+}
 
 std::string_view role_name(Role r) noexcept
 {
@@ -32,6 +54,7 @@ std::string_view role_name(Role r) noexcept
     case Role::backup_arbitrating: return "backup (arbitrating)";
     case Role::going_live: return "going live";
     case Role::halted: return "halted";
+    case Role::ended: return "ended";
     }
     return "unknown";
 }
@@ -53,6 +76,8 @@ std::string Config::validate() const
         return "arbiter retry and retransmit intervals must be positive";
     if (max_unacked_entries == 0)
         return "the unacked-entry limit must be positive";
+    if (end_ack_timeout == 0)
+        return "the wait for the ack of the VM's end must be positive";
     return {};
 }
 
@@ -90,8 +115,13 @@ Replica Replica::syncing_backup(const Config& c, HostId self, HostId peer, Time 
 std::vector<Action> Replica::step(Time now, const Event& e)
 {
     out_.clear();
-    if (role_ == Role::halted)
-        return {};
+    if (role_ == Role::halted || role_ == Role::ended) {
+        // Stopped for good, and saying so: the peer learns it from the heartbeats instead of
+        // waiting for silence (a halted primary releases nothing, so no lease to wait out).
+        if (std::holds_alternative<Tick>(e) && now - last_heartbeat_ >= cfg_.heartbeat_interval)
+            send_heartbeat(now);
+        return std::move(out_);
+    }
     std::visit(
         [&](const auto& ev) {
             using E = std::decay_t<decltype(ev)>;
@@ -109,6 +139,7 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                 if (role_ == Role::backup_replaying || role_ == Role::backup_arbitrating || role_ == Role::going_live) {
                     // The engine executes only what is in the buffer; never trust it past that.
                     executed_ = std::max(executed_, std::min(ev.executed, received_));
+                    maybe_end(now);
                     maybe_go_live();
                 }
             } else if constexpr (std::is_same_v<E, SyncComplete>) {
@@ -150,6 +181,10 @@ std::vector<Action> Replica::step(Time now, const Event& e)
             } else if constexpr (std::is_same_v<E, BackupRestarted>) {
                 if (role_ == Role::primary_protected)
                     begin_arbitration(now, Role::primary_arbitrating, now, "the backup restarted and lost its log");
+            } else if constexpr (std::is_same_v<E, VmFailed>) {
+                halt(ev.reason);
+            } else if constexpr (std::is_same_v<E, VmEnded>) {
+                on_vm_ended(now, ev);
             }
         },
         e);
@@ -161,6 +196,12 @@ void Replica::on_tick(Time now)
     if (role_ != Role::starting && now - last_heartbeat_ >= cfg_.heartbeat_interval)
         send_heartbeat(now);
 
+    if (end_seq_ != 0 && is_primary(role_) && now - end_since_ >= cfg_.end_ack_timeout) {
+        outputs_.clear(); // never acked: they leave with nobody
+        end(end_reason_ + "; the backup did not acknowledge the end within " +
+            std::to_string(cfg_.end_ack_timeout / 1000) + " ms, so it may take the VM over");
+        return;
+    }
     switch (role_) {
     case Role::primary_protected:
         if (now - last_heard_ >= cfg_.suspect_timeout) {
@@ -171,7 +212,9 @@ void Replica::on_tick(Time now)
             ship_log(now, acked_ + 1, sent_);
         break;
     case Role::backup_replaying:
-        if (now - last_heard_ >= cfg_.suspect_timeout)
+        // A primary whose VM ended falls silent on purpose: this backup ends once it replayed
+        // up to the end (maybe_end), whatever the silence.
+        if (end_seq_ == 0 && now - last_heard_ >= cfg_.suspect_timeout)
             begin_arbitration(now, Role::backup_arbitrating, now, "primary silent");
         break;
     case Role::starting:
@@ -223,6 +266,21 @@ void Replica::on_message(Time now, const Message& m)
                     on_ack(now, msg.position, msg.echo);
                 else if (role_ == Role::backup_replaying && is_primary(msg.role))
                     echo_ = std::max(echo_, msg.sent_at);
+                else if (msg.role == Role::halted && role_ == Role::primary_protected)
+                    begin_arbitration(now, Role::primary_arbitrating, now,
+                                      "backup host " + std::to_string(peer_) + " says its VM halted");
+                else if (msg.role == Role::halted && role_ == Role::backup_replaying && end_seq_ == 0)
+                    begin_arbitration(now, Role::backup_arbitrating, now,
+                                      "primary host " + std::to_string(peer_) + " says its VM halted");
+                else if (msg.role == Role::ended && is_primary(role_) && end_seq_ != 0) {
+                    // The backup replayed up to the end (its ack may have been lost): it never
+                    // takes the VM over, so what the VM produced before its end may leave.
+                    release_all();
+                    end(end_reason_ + "; the backup ended with it and does not take the VM over");
+                } else if (msg.role == Role::ended && is_backup(role_) && role_ != Role::going_live)
+                    end("the primary's VM ended" + std::string(end_seq_ != 0 && executed_ >= end_seq_
+                                                                   ? ""
+                                                                   : " (this backup had not received all of its log)"));
             }
         },
         m);
@@ -231,8 +289,11 @@ void Replica::on_message(Time now, const Message& m)
 void Replica::on_log(const LogMsg& m)
 {
     echo_ = std::max(echo_, m.sent_at);
-    if (m.first <= received_ + 1 && m.last > received_)
+    if (m.first <= received_ + 1 && m.last > received_) {
         received_ = m.last;
+        if (m.vm_end)
+            end_seq_ = m.last;
+    }
     // Ack even duplicates: the previous ack may have been lost.
     emit(Send{AckMsg{epoch_, received_, echo_}});
 }
@@ -246,6 +307,7 @@ void Replica::on_ack(Time now, Seq acked, Time echo)
         lease_until_ = std::max(lease_until_, echo + cfg_.suspect_timeout - cfg_.lease_margin);
     apply_flow_control();
     release_acked(now);
+    maybe_end(now);
 }
 
 void Replica::on_logged(Time now, Seq last)
@@ -302,7 +364,7 @@ void Replica::on_arbiter(Time now, const ArbiterDone& d)
 void Replica::send_heartbeat(Time now)
 {
     last_heartbeat_ = now;
-    const Seq position = is_primary(role_) ? logged_ : received_;
+    const Seq position = is_primary(role_) ? logged_ : is_backup(role_) ? received_ : std::max(logged_, received_);
     emit(Send{HeartbeatMsg{epoch_, role_, now, echo_, position}});
 }
 
@@ -312,7 +374,7 @@ void Replica::ship_log(Time now, Seq first, Seq last)
         return;
     sent_ = std::max(sent_, last);
     last_log_send_ = now;
-    emit(Send{LogMsg{epoch_, first, last, now}});
+    emit(Send{LogMsg{epoch_, first, last, now, end_seq_ != 0 && last == end_seq_}});
 }
 
 void Replica::release_acked(Time now)
@@ -386,6 +448,8 @@ void Replica::won(Epoch epoch)
         emit(Fence{peer_});
         release_all();
         apply_flow_control();
+        if (end_seq_ != 0)
+            end(end_reason_ + " (running alone)");
         break;
     case Role::backup_arbitrating:
         role_ = Role::going_live;
@@ -404,6 +468,45 @@ void Replica::maybe_go_live()
     role_ = Role::primary_alone;
     logged_ = sent_ = acked_ = executed_;
     emit(GoLive{epoch_});
+}
+
+void Replica::on_vm_ended(Time now, const VmEnded& e)
+{
+    if (!is_primary(role_) || end_seq_ != 0 || e.seq <= logged_)
+        return;
+    end_seq_ = e.seq;
+    end_since_ = now;
+    end_reason_ = e.reason;
+    on_logged(now, e.seq);
+    if (role_ == Role::primary_alone)
+        end(e.reason + " (running alone)");
+}
+
+// The primary: the backup acked the end, every output before it has left. The backup: it
+// replayed up to the end.
+void Replica::maybe_end(Time now)
+{
+    if (end_seq_ == 0)
+        return;
+    if (role_ == Role::primary_protected && acked_ >= end_seq_) {
+        release_acked(now);
+        if (!outputs_.empty()) // the lease ran out: they wait for the next echo
+            return;
+        end(end_reason_ + "; the backup acknowledged the end and does not take the VM over");
+    } else if (role_ == Role::backup_replaying && executed_ >= end_seq_) {
+        end("the primary's VM ended at log entry " + std::to_string(end_seq_));
+    }
+}
+
+void Replica::end(const std::string& reason)
+{
+    role_ = Role::ended;
+    reason_ = reason;
+    if (stalled_) {
+        stalled_ = false;
+        emit(ResumeVm{});
+    }
+    emit(EndVm{reason});
 }
 
 void Replica::halt(const std::string& reason)

@@ -17,6 +17,10 @@
 // - The backup acks only what is in its buffer and, once it suspects the primary, freezes: it
 //   accepts and acks nothing more and replays its whole buffer before going live.
 // - Messages from an older epoch are ignored; one from a newer epoch deposes the receiver.
+// - A replica whose VM cannot go on (it diverged, a copy it cannot take) halts and says so in
+//   its heartbeats: its peer does not wait for silence but runs the test-and-set at once.
+// - The VM's end is not a failure: the primary logs it (VmEnded), and a backup that has the
+//   end in its buffer replays up to it and ends too instead of going live.
 #pragma once
 
 #include <cstdint>
@@ -42,11 +46,25 @@ enum class Role : std::uint8_t {
     backup_replaying,    // replaying the log, acking, dropping outputs
     backup_arbitrating,  // primary suspected: log frozen, test-and-set in progress
     going_live,          // won: replaying the rest of the buffer before going live
-    halted,              // lost, or deposed: the VM is stopped for good
+    halted,              // lost, deposed, or the VM failed here: it is stopped for good
+    ended,               // the VM ended on purpose (the guest shut down, the domain destroyed)
 };
 
 std::string_view role_name(Role r) noexcept;
 bool is_primary(Role r) noexcept; // primary_alone, primary_protected, primary_arbitrating
+bool is_backup(Role r) noexcept;  // backup_syncing, backup_replaying, backup_arbitrating, going_live
+// One word per role, for scripts (`xenft status --json`): "starting", "primary", "backup",
+// "going-live", "halted", "ended".
+std::string_view role_word(Role r) noexcept;
+
+// How a replica whose VM starts from boot with a live copy for the backup (the Xen backend:
+// `xl create` on both hosts) enters the pair, from the arbitration record as it is now. The
+// record's owner runs the VM (it claims the next epoch first, so a peer that took the VM over
+// meanwhile wins); a record nobody owns yet goes to the configured primary; every other host
+// joins as a backup and gets a live copy. So a host started again after its peer went live
+// never runs a second copy: the record names the peer.
+enum class StartAs : std::uint8_t { claim, join };
+StartAs plan_start(HostId self, bool configured_primary, HostId record_owner) noexcept;
 
 struct Config {
     Time heartbeat_interval = 50'000;  // H
@@ -55,6 +73,7 @@ struct Config {
     Time arbiter_retry = 100'000;      // after an "unknown" test-and-set
     Time retransmit_interval = 50'000; // resend unacked log after this long without progress
     Seq max_unacked_entries = 4096;    // the primary's VM stalls beyond this
+    Time end_ack_timeout = 5'000'000;  // the primary's wait for the ack of its VM's end
 
     // Test-only switches that break a rule, so tests can show the simulation catches it.
     bool unsafe_skip_test_and_set = false;
@@ -71,6 +90,7 @@ struct LogMsg {        // primary -> backup: entries first..last (payload travel
     Seq first = 0;
     Seq last = 0;
     Time sent_at = 0;  // primary's clock
+    bool vm_end = false; // entry `last` is the VM's end: nothing follows it
 };
 struct AckMsg {        // backup -> primary: everything up to acked is in the backup's buffer
     Epoch epoch = 0;
@@ -114,10 +134,19 @@ struct OperatorProtect {};                     // on the primary: joining backup
 // this epoch) and cannot continue. The primary takes the next epoch and runs alone; the
 // restarted backup, deposed, rejoins with a live copy.
 struct BackupRestarted {};
+// This replica's VM cannot go on: the backup's replay diverged (a state digest differs), a
+// device event it never reached, a copy it cannot apply, the execution backend failed. It
+// halts, and its heartbeats say so: the peer need not wait for silence.
+struct VmFailed { std::string reason; };
+// The primary's VM ended on purpose (the guest shut down or crashed, the domain was destroyed);
+// entry `seq` of its log says so. Once the backup acked it the pair ends; a backup that cannot
+// ack it within end_ack_timeout may still take the VM over (it may be the survivor of a double
+// failure), and the primary's held outputs are dropped.
+struct VmEnded { Seq seq; std::string reason; };
 
 using Event = std::variant<Tick, VmLogged, VmOutput, Received, ArbiterDone, ReplayProgress, SyncComplete, SyncFailed,
                            ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect, OperatorProtect,
-                           BackupRestarted>;
+                           BackupRestarted, VmFailed, VmEnded>;
 
 // ---- actions out -------------------------------------------------------------------------------
 
@@ -131,9 +160,10 @@ struct Fence { HostId loser; };
 struct GoLive { Epoch epoch; };
 struct HaltVm { std::string reason; };
 struct StartReprotection {};
+struct EndVm { std::string reason; }; // the VM ended on purpose: this replica is done
 
 using Action = std::variant<Send, ReleaseOutputs, DiscardOutput, StallVm, ResumeVm, RequestArbiter, Fence, GoLive,
-                            HaltVm, StartReprotection>;
+                            HaltVm, StartReprotection, EndVm>;
 
 class Replica {
 public:
@@ -188,6 +218,9 @@ private:
     }
     void maybe_go_live();
     void halt(const std::string& reason);
+    void on_vm_ended(Time now, const VmEnded& e);
+    void maybe_end(Time now);
+    void end(const std::string& reason);
 
     Config cfg_;
     HostId self_;
@@ -214,6 +247,11 @@ private:
     // backup
     Seq received_ = 0;
     Seq executed_ = 0;
+
+    // the VM's end: its entry in the log (0: not ended), and when the primary logged it
+    Seq end_seq_ = 0;
+    Time end_since_ = 0;
+    std::string end_reason_;
 
     // arbitration
     bool arbiter_in_flight_ = false;

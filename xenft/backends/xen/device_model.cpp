@@ -262,27 +262,37 @@ Expected<bool, std::string> XenDeviceModel::take_frames()
     }
 }
 
-Expected<std::string, std::string> XenDeviceModel::run(const std::atomic<bool>& stop)
+Expected<bool, std::string> XenDeviceModel::serve_once(int timeout_ms)
 {
     const std::string domain = "domain " + std::to_string(domid_);
+    pollfd fds[2] = {{server_->fd(), POLLIN, 0}, {tap_ ? tap_->fd() : -1, POLLIN, 0}};
+    const int n = ::poll(fds, tap_ && !waiting_frame_ ? 2 : 1, timeout_ms);
+    if (n < 0 && errno != EINTR)
+        return unexpected(errno_text(domain + ": poll"));
+    Expected<bool, std::string> step = server_->serve([this](IoAccess& a) { handle(a); });
+    if (step)
+        step = take_frames();
+    if (step)
+        step = deliver_interrupts();
+    // A domain destroyed under us shows as failing calls or as silence: either way, say so
+    // rather than report the failed call.
+    if (!step || n == 0) {
+        if (end_state())
+            return false;
+        if (!step)
+            return unexpected(step.error());
+    }
+    return true;
+}
+
+Expected<std::string, std::string> XenDeviceModel::run(const std::atomic<bool>& stop)
+{
     while (!stop.load()) {
-        pollfd fds[2] = {{server_->fd(), POLLIN, 0}, {tap_ ? tap_->fd() : -1, POLLIN, 0}};
-        const int n = ::poll(fds, tap_ && !waiting_frame_ ? 2 : 1, 100);
-        if (n < 0 && errno != EINTR)
-            return unexpected(errno_text(domain + ": poll"));
-        Expected<bool, std::string> step = server_->serve([this](IoAccess& a) { handle(a); });
-        if (step)
-            step = take_frames();
-        if (step)
-            step = deliver_interrupts();
-        // A domain destroyed under us shows as failing calls or as silence: either way, say so
-        // rather than report the failed call.
-        if (!step || n == 0) {
-            if (auto why = ended())
-                return *why;
-            if (!step)
-                return unexpected(step.error());
-        }
+        auto step = serve_once(100);
+        if (!step)
+            return unexpected(step.error());
+        if (!*step)
+            return *ended();
     }
     return std::string("stopped");
 }

@@ -99,6 +99,9 @@ public:
     static Expected<std::unique_ptr<XenDeviceModel>, std::string> create(std::uint32_t domid, const DeviceModelSpec& spec);
 
     // Serves until `stop` or the domain shuts down; returns why it ended.
+    // One round of run(): waits up to timeout_ms for an ioreq or a frame, serves what came.
+    // False once the domain ended (end_state() says how).
+    Expected<bool, std::string> serve_once(int timeout_ms);
     Expected<std::string, std::string> run(const std::atomic<bool>& stop);
 
     // The pieces run() is made of, for the FT loops.

@@ -132,6 +132,27 @@ Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::start(s
     return d;
 }
 
+Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::record_again(ReplayingDomain& live,
+                                                                                       const FtSpec& spec)
+{
+    if (!live.dm_ || live.session_)
+        return unexpected(std::string("the domain is not live"));
+    XenDeviceModel& dm = *live.dm_;
+    const std::uint32_t domid = dm.domid();
+    if (auto r = dm.control().pause(domid); !r)
+        return unexpected(r.error());
+    auto session = FtSession::enable(dm.control(), dm.foreign_memory(), domid, FtSession::Mode::record, spec.ring_pages);
+    if (!session) {
+        (void)dm.control().unpause(domid);
+        return unexpected(session.error());
+    }
+    std::unique_ptr<RecordingDomain> d(new RecordingDomain(std::move(live.dm_), std::move(session).value(), spec));
+    d->continue_alone();
+    if (auto r = d->dm_->control().unpause(domid); !r)
+        return unexpected(r.error());
+    return d;
+}
+
 void RecordingDomain::append(XenLog& log, XenLogItem item)
 {
     log.push_back(std::move(item));
@@ -469,8 +490,9 @@ Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::await_c
     d->spec_ = spec;
     // A pause of our own, so the toolstack's unpause (or ours, spec.unpause) leaves the domain
     // paused until the copy is in; apply_copy() takes it back.
-    if (auto r = d->dm_->control().pause(domid); !r)
-        return unexpected(r.error());
+    if (!spec.paused_by_xenft)
+        if (auto r = d->dm_->control().pause(domid); !r)
+            return unexpected(r.error());
     if (spec.unpause)
         if (auto r = d->dm_->control().unpause(domid); !r)
             return unexpected(r.error());

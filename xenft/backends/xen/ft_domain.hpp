@@ -57,6 +57,10 @@ struct FtSpec {
     // start() unpauses the domain. False when the toolstack does: `xl create` with ft= runs
     // xenft's hook, then unpauses (Xen refuses a second unpause of a running domain).
     bool unpause = true;
+    // The domain carries a pause of xenft's already (a replica that halted on this host paused
+    // it, and a backup now takes a copy into it): await_copy() holds that one instead of adding
+    // another (Xen counts pauses; apply_copy() takes one back).
+    bool paused_by_xenft = false;
 };
 
 // The last state digest a replica took (primary) or matched (backup), and where.
@@ -65,23 +69,7 @@ struct DigestAt {
     Digest digest{};
 };
 
-// Where a live copy goes (XenNode: the logging channel to the new backup).
-class CopySink {
-public:
-    virtual ~CopySink() = default;
-    // Whether a record can be queued now without waiting (the rounds run while the guest runs
-    // and must not hold up its ioreqs).
-    virtual bool has_room() const = 0;
-    // Bytes queued and not yet taken by the network: a round ends once they are out, so
-    // that the next round counts what the guest wrote meanwhile and the final pause does not
-    // wait for a backlog.
-    virtual std::size_t backlog() const = 0;
-    // Queues one record for the backup, waiting while earlier ones drain; an error: the copy
-    // failed (the backup went away, or the channel gave up).
-    virtual Expected<bool, std::string> send(channel::CopyRecord record) = 0;
-    // After the final record: returns once the backup applied the copy, or why not.
-    virtual Expected<bool, std::string> finish() = 0;
-};
+using channel::CopySink;
 
 // What the primary's last live copy did.
 struct CopyOutcome {
@@ -96,11 +84,18 @@ struct CopyOutcome {
     std::uint64_t ms = 0;       // the whole copy
 };
 
+class ReplayingDomain;
+
 class RecordingDomain {
 public:
     // The domain must be paused (xl create -p, or the xl hook); start() unpauses it unless
     // spec.unpause is false.
     static Expected<std::unique_ptr<RecordingDomain>, std::string> start(std::uint32_t domid, const FtSpec& spec);
+    // A backup that went live, recorded again from here on (Xen's FT mode is off once a
+    // domain left replay, and a paused domain may enter RECORD again), running alone: outputs
+    // leave at once, no digests. So a new backup can take a live copy of it. On an error the
+    // domain stays live in `live`, unrecorded.
+    static Expected<std::unique_ptr<RecordingDomain>, std::string> record_again(ReplayingDomain& live, const FtSpec& spec);
 
     // Waits up to timeout_ms for Xen, the TAP or the ioreq, then appends what is ready to
     // `log`: the ring's records of passed exits (and a progress record), device events.
@@ -146,6 +141,10 @@ public:
     std::vector<int> wait_fds() const;
 
     std::uint64_t appended() const noexcept { return appended_; }
+    // Frames the guest's NIC sent, since the start (held or not).
+    std::uint64_t outputs_made() const noexcept { return outputs_made_; }
+    // Every held output the backup has not acked is dropped (this replica halts).
+    std::size_t discard_outputs() { return gate_.discard_all(); }
     // Outputs waiting for the backup's ack (the channel then asks it to ack at once).
     std::size_t outputs_held() const { return gate_.held(); }
     std::uint64_t exits() const { return session_->ring().exits(); }
@@ -182,7 +181,11 @@ private:
     class GatedTransmit final : public devices::NetTransmit {
     public:
         explicit GatedTransmit(RecordingDomain& d) : d_(d) {}
-        void transmit(std::span<const std::uint8_t> frame) override { d_.gate_.hold_frame(d_.appended_, frame); }
+        void transmit(std::span<const std::uint8_t> frame) override
+        {
+            ++d_.outputs_made_;
+            d_.gate_.hold_frame(d_.appended_, frame);
+        }
 
     private:
         RecordingDomain& d_;
@@ -195,7 +198,7 @@ private:
     GatedTransmit gated_{*this};
     std::deque<std::vector<std::uint8_t>> frames_; // from the TAP, for the next ioreq
     std::vector<FtRecord> held_;                   // records of exits not passed yet
-    std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0;
+    std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0, outputs_made_ = 0;
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
     std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
     DigestAt last_digest_;
@@ -236,6 +239,8 @@ public:
     Expected<bool, std::string> go_live(XenLog& log);
     // Live service after go_live(), until `stop` or the domain ends.
     Expected<std::string, std::string> run_live(const std::atomic<bool>& stop);
+    // One round of it: false once the domain ended.
+    Expected<bool, std::string> serve_live(int timeout_ms) { return dm_->serve_once(timeout_ms); }
 
     std::uint64_t taken() const noexcept { return taken_; }
     std::uint64_t exits() const { return session_ ? exit_base_ + session_->ring().exits() : live_exit_; }
@@ -248,6 +253,9 @@ public:
     std::uint64_t frames_resent() const noexcept { return resent_; }
     const std::string& console() const { return dm_->console(); }
     std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
+    // This replica must not run on (it halted): its domain waits paused (for a copy, or for
+    // the administrator).
+    Expected<bool, std::string> pause() { return dm_->control().pause(dm_->domid()); }
     // The primary's VM ended on purpose (vm_end in the log): this replica ends with it, as a
     // domain that powered off, so the toolstack removes it as its on_poweroff says. Returns
     // once Xen has shut the domain down (or why it has not within 2 s), with the number of
@@ -255,6 +263,7 @@ public:
     Expected<unsigned, std::string> shut_down();
 
 private:
+    friend class RecordingDomain; // record_again takes the device models of a live domain
     ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session);
     Expected<bool, std::string> load_final(const channel::CopyFinal& f);
     Expected<bool, std::string> at_ioreq(IoAccess& a);
