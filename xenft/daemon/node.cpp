@@ -588,6 +588,13 @@ void Node::act(const protocol::Action& a)
                          ? std::string("claiming the VM")
                          : "peer host " + std::to_string(cfg_.peer) + " suspected (" + replica_.reason() + ")") +
                     ": test-and-set epoch " + std::to_string(x.expected) + " -> " + std::to_string(x.next));
+                // The owner the record has at the expected epoch, as the record says: this
+                // host may not know it (a backup that took its copy in the epoch the primary
+                // claimed after this host read the record). Moving the record on from that
+                // epoch is the arbitration, whoever owns it; the compare-and-write still fails
+                // if it moved meanwhile.
+                if (auto now = arbiter_->read(); now && now->epoch == x.expected)
+                    record_owner_ = now->owner;
                 const auto r = arbiter_->acquire(x.expected, record_owner_);
                 say(std::string("test-and-set ") + std::string(arbiter::outcome_name(r.outcome)) +
                     (r.detail.empty() ? "" : ": " + r.detail));

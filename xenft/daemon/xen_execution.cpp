@@ -327,21 +327,22 @@ std::string XenExecution::stop_running()
 nlohmann::json XenExecution::details() const
 {
     nlohmann::json d = {{"domid", domid_}, {"copies", copies_}};
+    // The primary's digests are taken, the backup's matched; frames in: from the TAP or
+    // replayed; out: released, or sent again on going live.
+    auto fill = [&d](std::uint64_t digests, const char* are, const DigestAt& last, std::uint64_t in, std::uint64_t out) {
+        d["digests"] = digests;
+        d["digests_are"] = are;
+        d["last_digest_exit"] = last.exit;
+        d["last_digest"] = last.exit ? hex(last.digest) : "";
+        d["frames_in"] = in;
+        d["frames_out"] = out;
+    };
     if (primary_) {
-        d["digests"] = primary_->digests();
-        d["digests_are"] = "taken";
-        d["last_digest_exit"] = primary_->last_digest().exit;
-        d["last_digest"] = primary_->last_digest().exit ? hex(primary_->last_digest().digest) : "";
+        fill(primary_->digests(), "taken", primary_->last_digest(), primary_->frames_in(), primary_->frames_out());
         d["last_digest_ms"] = primary_->digest_ms();
-        d["frames_in"] = primary_->frames_in();
-        d["frames_out"] = primary_->frames_out();
     } else if (backup_) {
-        d["digests"] = backup_->digests_matched();
-        d["digests_are"] = "matched";
-        d["last_digest_exit"] = backup_->last_digest().exit;
-        d["last_digest"] = backup_->last_digest().exit ? hex(backup_->last_digest().digest) : "";
-        d["frames_in"] = backup_->frames_replayed();
-        d["frames_out"] = backup_->frames_resent();
+        fill(backup_->digests_matched(), "matched", backup_->last_digest(), backup_->frames_replayed(),
+             backup_->frames_resent());
     }
     return d;
 }
