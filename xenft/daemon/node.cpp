@@ -593,9 +593,18 @@ void Node::act(const protocol::Action& a)
                 // claimed after this host read the record). Moving the record on from that
                 // epoch is the arbitration, whoever owns it; the compare-and-write still fails
                 // if it moved meanwhile.
-                if (auto now = arbiter_->read(); now && now->epoch == x.expected)
+                // A record that cannot be read is an unknown outcome at once (the storage may
+                // be cut off: each attempt costs the LUN's timeout).
+                const auto now = arbiter_->read();
+                if (now && now->epoch == x.expected)
                     record_owner_ = now->owner;
-                const auto r = arbiter_->acquire(x.expected, record_owner_);
+                arbiter::AcquireResult r;
+                if (now) {
+                    r = arbiter_->acquire(x.expected, record_owner_);
+                } else {
+                    r.outcome = arbiter::Outcome::unknown;
+                    r.detail = "cannot read the record: " + now.error();
+                }
                 say(std::string("test-and-set ") + std::string(arbiter::outcome_name(r.outcome)) +
                     (r.detail.empty() ? "" : ": " + r.detail));
                 protocol::ArbiterDone done;
