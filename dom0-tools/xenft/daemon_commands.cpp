@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -15,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "xenft/common/unique_fd.hpp"
+#include "xenft/daemon/config.hpp"
 
 namespace po = boost::program_options;
 
@@ -22,11 +26,62 @@ namespace xenft::cli {
 
 namespace {
 
-constexpr const char* kUsage = "usage: xenft status    (--vm ID | --socket PATH) [--json] [--timeout S]\n"
-                               "       xenft failover  (--vm ID | --socket PATH) [--timeout S]   on the backup's host\n"
-                               "       xenft unprotect (--vm ID | --socket PATH) [--timeout S]   on the primary's host\n"
-                               "       xenft protect   (--vm ID | --socket PATH) [--timeout S]   on either host\n"
-                               "--timeout: how long to wait for xenftd's answer (default 10 s)\n";
+constexpr const char* kUsage = "usage: xenft status    (--vm NAME|ID | --socket PATH) [--json] [--timeout S]\n"
+                               "       xenft failover  (--vm NAME|ID | --socket PATH) [--timeout S]   on the backup's host\n"
+                               "       xenft unprotect (--vm NAME|ID | --socket PATH) [--timeout S]   on the primary's host\n"
+                               "       xenft protect   (--vm NAME|ID | --socket PATH) [--timeout S]   on either host\n"
+                               "       xenft list      [--json] [--timeout S]   every VM this host's configurations name\n"
+                               "--vm: the VM's configuration name (NAME.conf, as in ft=\"NAME\") or its id\n"
+                               "--timeout: how long to wait for xenftd's answer (default 10 s; list: 2 s per VM)\n";
+
+// Where the VMs' configurations are (xenft.conf(5)); XENFT_CONFDIR for tests, as the xl hook.
+std::string config_dir()
+{
+    const char* d = std::getenv("XENFT_CONFDIR");
+    return d && *d ? d : "/etc/xenft";
+}
+
+// Every NAME.conf of the configuration directory (not the example), by name.
+std::vector<std::filesystem::path> config_files()
+{
+    std::vector<std::filesystem::path> files;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(config_dir(), ec))
+        if (e.path().extension() == ".conf" && e.is_regular_file(ec))
+            files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+bool all_digits(const std::string& s)
+{
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The control socket of --vm NAME (its configuration's) or --vm ID (the configuration with that
+// id, else the default path); empty with `error` set if NAME has no usable configuration.
+std::string socket_of(const std::string& vm, std::string& error)
+{
+    if (all_digits(vm)) {
+        for (const auto& f : config_files()) {
+            auto c = daemon::read_config(f.string());
+            if (c.problems.empty() && std::to_string(c.config.vm_id) == vm)
+                return c.config.control_socket;
+        }
+        return "/run/xenft/vm-" + vm + ".sock";
+    }
+    const std::string file = config_dir() + "/" + vm + ".conf";
+    if (vm.find('/') != std::string::npos || !std::filesystem::exists(file)) {
+        error = "no configuration " + file + " for VM \"" + vm + "\" (give its name as in ft=\"NAME\", or its id)";
+        return {};
+    }
+    auto c = daemon::read_config(file);
+    if (!c.problems.empty()) {
+        error = c.describe(c.problems.front()) + " (xenftd --config " + file + " --check-config lists every problem)";
+        return {};
+    }
+    return c.config.control_socket;
+}
 
 // Sends one command, returns the daemon's JSON reply or an error naming the socket. A daemon
 // that accepts and never answers (stopped, or stuck) fails it after timeout_s, not never: the
@@ -95,11 +150,10 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         std::cout << kUsage;
         return 0;
     }
-    std::string socket;
-    std::uint64_t vm_id = 0;
+    std::string socket, vm_name;
     po::options_description opts("xenft " + cmd);
     unsigned timeout_s = 10;
-    opts.add_options()("vm", po::value(&vm_id))("socket", po::value(&socket))("json", "")("timeout", po::value(&timeout_s));
+    opts.add_options()("vm", po::value(&vm_name))("socket", po::value(&socket))("json", "")("timeout", po::value(&timeout_s));
     po::variables_map vm;
     try {
         po::store(po::command_line_parser(args).options(opts).run(), vm);
@@ -108,17 +162,22 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         std::cerr << "xenft: " << cmd << ": " << e.what() << "\n" << kUsage;
         return 2;
     }
-    if (socket.empty() == (vm_id == 0)) {
-        std::cerr << "xenft: " << cmd << ": give --vm ID or --socket PATH\n" << kUsage;
+    if (socket.empty() == vm_name.empty()) {
+        std::cerr << "xenft: " << cmd << ": give --vm NAME|ID or --socket PATH\n" << kUsage;
         return 2;
     }
     if (timeout_s < 1 || timeout_s > 3600) {
         std::cerr << "xenft: " << cmd << ": --timeout " << timeout_s << " is outside 1..3600 seconds\n";
         return 2;
     }
-    if (socket.empty())
-        socket = "/run/xenft/vm-" + std::to_string(vm_id) + ".sock";
     std::string error;
+    if (socket.empty()) {
+        socket = socket_of(vm_name, error);
+        if (socket.empty()) {
+            std::cerr << "xenft: " << cmd << ": " << error << "\n";
+            return 1;
+        }
+    }
     const auto reply = ask(socket, cmd, timeout_s, error);
     if (!reply) {
         std::cerr << "xenft: " << cmd << ": " << error << "\n";
@@ -190,6 +249,79 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         std::cout << "  last event:    " << reason << "\n";
     if (const auto failure = r.value("failure", std::string()); !failure.empty())
         std::cout << "  stopped:       " << failure << "\n";
+    return 0;
+}
+
+int run_list_command(const std::vector<std::string>& args)
+{
+    po::options_description opts("xenft list");
+    unsigned timeout_s = 2;
+    opts.add_options()("json", "")("timeout", po::value(&timeout_s));
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(args).options(opts).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        std::cerr << "xenft: list: " << e.what() << "\n" << kUsage;
+        return 2;
+    }
+    if (timeout_s < 1 || timeout_s > 3600) {
+        std::cerr << "xenft: list: --timeout " << timeout_s << " is outside 1..3600 seconds\n";
+        return 2;
+    }
+    // One row per configuration: what its xenftd says, or why there is nothing to say.
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& f : config_files()) {
+        auto c = daemon::read_config(f.string());
+        nlohmann::json row = {{"name", f.stem().string()}, {"configuration", f.string()}};
+        if (!c.problems.empty()) {
+            row["state"] = "bad-configuration";
+            row["error"] = c.describe(c.problems.front()) + (c.problems.size() > 1 ? " (and " +
+                           std::to_string(c.problems.size() - 1) + " more: xenftd --check-config)" : "");
+            rows.push_back(row);
+            continue;
+        }
+        row["vm"] = c.config.vm_id;
+        row["socket"] = c.config.control_socket;
+        std::string error;
+        const auto reply = ask(c.config.control_socket, "status", timeout_s, error);
+        if (!reply || reply->contains("error")) {
+            row["state"] = "not-running";
+            row["error"] = reply ? (*reply)["error"].get<std::string>() : error;
+        } else {
+            row["state"] = "running";
+            for (const char* key : {"role", "role_word", "epoch", "lag_entries", "held_outputs", "last_failover",
+                                    "last_failover_unix_ms", "backend"})
+                if (reply->contains(key))
+                    row[key] = (*reply)[key];
+        }
+        rows.push_back(row);
+    }
+    if (vm.count("json")) {
+        std::cout << nlohmann::json{{"schema", 1}, {"vms", rows}}.dump() << "\n";
+        return 0;
+    }
+    if (rows.empty()) {
+        std::cout << "no VM configurations in " << config_dir() << " (NAME.conf, xenft.conf(5))\n";
+        return 0;
+    }
+    std::printf("%-16s %-6s %-24s %-6s %-8s %s\n", "NAME", "VM", "ROLE", "EPOCH", "LAG", "LAST FAILOVER");
+    for (const auto& r : rows) {
+        const std::string state = r.value("state", std::string());
+        const std::string vm_text = r.contains("vm") ? std::to_string(r.value("vm", std::uint64_t{0})) : "-";
+        std::string role = state == "running" ? r.value("role", std::string("?"))
+                           : state == "not-running" ? "not running"
+                                                    : "bad configuration";
+        const std::string epoch = state == "running" ? std::to_string(r.value("epoch", std::uint64_t{0})) : "-";
+        const std::string lag = state == "running" ? std::to_string(r.value("lag_entries", std::uint64_t{0})) : "-";
+        std::string last = r.value("last_failover", std::string());
+        if (!last.empty())
+            last = local_time(r.value("last_failover_unix_ms", std::uint64_t{0})) + ": " + last;
+        else if (state != "running")
+            last = r.value("error", std::string());
+        std::printf("%-16s %-6s %-24s %-6s %-8s %s\n", r.value("name", std::string()).c_str(), vm_text.c_str(),
+                    role.c_str(), epoch.c_str(), lag.c_str(), last.c_str());
+    }
     return 0;
 }
 

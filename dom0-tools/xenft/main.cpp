@@ -25,6 +25,7 @@ constexpr const char* kUsage =
     "  cert fingerprint  print a certificate's SHA-256 fingerprint, for pinning\n"
     "  arbiter init write a fresh arbitration record on the shared LUN\n"
     "  arbiter show print the arbitration record and what the target supports\n"
+    "  list         every VM this host protects: name, id, role, epoch, lag, last failover\n"
     "  status       role, epoch, log lag and held outputs of a protected VM (from xenftd)\n"
     "  failover     make the backup go live now (on the backup's host)\n"
     "  unprotect    drop the backup; the primary runs alone (on the primary's host)\n"
@@ -56,6 +57,8 @@ int main(int argc, char** argv)
             return xenft::cli::run_log_command({args.begin() + 1, args.end()});
         if (cmd == "arbiter")
             return xenft::cli::run_arbiter_command({args.begin() + 1, args.end()});
+        if (cmd == "list")
+            return xenft::cli::run_list_command({args.begin() + 1, args.end()});
         if (cmd == "status" || cmd == "failover" || cmd == "unprotect" || cmd == "protect")
             return xenft::cli::run_daemon_command(cmd, {args.begin() + 1, args.end()});
         if (cmd == "cert")

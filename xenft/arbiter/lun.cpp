@@ -119,6 +119,24 @@ Lun::~Lun()
     }
 }
 
+std::string Lun::url_problem(const std::string& url)
+{
+    const std::string form = " (expected iscsi://HOST[:PORT]/TARGET-IQN/LUN)";
+    if (url.rfind("iscsi://", 0) != 0)
+        return "\"" + url + "\" is not an iscsi:// URL" + form;
+    iscsi_context* ctx = iscsi_create_context("iqn.2026-12.org.xenft:check");
+    if (!ctx)
+        return "cannot create an iSCSI context to parse it";
+    iscsi_url* u = iscsi_parse_full_url(ctx, url.c_str());
+    std::string why;
+    if (!u)
+        why = std::string(iscsi_get_error(ctx)) + form;
+    else
+        iscsi_destroy_url(u);
+    iscsi_destroy_context(ctx);
+    return why;
+}
+
 Expected<bool, std::string> Lun::login()
 {
     if (ctx_) {

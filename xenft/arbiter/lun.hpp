@@ -41,6 +41,9 @@ class Lun {
 public:
     // Logs in and reads the capacity; the error names the URL and the cause.
     static Expected<Lun, std::string> connect(const LunConfig& cfg);
+    // Empty if `url` is an iscsi:// URL libiscsi can connect to (HOST[:PORT]/TARGET-IQN/LUN),
+    // else why not. No network.
+    static std::string url_problem(const std::string& url);
     Lun(Lun&&) noexcept;
     Lun& operator=(Lun&&) noexcept;
     ~Lun();

@@ -1,10 +1,14 @@
 // xenftd's configuration file (xenft.conf(5)): one file per protected VM per host, INI style,
-// parsed with Boost.ProgramOptions. load_config() checks every value and says which key is
-// wrong and why; nothing is opened or started here.
+// parsed with Boost.ProgramOptions. read_config() checks every value (kinds, ranges, URLs,
+// IQNs, addresses, how the keys go together) and reports every problem with its key and line;
+// load_config() is the same, stopping at the first. Nothing is opened or started here: the
+// files the configuration names are xenftd's to check (--check-config).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "xenft/common/expected.hpp"
 #include "xenft/common/socket_address.hpp"
@@ -53,7 +57,35 @@ struct DaemonConfig {
     std::string control_socket; // default /run/xenft/vm-<id>.sock
 };
 
+// One problem of a configuration file: the key (or section; empty: the whole file), the line it
+// is on (0: not in the file, e.g. a required key missing), and why.
+struct ConfigProblem {
+    std::string key;
+    unsigned line = 0;
+    std::string why;
+};
+
+// A configuration file read with every problem found. config is only usable if problems is empty.
+struct ConfigCheck {
+    std::string path;
+    DaemonConfig config;
+    std::vector<ConfigProblem> problems;
+    std::map<std::string, unsigned> lines; // "section.key" -> its line
+
+    void problem(const std::string& key, const std::string& why);
+    // In the file's order; what is not in the file (a missing key) after.
+    void sort_by_line();
+    // "PATH:LINE: key: why" (no line when the key is not in the file, no key for the file).
+    std::string describe(const ConfigProblem& p) const;
+};
+
+ConfigCheck read_config(const std::string& path);
+// The first problem of read_config() as the error.
 Expected<DaemonConfig, std::string> load_config(const std::string& path);
+
+// Empty if `name` is an iSCSI name (RFC 3720: iqn.YYYY-MM.authority[:id], eui. or naa. and
+// hex digits), else why not.
+std::string iscsi_name_problem(const std::string& name);
 
 // "52:54:00:58:46:01" -> bytes; false if malformed.
 bool parse_mac(const std::string& text, std::uint8_t (&out)[6]);

@@ -134,7 +134,8 @@ nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStat
                            {"last_rounds", p.last_rounds},
                            {"last_pause_ms", p.last_pause_ms},
                            {"last_error", p.last_error}};
-    nlohmann::json reply = {{"vm", c.vm_id},
+    nlohmann::json reply = {{"schema", 1},
+            {"vm", c.vm_id},
             {"host", c.host_id},
             {"peer", c.peer_id},
             {"backend", c.backend},
@@ -362,6 +363,61 @@ void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, co
     answer(*request, reply);
 }
 
+// --check-config: everything a start checks that does not need the peer (the values, the files
+// they name, the backend), every problem on a line of its own with the key and the line.
+int check_config(const std::string& path)
+{
+    auto check = daemon::read_config(path);
+    const daemon::DaemonConfig& c = check.config;
+    auto readable_file = [&](const char* key, const std::string& file, bool writable) {
+        struct stat st {};
+        if (::stat(file.c_str(), &st) != 0)
+            check.problem(key, file + ": " + std::strerror(errno));
+        else if (!S_ISREG(st.st_mode))
+            check.problem(key, file + ": not a regular file");
+        else if (::access(file.c_str(), writable ? R_OK | W_OK : R_OK) != 0)
+            check.problem(key, file + ": " + std::strerror(errno));
+    };
+#ifndef XENFT_XEN_BACKEND
+    if (c.backend == "xen")
+        check.problem("vm.backend", "xen, but this xenftd was built without the Xen backend (it needs the "
+                                    "hvm-patches' Xen headers: hvm-patches/README.md)");
+#endif
+    if (c.backend == "kvm" && !c.image.empty())
+        readable_file("vm.image", c.image, false);
+    if (!c.disk_file.empty())
+        readable_file("disk.file", c.disk_file, true);
+    if (!c.cert.empty() && !c.key.empty() && c.ca.empty() != c.fingerprint.empty()) {
+        // The files as a start opens them: certificate, key (matching it, not readable by
+        // others), the CA.
+        auto tls = channel::TlsContext::create({c.cert, c.key, c.ca, c.fingerprint, c.peer_name},
+                                               channel::TlsContext::Side::client);
+        if (!tls) {
+            const std::string& e = tls.error();
+            const char* key = e.find(c.key) != std::string::npos    ? "channel.key"
+                              : e.find(c.cert) != std::string::npos ? "channel.cert"
+                              : !c.ca.empty() && e.find(c.ca) != std::string::npos ? "channel.ca"
+                                                                                    : "channel";
+            check.problem(key, e);
+        }
+    }
+    if (!c.heartbeat_key_file.empty())
+        if (auto k = detector::load_heartbeat_key(c.heartbeat_key_file); !k)
+            check.problem("heartbeat.key-file", k.error());
+    if (!check.problems.empty()) {
+        check.sort_by_line();
+        for (const auto& p : check.problems)
+            std::cerr << "xenftd: " << check.describe(p) << "\n";
+        std::cerr << "xenftd: " << path << ": " << check.problems.size()
+                  << (check.problems.size() == 1 ? " problem" : " problems") << "; nothing was started\n";
+        return 1;
+    }
+    std::cout << "xenftd: " << path << ": vm " << c.vm_id << " (backend " << c.backend << "), host " << c.host_id << " ("
+              << (c.primary ? "primary" : "backup") << "), peer host " << c.peer_id << ", control socket "
+              << c.control_socket << ": ok\n";
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -390,15 +446,11 @@ int main(int argc, char** argv)
         std::cout << xenft::version_string() << "\n";
         return 0;
     }
+    if (vm.count("check-config"))
+        return check_config(config_path);
     auto cfg = daemon::load_config(config_path);
     if (!cfg)
         return fail(cfg.error());
-    if (vm.count("check-config")) {
-        std::cout << "xenftd: " << config_path << ": vm " << cfg->vm_id << " (backend " << cfg->backend << "), host "
-                  << cfg->host_id << " (" << (cfg->primary ? "primary" : "backup") << "), peer host " << cfg->peer_id
-                  << ", control socket " << cfg->control_socket << ": ok\n";
-        return 0;
-    }
     const std::string vm_name = "vm " + std::to_string(cfg->vm_id);
     const bool xen = cfg->backend == "xen";
     if (xen && (domid == 0 || domid >= 0x7ff0))
