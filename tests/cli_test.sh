@@ -211,6 +211,23 @@ assert j["vms"][1]["vm"] == 7 and j["vms"][1]["state"] == "not-running", j' "$wo
 }
 check xenft_list_and_vm_names list_and_names
 
+completion() { # bash completion: commands, subcommands, options, VM names from the configurations
+    mkdir -p "$work/comp" && : > "$work/comp/web.conf" && : > "$work/comp/db.conf" || return 1
+    bash -c '
+        . "$1" || exit 9
+        words() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _xenft; echo "${COMPREPLY[*]}"; }
+        daemon_words() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _xenftd; echo "${COMPREPLY[*]}"; }
+        [ "$(words xenft li)" = list ] || exit 1
+        [ "$(words xenft cert f)" = fingerprint ] || exit 2
+        [ "$(words xenft status --j)" = --json ] || exit 3
+        [ "$(XENFT_CONFDIR=$2 words xenft failover --vm "")" = "db web" ] || exit 4
+        [ "$(words xenft log sample --workload m)" = mixed ] || exit 5
+        [ "$(daemon_words xenftd --check)" = --check-config ] || exit 6
+        complete -p xenft xenftd > /dev/null || exit 7
+    ' _ "$src/dom0-tools/bash-completion/xenft" "$work/comp" || { echo "    failed check $?"; return 1; }
+}
+check bash_completion_offers_commands_options_and_vm_names completion
+
 daemon_second_instance() { # a second xenftd for a VM this host protects: refused, the first untouched
     startable_config "$work/two.conf" "$work/two.sock" || return 1
     : > "$work/two.sock" # the running daemon's socket (a stand-in): it must stay
