@@ -216,18 +216,18 @@ ConfigCheck read_config(const std::string& path)
     ConfigCheck check;
     check.path = path;
     DaemonConfig& c = check.config;
-    std::ifstream in(path);
-    if (!in) {
+    std::ifstream file(path);
+    if (!file) {
         check.problem("", "cannot read it");
         return check;
     }
+    // Read once: indexed for the lines, then parsed.
+    std::stringstream text;
+    text << file.rdbuf();
+    std::istringstream in(text.str());
     {
-        std::stringstream copy;
-        copy << in.rdbuf();
-        std::istringstream lines(copy.str());
+        std::istringstream lines(text.str());
         check.lines = index_lines(lines);
-        in.clear();
-        in.seekg(0);
     }
     po::options_description o;
     for (const char* key : kKeys)

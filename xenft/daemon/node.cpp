@@ -143,10 +143,7 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
         c.join = !claim;
         c.epoch = record->epoch;
         n->record_owner_ = record->owner;
-    } else if (!c.join && record->epoch > c.epoch) {
-        // A record past the configured epoch means the pair went on without this host (it
-        // failed over, or the other host ran alone): the VM lives elsewhere, and this host can
-        // only join.
+    } else if (!c.join && protocol::pair_went_on(c.epoch, record->epoch)) {
         n->say("the arbitration record is at epoch " + std::to_string(record->epoch) + " (host " +
                std::to_string(record->owner) + "), past this host's epoch " + std::to_string(c.epoch) +
                ": the VM runs elsewhere; joining as a backup");

@@ -65,6 +65,10 @@ std::string_view role_word(Role r) noexcept;
 // never runs a second copy: the record names the peer.
 enum class StartAs : std::uint8_t { claim, join };
 StartAs plan_start(HostId self, bool configured_primary, HostId record_owner) noexcept;
+// A pair protected from boot (the KVM backend: both replicas start from the same image): a
+// record past the epoch the pair was set up in means the pair went on without this host (it
+// failed over, or the other host ran alone), so this host can only join as a backup.
+inline bool pair_went_on(Epoch configured, Epoch record_epoch) noexcept { return record_epoch > configured; }
 
 struct Config {
     Time heartbeat_interval = 50'000;  // H
