@@ -6,9 +6,9 @@
 # Detection is timed from the moment the nftables rule is certainly in place.
 # Checks, with the default timing (heartbeat 50 ms, suspect after 250 ms of silence):
 #   no faults                  -> nobody suspects anybody for 2 s
-#   primary silenced           -> the backup suspects within 300 ms; the primary does not
-#   backup silenced            -> the primary suspects within 300 ms; the backup does not
-#   partition (both ways)      -> both suspect within 300 ms
+#   primary silenced           -> the backup suspects within 400 ms; the primary does not
+#   backup silenced            -> the primary suspects within 400 ms; the backup does not
+#   partition (both ways)      -> both suspect within 400 ms
 #   only heartbeats dropped    -> log traffic keeps both sides calm for 2 s: no failover
 # Writes "PASS name" / "FAIL name" / "SKIP name: reason" lines to $CASES_FILE.
 # With --bench N it instead measures N primary-silenced detections and prints one detection
@@ -97,7 +97,18 @@ suspect_ms() { # file, fault time in ns -> ms from fault to suspicion
     [ -n "$t" ] && echo $(((t - $2) / 1000000))
 }
 
-bound_ms=300
+# The rule: suspicion 250 ms after the last heartbeat heard, which came at most one 50 ms
+# interval before the fault. The bound adds 150 ms for scheduling on a loaded two-core machine
+# (the sanitizer build once took longer than 300 ms in CI); a detector that waited for two
+# timeouts (500 ms) still fails it.
+bound_ms=400
+details() { # the peers' outputs, for a failure's reason
+    local f
+    for f in a.out b.out a.err b.err; do
+        [ -s "$work/$f" ] || continue
+        printf '[%s] %s ' "$f" "$(tr '\n' ' ' < "$work/$f" | tail -c 600)"
+    done
+}
 
 if [ $bench_runs -gt 0 ]; then
     for _ in $(seq "$bench_runs"); do
@@ -111,7 +122,7 @@ start; finish
 if calm "$work/a.out" && calm "$work/b.out"; then
     pass no_faults_no_suspicion
 else
-    fail no_faults_no_suspicion "$(cat "$work/a.out" "$work/b.out" "$work/a.err" "$work/b.err")"
+    fail no_faults_no_suspicion "$(details)"
 fi
 
 start; drop "$nsa" ip daddr 10.231.7.2; t0=$(now_ns); finish
@@ -119,7 +130,7 @@ ms=$(suspect_ms "$work/b.out" "$t0")
 if suspected "$work/b.out" && [ "${ms:-99999}" -le $bound_ms ] && calm "$work/a.out"; then
     pass "primary_silenced_backup_suspects_in_${ms}ms"
 else
-    fail primary_silenced_backup_suspects "detected after ${ms:-never} ms; $(cat "$work/a.out" "$work/b.out")"
+    fail primary_silenced_backup_suspects "detected after ${ms:-never} ms (bound $bound_ms); $(details)"
 fi
 
 start; drop "$nsb" ip daddr 10.231.7.1; t0=$(now_ns); finish
@@ -127,7 +138,7 @@ ms=$(suspect_ms "$work/a.out" "$t0")
 if suspected "$work/a.out" && [ "${ms:-99999}" -le $bound_ms ] && calm "$work/b.out"; then
     pass "backup_silenced_primary_suspects_in_${ms}ms"
 else
-    fail backup_silenced_primary_suspects "detected after ${ms:-never} ms; $(cat "$work/a.out" "$work/b.out")"
+    fail backup_silenced_primary_suspects "detected after ${ms:-never} ms (bound $bound_ms); $(details)"
 fi
 
 start; drop "$nsa" ip daddr 10.231.7.2; ta=$(now_ns); drop "$nsb" ip daddr 10.231.7.1; tb=$(now_ns); finish
@@ -136,14 +147,14 @@ ma=$(suspect_ms "$work/a.out" "$tb"); mb=$(suspect_ms "$work/b.out" "$ta")
 if [ "${ma:-99999}" -le $bound_ms ] && [ "${mb:-99999}" -le $bound_ms ]; then
     pass "partition_both_suspect_in_${ma}ms_and_${mb}ms"
 else
-    fail partition_both_suspect "primary after ${ma:-never} ms, backup after ${mb:-never} ms"
+    fail partition_both_suspect "primary after ${ma:-never} ms, backup after ${mb:-never} ms (bound $bound_ms); $(details)"
 fi
 
 start; drop "$nsa" udp dport 7100; drop "$nsb" udp dport 7100; finish
 if calm "$work/a.out" && calm "$work/b.out" && grep -q '"log_records":[1-9]' "$work/b.out"; then
     pass only_heartbeats_dropped_log_traffic_prevents_failover
 else
-    fail only_heartbeats_dropped_log_traffic_prevents_failover "$(cat "$work/a.out" "$work/b.out")"
+    fail only_heartbeats_dropped_log_traffic_prevents_failover "$(details)"
 fi
 
 exit $failed

@@ -29,12 +29,15 @@ def count_dir(d):
         base = trs[: -len(".trs")]
         result = harness_result(trs)
         p = f = s = 0
+        failures = []
         if os.path.exists(base + ".report.xml"):
             try:
                 suite = ET.parse(base + ".report.xml").getroot().find("TestSuite")
                 p = int(suite.get("test_cases_passed", 0)) + int(suite.get("test_cases_passed_with_warnings", 0))
                 f = int(suite.get("test_cases_failed", 0)) + int(suite.get("test_cases_aborted", 0))
                 s = int(suite.get("test_cases_skipped", 0))
+                failures.extend("FAIL " + case.get("name", "?") for case in suite.iter("TestCase")
+                                if case.get("result") in ("failed", "aborted"))
             except (ET.ParseError, AttributeError, ValueError):
                 f = 1
         elif os.path.exists(base + ".cases"):
@@ -44,6 +47,8 @@ def count_dir(d):
                     p += word == "PASS"
                     f += word == "FAIL"
                     s += word == "SKIP"
+                    if word == "FAIL":
+                        failures.append(line.strip()[:400])
         elif result in ("PASS", "XFAIL"):
             p = 1
         elif result == "SKIP":
@@ -51,6 +56,10 @@ def count_dir(d):
         if result in ("FAIL", "ERROR", "XPASS") and f == 0:
             f = 1
         print(f"  {os.path.relpath(base)}: {p} passed, {f} failed, {s} skipped (harness: {result})")
+        # The failing cases by name (and a shell test's reason), so the summary alone says what
+        # to look at when the logs above it are cut.
+        for failure in failures:
+            print(f"      {failure}")
         passed, failed, skipped = passed + p, failed + f, skipped + s
     return passed, failed, skipped
 
