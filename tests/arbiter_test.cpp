@@ -269,8 +269,22 @@ BOOST_AUTO_TEST_CASE(unreachable_wrong_small_and_corrupt_luns_are_explained, *ut
                r.error());
     BOOST_TEST(r.error().find(std::to_string(port)) != std::string::npos, r.error());
     BOOST_TEST(error_text(Arbiter::open(config("http://example/", 1, 2))).find("iscsi://HOST") != std::string::npos);
+    // Portals by host name or in brackets are resolved and tried as the network sees them, not
+    // left to libiscsi's "Can not reconnect right now".
+    const std::string by_name = error_text(
+        Arbiter::open(config("iscsi://localhost:" + std::to_string(port) + "/iqn.2026-11.test.xenft:arbiter/0", 1, 2)));
+    BOOST_TEST(by_name.find("cannot reach portal localhost:" + std::to_string(port) + ": Connection refused") !=
+                   std::string::npos,
+               by_name);
+    const std::string unresolvable =
+        error_text(Arbiter::open(config("iscsi://no-such-host.invalid/iqn.2026-11.test.xenft:arbiter/0", 1, 2)));
+    BOOST_TEST(unresolvable.find("cannot resolve no-such-host.invalid") != std::string::npos, unresolvable);
 
     testing::Istgt t(1);
+    // The target by host name: what an administrator writes in xenft.conf.
+    std::string named_url = t.url();
+    named_url.replace(named_url.find("127.0.0.1"), 9, "localhost");
+    BOOST_TEST(error_text(Arbiter::open(config(named_url, 1, 2))).empty(), named_url);
     auto wrong_lun = Arbiter::open(config(t.url().substr(0, t.url().size() - 1) + "5", 1, 2));
     BOOST_TEST_REQUIRE(!wrong_lun.has_value());
     BOOST_TEST(wrong_lun.error().find("/5") != std::string::npos, wrong_lun.error());

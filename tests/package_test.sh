@@ -81,6 +81,19 @@ versions_agree() {
 }
 check version_is_the_package_version versions_agree
 
+# The Xen backend is in the package's xenftd, linked with Debian's own Xen libraries; the patched
+# hypervisor and xl are what it recommends (Debian's Xen packages with the series, +xenft1).
+xen_backend_packaged() {
+    xenftd --version | grep -q 'backends: kvm, xen' || { echo "xenftd --version: $(xenftd --version)"; return 1; }
+    local depends recommends
+    depends=$(dpkg-query -W -f '${Depends}' xenft) recommends=$(dpkg-query -W -f '${Recommends}' xenft)
+    echo "$depends" | grep -q 'libxenmisc4.17' && echo "$depends" | grep -q 'libxencall1' ||
+        { echo "Depends lacks Debian's Xen libraries: $depends"; return 1; }
+    echo "$recommends" | grep -q 'xen-hypervisor-4.17-amd64 (>= [^)]*+xenft1)' ||
+        { echo "Recommends lacks the patched hypervisor: $recommends"; return 1; }
+}
+check xenftd_has_the_xen_backend xen_backend_packaged
+
 man_pages() {
     local page
     for page in "8 xenft" "8 xenftd" "5 xenft.conf"; do

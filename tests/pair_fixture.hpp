@@ -37,9 +37,9 @@ inline SocketAddress loopback(std::uint16_t port)
 struct Logbook {
     std::mutex mu;
     std::vector<std::pair<Clock::time_point, std::string>> lines;
-    std::function<void(const std::string&)> sink()
+    std::function<void(xenft::LogPriority, const std::string&)> sink()
     {
-        return [this](const std::string& l) {
+        return [this](xenft::LogPriority, const std::string& l) {
             std::lock_guard lock(mu);
             lines.emplace_back(Clock::now(), l);
         };

@@ -27,7 +27,7 @@ what=--xl
 built() { [ -e "$1" ] && echo 1 || echo 0; }
 cold=(360 60 240) warm=(5 5 15)
 have=("$([ -f "$xen_work/hv/xen.gz" ] && [ -x "$xen_work/stage/usr/sbin/xl" ] && echo 1 || echo 0)"
-      "$(built "$work/xenftd")" "$(built "$work/rootfs.img")")
+      "$(built "$work/xenft-xen-dm")" "$(built "$work/rootfs.img")")
 estimate=()
 for i in 0 1 2; do
     if [ "${have[$i]}" = 1 ]; then estimate+=("${warm[$i]}"); else estimate+=("${cold[$i]}"); fi

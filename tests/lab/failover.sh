@@ -56,7 +56,9 @@
 #
 # usage: tests/lab/failover.sh [WORKDIR]      (default build/lab-failover)
 # Env: XEN_WORKDIR (default build/xen), XENFT_GUEST, XENFT_XL_HOOK, XENFT_CLI (the build's
-#      xenft CLI, for certificates and the arbitration record), FAILOVER_CASES ("a-dies b-dies
+#      xenft CLI, for certificates and the arbitration record), XENFT_XENFTD (the ordinary
+#      build's xenftd: built against Debian's libxen-dev, it runs on the patched hypervisor
+#      as the package's would; default build/main/xenft/daemon/xenftd), FAILOVER_CASES ("a-dies b-dies
 #      b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut
 #      reprotect-after-failover").
 set -uo pipefail
@@ -68,6 +70,7 @@ work=$(cd "$work" && pwd)
 export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
+xenftd_bin=${XENFT_XENFTD:-$top/build/main/xenft/daemon/xenftd}
 cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover}
 cases=$work/lab_failover.cases
 : > "$cases"
@@ -99,7 +102,7 @@ done
 [ -x "$xenft_cli" ] || { fail lab_failover "no xenft CLI at $xenft_cli (build it: ./scripts/build)"; finish; }
 
 # --- what the hosts run: Xen, xenft's Xen programs, the dom0 image (shared with the smoke lab) ----
-stamp "building Xen, xenftd with its Xen backend and the dom0 image (tests/lab/build.sh)"
+stamp "building Xen, xenft's Xen test programs and the dom0 image (tests/lab/build.sh)"
 if ! "$top/tests/lab/build.sh" "$work" > "$work/build.log" 2>&1; then
     tail -n 20 "$work/build.log"
     fail lab_builds "tests/lab/build.sh failed ($work/build.log)"
@@ -113,7 +116,9 @@ gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"
 payload=$work/payload-failover
 rm -rf "$payload" && mkdir -p "$payload/xen/lib" "$payload/tls"
 cp "$guest" "$payload/xenft-guest.elf"
-cp "$work/xenftd" "$work/xenft-xen-poke" "$xenft_cli" "$payload/"
+"$xenftd_bin" --version | grep -q 'backends: .*xen' ||
+    { fail xenftd_has_the_xen_backend "$xenftd_bin: $("$xenftd_bin" --version 2>&1) (configure found no libxen-dev?)"; finish; }
+cp "$xenftd_bin" "$work/xenft-xen-poke" "$xenft_cli" "$payload/"
 cp "${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}" "$payload/xl-hook"
 cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
 cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
@@ -199,11 +204,17 @@ if grep -q 'lab\.create=wait' /proc/cmdline; then
     say "xl create waits for the lab's go-ahead"
     until curl -s -o /dev/null --max-time 2 http://10.98.1.1:7999/; do sleep 2; done
 fi
-export XENFT_CONFDIR=/etc/xenft XENFTD=/usr/sbin/xenftd XENFT=/usr/sbin/xenft XENFT_READY_TIMEOUT_S=120
+# xenftd runs with Debian's own Xen libraries (xl needs the lab's patched ones, so the hook it
+# starts inherits them): as on a dom0 where only the hypervisor carries xenft's patches.
+printf '#!/bin/sh\nunset LD_LIBRARY_PATH\nexec /usr/sbin/xenftd "\$@"\n' > /usr/local/sbin/xenftd-debian-libs &&
+    chmod 755 /usr/local/sbin/xenftd-debian-libs
+export XENFT_CONFDIR=/etc/xenft XENFTD=/usr/local/sbin/xenftd-debian-libs XENFT=/usr/sbin/xenft XENFT_READY_TIMEOUT_S=120
 touch /var/log/xenft/ftguest.log
 tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
 if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
     say "xl create: \$(tr '\n' ' ' < /tmp/create)"
+    pid=\$(pgrep -x xenftd | head -n 1)
+    say "xenftd's Xen libraries: \$(grep -o '/[^ ]*lib\(xenctrl\|xencall\)[^ ]*' /proc/\$pid/maps 2>&1 | sort -u | tr '\n' ' ')"
 else
     say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
@@ -361,6 +372,15 @@ run_case() { # CASE
         pass "${c}_xl_create_with_ft_starts_xenftd_on_both_hosts"
     else
         fail "${c}_xl_create_with_ft_starts_xenftd_on_both_hosts" "$(line_in a 'xl create') $(line_in b 'xl create')"
+    fi
+    # The ordinary build's xenftd (Debian's libxen-dev), on Debian's own libraries, drives the
+    # patched hypervisor: the FT interface is xenft's copy (ft_abi.hpp), issued through libxencall.
+    if seen_in a "LAB: a: xenftd's Xen libraries: [^ ]*/lib/x86_64-linux-gnu/libxencall" &&
+       seen_in a "LAB: a: xenftd's Xen libraries: .*/lib/x86_64-linux-gnu/libxenctrl" &&
+       ! seen_in a "LAB: a: xenftd's Xen libraries: .*/lab/"; then
+        pass "${c}_xenftd_runs_on_debians_own_xen_libraries"
+    else
+        fail "${c}_xenftd_runs_on_debians_own_xen_libraries" "$(line_in a "xenftd's Xen libraries")"
     fi
     if seen_in a 'LAB: a: .*live copy to host 2 done: sent at exit [1-9][0-9]*: [1-9][0-9]* pages' &&
        seen_in b "LAB: b: .*live copy taken at the primary's exit [1-9]" &&

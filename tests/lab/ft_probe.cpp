@@ -266,7 +266,7 @@ public:
                                   std::to_string(last_exit_) + ", with the vCPU at exit " + std::to_string(now));
             last_exit_ = r.exit;
             ++records_;
-            if (++by_type_[r.type] == corrupt_tsc_ && r.type == XEN_FT_REC_TSC) {
+            if (++by_type_[r.type] == corrupt_tsc_ && r.type == xen::ft_abi::kRecTsc) {
                 r.value[0] ^= 1;
                 say("changed TSC value " + std::to_string(corrupt_tsc_) + " (exit " + std::to_string(r.exit) + ")");
             }
@@ -281,7 +281,7 @@ public:
         if (passed > progress_) {
             xen::FtRecord p{};
             p.exit = passed;
-            p.type = XEN_FT_REC_PROGRESS;
+            p.type = xen::ft_abi::kRecProgress;
             stream.push_back(p);
             progress_ = passed;
             ++progress_records_;
@@ -304,7 +304,7 @@ public:
     }
     bool logged_every_kind() const
     {
-        return by_type_.count(XEN_FT_REC_INJECT) && by_type_.count(XEN_FT_REC_TSC) && by_type_.count(XEN_FT_REC_IO_READ);
+        return by_type_.count(xen::ft_abi::kRecInject) && by_type_.count(xen::ft_abi::kRecTsc) && by_type_.count(xen::ft_abi::kRecIoRead);
     }
     std::uint64_t exits() const { return session_.ring().exits(); }
 
@@ -379,9 +379,13 @@ Expected<Handles, std::string> open_handles()
 int compare(const Handles& h, std::uint32_t rec, std::uint32_t rep, std::uint64_t memory_mb)
 {
     int failures = 0;
-    xen_domctl_ft_op rs{}, ps{};
-    if (xc_ft_get_state(h.xc.get(), rec, &rs) != 0 || xc_ft_get_state(h.xc.get(), rep, &ps) != 0)
-        return fail(xen::errno_text("cannot read the domains' FT state"));
+    auto control = xen::FtControl::open();
+    if (!control)
+        return fail(control.error());
+    auto rstate = control->state(rec), pstate = control->state(rep);
+    if (!rstate || !pstate)
+        return fail(!rstate ? rstate.error() : pstate.error());
+    const xen::ft_abi::DomctlFtOp rs = *rstate, ps = *pstate;
     say("synchronous exits: recorder " + std::to_string(rs.sync_exits) + ", replayer " + std::to_string(ps.sync_exits));
     if (rs.sync_exits != ps.sync_exits || rs.sync_exits == 0)
         failures += fail("the domains stopped at different exits (or none counted)");

@@ -1,13 +1,14 @@
-# The lab's programs: xenft's Xen backend compiled against the patched Xen's headers and linked
-# with its libraries (hvm-patches/build --xl), the rest of xenft taken from the main build's
-# library. Objects keep their dependencies (-MMD) in OUT/obj, so the smoke lab, the two-host lab
+# The lab's own programs: xenft's Xen backend compiled against the patched Xen's headers and
+# linked with its libraries (hvm-patches/build --xl), the rest of xenft taken from the main
+# build's library. Compiling against the patched headers also checks ft_abi.hpp, the copy of the
+# FT interface the ordinary build uses, against them. xenftd itself is the ordinary build's (built
+# against Debian's libxen-dev), as the package has it. Objects keep their dependencies (-MMD) in OUT/obj, so the smoke lab, the two-host lab
 # and the demo share one build and a run rebuilds only what changed.
 #
 # usage: make -f tests/lab/tools.mk TOP=SRCDIR XEN_USR=STAGE/usr XENFT_LIB=libxenft.a OUT=DIR [-jN]
 #   OUT/xenft-ft-probe  record/replay controller (static: dom0 runs it with Debian's libraries)
 #   OUT/xenft-xen-dm    xenft's device models as an ioreq server (static)
 #   OUT/xenft-xen-pair  a protected pair in one or two processes (needs libiscsi: dynamic)
-#   OUT/xenftd          xenftd with its Xen backend, as the two-host lab's dom0s run it
 #   OUT/xenft-xen-poke  flips a byte of a domain's memory (a replica made to diverge; static)
 
 CXX ?= g++
@@ -23,10 +24,9 @@ devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk h
 probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log) tests/lab/ft_probe
 dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model) $(devices) tests/lab/xen_dm
 pair_objs = $(xen_backend) tests/lab/xen_pair
-xenftd_objs = $(xen_backend) xenft/daemon/xen_execution xenft/daemon/xenftd-xen
 poke_objs = xenft/backends/xen/xen_handles tests/lab/xen_poke
 
-programs = $(OUT)/xenft-ft-probe $(OUT)/xenft-xen-dm $(OUT)/xenft-xen-pair $(OUT)/xenftd $(OUT)/xenft-xen-poke
+programs = $(OUT)/xenft-ft-probe $(OUT)/xenft-xen-dm $(OUT)/xenft-xen-pair $(OUT)/xenft-xen-poke
 all: $(programs)
 
 o = $(patsubst %,$(obj)/%.o,$(1))
@@ -36,19 +36,13 @@ $(OUT)/xenft-xen-dm: $(call o,$(dm_objs))
 	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
 $(OUT)/xenft-xen-poke: $(call o,$(poke_objs))
 	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
-# libiscsi's RDMA dependencies have no static archives: these two are dynamic (dom0 has libiscsi7).
+# libiscsi's RDMA dependencies have no static archives: this one is dynamic (dom0 has libiscsi7).
 $(OUT)/xenft-xen-pair: $(call o,$(pair_objs)) $(XENFT_LIB)
 	$(CXX) -o $@ $^ $(XEN_LIBS) -liscsi $(SYS_LIBS)
-$(OUT)/xenftd: $(call o,$(xenftd_objs)) $(XENFT_LIB)
-	$(CXX) -o $@ $^ $(XEN_LIBS) -liscsi -lboost_program_options $(SYS_LIBS)
 
 $(obj)/%.o: $(TOP)/%.cpp
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
-# xenftd.cpp once more, with its Xen backend compiled in.
-$(obj)/xenft/daemon/xenftd-xen.o: $(TOP)/xenft/daemon/xenftd.cpp
-	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) -DXENFT_XEN_BACKEND=1 -c $< -o $@
 
 -include $(shell find $(obj) -name '*.d' 2> /dev/null)
 .PHONY: all

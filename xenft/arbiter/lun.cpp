@@ -1,6 +1,7 @@
 #include "xenft/arbiter/lun.hpp"
 
 #include <iscsi/iscsi.h>
+#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <iscsi/scsi-lowlevel.h>
@@ -9,9 +10,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <utility>
 
-#include "xenft/common/socket_address.hpp"
 #include "xenft/common/unique_fd.hpp"
 
 namespace xenft::arbiter {
@@ -44,24 +45,61 @@ const char* sense_key_name(int k)
     }
 }
 
-// Empty if a TCP connection to the portal succeeds within timeout_s; otherwise the reason.
+// The portal's host and port as libiscsi reads them: HOST, HOST:PORT, [V6] or [V6]:PORT, the
+// port 3260 by default.
+std::pair<std::string, std::string> portal_host_port(const std::string& portal)
+{
+    if (!portal.empty() && portal.front() == '[') {
+        const auto close = portal.find(']');
+        if (close != std::string::npos) {
+            const std::string rest = portal.substr(close + 1);
+            return {portal.substr(1, close - 1), rest.size() > 1 && rest[0] == ':' ? rest.substr(1) : "3260"};
+        }
+    }
+    const auto colon = portal.find(':');
+    if (colon != std::string::npos && portal.find(':', colon + 1) == std::string::npos)
+        return {portal.substr(0, colon), portal.substr(colon + 1)};
+    return {portal, "3260"};
+}
+
+// Empty if a TCP connection to one of the portal's addresses succeeds within timeout_s;
+// otherwise the reason, as the resolver or the network gave it (libiscsi's own text for an
+// unreachable portal, "Can not reconnect right now", says neither).
 std::string reachable(const std::string& portal, int timeout_s)
 {
-    auto addr = SocketAddress::parse(portal);
-    if (!addr)
-        return {}; // not numeric: leave the diagnosis to libiscsi
-    UniqueFd fd(::socket(addr->family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (::connect(fd.get(), addr->get(), addr->length) == 0)
-        return {};
-    if (errno != EINPROGRESS)
-        return std::strerror(errno);
-    pollfd p{fd.get(), POLLOUT, 0};
-    if (::poll(&p, 1, timeout_s * 1000) <= 0)
-        return "no answer within " + std::to_string(timeout_s) + " s";
-    int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    return err == 0 ? std::string() : std::strerror(err);
+    const auto [host, port] = portal_host_port(portal);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0)
+        return "cannot resolve " + host + ": " + ::gai_strerror(rc);
+    std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(found, ::freeaddrinfo);
+    std::string why = "no address";
+    for (const addrinfo* a = found; a; a = a->ai_next) {
+        UniqueFd fd(::socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        if (!fd.valid()) {
+            why = std::strerror(errno);
+            continue;
+        }
+        if (::connect(fd.get(), a->ai_addr, a->ai_addrlen) == 0)
+            return {};
+        if (errno != EINPROGRESS) {
+            why = std::strerror(errno);
+            continue;
+        }
+        pollfd p{fd.get(), POLLOUT, 0};
+        if (::poll(&p, 1, timeout_s * 1000) <= 0) {
+            why = "no answer within " + std::to_string(timeout_s) + " s";
+            continue;
+        }
+        int err = 0;
+        socklen_t len = sizeof err;
+        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err == 0)
+            return {};
+        why = std::strerror(err);
+    }
+    return why;
 }
 
 struct TaskFree {

@@ -9,9 +9,12 @@ std::string version_string()
 {
     std::string v = PACKAGE_NAME " " PACKAGE_VERSION " (log format ";
     v += std::to_string(logformat::kFormatVersion);
-    // The execution backends xenftd can drive. The Xen one is not in xenftd yet (only the
-    // lab's controller uses xenft/backends/xen), whatever libraries configure found.
+    // The execution backends xenftd can drive: Xen's where configure found its libraries.
+#ifdef XENFT_HAVE_XEN
+    v += ", backends: kvm, xen)";
+#else
     v += ", backends: kvm)";
+#endif
     return v;
 }
 

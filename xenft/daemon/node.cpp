@@ -1,7 +1,6 @@
 #include "xenft/daemon/node.hpp"
 
 #include <algorithm>
-#include <iostream>
 
 #include "xenft/daemon/kvm_execution.hpp"
 
@@ -163,9 +162,9 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
     if (!c.channel.log)
         c.channel.log = [log = c.log](const std::string& line) {
             if (log)
-                log(line);
+                log(LogPriority::info, line);
             else
-                std::cerr << (line + "\n") << std::flush;
+                write_log_line(LogPriority::info, line);
         };
     c.channel.epoch = c.epoch;
     if (!n->records_) {
@@ -231,13 +230,13 @@ protocol::Time Node::now_us() const
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start_).count());
 }
 
-void Node::say(const std::string& line) const
+void Node::say(const std::string& line, LogPriority priority) const
 {
     const std::string text = "vm " + std::to_string(cfg_.vm_id) + " (host " + std::to_string(cfg_.self) + "): " + line;
     if (cfg_.log)
-        cfg_.log(text);
+        cfg_.log(priority, text);
     else
-        std::cerr << (text + "\n") << std::flush;
+        write_log_line(priority, text);
 }
 
 NodeStatus Node::status() const
@@ -274,7 +273,7 @@ void Node::vm_loop()
             if (!live) {
                 vm_failed("going live: " + live.error());
             } else {
-                say("went live " + *live);
+                say("went live " + *live, LogPriority::notice);
                 replaying_ = false;
                 record_loop();
             }
@@ -296,7 +295,7 @@ void Node::vm_loop()
 
 void Node::vm_failed(const std::string& why)
 {
-    say("the VM cannot go on: " + why);
+    say("the VM cannot go on: " + why, LogPriority::error);
     {
         std::lock_guard lock(mu_);
         vm_events_.push_back(protocol::VmFailed{why});
@@ -311,7 +310,8 @@ void Node::copy_reported(const CopyReport& r, std::vector<protocol::Event>& even
 {
     const auto sink = std::move(sink_);
     if (!r.ok) {
-        say("live copy to host " + std::to_string(cfg_.peer) + " failed (" + r.summary + "): " + r.error);
+        say("live copy to host " + std::to_string(cfg_.peer) + " failed (" + r.summary + "): " + r.error,
+            LogPriority::warning);
         std::lock_guard lock(mu_);
         status_.copy.active = false;
         status_.copy.last_error = r.error;
@@ -458,7 +458,7 @@ bool Node::receive_copy()
         }
         auto r = exec_->apply_copy(got->record);
         if (!r) {
-            say("cannot take the live copy: " + r.error());
+            say("cannot take the live copy: " + r.error(), LogPriority::warning);
             {
                 std::lock_guard lock(mu_);
                 copy_applied_ = CopyApplied{got->attempt, false, r.error(), 0};
@@ -584,7 +584,8 @@ void Node::act(const protocol::Action& a)
                 say((replica_.role() == protocol::Role::starting
                          ? std::string("claiming the VM")
                          : "peer host " + std::to_string(cfg_.peer) + " suspected (" + replica_.reason() + ")") +
-                    ": test-and-set epoch " + std::to_string(x.expected) + " -> " + std::to_string(x.next));
+                        ": test-and-set epoch " + std::to_string(x.expected) + " -> " + std::to_string(x.next),
+                    replica_.role() == protocol::Role::starting ? LogPriority::info : LogPriority::warning);
                 // The owner the record has at the expected epoch, as the record says: this
                 // host may not know it (a backup that took its copy in the epoch the primary
                 // claimed after this host read the record). Moving the record on from that
@@ -603,7 +604,8 @@ void Node::act(const protocol::Action& a)
                     r.detail = "cannot read the record: " + now.error();
                 }
                 say(std::string("test-and-set ") + std::string(arbiter::outcome_name(r.outcome)) +
-                    (r.detail.empty() ? "" : ": " + r.detail));
+                        (r.detail.empty() ? "" : ": " + r.detail),
+                    r.outcome == arbiter::Outcome::unknown ? LogPriority::warning : LogPriority::notice);
                 protocol::ArbiterDone done;
                 done.outcome = r.outcome == arbiter::Outcome::won    ? protocol::ArbiterOutcome::won
                                : r.outcome == arbiter::Outcome::lost ? protocol::ArbiterOutcome::lost
@@ -618,10 +620,11 @@ void Node::act(const protocol::Action& a)
             } else if constexpr (std::is_same_v<A, protocol::Fence>) {
                 const auto r = arbiter_->fence_peer();
                 if (!r.ok())
-                    say("fencing host " + std::to_string(x.loser) + " on the shared LUN: " + r.message);
+                    say("fencing host " + std::to_string(x.loser) + " on the shared LUN: " + r.message,
+                        LogPriority::warning);
             } else if constexpr (std::is_same_v<A, protocol::GoLive>) {
                 if (replaying_) {
-                    say("going live in epoch " + std::to_string(x.epoch));
+                    say("going live in epoch " + std::to_string(x.epoch), LogPriority::notice);
                     go_live_ = true;
                     took_over("went live in epoch " + std::to_string(x.epoch) + " (" + replica_.reason() + ")");
                 }
@@ -632,8 +635,8 @@ void Node::act(const protocol::Action& a)
                     failure_ = x.reason;
                 }
                 halted_ = true;
-                say("halting the VM for good: " + x.reason + " (" + std::to_string(dropped) +
-                    " held outputs never left)");
+                say("halting the VM for good: " + x.reason + " (" + std::to_string(dropped) + " held outputs never left)",
+                    LogPriority::warning);
             } else if constexpr (std::is_same_v<A, protocol::EndVm>) {
                 ended_ = true;
                 say("the pair ends: " + x.reason);
@@ -664,7 +667,8 @@ void Node::after_step()
             say("running the VM alone in epoch " + std::to_string(replica_.epoch()) +
                 ": a backup that asks gets a live copy");
         } else {
-            say("running alone in epoch " + std::to_string(replica_.epoch()) + " (held outputs released)");
+            say("running alone in epoch " + std::to_string(replica_.epoch()) + " (held outputs released)",
+                LogPriority::notice);
             took_over("continued alone in epoch " + std::to_string(replica_.epoch()) + " (" + replica_.reason() + ")");
         }
     }

@@ -38,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "xenft/arbiter/arbiter.hpp"
+#include "xenft/common/log_line.hpp"
 #include "xenft/channel/channel.hpp"
 #include "xenft/daemon/execution.hpp"
 #include "xenft/detector/heartbeat_socket.hpp"
@@ -82,8 +83,9 @@ struct NodeConfig {
     arbiter::ArbiterConfig arbiter;
     std::uint32_t record_owner = 0; // the arbitration record's owner at `epoch`
 
-    // Where log lines go (default: stderr). They name the VM, the peer and the cause.
-    std::function<void(const std::string&)> log;
+    // Where log lines go, with their priority (default: stderr, write_log_line). They name the
+    // VM, the peer and the cause.
+    std::function<void(LogPriority, const std::string&)> log;
 };
 
 // A live copy's progress, as the CLI shows it.
@@ -191,7 +193,7 @@ private:
     void act(const protocol::Action& a);
     void after_step();
     void start_copy();
-    void say(const std::string& line) const;
+    void say(const std::string& line, LogPriority priority = LogPriority::info) const;
     void took_over(const std::string& what);
     protocol::Time now_us() const;
     std::shared_ptr<channel::LogSender> sender() const;

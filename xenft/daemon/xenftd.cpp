@@ -7,8 +7,10 @@
 // Two backends (vm.backend), one node: kvm, where xenftd runs the guest from its image itself
 // (the tests and the demo; daemon/kvm_execution.hpp), and xen, where `xl create` with ft= made
 // the domain and its hook starts xenftd with --domid: xenftd becomes the domain's device model
-// and records it or replays it (daemon/xen_execution.hpp). The xen backend is built where the
-// hvm-patches' Xen headers are (XENFT_XEN_BACKEND: the lab's build, tests/lab/tools.mk).
+// and records it or replays it (daemon/xen_execution.hpp). The xen backend is built when
+// configure found Xen's libraries (XENFT_HAVE_XEN; Debian's libxen-dev is enough).
+#include "config.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,11 +32,12 @@
 #include <thread>
 
 #include "xenft/backends/kvm/kvm_backend.hpp"
+#include "xenft/common/log_line.hpp"
 #include "xenft/common/version.hpp"
 #include "xenft/daemon/config.hpp"
 #include "xenft/daemon/node.hpp"
 #include "xenft/devices/iscsi_store.hpp"
-#ifdef XENFT_XEN_BACKEND
+#ifdef XENFT_HAVE_XEN
 #include "xenft/daemon/xen_execution.hpp"
 #endif
 
@@ -242,7 +245,7 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_node(const daemon::Da
     return daemon::Node::start(std::move(n));
 }
 
-#ifdef XENFT_XEN_BACKEND
+#ifdef XENFT_HAVE_XEN
 // A node for the domain `xl create` made: the arbitration record says whether this host runs
 // it (and the backup takes a live copy of it) or joins as the backup. The failure detector is
 // slower than KVM's: a Xen host under load (or under QEMU TCG) may pause dom0 for a while.
@@ -267,12 +270,12 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon
     spec.unpause = unpause && !join;
     // A node after a halt takes a copy into the domain the halted one paused.
     spec.paused_by_xenft = join;
-    // Lines go to stderr at once (the xl hook sends it to the VM's log file).
-    // One write per line: the node's threads log at once.
-    n.log = [](const std::string& line) { std::cerr << ("xenftd: " + line + "\n") << std::flush; };
+    // Lines go to stderr at once, one write each (the node's threads log at once): to the journal
+    // under systemd, else to the VM's log file the xl hook opened, with the time.
+    n.log = [](LogPriority priority, const std::string& line) { write_log_line(priority, "xenftd: " + line); };
     const std::string who = "vm " + std::to_string(cfg.vm_id) + " (host " + std::to_string(cfg.host_id) + "): ";
     n.make_execution = [domid, spec, log = n.log, who](bool records) -> Expected<std::unique_ptr<daemon::Execution>, std::string> {
-        auto x = daemon::XenExecution::start(domid, spec, records, [log, who](const std::string& line) { log(who + line); });
+        auto x = daemon::XenExecution::start(domid, spec, records, [log, who](const std::string& line) { log(LogPriority::info, who + line); });
         if (!x)
             return unexpected(x.error());
         return std::unique_ptr<daemon::Execution>(std::move(x).value());
@@ -378,10 +381,10 @@ int check_config(const std::string& path)
         else if (::access(file.c_str(), writable ? R_OK | W_OK : R_OK) != 0)
             check.problem(key, file + ": " + std::strerror(errno));
     };
-#ifndef XENFT_XEN_BACKEND
+#ifndef XENFT_HAVE_XEN
     if (c.backend == "xen")
-        check.problem("vm.backend", "xen, but this xenftd was built without the Xen backend (it needs the "
-                                    "hvm-patches' Xen headers: hvm-patches/README.md)");
+        check.problem("vm.backend", "xen, but this xenftd was built without the Xen backend (configure found no "
+                                    "Xen libraries: apt-get install libxen-dev, then build again)");
 #endif
     if (c.backend == "kvm" && !c.image.empty())
         readable_file("vm.image", c.image, false);
@@ -458,10 +461,10 @@ int main(int argc, char** argv)
     if (!xen && (domid != 0 || vm.count("unpause")))
         return fail(vm_name + ": --domid and --unpause are for backend = xen; " + config_path + " has backend = " +
                     cfg->backend);
-#ifndef XENFT_XEN_BACKEND
+#ifndef XENFT_HAVE_XEN
     if (xen)
         return fail(vm_name + ": " + config_path + " has backend = xen, but this xenftd was built without the Xen "
-                    "backend (it needs the hvm-patches' Xen headers: hvm-patches/README.md)");
+                    "backend (configure found no Xen libraries: apt-get install libxen-dev, then build again)");
 #endif
     // What needs only this host's files first (a daemon refused here creates nothing); then the
     // VM's lock, before anything a running xenftd of this VM holds is touched.
@@ -524,7 +527,7 @@ int main(int argc, char** argv)
     ::chmod(cfg->control_socket.c_str(), 0600);
     [[maybe_unused]] const bool unpause = vm.count("unpause") > 0; // xen
     auto make_node = [&](bool join) -> Expected<std::unique_ptr<daemon::Node>, std::string> {
-#ifdef XENFT_XEN_BACKEND
+#ifdef XENFT_HAVE_XEN
         if (xen)
             return start_xen_node(*cfg, parts, domid, unpause, join);
 #endif
@@ -553,13 +556,14 @@ int main(int argc, char** argv)
         // and the backup knows): nothing is left to protect. xenftd exits 0, so systemd leaves
         // it stopped, and the next `xl create` of the VM starts a new one.
         if (node && node->ended()) {
-            std::cerr << vm_name << ": the VM ended (" << node->status().reason << "); xenftd exits\n";
+            write_log_line(LogPriority::notice, vm_name + ": the VM ended (" + node->status().reason + "); xenftd exits");
             break;
         }
         // The VM stopped here by itself and this node is done with it: a domain that is gone
         // has no more use for its xenftd.
         if (node && node->vm_done() && node->vm_stopped_here()) {
-            std::cerr << vm_name << ": the VM is gone from this host (" << node->status().failure << "); xenftd exits\n";
+            write_log_line(LogPriority::notice,
+                           vm_name + ": the VM is gone from this host (" + node->status().failure + "); xenftd exits");
             break;
         }
         // A halted VM is gone for good; the host can still serve as the backup of the VM that
@@ -574,8 +578,8 @@ int main(int argc, char** argv)
                 last_halt.unix_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                                    std::chrono::system_clock::now().time_since_epoch())
                                                                    .count());
-                std::cerr << vm_name << ": the VM on this host was halted (" << last_halt.why
-                          << "); joining the pair again as a backup\n";
+                write_log_line(LogPriority::notice, vm_name + ": the VM on this host was halted (" + last_halt.why +
+                                                        "); joining the pair again as a backup");
                 node.reset();
                 retry_at = Clock::now();
             }
@@ -586,7 +590,7 @@ int main(int argc, char** argv)
                 node = std::move(n).value();
                 halted_since = {};
             } else {
-                std::cerr << n.error() << " (trying again in 5 s)\n";
+                write_log_line(LogPriority::warning, n.error() + " (trying again in 5 s)");
                 retry_at = Clock::now() + std::chrono::seconds(5);
             }
         }
@@ -597,8 +601,9 @@ int main(int argc, char** argv)
     for (int i = 0; g_stop && node && !node->vm_done() && (i < 3 || (node->vm_stopped_here() && i < 70)); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (g_stop)
-        std::cerr << vm_name << ": stopping on signal"
-                  << (node ? "; " + std::string(protocol::role_name(node->status().role)) : std::string()) << "\n";
+        write_log_line(LogPriority::notice,
+                       vm_name + ": stopping on signal" +
+                           (node ? "; " + std::string(protocol::role_name(node->status().role)) : std::string()));
     node.reset();
     ::unlink(cfg->control_socket.c_str());
     return 0;

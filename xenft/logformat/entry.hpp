@@ -130,7 +130,7 @@ struct GoLive {
 // its domain's ring; the hypervisor, not the engine, interprets it. Entry::vcpu and Entry::exit
 // are the record's.
 struct XenRecord {
-    std::uint16_t type = 0; // XEN_FT_REC_*, 1..kMaxXenRecordType
+    std::uint16_t type = 0; // ft_abi::kRec* (XEN_FT_REC_*), 1..kMaxXenRecordType
     std::uint32_t info = 0;
     std::array<std::uint64_t, 2> value{};
     bool operator==(const XenRecord&) const = default;

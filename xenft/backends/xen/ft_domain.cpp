@@ -188,7 +188,7 @@ Expected<bool, std::string> RecordingDomain::take_records(XenLog& log, bool stop
     if (passed > progress_) {
         FtRecord p{};
         p.exit = passed;
-        p.type = XEN_FT_REC_PROGRESS;
+        p.type = ft_abi::kRecProgress;
         append(log, p);
         progress_ = passed;
     }
@@ -692,7 +692,7 @@ Expected<bool, std::string> ReplayingDomain::publish(XenLog& log, bool final)
             if (exit > last_published_exit_) {
                 FtRecord p{};
                 p.exit = exit;
-                p.type = XEN_FT_REC_PROGRESS;
+                p.type = ft_abi::kRecProgress;
                 if (ring.room() == 0)
                     return true;
                 if (auto r = put_records(std::span(&p, 1)); !r)
@@ -711,7 +711,7 @@ Expected<bool, std::string> ReplayingDomain::publish(XenLog& log, bool final)
             std::vector<FtRecord> records;
             std::size_t value_at = end;
             for (std::size_t i = events; i < end; ++i) {
-                if (record_at(i)->type == XEN_FT_REC_IO_READ && value_at == end)
+                if (record_at(i)->type == ft_abi::kRecIoRead && value_at == end)
                     value_at = records.size();
                 records.push_back(*record_at(i));
             }
