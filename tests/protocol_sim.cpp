@@ -63,6 +63,13 @@ public:
         hosts_[0].id = 1;
         hosts_[1].id = 2;
         result_.copy_start = opt_.copy_start < 0 ? chance(0.5) : opt_.copy_start == 1;
+        // A quarter of the schedules run with the nodes' boot grace (here 2T): a peer never
+        // heard from is suspected only after it. A crash before the first message then takes
+        // that much longer to detect.
+        if (opt_.proto.boot_grace == 0 && chance(0.25)) {
+            opt_.proto.boot_grace = 2 * opt_.proto.suspect_timeout;
+            opt_.failover_bound += opt_.proto.boot_grace - opt_.proto.suspect_timeout;
+        }
         if (result_.copy_start) {
             // As `xl create` on both hosts starts a Xen pair: the record nobody owns yet goes to
             // the configured primary, which claims it; the other host joins.

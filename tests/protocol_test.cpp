@@ -152,6 +152,45 @@ BOOST_AUTO_TEST_CASE(suspicion_needs_silence_on_every_kind_of_traffic)
     BOOST_TEST(req[0].next == 6u);
 }
 
+BOOST_AUTO_TEST_CASE(a_peer_never_heard_from_is_suspected_only_after_the_boot_grace)
+{
+    Config c = cfg();
+    c.boot_grace = 2000 * ms;
+    // Both sides of a pair protected from boot; the peer has not started yet.
+    auto p = Replica::protected_primary(c, 1, 2, 1, 0, 0);
+    auto b = Replica::replaying_backup(c, 2, 1, 1, 0, 0);
+    for (Time t = 10 * ms; t < 2000 * ms; t += 10 * ms) {
+        auto ap = p.step(t, Tick{});
+        b.step(t, Tick{});
+        BOOST_TEST(!has<RequestArbiter>(ap));
+    }
+    BOOST_TEST(p.role() == Role::primary_protected);
+    BOOST_TEST(b.role() == Role::backup_replaying);
+    // Never heard within the grace: suspected then, and the reason says so.
+    auto a = p.step(2000 * ms, Tick{});
+    BOOST_TEST(p.role() == Role::primary_arbitrating);
+    BOOST_TEST(has<RequestArbiter>(a));
+    BOOST_TEST(p.reason().find("never heard from") != std::string::npos, p.reason());
+    b.step(2000 * ms, Tick{});
+    BOOST_TEST(b.role() == Role::backup_arbitrating);
+
+    // Once the peer was heard, plain T counts again, however early.
+    auto q = Replica::protected_primary(c, 1, 2, 1, 0, 0);
+    q.step(20 * ms, Received{HeartbeatMsg{1, Role::backup_replaying, 20 * ms, 0, 0}});
+    q.step(20 * ms + 249 * ms, Tick{});
+    BOOST_TEST(q.role() == Role::primary_protected);
+    q.step(20 * ms + 250 * ms, Tick{});
+    BOOST_TEST(q.role() == Role::primary_arbitrating);
+    BOOST_TEST(q.reason().find("backup silent") != std::string::npos, q.reason());
+
+    // A backup that took its live copy has heard its primary: no grace after the copy.
+    auto s = Replica::syncing_backup(c, 2, 1, 0);
+    s.step(100 * ms, SyncComplete{1, 40});
+    BOOST_TEST(s.role() == Role::backup_replaying);
+    s.step(100 * ms + 250 * ms, Tick{});
+    BOOST_TEST(s.role() == Role::backup_arbitrating);
+}
+
 BOOST_AUTO_TEST_CASE(backup_freezes_then_replays_its_buffer_before_going_live)
 {
     auto b = Replica::replaying_backup(cfg(), 2, 1, 5, 0, 0);

@@ -10,7 +10,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr protocol::Time kStartupGraceUs = 10'000'000;
 constexpr auto kCopyAnswerTimeout = std::chrono::seconds(30);
 constexpr protocol::Time kCopyRetryUs = 1'000'000; // after a failed copy, before the next
 // A backup whose own VM ended (its guest shut down in replay) waits this long for the
@@ -761,10 +760,8 @@ void Node::control_loop()
             pump_channel();
         }
 
-        for (const auto& hb : heartbeats_->receive()) {
-            heard_peer_ = true;
+        for (const auto& hb : heartbeats_->receive())
             step(protocol::Received{hb});
-        }
         // The VM's events first: a SyncComplete must reach the core before the acks that follow.
         std::deque<protocol::Event> events;
         {
@@ -817,19 +814,7 @@ void Node::control_loop()
                 step(protocol::ReplayProgress{ex});
             }
         }
-        // A peer never heard from has not failed, it has not started: a pair protected from
-        // boot forms when the first heartbeat arrives, so until then (within a grace period,
-        // after which a missing peer is treated as failed) each side only announces itself
-        // and suspects nobody. Roles that suspect nobody tick from the start.
-        const protocol::Time now = now_us();
-        const protocol::Role role = replica_.role();
-        const bool may_suspect = role == protocol::Role::primary_protected || role == protocol::Role::backup_replaying;
-        if (heard_peer_ || now > kStartupGraceUs || !may_suspect) {
-            step(protocol::Tick{});
-        } else if (now - last_hello_ >= cfg_.protocol.heartbeat_interval) {
-            last_hello_ = now;
-            (void)heartbeats_->send(protocol::HeartbeatMsg{replica_.epoch(), replica_.role(), now, 0, 0});
-        }
+        step(protocol::Tick{});
         if (replica_.role() == protocol::Role::going_live)
             final_replay_ = true;
         // The failover's last step as a client sees it: the new primary's first output leaves.

@@ -59,7 +59,13 @@ struct NodeConfig {
     // The backend cannot start both replicas from one boot (Xen): the arbitration record
     // decides who runs the VM, and the backup always starts from a live copy.
     bool backup_needs_copy = false;
-    protocol::Config protocol;
+    // The pair's rules' timing. A node gives a peer it has not heard from yet 10 s to start
+    // (both hosts of a pair protected from boot start within that of each other).
+    protocol::Config protocol = [] {
+        protocol::Config c;
+        c.boot_grace = 10'000'000;
+        return c;
+    }();
 
     // The VM, made once the node knows its role (true: it records; false: it takes a copy or
     // replays from boot). Unset: a KvmExecution of `backend` with the fields below.
@@ -225,12 +231,10 @@ private:
     std::atomic<protocol::Seq> stream_from_{0}; // ... its entries after this one (the copy's)
     std::atomic<bool> synced_{false};    // the joining backup's copy was confirmed
     std::unique_ptr<ChannelCopySink> sink_; // VM thread: the copy under way
-    bool heard_peer_ = false;            // control thread
     bool first_output_seen_ = false;     // control thread: after going live
     protocol::Time sync_failed_due_ = 0; // control thread: a failed copy, reported then
     protocol::Role last_role_ = protocol::Role::starting; // control thread
     std::uint64_t copy_at_ = 0;          // control thread: what the applied copy covers
-    protocol::Time last_hello_ = 0;
     std::atomic<std::uint64_t> executed_{0};
     std::string failure_;
     NodeStatus status_; // a copy the control thread refreshes (copy progress, backend: the VM thread)

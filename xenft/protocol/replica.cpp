@@ -78,6 +78,8 @@ std::string Config::validate() const
         return "the unacked-entry limit must be positive";
     if (end_ack_timeout == 0)
         return "the wait for the ack of the VM's end must be positive";
+    if (boot_grace > 600'000'000)
+        return "the boot grace must be at most 10 minutes";
     return {};
 }
 
@@ -148,6 +150,8 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                     reprotecting_ = false;
                     acked_ = sent_ = ev.at;
                     last_heard_ = now;
+                    peer_heard_ = true; // it took the copy
+
                     lease_until_ = 0; // outputs wait for the new backup's first echo
                     if (logged_ > ev.at)
                         ship_log(now, ev.at + 1, logged_);
@@ -157,6 +161,7 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                     epoch_ = ev.epoch;
                     received_ = executed_ = ev.at;
                     last_heard_ = now;
+                    peer_heard_ = true; // it sent the copy
                     echo_ = 0;
                 }
             } else if constexpr (std::is_same_v<E, SyncFailed>) {
@@ -202,10 +207,13 @@ void Replica::on_tick(Time now)
             std::to_string(cfg_.end_ack_timeout / 1000) + " ms, so it may take the VM over");
         return;
     }
+    // Until the peer is first heard from, its silence counts only after the boot grace.
+    const Time silence_limit = peer_heard_ ? cfg_.suspect_timeout : std::max(cfg_.suspect_timeout, cfg_.boot_grace);
     switch (role_) {
     case Role::primary_protected:
-        if (now - last_heard_ >= cfg_.suspect_timeout) {
-            begin_arbitration(now, Role::primary_arbitrating, now, "backup silent");
+        if (now - last_heard_ >= silence_limit) {
+            begin_arbitration(now, Role::primary_arbitrating, now,
+                              peer_heard_ ? "backup silent" : "backup never heard from since this host started");
             break;
         }
         if (sent_ > acked_ && now - last_log_send_ >= cfg_.retransmit_interval)
@@ -214,8 +222,9 @@ void Replica::on_tick(Time now)
     case Role::backup_replaying:
         // A primary whose VM ended falls silent on purpose: this backup ends once it replayed
         // up to the end (maybe_end), whatever the silence.
-        if (end_seq_ == 0 && now - last_heard_ >= cfg_.suspect_timeout)
-            begin_arbitration(now, Role::backup_arbitrating, now, "primary silent");
+        if (end_seq_ == 0 && now - last_heard_ >= silence_limit)
+            begin_arbitration(now, Role::backup_arbitrating, now,
+                              peer_heard_ ? "primary silent" : "primary never heard from since this host started");
         break;
     case Role::starting:
     case Role::primary_arbitrating:
@@ -233,6 +242,7 @@ void Replica::on_tick(Time now)
 
 void Replica::on_message(Time now, const Message& m)
 {
+    peer_heard_ = true;
     // A fresh backup host announces itself with epoch 0: the cue for re-protection.
     if (const auto* hb = std::get_if<HeartbeatMsg>(&m); hb && hb->role == Role::backup_syncing) {
         if (role_ == Role::primary_alone && !reprotecting_ && reprotect_allowed_) {

@@ -78,6 +78,10 @@ struct Config {
     Time retransmit_interval = 50'000; // resend unacked log after this long without progress
     Seq max_unacked_entries = 4096;    // the primary's VM stalls beyond this
     Time end_ack_timeout = 5'000'000;  // the primary's wait for the ack of its VM's end
+    // A pair protected from boot forms when the peer's first message arrives: a peer never
+    // heard from has not failed, it may not have started yet. Until then a replica suspects it
+    // only after this long from its own start (if longer than T); once heard, after T. 0: none.
+    Time boot_grace = 0;
 
     // Test-only switches that break a rule, so tests can show the simulation catches it.
     bool unsafe_skip_test_and_set = false;
@@ -234,6 +238,7 @@ private:
     std::vector<Action> out_;
 
     Time last_heard_;        // any message from the peer in our epoch
+    bool peer_heard_ = false; // any message at all, or a live copy exchanged (boot_grace)
     Time last_heartbeat_ = 0;
     Time echo_ = 0;          // latest peer sent_at received (frozen while arbitrating)
 
