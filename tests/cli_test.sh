@@ -201,7 +201,7 @@ list_and_names() { # xenft list: every configuration of the directory; --vm take
     XENFT_CONFDIR=$d "$xenft" list --json > "$work/o" || return 1
     python3 -c 'import json, sys
 j = json.load(open(sys.argv[1]))
-assert j["schema"] == 1, j
+assert j["schema"] == 2, j
 assert [v["name"] for v in j["vms"]] == ["broken", "web"], j
 assert j["vms"][1]["vm"] == 7 and j["vms"][1]["state"] == "not-running", j' "$work/o" || return 1
     # --vm NAME: its configuration's control socket; an unknown name or a broken file said so.

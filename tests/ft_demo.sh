@@ -181,7 +181,7 @@ kill_host() { # sets t_kill
 }
 role_of() {
     local r
-    r=$("$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"role":"[^"]*"' | cut -d'"' -f4) || true
+    r=$("$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"role_text":"[^"]*"' | cut -d'"' -f4) || true
     echo "${r:-not answering on ${sock[$1]}}"
 }
 epoch_of() { "$xenft" status --socket "${sock[$1]}" --json 2>/dev/null | grep -o '"epoch":[0-9]*' | cut -d: -f2; }

@@ -42,6 +42,7 @@ struct Host {
     std::optional<Replica> replica; // empty while crashed
     bool stalled = false;
     bool vm_stopped = false;        // its VM ended on purpose: it logs nothing more
+    bool stopped_here = false;      // a backup whose VM stopped by itself (VmStoppedHere)
     std::deque<Output> held;        // outputs produced by this host's VM, not yet released
 };
 
@@ -66,6 +67,11 @@ public:
         // A quarter of the schedules run with the nodes' boot grace (here 2T): a peer never
         // heard from is suspected only after it. A crash before the first message then takes
         // that much longer to detect.
+        // Schedules last 1.5 s: a failed live copy is retried after 100 ms here (the rule, not
+        // the nodes' 1 s, is what the schedules check).
+        opt_.proto.copy_retry = std::min<Time>(opt_.proto.copy_retry, 100'000);
+        // Likewise a backup whose VM stopped by itself waits 4T for the primary's end.
+        opt_.proto.own_end_wait = std::min<Time>(opt_.proto.own_end_wait, 4 * opt_.proto.suspect_timeout);
         if (opt_.proto.boot_grace == 0 && chance(0.25)) {
             opt_.proto.boot_grace = 2 * opt_.proto.suspect_timeout;
             opt_.failover_bound += opt_.proto.boot_grace - opt_.proto.suspect_timeout;
@@ -225,6 +231,7 @@ private:
         hosts_[h].held.clear();
         hosts_[h].stalled = false;
         hosts_[h].vm_stopped = false;
+        hosts_[h].stopped_here = false;
     }
 
     void restart_crashed()
@@ -251,8 +258,25 @@ private:
         const std::size_t h = backup ? 1 - p : p;
         if (!hosts_[h].replica || hosts_[h].replica->role() == Role::halted)
             return;
+        if (backup && chance(0.3)) {
+            // The backup's guest crashes only there, or the administrator destroys it there.
+            stop_here(h, chance(0.3));
+            return;
+        }
         note("host " + std::to_string(hosts_[h].id) + "'s VM fails (" + (backup ? "backup" : "primary") + ")");
         deliver(h, VmFailed{"the replay diverged"});
+    }
+
+    // The backup's VM stops by itself in replay (its guest's shutdown replayed, or a crash or
+    // a destroy there).
+    void stop_here(std::size_t h, bool destroyed)
+    {
+        Host& host = hosts_[h];
+        if (!host.replica || !is_backup(host.replica->role()) || host.stopped_here)
+            return;
+        host.stopped_here = true;
+        note("host " + std::to_string(host.id) + "'s VM stops by itself in replay" + (destroyed ? " (destroyed)" : ""));
+        deliver(h, VmStoppedHere{destroyed, destroyed ? "destroyed" : "the guest shut down"});
     }
 
     // The primary's guest shuts down: its end is the next log entry.
@@ -267,6 +291,10 @@ private:
         max_logged_[host.replica->epoch()] = std::max(max_logged_[host.replica->epoch()], end);
         note("host " + std::to_string(host.id) + "'s VM ends at entry " + std::to_string(end));
         deliver(p, VmEnded{end, "the guest shut down"});
+        // Half the time the backup replays the shutdown too and its VM stops by itself, around
+        // the time the end reaches it (before or after).
+        if (chance(0.5))
+            at(now_ + rand_time(0, opt_.proto.suspect_timeout), [this, p] { stop_here(1 - p, false); });
     }
 
     void cut(bool ab, bool ba)
@@ -464,6 +492,8 @@ private:
         if (liveness_check_ && result_.failover_time == 0 && now_ >= crash_at_)
             result_.failover_time = now_ - crash_at_;
         live_since_[e] = {host.id, now_};
+        if (host.stopped_here)
+            return violate("host " + std::to_string(host.id) + " went live although its VM had stopped by itself");
         if (end_acked_)
             return violate("host " + std::to_string(host.id) + " went live after the VM ended with its ack");
         // Every output a client saw must be covered by the log this replica replayed.

@@ -250,6 +250,40 @@ BOOST_AUTO_TEST_CASE(a_backup_that_diverged_halts_and_the_primary_continues_alon
     BOOST_TEST(has<ReleaseOutputs>(a));
 }
 
+BOOST_AUTO_TEST_CASE(a_backup_whose_vm_stopped_by_itself_waits_for_the_end_and_never_takes_over)
+{
+    Config c = cfg();
+    c.own_end_wait = 3000 * ms;
+    // The guest's shutdown replayed before the primary's end arrived: the end follows.
+    auto b = Replica::replaying_backup(c, 2, 1, 5, 0, 0);
+    b.step(1 * ms, Received{LogMsg{5, 1, 3, 1 * ms}});
+    b.step(2 * ms, ReplayProgress{3});
+    b.step(10 * ms, VmStoppedHere{false, "the guest powered off"});
+    // Long silence: no suspicion (nothing to go live with), no halt before the wait is over.
+    for (Time t = 20 * ms; t < 2000 * ms; t += 50 * ms)
+        BOOST_TEST(!has<RequestArbiter>(b.step(t, Tick{})));
+    BOOST_TEST(b.role() == Role::backup_replaying);
+    auto a = b.step(2000 * ms, Received{LogMsg{5, 4, 4, 1990 * ms, true}});
+    BOOST_TEST(b.role() == Role::ended);
+    BOOST_TEST(has<EndVm>(a));
+    BOOST_TEST(b.reason().find("as on the primary") != std::string::npos, b.reason());
+
+    // No end within own_end_wait: it failed here; the halt says so, and the heartbeats.
+    auto d = Replica::replaying_backup(c, 2, 1, 5, 0, 0);
+    d.step(10 * ms, VmStoppedHere{false, "the guest crashed: triple fault"});
+    d.step(3009 * ms, Tick{});
+    BOOST_TEST(d.role() == Role::backup_replaying);
+    a = d.step(3010 * ms, Tick{});
+    BOOST_TEST(d.role() == Role::halted);
+    BOOST_TEST(all_of<HaltVm>(a).at(0).reason.find("without the primary's end in the log within 3000 ms") !=
+               std::string::npos);
+
+    // Destroyed here by the administrator: halted at once.
+    auto x = Replica::replaying_backup(c, 2, 1, 5, 0, 0);
+    x.step(10 * ms, VmStoppedHere{true, "xl destroy"});
+    BOOST_TEST(x.role() == Role::halted);
+}
+
 BOOST_AUTO_TEST_CASE(a_primary_whose_vm_failed_lets_the_backup_take_over_at_once)
 {
     auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
@@ -387,6 +421,23 @@ BOOST_AUTO_TEST_CASE(reprotection_after_running_alone)
     BOOST_TEST(b.role() == Role::backup_replaying);
     BOOST_TEST(b.epoch() == 6u);
     BOOST_TEST(b.received() == 40u);
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_live_copy_is_retried_after_copy_retry_not_at_every_heartbeat)
+{
+    Config c = cfg();
+    c.copy_retry = 1000 * ms;
+    auto p = Replica::starting(c, 1, 2, 1, 0);
+    p.step(1 * ms, Tick{});
+    p.step(2 * ms, ArbiterDone{ArbiterOutcome::won, 2, 1});
+    BOOST_TEST_REQUIRE(p.role() == Role::primary_alone);
+    const HeartbeatMsg hello{0, Role::backup_syncing, 0, 0, 0};
+    BOOST_TEST(has<StartReprotection>(p.step(10 * ms, Received{hello})));
+    p.step(20 * ms, SyncFailed{});
+    // The backup asks at every heartbeat; the next copy waits out copy_retry.
+    for (Time t = 70 * ms; t < 1020 * ms; t += 50 * ms)
+        BOOST_TEST(!has<StartReprotection>(p.step(t, Received{hello})), "at " << t / ms << " ms");
+    BOOST_TEST(has<StartReprotection>(p.step(1020 * ms, Received{hello})));
 }
 
 BOOST_AUTO_TEST_CASE(a_restored_channel_resends_what_is_unacked_and_a_lost_one_changes_nothing)

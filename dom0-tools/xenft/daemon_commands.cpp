@@ -197,14 +197,19 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
     }
     const auto& r = *reply;
     std::cout << "vm " << r.value("vm", 0) << " on host " << r.value("host", 0) << " (peer host " << r.value("peer", 0) << ")\n"
-              << "  role:          " << r.value("role", std::string("?")) << ", epoch " << r.value("epoch", 0) << "\n"
+              << "  role:          " << r.value("role_text", std::string("?")) << ", epoch " << r.value("epoch", 0) << "\n"
               << "  exits:         " << r.value("exits", 0) << "\n"
               << "  log:           logged " << r.value("logged", 0) << ", acked " << r.value("acked", 0) << ", received "
-              << r.value("received", 0) << ", replayed " << r.value("executed", 0) << "\n"
-              << "  lag:           " << r.value("lag_entries", 0) << " entries, " << fixed(r.value("lag_ms", 0.0), 1)
-              << " ms\n"
-              << "  log rate:      " << fixed(r.value("log_mbit_s", 0.0), 3) << " Mbit/s\n"
-              << "  held outputs:  " << r.value("held_outputs", 0) << "\n";
+              << r.value("received", 0) << ", replayed " << r.value("executed", 0) << "\n";
+    // The primary measures the lag in time and the log's rate on its sender; a backup knows
+    // only how much it holds that it has not replayed yet.
+    if (r.value("role", std::string()).rfind("primary-", 0) == 0)
+        std::cout << "  lag:           " << r.value("lag_entries", 0) << " entries not acked, "
+                  << fixed(r.value("lag_ms", 0.0), 1) << " ms\n"
+                  << "  log rate:      " << fixed(r.value("log_mbit_s", 0.0), 3) << " Mbit/s\n";
+    else
+        std::cout << "  lag:           " << r.value("lag_entries", 0) << " entries not replayed yet\n";
+    std::cout << "  held outputs:  " << r.value("held_outputs", 0) << "\n";
     if (r.contains("domain") && r["domain"].is_object()) {
         // The Xen backend: the protected domain and its state digests (primary: taken at write
         // exits; backup: compared with the primary's at the same exits, each one matched).
@@ -290,7 +295,7 @@ int run_list_command(const std::vector<std::string>& args)
             row["error"] = reply ? (*reply)["error"].get<std::string>() : error;
         } else {
             row["state"] = "running";
-            for (const char* key : {"role", "role_word", "epoch", "lag_entries", "held_outputs", "last_failover",
+            for (const char* key : {"role", "role_text", "epoch", "lag_entries", "held_outputs", "last_failover",
                                     "last_failover_unix_ms", "backend"})
                 if (reply->contains(key))
                     row[key] = (*reply)[key];
@@ -298,7 +303,7 @@ int run_list_command(const std::vector<std::string>& args)
         rows.push_back(row);
     }
     if (vm.count("json")) {
-        std::cout << nlohmann::json{{"schema", 1}, {"vms", rows}}.dump() << "\n";
+        std::cout << nlohmann::json{{"schema", 2}, {"vms", rows}}.dump() << "\n";
         return 0;
     }
     if (rows.empty()) {
@@ -309,7 +314,7 @@ int run_list_command(const std::vector<std::string>& args)
     for (const auto& r : rows) {
         const std::string state = r.value("state", std::string());
         const std::string vm_text = r.contains("vm") ? std::to_string(r.value("vm", std::uint64_t{0})) : "-";
-        std::string role = state == "running" ? r.value("role", std::string("?"))
+        std::string role = state == "running" ? r.value("role_text", std::string("?"))
                            : state == "not-running" ? "not running"
                                                     : "bad configuration";
         const std::string epoch = state == "running" ? std::to_string(r.value("epoch", std::uint64_t{0})) : "-";

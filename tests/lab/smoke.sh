@@ -72,29 +72,6 @@ else
     finish
 fi
 probe=$work/xenft-ft-probe dm=$work/xenft-xen-dm pair=$work/xenft-xen-pair
-# The backup's reading of the primary's log entries (fuzz/xen_log_fuzz.cpp: libFuzzer with
-# ASan and UBSan), built here because it needs the hvm-patches' headers; seeded with sample
-# logs of every entry kind (`xenft log sample --workload mixed`).
-if command -v clang++ > /dev/null; then
-    stamp "fuzzing the Xen backend's log reader for ${XEN_LOG_FUZZ_SECONDS:-30} s"
-    corpus=$work/xen_log_corpus
-    mkdir -p "$corpus"
-    for s in 1 2 3; do
-        "${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}" log sample --workload mixed --entries $((s * 20)) \
-            --seed $s --per-frame 16 -o "$corpus/seed-$s" > /dev/null 2>&1
-    done
-    if clang++ -std=gnu++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I"$top" \
-           -isystem "$xen_work/stage/usr/include" "$top/fuzz/xen_log_fuzz.cpp" "$top/xenft/backends/xen/xen_log.cpp" \
-           "$top/xenft/logformat/stream.cpp" "$top/xenft/logformat/codec.cpp" "$top/xenft/common/crc32c.cpp" \
-           -o "$work/xen_log_fuzz" > "$work/xen_log_fuzz.log" 2>&1 &&
-       "$work/xen_log_fuzz" -max_total_time="${XEN_LOG_FUZZ_SECONDS:-30}" -seed=1 "$corpus" >> "$work/xen_log_fuzz.log" 2>&1; then
-        pass xen_log_reader_fuzzes_clean
-    else
-        grep -E 'ERROR|error|SUMMARY' "$work/xen_log_fuzz.log" | head -n 5
-        fail xen_log_reader_fuzzes_clean "build or run failed ($work/xen_log_fuzz.log)"
-    fi
-fi
-
 # The scenario disk: what dom0 runs, and the guest.
 payload=$work/payload
 rm -rf "$payload" && mkdir -p "$payload"

@@ -11,10 +11,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kCopyAnswerTimeout = std::chrono::seconds(30);
-constexpr protocol::Time kCopyRetryUs = 1'000'000; // after a failed copy, before the next
-// A backup whose own VM ended (its guest shut down in replay) waits this long for the
-// primary's vm_end before it takes the end for a failure here.
-constexpr auto kOwnEndWait = std::chrono::seconds(3);
 
 void nap() { std::this_thread::sleep_for(std::chrono::microseconds(200)); }
 
@@ -492,7 +488,7 @@ void Node::replay_loop()
 {
     replaying_ = true;
     std::deque<logformat::Entry> pending;
-    std::optional<Clock::time_point> own_end; // this VM ended by itself here, at
+    bool own_stop_reported = false; // this VM stopped by itself here; the core decides what it means
     auto last_details = Clock::now();
     while (!stopping_ && !halted_ && !go_live_ && !ended_) {
         {
@@ -508,16 +504,17 @@ void Node::replay_loop()
             status_.backend = exec_->details();
         }
         if (auto stop = exec_->stopped()) {
-            // The guest shut down or crashed in replay as it did on the primary, whose vm_end
-            // is on its way; or the administrator destroyed the VM here.
-            if (!own_end) {
-                own_end = Clock::now();
+            // The guest shut down or crashed in replay (as it did on the primary, whose vm_end
+            // is then on its way), or the administrator destroyed the VM here. The protocol
+            // core waits for the end or halts; the loop ends when it did either.
+            if (!own_stop_reported) {
+                own_stop_reported = true;
                 vm_stopped_ = true;
-                say("the VM ended here in replay: " + stop->text + "; waiting for the primary's end");
+                const bool destroyed = stop->reason == logformat::VmEnd::Reason::destroyed;
+                say("the VM ended here in replay: " + stop->text + (destroyed ? "" : "; waiting for the primary's end"));
+                std::lock_guard lock(mu_);
+                vm_events_.push_back(protocol::VmStoppedHere{destroyed, stop->text});
             }
-            if (stop->reason == logformat::VmEnd::Reason::destroyed || Clock::now() - *own_end > kOwnEndWait)
-                return vm_failed("the VM ended here (" + stop->text + ") without the primary's end in the log: "
-                                 "this host no longer protects it");
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
             continue;
         }
@@ -768,19 +765,8 @@ void Node::control_loop()
             std::lock_guard lock(mu_);
             events.swap(vm_events_);
         }
-        for (const auto& e : events) {
-            if (std::holds_alternative<protocol::SyncFailed>(e)) {
-                // The protocol core starts the next copy at the backup's next heartbeat; a
-                // backup that cannot be reached would be tried every 50 ms. Tell it later.
-                sync_failed_due_ = now_us() + kCopyRetryUs;
-                continue;
-            }
+        for (const auto& e : events)
             step(e);
-        }
-        if (sync_failed_due_ != 0 && now_us() >= sync_failed_due_) {
-            sync_failed_due_ = 0;
-            step(protocol::SyncFailed{});
-        }
         const auto out = streaming_ && !stopped ? sender() : nullptr;
         if (out) {
             if (out != watched) {

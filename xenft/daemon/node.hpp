@@ -232,7 +232,6 @@ private:
     std::atomic<bool> synced_{false};    // the joining backup's copy was confirmed
     std::unique_ptr<ChannelCopySink> sink_; // VM thread: the copy under way
     bool first_output_seen_ = false;     // control thread: after going live
-    protocol::Time sync_failed_due_ = 0; // control thread: a failed copy, reported then
     protocol::Role last_role_ = protocol::Role::starting; // control thread
     std::uint64_t copy_at_ = 0;          // control thread: what the applied copy covers
     std::atomic<std::uint64_t> executed_{0};

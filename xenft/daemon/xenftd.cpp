@@ -137,13 +137,14 @@ nlohmann::json status_json(const daemon::DaemonConfig& c, const daemon::NodeStat
                            {"last_rounds", p.last_rounds},
                            {"last_pause_ms", p.last_pause_ms},
                            {"last_error", p.last_error}};
-    nlohmann::json reply = {{"schema", 1},
+    // Schema 2: "role" became the fixed word (it was the text, now "role_text").
+    nlohmann::json reply = {{"schema", 2},
             {"vm", c.vm_id},
             {"host", c.host_id},
             {"peer", c.peer_id},
             {"backend", c.backend},
-            {"role", std::string(protocol::role_name(s.role))},
-            {"role_word", std::string(protocol::role_word(s.role))},
+            {"role", std::string(protocol::role_word(s.role))},
+            {"role_text", std::string(protocol::role_name(s.role))},
             {"epoch", s.epoch},
             {"exits", s.exits},
             {"logged", s.logged},
@@ -330,8 +331,13 @@ void serve(int listener, const daemon::DaemonConfig& cfg, daemon::Node* node, co
         reply = {{"error", "unknown command \"" + cmd.substr(0, 40) + "\" (status, failover, unprotect, protect)"}};
     } else if (cmd == "status") {
         reply = node ? status_json(cfg, node->status())
-                     : nlohmann::json{{"vm", cfg.vm_id},      {"host", cfg.host_id},
-                                      {"peer", cfg.peer_id},  {"role", "none (about to join the pair as a backup)"},
+                     : nlohmann::json{{"schema", 2},
+                                      {"vm", cfg.vm_id},
+                                      {"host", cfg.host_id},
+                                      {"peer", cfg.peer_id},
+                                      {"backend", cfg.backend},
+                                      {"role", "joining"},
+                                      {"role_text", "none (about to join the pair as a backup)"},
                                       {"epoch", 0}};
         if (!last_halt.why.empty()) {
             reply["last_halt"] = last_halt.why;

@@ -22,17 +22,19 @@ bool is_backup(Role r) noexcept
 
 std::string_view role_word(Role r) noexcept
 {
-    if (is_primary(r))
-        return "primary";
-    if (r == Role::going_live)
-        return "going-live";
-    if (is_backup(r))
-        return "backup";
-    if (r == Role::halted)
-        return "halted";
-    if (r == Role::ended)
-        return "ended";
-    return "starting";
+    switch (r) {
+    case Role::starting: return "starting";
+    case Role::primary_alone: return "primary-alone";
+    case Role::primary_protected: return "primary-protected";
+    case Role::primary_arbitrating: return "primary-arbitrating";
+    case Role::backup_syncing: return "backup-syncing";
+    case Role::backup_replaying: return "backup-replaying";
+    case Role::backup_arbitrating: return "backup-arbitrating";
+    case Role::going_live: return "going-live";
+    case Role::halted: return "halted";
+    case Role::ended: return "ended";
+    }
+    return "unknown";
 }
 
 StartAs plan_start(HostId self, bool configured_primary, HostId record_owner) noexcept
@@ -78,6 +80,8 @@ std::string Config::validate() const
         return "the unacked-entry limit must be positive";
     if (end_ack_timeout == 0)
         return "the wait for the ack of the VM's end must be positive";
+    if (own_end_wait == 0)
+        return "the backup's wait for the primary's end must be positive";
     if (boot_grace > 600'000'000)
         return "the boot grace must be at most 10 minutes";
     return {};
@@ -165,6 +169,8 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                     echo_ = 0;
                 }
             } else if constexpr (std::is_same_v<E, SyncFailed>) {
+                if (reprotecting_)
+                    next_copy_at_ = now + cfg_.copy_retry;
                 reprotecting_ = false;
             } else if constexpr (std::is_same_v<E, ChannelLost>) {
                 // Nothing to do: the failure detector decides, on silence of every kind.
@@ -174,7 +180,7 @@ std::vector<Action> Replica::step(Time now, const Event& e)
             } else if constexpr (std::is_same_v<E, OperatorFailover>) {
                 // Wait out the primary's lease (T from our last echo, which is no later than now)
                 // so it cannot release anything once we are live.
-                if (role_ == Role::backup_replaying)
+                if (role_ == Role::backup_replaying && !own_stop_)
                     begin_arbitration(now, Role::backup_arbitrating, now + cfg_.suspect_timeout, "operator failover");
             } else if constexpr (std::is_same_v<E, OperatorUnprotect>) {
                 if (is_primary(role_))
@@ -190,6 +196,8 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                 halt(ev.reason);
             } else if constexpr (std::is_same_v<E, VmEnded>) {
                 on_vm_ended(now, ev);
+            } else if constexpr (std::is_same_v<E, VmStoppedHere>) {
+                on_vm_stopped_here(now, ev);
             }
         },
         e);
@@ -207,6 +215,11 @@ void Replica::on_tick(Time now)
             std::to_string(cfg_.end_ack_timeout / 1000) + " ms, so it may take the VM over");
         return;
     }
+    if (own_stop_ && is_backup(role_) && now - own_stop_since_ >= cfg_.own_end_wait) {
+        halt("the VM ended here (" + own_stop_reason_ + ") without the primary's end in the log within " +
+             std::to_string(cfg_.own_end_wait / 1000) + " ms: this host no longer protects it");
+        return;
+    }
     // Until the peer is first heard from, its silence counts only after the boot grace.
     const Time silence_limit = peer_heard_ ? cfg_.suspect_timeout : std::max(cfg_.suspect_timeout, cfg_.boot_grace);
     switch (role_) {
@@ -222,7 +235,8 @@ void Replica::on_tick(Time now)
     case Role::backup_replaying:
         // A primary whose VM ended falls silent on purpose: this backup ends once it replayed
         // up to the end (maybe_end), whatever the silence.
-        if (end_seq_ == 0 && now - last_heard_ >= silence_limit)
+        // Nor does one whose own VM stopped: it has nothing to go live with.
+        if (end_seq_ == 0 && !own_stop_ && now - last_heard_ >= silence_limit)
             begin_arbitration(now, Role::backup_arbitrating, now,
                               peer_heard_ ? "primary silent" : "primary never heard from since this host started");
         break;
@@ -245,7 +259,7 @@ void Replica::on_message(Time now, const Message& m)
     peer_heard_ = true;
     // A fresh backup host announces itself with epoch 0: the cue for re-protection.
     if (const auto* hb = std::get_if<HeartbeatMsg>(&m); hb && hb->role == Role::backup_syncing) {
-        if (role_ == Role::primary_alone && !reprotecting_ && reprotect_allowed_) {
+        if (role_ == Role::primary_alone && !reprotecting_ && reprotect_allowed_ && now >= next_copy_at_) {
             reprotecting_ = true;
             emit(StartReprotection{});
         }
@@ -266,8 +280,11 @@ void Replica::on_message(Time now, const Message& m)
         [&](const auto& msg) {
             using M = std::decay_t<decltype(msg)>;
             if constexpr (std::is_same_v<M, LogMsg>) {
-                if (role_ == Role::backup_replaying)
+                if (role_ == Role::backup_replaying) {
                     on_log(msg);
+                    if (own_stop_) // the end it waited for (its VM replays nothing more)
+                        maybe_end(now);
+                }
             } else if constexpr (std::is_same_v<M, AckMsg>) {
                 if (is_primary(role_))
                     on_ack(now, msg.acked, msg.echo);
@@ -279,7 +296,7 @@ void Replica::on_message(Time now, const Message& m)
                 else if (msg.role == Role::halted && role_ == Role::primary_protected)
                     begin_arbitration(now, Role::primary_arbitrating, now,
                                       "backup host " + std::to_string(peer_) + " says its VM halted");
-                else if (msg.role == Role::halted && role_ == Role::backup_replaying && end_seq_ == 0)
+                else if (msg.role == Role::halted && role_ == Role::backup_replaying && end_seq_ == 0 && !own_stop_)
                     begin_arbitration(now, Role::backup_arbitrating, now,
                                       "primary host " + std::to_string(peer_) + " says its VM halted");
                 else if (msg.role == Role::ended && is_primary(role_) && end_seq_ != 0) {
@@ -287,10 +304,11 @@ void Replica::on_message(Time now, const Message& m)
                     // takes the VM over, so what the VM produced before its end may leave.
                     release_all();
                     end(end_reason_ + "; the backup ended with it and does not take the VM over");
-                } else if (msg.role == Role::ended && is_backup(role_) && role_ != Role::going_live)
-                    end("the primary's VM ended" + std::string(end_seq_ != 0 && executed_ >= end_seq_
-                                                                   ? ""
-                                                                   : " (this backup had not received all of its log)"));
+                } else if (msg.role == Role::ended && is_backup(role_) && role_ != Role::going_live &&
+                           end_seq_ == 0) {
+                    // (A backup with the end in its buffer replays up to it first: maybe_end.)
+                    end("the primary's VM ended (this backup never received the end of its log)");
+                }
             }
         },
         m);
@@ -505,7 +523,29 @@ void Replica::maybe_end(Time now)
         end(end_reason_ + "; the backup acknowledged the end and does not take the VM over");
     } else if (role_ == Role::backup_replaying && executed_ >= end_seq_) {
         end("the primary's VM ended at log entry " + std::to_string(end_seq_));
+    } else if (is_backup(role_) && own_stop_) {
+        // Its VM stopped where the primary's ended (the guest's shutdown replayed): the entries
+        // after the stop are the end's own, which a stopped VM does not execute.
+        end("the VM ended here (" + own_stop_reason_ + ") as on the primary, whose end is log entry " +
+            std::to_string(end_seq_));
     }
+}
+
+void Replica::on_vm_stopped_here(Time now, const VmStoppedHere& e)
+{
+    if (role_ == Role::halted || role_ == Role::ended || own_stop_)
+        return;
+    // Only a replaying backup can wait for the end; one already arbitrating or going live has
+    // nothing to go live with.
+    if (e.destroyed || role_ != Role::backup_replaying) {
+        halt("the VM ended here (" + e.reason + ") without the primary's end in the log: this host no longer "
+             "protects it");
+        return;
+    }
+    own_stop_ = true;
+    own_stop_since_ = now;
+    own_stop_reason_ = e.reason;
+    maybe_end(now);
 }
 
 void Replica::end(const std::string& reason)

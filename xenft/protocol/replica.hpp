@@ -53,8 +53,9 @@ enum class Role : std::uint8_t {
 std::string_view role_name(Role r) noexcept;
 bool is_primary(Role r) noexcept; // primary_alone, primary_protected, primary_arbitrating
 bool is_backup(Role r) noexcept;  // backup_syncing, backup_replaying, backup_arbitrating, going_live
-// One word per role, for scripts (`xenft status --json`): "starting", "primary", "backup",
-// "going-live", "halted", "ended".
+// One fixed word per role, for scripts (`xenft status --json`'s "role"): "starting",
+// "primary-protected", "primary-alone", "primary-arbitrating", "backup-syncing",
+// "backup-replaying", "backup-arbitrating", "going-live", "halted", "ended".
 std::string_view role_word(Role r) noexcept;
 
 // How a replica whose VM starts from boot with a live copy for the backup (the Xen backend:
@@ -82,6 +83,12 @@ struct Config {
     // heard from has not failed, it may not have started yet. Until then a replica suspects it
     // only after this long from its own start (if longer than T); once heard, after T. 0: none.
     Time boot_grace = 0;
+    // After a failed live copy, the next starts no sooner than this (a backup that asks again
+    // at every heartbeat but cannot be reached is not sent a copy every interval).
+    Time copy_retry = 1'000'000;
+    // A backup whose VM stopped by itself waits this long for the primary's end in its buffer
+    // before it takes the stop for a failure here (VmStoppedHere).
+    Time own_end_wait = 3'000'000;
 
     // Test-only switches that break a rule, so tests can show the simulation catches it.
     bool unsafe_skip_test_and_set = false;
@@ -151,10 +158,16 @@ struct VmFailed { std::string reason; };
 // ack it within end_ack_timeout may still take the VM over (it may be the survivor of a double
 // failure), and the primary's held outputs are dropped.
 struct VmEnded { Seq seq; std::string reason; };
+// The backup's VM stopped by itself in replay: the guest shut down or crashed as it did on the
+// primary (whose end is then on its way in the log), or it diverged and crashed only here; or
+// the administrator destroyed it on this host (`destroyed`). A backup whose VM stopped never
+// goes live and suspects nobody; it ends with the primary's end once that is in its buffer,
+// and halts if the end is not there within own_end_wait (at once if destroyed).
+struct VmStoppedHere { bool destroyed = false; std::string reason; };
 
 using Event = std::variant<Tick, VmLogged, VmOutput, Received, ArbiterDone, ReplayProgress, SyncComplete, SyncFailed,
                            ChannelLost, ChannelRestored, OperatorFailover, OperatorUnprotect, OperatorProtect,
-                           BackupRestarted, VmFailed, VmEnded>;
+                           BackupRestarted, VmFailed, VmEnded, VmStoppedHere>;
 
 // ---- actions out -------------------------------------------------------------------------------
 
@@ -227,6 +240,7 @@ private:
     void maybe_go_live();
     void halt(const std::string& reason);
     void on_vm_ended(Time now, const VmEnded& e);
+    void on_vm_stopped_here(Time now, const VmStoppedHere& e);
     void maybe_end(Time now);
     void end(const std::string& reason);
 
@@ -251,6 +265,10 @@ private:
     bool stalled_ = false;
     bool reprotecting_ = false;
     bool reprotect_allowed_ = true; // cleared by OperatorUnprotect, set by OperatorProtect
+    Time next_copy_at_ = 0;         // copy_retry after a failed live copy
+    bool own_stop_ = false;         // backup: its VM stopped by itself (VmStoppedHere)
+    Time own_stop_since_ = 0;
+    std::string own_stop_reason_;
     std::deque<VmOutput> outputs_;
 
     // backup
