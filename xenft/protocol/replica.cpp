@@ -180,7 +180,9 @@ std::vector<Action> Replica::step(Time now, const Event& e)
             } else if constexpr (std::is_same_v<E, OperatorFailover>) {
                 // Wait out the primary's lease (T from our last echo, which is no later than now)
                 // so it cannot release anything once we are live.
-                if (role_ == Role::backup_replaying && !own_stop_)
+                // (Not by a backup whose VM stopped, nor by one with the VM's end in its buffer:
+                // the VM is ending, and the primary may already have ended on its ack.)
+                if (role_ == Role::backup_replaying && !own_stop_ && end_seq_ == 0)
                     begin_arbitration(now, Role::backup_arbitrating, now + cfg_.suspect_timeout, "operator failover");
             } else if constexpr (std::is_same_v<E, OperatorUnprotect>) {
                 if (is_primary(role_))
