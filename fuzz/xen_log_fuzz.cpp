@@ -2,7 +2,7 @@
 // as the logging channel delivers them (logformat's frame decoder first), read into ring
 // records and device events. Beyond "no crash", whatever is read must survive the way back:
 // written again (XenLogWriter) and read by a fresh reader, it gives the same items.
-// Built and run by the lab (tests/lab/smoke.sh), which has the hvm-patches' Xen headers.
+// Built and run by `make fuzz` where the Xen backend is built (configure found the Xen libraries).
 #include <cstdlib>
 
 #include "xenft/backends/xen/xen_log.hpp"
