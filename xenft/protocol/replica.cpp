@@ -155,7 +155,6 @@ std::vector<Action> Replica::step(Time now, const Event& e)
                     acked_ = sent_ = ev.at;
                     last_heard_ = now;
                     peer_heard_ = true; // it took the copy
-
                     lease_until_ = 0; // outputs wait for the new backup's first echo
                     if (logged_ > ev.at)
                         ship_log(now, ev.at + 1, logged_);
@@ -180,9 +179,7 @@ std::vector<Action> Replica::step(Time now, const Event& e)
             } else if constexpr (std::is_same_v<E, OperatorFailover>) {
                 // Wait out the primary's lease (T from our last echo, which is no later than now)
                 // so it cannot release anything once we are live.
-                // (Not by a backup whose VM stopped, nor by one with the VM's end in its buffer:
-                // the VM is ending, and the primary may already have ended on its ack.)
-                if (role_ == Role::backup_replaying && !own_stop_ && end_seq_ == 0)
+                if (backup_may_take_over())
                     begin_arbitration(now, Role::backup_arbitrating, now + cfg_.suspect_timeout, "operator failover");
             } else if constexpr (std::is_same_v<E, OperatorUnprotect>) {
                 if (is_primary(role_))
@@ -235,10 +232,7 @@ void Replica::on_tick(Time now)
             ship_log(now, acked_ + 1, sent_);
         break;
     case Role::backup_replaying:
-        // A primary whose VM ended falls silent on purpose: this backup ends once it replayed
-        // up to the end (maybe_end), whatever the silence.
-        // Nor does one whose own VM stopped: it has nothing to go live with.
-        if (end_seq_ == 0 && !own_stop_ && now - last_heard_ >= silence_limit)
+        if (backup_may_take_over() && now - last_heard_ >= silence_limit)
             begin_arbitration(now, Role::backup_arbitrating, now,
                               peer_heard_ ? "primary silent" : "primary never heard from since this host started");
         break;
@@ -298,7 +292,7 @@ void Replica::on_message(Time now, const Message& m)
                 else if (msg.role == Role::halted && role_ == Role::primary_protected)
                     begin_arbitration(now, Role::primary_arbitrating, now,
                                       "backup host " + std::to_string(peer_) + " says its VM halted");
-                else if (msg.role == Role::halted && role_ == Role::backup_replaying && end_seq_ == 0 && !own_stop_)
+                else if (msg.role == Role::halted && backup_may_take_over())
                     begin_arbitration(now, Role::backup_arbitrating, now,
                                       "primary host " + std::to_string(peer_) + " says its VM halted");
                 else if (msg.role == Role::ended && is_primary(role_) && end_seq_ != 0) {
@@ -531,6 +525,15 @@ void Replica::maybe_end(Time now)
         end("the VM ended here (" + own_stop_reason_ + ") as on the primary, whose end is log entry " +
             std::to_string(end_seq_));
     }
+}
+
+// Whether this backup may arbitrate to take the VM over (on silence, a halted primary or the
+// operator's word). Not once the VM's end is in its buffer: the VM is ending (the primary may
+// already have ended on its ack), and the backup ends once it replayed up to it (maybe_end).
+// Not once its own VM stopped by itself: it has nothing to go live with.
+bool Replica::backup_may_take_over() const noexcept
+{
+    return role_ == Role::backup_replaying && end_seq_ == 0 && !own_stop_;
 }
 
 void Replica::on_vm_stopped_here(Time now, const VmStoppedHere& e)

@@ -241,6 +241,7 @@ private:
     void halt(const std::string& reason);
     void on_vm_ended(Time now, const VmEnded& e);
     void on_vm_stopped_here(Time now, const VmStoppedHere& e);
+    bool backup_may_take_over() const noexcept;
     void maybe_end(Time now);
     void end(const std::string& reason);
 
