@@ -89,6 +89,13 @@ xen_backend_packaged() {
     depends=$(dpkg-query -W -f '${Depends}' xenft) recommends=$(dpkg-query -W -f '${Recommends}' xenft)
     echo "$depends" | grep -q 'libxenmisc4.17' && echo "$depends" | grep -q 'libxencall1' ||
         { echo "Depends lacks Debian's Xen libraries: $depends"; return 1; }
+    # Any Xen 4.17 of bookworm satisfies them, the patched packages included (debian/shlibs.local),
+    # not only the version on the machine that built the package.
+    local minimum
+    for minimum in $(echo "$depends" | grep -o 'libxen[a-z0-9.]* (>= [^)]*)' | sed 's/.*>= \(.*\))/\1/'); do
+        dpkg --compare-versions 4.17.5+72-g01140da4e8-1+xenft1 ge "$minimum" ||
+            { echo "Depends wants a Xen newer than the patched packages (4.17.5+72-g01140da4e8-1+xenft1): $depends"; return 1; }
+    done
     echo "$recommends" | grep -q 'xen-hypervisor-4.17-amd64 (>= [^)]*+xenft1)' ||
         { echo "Recommends lacks the patched hypervisor: $recommends"; return 1; }
 }

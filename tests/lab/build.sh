@@ -22,8 +22,9 @@ start=$(date +%s)
 # Each step's expected seconds on this kind of machine (2 cores), cold and with its output
 # already there (measured in a cold demo on 2026-12-02: 356, 56 and 226-240 s); estimate[i] is
 # the one that applies to this run.
+# xl comes from the packages when DEBDIR has Xen's; the libraries are for xenft's Xen programs.
 what=--xl
-[ -n "$debs" ] && what=--libs
+[ -n "$debs" ] && ls "$debs"/xen-utils-4.17_*.deb > /dev/null 2>&1 && what=--libs
 built() { [ -e "$1" ] && echo 1 || echo 0; }
 cold=(360 60 240) warm=(5 5 15)
 have=("$([ -f "$xen_work/hv/xen.gz" ] && [ -x "$xen_work/stage/usr/sbin/xl" ] && echo 1 || echo 0)"

@@ -51,6 +51,17 @@
 #     B's power cut mid-download: A goes live (epoch 4) with every acknowledged PUT and the
 #     download intact on one connection.
 #
+# With LAB_DEBS (make lab-failover-debs) the hosts are dom0s set up as the README's install
+# section says, from packages only: Debian's Xen packages with xenft's patches (make xen-deb) and
+# xenft's package, installed with apt and the Xen ones held; the dom0 boots systemd and Debian's
+# Xen init script; the certificates, heartbeat key and /etc/xenft/ftguest.conf are put where the
+# README puts them and checked with xenftd --check-config; the packaged xl runs the packaged
+# hook, which starts xenftd@ftguest through systemd, and xenftd logs to the journal. Its checks
+# add that each host runs those packages and that systemd runs xenftd. Default cases there:
+# "a-dies a-ends" (a power cut and an administrator's xl destroy; the rest run as well). With
+# XENFT_DEB (CI's shorter check of the packaged path) only xenft comes from its package,
+# installed with apt into both dom0s; Xen is the lab's build and dom0-init runs the scenario.
+#
 # It prints a timeline per case, the client's verdict and its duration, one PASS/FAIL line per
 # check, and ends with "lab failover: N passed, N failed".
 #
@@ -60,7 +71,9 @@
 #      build's xenftd: built against Debian's libxen-dev, it runs on the patched hypervisor
 #      as the package's would; default build/main/xenft/daemon/xenftd), FAILOVER_CASES ("a-dies b-dies
 #      b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut
-#      reprotect-after-failover").
+#      reprotect-after-failover"), LAB_DEBS (a directory of .debs: the patched Xen packages of
+#      make xen-deb and xenft's; the dom0 image is built from them, above), XENFT_DEB (xenft's
+#      .deb, above; instead of XENFT_XENFTD, XENFT_CLI's copy in dom0 and XENFT_XL_HOOK).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -71,7 +84,18 @@ export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
 xenftd_bin=${XENFT_XENFTD:-$top/build/main/xenft/daemon/xenftd}
-cases_to_run=${FAILOVER_CASES:-a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover}
+debs=${LAB_DEBS:+$(cd "$LAB_DEBS" 2> /dev/null && pwd || echo "$LAB_DEBS")}
+all_cases="a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover"
+if [ -n "$debs" ]; then cases_to_run=${FAILOVER_CASES:-a-dies a-ends}; else cases_to_run=${FAILOVER_CASES:-$all_cases}; fi
+xenft_deb=${XENFT_DEB:-}
+# What the dom0 image gets from packages: xen_packaged (Xen's and xenft's, systemd boots) or
+# xenft_packaged (xenft's alone); the directory of .debs tests/lab/build.sh installs.
+xen_packaged=0 xenft_packaged=0 debdir=
+if [ -n "$debs" ]; then
+    xen_packaged=1 xenft_packaged=1 debdir=$debs
+elif [ -n "$xenft_deb" ]; then
+    xenft_packaged=1 debdir=$work/debs-xenft
+fi
 cases=$work/lab_failover.cases
 : > "$cases"
 start=$(date +%s)
@@ -103,30 +127,46 @@ done
 
 # --- what the hosts run: Xen, xenft's Xen programs, the dom0 image (shared with the smoke lab) ----
 stamp "building Xen, xenft's Xen test programs and the dom0 image (tests/lab/build.sh)"
-if ! "$top/tests/lab/build.sh" "$work" > "$work/build.log" 2>&1; then
+if [ -n "$xenft_deb" ] && [ -z "$debs" ]; then
+    [ -f "$xenft_deb" ] || { fail lab_failover "XENFT_DEB: no file $xenft_deb"; finish; }
+    rm -rf "$debdir" && mkdir -p "$debdir" && cp "$xenft_deb" "$debdir/"
+fi
+if ! "$top/tests/lab/build.sh" "$work" $debdir > "$work/build.log" 2>&1; then
     tail -n 20 "$work/build.log"
     fail lab_builds "tests/lab/build.sh failed ($work/build.log)"
     finish
 fi
 grep 'step .* done in' "$work/build.log" | sed 's/^/    /'
 pass lab_builds
-gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"
+if [ $xen_packaged = 1 ]; then gunzip -c "$work/xen.gz" > "$work/xen"; else gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"; fi
 
 # --- the scenario disk: the same for both hosts; the role comes on the kernel command line ----
 payload=$work/payload-failover
-rm -rf "$payload" && mkdir -p "$payload/xen/lib" "$payload/tls"
+rm -rf "$payload" && mkdir -p "$payload/tls"
 cp "$guest" "$payload/xenft-guest.elf"
-"$xenftd_bin" --version | grep -q 'backends: .*xen' ||
-    { fail xenftd_has_the_xen_backend "$xenftd_bin: $("$xenftd_bin" --version 2>&1) (configure found no libxen-dev?)"; finish; }
-cp "$xenftd_bin" "$work/xenft-xen-poke" "$xenft_cli" "$payload/"
-cp "${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}" "$payload/xl-hook"
-cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
-cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
-{ "$xenft_cli" cert ca --name lab-ca --out "$payload/tls" &&
+cp "$work/xenft-xen-poke" "$payload/"
+# xenft, and xl with Xen's libraries: in the dom0 image where they come from packages, else
+# from the builds.
+if [ $xenft_packaged = 0 ]; then
+    "$xenftd_bin" --version | grep -q 'backends: .*xen' ||
+        { fail xenftd_has_the_xen_backend "$xenftd_bin: $("$xenftd_bin" --version 2>&1) (configure found no libxen-dev?)"; finish; }
+    cp "$xenftd_bin" "$xenft_cli" "$payload/"
+    cp "${XENFT_XL_HOOK:-$top/build/main/dom0-tools/xl/xl-hook}" "$payload/xl-hook"
+fi
+if [ $xen_packaged = 0 ]; then
+    mkdir -p "$payload/xen/lib"
+    cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
+    cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
+fi
+# The README's step 1 (certificates and the heartbeat key), done on the build machine: the
+# CA's key never reaches a host; each host gets its own certificate and key (installed into
+# /etc/xenft/tls by the run script below).
+rm -rf "$work/ca"
+{ "$xenft_cli" cert ca --name ca --out "$work/ca" &&
   for h in hosta hostb; do
-      "$xenft_cli" cert create --name $h --out "$payload/tls" --ca-cert "$payload/tls/lab-ca.crt" --ca-key "$payload/tls/lab-ca.key" || exit 1
-  done; } > "$work/certs.log" 2>&1 || { fail lab_certificates "$(tail -n 2 "$work/certs.log")"; finish; }
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$payload/tls/hb.key" && chmod 600 "$payload/tls/hb.key"
+      "$xenft_cli" cert create --name $h --out "$payload/tls" --ca-cert "$work/ca/ca.crt" --ca-key "$work/ca/ca.key" || exit 1
+  done && cp "$work/ca/ca.crt" "$payload/tls/"; } > "$work/certs.log" 2>&1 || { fail lab_certificates "$(tail -n 2 "$work/certs.log")"; finish; }
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$payload/tls/heartbeat.key" && chmod 600 "$payload/tls/heartbeat.key"
 cat > "$payload/pvh-ft.cfg" <<'EOF'
 name = "ft-guest"
 type = "pvh"
@@ -162,14 +202,14 @@ initiator = iqn.2026-11.lab.xenft:$me
 [channel]
 listen = 192.168.77.$n:7100
 peer = 192.168.77.$peer:7100
-cert = /lab/tls/$me.crt
-key = /lab/tls/$me.key
-ca = /lab/tls/lab-ca.crt
+cert = /etc/xenft/tls/$me.crt
+key = /etc/xenft/tls/$me.key
+ca = /etc/xenft/tls/ca.crt
 peer-name = $other
 [heartbeat]
 listen = 192.168.77.$n:7101
 peer = 192.168.77.$peer:7101
-key-file = /lab/tls/hb.key
+key-file = /etc/xenft/tls/heartbeat.key
 [failover]
 after-ms = 2000
 digest-ms = 3000
@@ -177,13 +217,33 @@ EOF
 done
 cat > "$payload/run" <<EOF
 #!/bin/sh
-# One host of the pair: lab.role=a (records) or b (replays) on the kernel command line.
-export LD_LIBRARY_PATH=/lab/xen/lib
-xl=/lab/xen/xl
+# One host of the pair: lab.role=a (records) or b (replays) on the kernel command line. With
+# xen_packaged=1 it runs under systemd (dom0-lab.service) on a dom0 whose Xen and xenft come
+# from packages; else dom0-init runs it and xl and its libraries come from /lab, and xenft
+# and the hook too unless xenft_packaged=1.
+xen_packaged=$xen_packaged xenft_packaged=$xenft_packaged
 role=\$(sed -n 's/.*lab\.role=\([ab]\).*/\1/p' /proc/cmdline)
-n=1
-[ "\$role" = b ] && n=2
+n=1 me=hosta
+[ "\$role" = b ] && n=2 me=hostb
 say() { echo "LAB: \$role: \$*"; }
+if [ \$xen_packaged = 1 ]; then
+    xl=/usr/sbin/xl
+    if systemctl is-active --quiet xen.service && xenstore-read domid > /dev/null 2>&1; then
+        say "dom0 up: systemd, xen.service active"
+    else
+        say "FAIL xen.service: \$(systemctl is-active xen.service) \$(journalctl -b -u xen.service -o cat | tail -n 2 | tr '\n' ' ')"
+    fi
+    echo "LAB: dom0 up"
+fi
+if [ \$xenft_packaged = 1 ]; then
+    say "packages \$(dpkg-query -W -f '\${Package}=\${Version} ' xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xenft 2>&1)"
+    say "held: \$(apt-mark showhold | tr '\n' ' ')"
+    say "xenft --version: \$(xenft --version 2>&1 | tr '\n' ' ')"
+fi
+if [ \$xen_packaged = 0 ]; then
+    export LD_LIBRARY_PATH=/lab/xen/lib
+    xl=/lab/xen/xl
+fi
 for m in virtio_net tun bridge; do modprobe \$m 2> /dev/null; done
 ifname_of() { ip -o link | awk -v m="\$1" 'index(\$0, m) { sub(":", "", \$2); print \$2 }'; }
 ft=\$(ifname_of 52:54:00:fe:00:0\$n) lan=\$(ifname_of 52:54:00:fe:01:0\$n)
@@ -193,28 +253,45 @@ ip link add xftbr0 type bridge && ip link set "\$lan" master xftbr0 && ip link s
     ip addr add 10.98.1.1\$n/24 dev xftbr0 && ip link set xftbr0 up || say "FAIL no LAN bridge (\$lan)"
 ip tuntap add dev xftg0 mode tap && ip link set xftg0 master xftbr0 && ip link set xftg0 up || say "FAIL no guest TAP"
 truncate -s 1M /tmp/disk.img
-# xenft as the package installs it; xl runs the hook for ft=, the hook starts xenftd (no
-# systemd here: itself, logging to /var/log/xenft/ftguest.log, which goes to the serial line).
-mkdir -p /etc/xenft /usr/libexec/xenft /var/log/xenft
-cp /lab/xenftd /lab/xenft /usr/sbin/ && cp /lab/xl-hook /usr/libexec/xenft/xl-hook &&
-    cp /lab/ftguest-\$role.conf /etc/xenft/ftguest.conf || say "FAIL cannot install xenft"
+if [ \$xenft_packaged = 0 ]; then
+    # xenft where the package installs it; xl runs the hook for ft=, the hook starts xenftd (no
+    # systemd here: itself, logging to /var/log/xenft/ftguest.log).
+    mkdir -p /etc/xenft/tls /usr/libexec/xenft /var/log/xenft
+    cp /lab/xenftd /lab/xenft /usr/sbin/ && cp /lab/xl-hook /usr/libexec/xenft/xl-hook || say "FAIL cannot install xenft"
+fi
+# The README's steps 1 and 3 on this host: its certificate and key, the CA's certificate, the
+# heartbeat key (keys 0600), the VM's configuration, checked.
+install -m 0644 /lab/tls/\$me.crt /lab/tls/ca.crt /etc/xenft/tls/ &&
+    install -m 0600 /lab/tls/\$me.key /lab/tls/heartbeat.key /etc/xenft/tls/ &&
+    install -m 0644 /lab/ftguest-\$role.conf /etc/xenft/ftguest.conf || say "FAIL cannot install the configuration"
+say "check-config: \$(xenftd --config /etc/xenft/ftguest.conf --check-config 2>&1 | tr '\n' ' ')"
 # The case may hold this host's xl create until the build machine says so (lab.create=wait:
 # it serves port 7999).
 if grep -q 'lab\.create=wait' /proc/cmdline; then
     say "xl create waits for the lab's go-ahead"
     until curl -s -o /dev/null --max-time 2 http://10.98.1.1:7999/; do sleep 2; done
 fi
-# xenftd runs with Debian's own Xen libraries (xl needs the lab's patched ones, so the hook it
-# starts inherits them): as on a dom0 where only the hypervisor carries xenft's patches.
-printf '#!/bin/sh\nunset LD_LIBRARY_PATH\nexec /usr/sbin/xenftd "\$@"\n' > /usr/local/sbin/xenftd-debian-libs &&
-    chmod 755 /usr/local/sbin/xenftd-debian-libs
-export XENFT_CONFDIR=/etc/xenft XENFTD=/usr/local/sbin/xenftd-debian-libs XENFT=/usr/sbin/xenft XENFT_READY_TIMEOUT_S=120
-touch /var/log/xenft/ftguest.log
-tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
+# The hook waits for xenftd's first answer up to 30 s by default; under QEMU TCG it can take
+# longer (the iSCSI login and the TLS handshake run emulated).
+export XENFT_READY_TIMEOUT_S=120
+if [ \$xen_packaged = 1 ]; then
+    journalctl -f -n all -o cat -u xenftd@ftguest.service 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
+else
+    # xenftd runs with Debian's own Xen libraries (xl needs the lab's patched ones, so the hook
+    # it starts inherits them): as on a dom0 where only the hypervisor carries xenft's patches.
+    printf '#!/bin/sh\nunset LD_LIBRARY_PATH\nexec /usr/sbin/xenftd "\$@"\n' > /usr/local/sbin/xenftd-debian-libs &&
+        chmod 755 /usr/local/sbin/xenftd-debian-libs
+    export XENFTD=/usr/local/sbin/xenftd-debian-libs
+    # The build's hook has configure's paths (/usr/local): the package's are these.
+    [ \$xenft_packaged = 1 ] || export XENFT_CONFDIR=/etc/xenft XENFT=/usr/sbin/xenft
+    mkdir -p /var/log/xenft && touch /var/log/xenft/ftguest.log
+    tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
+fi
 if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
     say "xl create: \$(tr '\n' ' ' < /tmp/create)"
     pid=\$(pgrep -x xenftd | head -n 1)
     say "xenftd's Xen libraries: \$(grep -o '/[^ ]*lib\(xenctrl\|xencall\)[^ ]*' /proc/\$pid/maps 2>&1 | sort -u | tr '\n' ' ')"
+    [ \$xen_packaged = 0 ] || say "xenftd runs as \$(systemctl show -p Id --value xenftd@ftguest.service) (\$(systemctl is-active xenftd@ftguest.service), main pid \$(systemctl show -p MainPID --value xenftd@ftguest.service), xenftd pid \$pid)"
 else
     say "FAIL xl create: \$(tail -n 3 /tmp/create | tr '\n' ' ')"
 fi
@@ -241,6 +318,7 @@ fi
 # What the administrator sees, every 10 s, until the host is switched off.
 while sleep 10; do
     /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped|halt|event' | sed "s/^ */LAB: \$role: status: /"
+    [ \$xen_packaged = 0 ] || say "unit: xenftd@ftguest.service \$(systemctl is-active xenftd@ftguest.service)"
     say "domains: \$(\$xl list 2> /dev/null | awk 'NR > 1 { printf "%s ", \$1 }')"
 done
 EOF
@@ -262,6 +340,10 @@ bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1
     > "$work/lun/istgt.conf"
 
 # --- one case: boot both hosts, protect, cut the power of one ---------------------------------
+# The dom0's init: dom0-init, or with LAB_DEBS systemd (the root file system writable, as on a
+# real dom0; QEMU's snapshot throws the writes away), with the kernel's interface names.
+dom0_init="ro init=/sbin/lab-init"
+[ -z "$debs" ] || dom0_init="rw net.ifnames=0 systemd.show_status=0"
 boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
     local h=$1 n=1
     [ "$h" = b ] && n=2
@@ -270,7 +352,7 @@ boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
         -display none -monitor none -no-reboot -serial "file:$work/serial-$h.log" \
         -kernel "$work/xen" \
         -append "console=com1 com1=115200 dom0_mem=768M bootscrub=false apicv=0 loglvl=all guest_loglvl=all" \
-        -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init lab.role=$h ${3:-},$work/initrd.img" \
+        -initrd "$work/vmlinuz root=/dev/vda console=hvc0 $dom0_init lab.role=$h ${3:-},$work/initrd.img" \
         -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
         -drive "file=$work/payload-failover.img,if=virtio,format=raw,readonly=on" \
         -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
@@ -1016,6 +1098,31 @@ run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's
     fi
 }
 
+# With LAB_DEBS or XENFT_DEB, what the case ran on: each host's xenft from its package (with
+# LAB_DEBS Xen's too, the patched ones held, systemd booted), its configuration accepted by
+# --check-config; with LAB_DEBS xenftd run by systemd as the VM's unit.
+packaged_checks() { # CASE
+    local c=$1 h why= name=${1}_hosts_run_xenft_from_its_package
+    [ $xen_packaged = 0 ] || name=${1}_hosts_run_xen_and_xenft_from_the_packages
+    for h in a b; do
+        seen_in $h "LAB: $h: packages .*xenft=[0-9]" &&
+            seen_in $h "LAB: $h: xenft --version: xenft [0-9].*backends: .*xen" &&
+            seen_in $h "LAB: $h: check-config: .*/etc/xenft/ftguest.conf: .*: ok" &&
+            { [ $xen_packaged = 0 ] ||
+              { seen_in $h "LAB: $h: packages .*xen-hypervisor-4.17-amd64=[^ ]*+xenft1 .*xen-utils-4.17=[^ ]*+xenft1 " &&
+                seen_in $h "LAB: $h: held: .*xen-hypervisor-4.17-amd64" && seen_in $h "LAB: $h: dom0 up: systemd"; }; } ||
+            why+="host ${h^^}: $(line_in $h 'dom0 up\|FAIL xen.service') $(line_in $h 'packages') $(line_in $h 'held:') $(line_in $h 'xenft --version') $(line_in $h 'check-config'); "
+    done
+    if [ -z "$why" ]; then pass "$name"; else fail "$name" "$why"; fi
+    [ $xen_packaged = 1 ] || return 0
+    why=
+    for h in a b; do
+        seen_in $h "LAB: $h: xenftd runs as xenftd@ftguest.service (active, main pid \([0-9][0-9]*\), xenftd pid \1)" ||
+            why+="host ${h^^}: $(line_in $h 'xenftd runs as') $(line_in $h 'FAIL xl create'); "
+    done
+    if [ -z "$why" ]; then pass "${c}_xl_create_starts_xenftd_at_ftguest_through_systemd"; else fail "${c}_xl_create_starts_xenftd_at_ftguest_through_systemd" "$why"; fi
+}
+
 for c in $cases_to_run; do
     case $c in
         b-late) run_late_case ;;
@@ -1028,5 +1135,6 @@ for c in $cases_to_run; do
         reprotect-after-failover) run_reprotect_case ;;
         *) run_case "$c" ;;
     esac
+    [ $xenft_packaged = 0 ] || packaged_checks "$c"
 done
 finish
