@@ -59,13 +59,23 @@ if [ ${#debs[@]} -gt 0 ]; then
     cp "${debs[@]}" "$root/tmp/debs/"
     # No service starts inside the chroot.
     printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
+    allow=
+    if ls "$root"/tmp/debs/xen-utils-4.17_*.deb > /dev/null 2>&1; then
+        # As on an administrator's dom0: Debian's security archive enabled and Xen's packages up
+        # to date from it (4.17.7 and later, newer than the patched 4.17.5 ones), so installing
+        # the patched packages is a downgrade, which apt-get does only when told.
+        echo "deb http://deb.debian.org/debian-security bookworm-security main" > "$root/etc/apt/sources.list.d/security.list"
+        allow=--allow-downgrades
+    fi
     { chroot "$root" apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c 'apt-get install -y -qq --no-install-recommends /tmp/debs/*.deb systemd-sysv'; } \
+      { [ -z "$allow" ] ||
+        DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c 'apt-get install -y -qq --only-upgrade $(dpkg-query -W -f "\${Package}\n" "xen*" "libxen*")'; } &&
+      DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c "apt-get install -y -qq $allow --no-install-recommends /tmp/debs/*.deb systemd-sysv"; } \
         > "$work/packages.log" 2>&1 || { tail -n 20 "$work/packages.log"; exit 1; }
     chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$work/packages.list"
     # The README's step: hold the patched Xen packages, so that an upgrade from Debian's archive
     # (a newer xen in bookworm-security) does not replace the hypervisor xenft needs.
-    held=$(chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' | awk '$2 ~ /\+xenft[0-9]*$/ { print $1 }')
+    held=$(chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' | awk '$2 ~ /\+xenft1$/ { print $1 }')
     [ -z "$held" ] || chroot "$root" apt-mark hold $held > /dev/null
     # The scenario runs once the system is up; no getty competes with it for the console, and
     # interfaces keep the kernel's names (no renaming while the scenario sets them up).
