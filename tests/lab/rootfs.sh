@@ -12,7 +12,8 @@
 # usage: tests/lab/rootfs.sh WORKDIR [DEBDIR]
 #   WORKDIR/rootfs.img, WORKDIR/vmlinuz, WORKDIR/initrd.img (and WORKDIR/xen.gz when DEBDIR
 #   has the hypervisor's package)
-# Env: LAB_DOM0_TREE, where the debootstrap tree is kept (default WORKDIR/rootfs; a cache
+# Env: LAB_EXTRA_PACKAGES, packages from Debian's archive to add (tests/lab/linux_boot.sh: QEMU),
+#   installed like DEBDIR's; LAB_DOM0_TREE, where the debootstrap tree is kept (default WORKDIR/rootfs; a cache
 #   outside the clone saves its ~2.5 minutes on the next clone: scripts/test); with DEBDIR the
 #   packages go into a copy of it, WORKDIR/rootfs-debs.
 # Needs root, debootstrap and e2fsprogs (scripts/install-deps) and Debian's archive.
@@ -28,7 +29,8 @@ if [ -n "$debdir" ]; then
     mapfile -t debs < <(ls "$debdir"/*.deb 2> /dev/null)
     [ ${#debs[@]} -gt 0 ] || { echo "lab: no .deb files in $debdir" >&2; exit 1; }
 fi
-stamp=$(cat "$0" "$here/dom0-init" "$here/dom0-lab.service" ${debs[@]+"${debs[@]}"} | sha256sum | cut -c1-16)
+extra=${LAB_EXTRA_PACKAGES:-}
+stamp=$( (cat "$0" "$here/dom0-init" "$here/dom0-lab.service" ${debs[@]+"${debs[@]}"}; echo "$extra") | sha256sum | cut -c1-16)
 if [ -f "$work/rootfs.img" ] && [ "$(cat "$work/rootfs.stamp" 2> /dev/null)" = "$stamp" ]; then
     echo "lab: dom0 root filesystem cached ($work/rootfs.img)"
     exit 0
@@ -50,13 +52,14 @@ if [ ! -x "$base/usr/sbin/xl" ] || [ "$(cat "$base/.lab-packages" 2> /dev/null)"
     echo "$packages" > "$base/.lab-packages"
 fi
 root=$base
-if [ ${#debs[@]} -gt 0 ]; then
+if [ ${#debs[@]} -gt 0 ] || [ -n "$extra" ]; then
     # Packages change the tree: they go into a copy of the kept one.
     root=$work/rootfs-debs
     rm -rf "$root" && cp -a "$base" "$root"
-    echo "lab: installing ${#debs[@]} packages into dom0, and systemd"
+    echo "lab: installing ${#debs[@]} packages and ${extra:-no others} into dom0, and systemd"
     rm -rf "$root/tmp/debs" && mkdir -p "$root/tmp/debs"
-    cp "${debs[@]}" "$root/tmp/debs/"
+    debglob=
+    [ ${#debs[@]} -eq 0 ] || { cp "${debs[@]}" "$root/tmp/debs/"; debglob='/tmp/debs/*.deb'; }
     # No service starts inside the chroot.
     printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d" && chmod +x "$root/usr/sbin/policy-rc.d"
     allow=
@@ -70,7 +73,7 @@ if [ ${#debs[@]} -gt 0 ]; then
     { chroot "$root" apt-get update -qq &&
       { [ -z "$allow" ] ||
         DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c 'apt-get install -y -qq --only-upgrade $(dpkg-query -W -f "\${Package}\n" "xen*" "libxen*")'; } &&
-      DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c "apt-get install -y -qq $allow --no-install-recommends /tmp/debs/*.deb systemd-sysv"; } \
+      DEBIAN_FRONTEND=noninteractive chroot "$root" sh -c "apt-get install -y -qq $allow --no-install-recommends $debglob $extra systemd-sysv"; } \
         > "$work/packages.log" 2>&1 || { tail -n 20 "$work/packages.log"; exit 1; }
     chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$work/packages.list"
     # The README's step: hold the patched Xen packages, so that an upgrade from Debian's archive
