@@ -12,10 +12,10 @@
 # usage: tests/lab/rootfs.sh WORKDIR [DEBDIR]
 #   WORKDIR/rootfs.img, WORKDIR/vmlinuz, WORKDIR/initrd.img (and WORKDIR/xen.gz when DEBDIR
 #   has the hypervisor's package)
-# Env: LAB_EXTRA_PACKAGES, packages from Debian's archive to add (tests/lab/linux_boot.sh: QEMU),
-#   installed like DEBDIR's; LAB_DOM0_TREE, where the debootstrap tree is kept (default WORKDIR/rootfs; a cache
+# Env: LAB_DOM0_TREE, where the debootstrap tree is kept (default WORKDIR/rootfs; a cache
 #   outside the clone saves its ~2.5 minutes on the next clone: scripts/test); with DEBDIR the
-#   packages go into a copy of it, WORKDIR/rootfs-debs.
+#   packages go into a copy of it, WORKDIR/rootfs-debs. LAB_EXTRA_PACKAGES, packages from
+#   Debian's archive added to that copy like DEBDIR's (tests/lab/linux_boot.sh: QEMU).
 # Needs root, debootstrap and e2fsprogs (scripts/install-deps) and Debian's archive.
 set -euo pipefail
 
