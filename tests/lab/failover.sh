@@ -349,18 +349,13 @@ bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1
 # real dom0; QEMU's snapshot throws the writes away), with the kernel's interface names.
 dom0_init="ro init=/sbin/lab-init"
 [ -z "$debs" ] || dom0_init="rw net.ifnames=0 systemd.show_status=0"
+. "$top/tests/lab/host.sh"
 boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
     local h=$1 n=1
     [ "$h" = b ] && n=2
     rm -f "$work/serial-$h.log"
-    qemu-system-x86_64 -machine q35,accel=tcg -cpu qemu64,+svm,+npt -smp 1 -m 2048 \
-        -display none -monitor none -no-reboot -serial "file:$work/serial-$h.log" \
-        -kernel "$work/xen" \
-        -append "console=com1 com1=115200 dom0_mem=768M bootscrub=false apicv=0 loglvl=all guest_loglvl=all" \
-        -initrd "$work/vmlinuz root=/dev/vda console=hvc0 $dom0_init lab.role=$h ${3:-},$work/initrd.img" \
-        -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
-        -drive "file=$work/payload-failover.img,if=virtio,format=raw,readonly=on" \
-        -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
+    lab_host "$work" "$work/payload-failover.img" "$work/serial-$h.log" "$dom0_init lab.role=$h ${3:-}"
+    "${lab_host_cmd[@]}" -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
         -netdev "tap,id=lan,ifname=xftq${h}0,script=no,downscript=no" -device "virtio-net-pci,netdev=lan,mac=52:54:00:fe:01:0$n" \
         > "$work/qemu-$h.log" 2>&1 &
     eval "qemu_$h=\$!"

@@ -77,13 +77,9 @@ mke2fs -q -t ext4 -d "$payload" "$work/payload-linux.img" 16M
 
 stamp "booting one Xen host under QEMU (TCG), timeout $timeout_s s"
 rm -f "$work/serial.log"
-timeout "$timeout_s" qemu-system-x86_64 -machine q35,accel=tcg -cpu qemu64,+svm,+npt -smp 1 -m 3072 \
-    -display none -monitor none -no-reboot -serial "file:$work/serial.log" \
-    -kernel "$work/xen" \
-    -append "console=com1 com1=115200 dom0_mem=768M bootscrub=false apicv=0 loglvl=all guest_loglvl=all" \
-    -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init,$work/initrd.img" \
-    -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
-    -drive "file=$work/payload-linux.img,if=virtio,format=raw,readonly=on" > "$work/qemu.log" 2>&1
+. "$top/tests/lab/host.sh"
+lab_host "$work" "$work/payload-linux.img" "$work/serial.log" "ro init=/sbin/lab-init"
+timeout "$timeout_s" "${lab_host_cmd[@]}" > "$work/qemu.log" 2>&1
 stamp "QEMU exited ($?)"
 tr -d '\r' < "$work/serial.log" > "$work/console.log"
 for policy in default masked; do

@@ -369,14 +369,9 @@ mke2fs -q -t ext4 -d "$payload" "$work/payload.img" 64M
 if [ -n "$debs" ]; then gunzip -c "$work/xen.gz" > "$work/xen"; else gunzip -c "$xen_work/stage/boot/xen.gz" > "$work/xen"; fi
 stamp "booting Xen and dom0 under QEMU (TCG), timeout $timeout_s s"
 rm -f "$work/serial.log"
-timeout "$timeout_s" qemu-system-x86_64 -machine q35,accel=tcg -cpu qemu64,+svm,+npt -smp 1 -m 2048 \
-    -display none -monitor none -no-reboot -serial "file:$work/serial.log" \
-    -kernel "$work/xen" \
-    -append "console=com1 com1=115200 dom0_mem=768M bootscrub=true apicv=0 loglvl=all guest_loglvl=all" \
-    -initrd "$work/vmlinuz root=/dev/vda ro console=hvc0 init=/sbin/lab-init,$work/initrd.img" \
-    -drive "file=$work/rootfs.img,if=virtio,format=raw,snapshot=on" \
-    -drive "file=$work/payload.img,if=virtio,format=raw,readonly=on" \
-    > "$work/qemu.log" 2>&1
+. "$top/tests/lab/host.sh"
+lab_host "$work" "$work/payload.img" "$work/serial.log" "ro init=/sbin/lab-init" bootscrub=true
+timeout "$timeout_s" "${lab_host_cmd[@]}" > "$work/qemu.log" 2>&1
 rc=$?
 [ $rc -eq 124 ] && stamp "QEMU did not power off within $timeout_s s"
 stamp "QEMU exited ($rc)"
