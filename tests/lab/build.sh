@@ -1,8 +1,8 @@
 #!/bin/bash
 # What the lab's hosts run, built once for the smoke lab, the two-host lab and the Xen demo:
 # Xen 4.17 with the patch series (hypervisor, tools libraries and xl: hvm-patches/build --xl, or
-# only the libraries when DEBDIR has Xen's packages), xenft's Xen programs (tests/lab/tools.mk) and the Debian
-# dom0 image (tests/lab/rootfs.sh). Every step is incremental, so a second caller in the same
+# only the libraries when DEBDIR has Xen's packages), xenft's Xen programs (tests/lab/tools.mk)
+# and the Debian dom0 image (tests/lab/rootfs.sh). Every step is incremental, so a second caller in the same
 # pipeline finds everything built. Before each step it writes WORKDIR/build.step ("STEP STEPS
 # ESTIMATE-S REST-S START-EPOCH WHAT": this step's and the later steps' expected seconds) for a
 # progress line (scripts/demo), and prints each step's time.
