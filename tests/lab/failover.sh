@@ -127,7 +127,7 @@ done
 
 # --- what the hosts run: Xen, xenft's Xen programs, the dom0 image (shared with the smoke lab) ----
 stamp "building Xen, xenft's Xen test programs and the dom0 image (tests/lab/build.sh)"
-if [ -n "$xenft_deb" ] && [ -z "$debs" ]; then
+if [ $xenft_packaged = 1 ] && [ $xen_packaged = 0 ]; then
     [ -f "$xenft_deb" ] || { fail lab_failover "XENFT_DEB: no file $xenft_deb"; finish; }
     rm -rf "$debdir" && mkdir -p "$debdir" && cp "$xenft_deb" "$debdir/"
 fi
@@ -234,6 +234,9 @@ if [ \$xen_packaged = 1 ]; then
         say "FAIL xen.service: \$(systemctl is-active xen.service) \$(journalctl -b -u xen.service -o cat | tail -n 2 | tr '\n' ' ')"
     fi
     echo "LAB: dom0 up"
+else
+    export LD_LIBRARY_PATH=/lab/xen/lib
+    xl=/lab/xen/xl
 fi
 if [ \$xenft_packaged = 1 ]; then
     say "packages \$(dpkg-query -W -f '\${Package}=\${Version} ' xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xenft 2>&1)"
@@ -244,10 +247,6 @@ if [ \$xenft_packaged = 1 ]; then
         [ -z "\$newer" ] && say "apt-get upgrade keeps the patched Xen" || say "FAIL apt-get upgrade would replace \$newer"
     fi
     say "xenft --version: \$(xenft --version 2>&1 | tr '\n' ' ')"
-fi
-if [ \$xen_packaged = 0 ]; then
-    export LD_LIBRARY_PATH=/lab/xen/lib
-    xl=/lab/xen/xl
 fi
 for m in virtio_net tun bridge; do modprobe \$m 2> /dev/null; done
 ifname_of() { ip -o link | awk -v m="\$1" 'index(\$0, m) { sub(":", "", \$2); print \$2 }'; }
@@ -348,7 +347,7 @@ bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1
 # The dom0's init: dom0-init, or with LAB_DEBS systemd (the root file system writable, as on a
 # real dom0; QEMU's snapshot throws the writes away), with the kernel's interface names.
 dom0_init="ro init=/sbin/lab-init"
-[ -z "$debs" ] || dom0_init="rw net.ifnames=0 systemd.show_status=0"
+[ $xen_packaged = 0 ] || dom0_init="rw net.ifnames=0 systemd.show_status=0"
 . "$top/tests/lab/host.sh"
 boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
     local h=$1 n=1

@@ -90,7 +90,9 @@ if [ ${#debs[@]} -gt 0 ] || [ -n "$extra" ]; then
     rm -rf "$root/tmp/debs" "$root/usr/sbin/policy-rc.d"
     # The packaged hypervisor, when DEBDIR has it (else the lab boots its own build's).
     rm -f "$work/xen.gz"
-    ! ls "$root"/boot/xen-4.17-*.gz > /dev/null 2>&1 || cp "$(ls "$root"/boot/xen-4.17-*.gz | head -n 1)" "$work/xen.gz"
+    for xen_gz in "$root"/boot/xen-4.17-*.gz; do
+        [ ! -f "$xen_gz" ] || { cp "$xen_gz" "$work/xen.gz"; break; }
+    done
 fi
 install -m 0755 "$here/dom0-init" "$root/sbin/lab-init"
 mkdir -p "$root/lab"
