@@ -219,7 +219,9 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
                   << (d.value("channel_up", false) ? "up" : "down") << "\n"
                   << "  digests:       " << d.value("digests", 0) << " " << d.value("digests_are", std::string("?"));
         if (!last.empty())
-            std::cout << ", last at exit " << d.value("last_digest_exit", 0) << ": " << last.substr(0, 16) << "...";
+            std::cout << ", last at exit " << d.value("last_digest_exit", 0) << ": " << last.substr(0, 16) << "... ("
+                      << fixed(d.value("last_digest_ms", 0.0), 1) << " ms, " << d.value("last_digest_pages", 0)
+                      << " pages hashed, " << fixed(100.0 * d.value("digest_coverage", 0.0), 0) << "% of memory swept)";
         std::cout << "\n";
         // The backup's domain starts from a live copy of the primary's (one per backup).
         if (const auto copy = d.value("last_copy", std::string()); !copy.empty())

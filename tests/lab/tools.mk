@@ -18,7 +18,7 @@ XEN_LIBS = -L$(XEN_USR)/lib -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevice
 SYS_LIBS = -lssl -lcrypto -lzstd -lpthread -ldl
 
 obj = $(OUT)/obj
-xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log)
+xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log state_digests)
 devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io)
 
 probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log) tests/lab/ft_probe

@@ -333,13 +333,18 @@ nlohmann::json XenExecution::details() const
         d["digests"] = digests;
         d["digests_are"] = are;
         d["last_digest_exit"] = last.exit;
-        d["last_digest"] = last.exit ? hex(last.digest) : "";
+        d["last_digest"] = last.exit ? hex(last.taken.digest) : "";
+        // Its cost: the vCPU's wait, the pages hashed (written since the one before, and the
+        // sweep's), how much of memory the sweep has reached, pages changed that no log named.
+        d["last_digest_ms"] = static_cast<double>(last.taken.us) / 1000.0;
+        d["last_digest_pages"] = last.taken.pages_hashed;
+        d["digest_coverage"] = last.taken.pages ? static_cast<double>(last.taken.covered) / static_cast<double>(last.taken.pages) : 0.0;
+        d["last_digest_unlogged_pages"] = last.taken.unlogged;
         d["frames_in"] = in;
         d["frames_out"] = out;
     };
     if (primary_) {
         fill(primary_->digests(), "taken", primary_->last_digest(), primary_->frames_in(), primary_->frames_out());
-        d["last_digest_ms"] = primary_->digest_ms();
     } else if (backup_) {
         fill(backup_->digests_matched(), "matched", backup_->last_digest(), backup_->frames_replayed(),
              backup_->frames_resent());

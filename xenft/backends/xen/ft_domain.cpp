@@ -29,10 +29,6 @@ std::string hex_address(std::uint64_t a)
     return b;
 }
 
-struct DigestCtxFree {
-    void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
-};
-
 Expected<bool, std::string> wait(std::initializer_list<int> fds, int timeout_ms, const std::string& who)
 {
     if (timeout_ms == 0)
@@ -67,49 +63,6 @@ Expected<Protection, std::string> protect(std::uint32_t domid, const FtSpec& spe
 
 } // namespace
 
-std::string hex(const Digest& d)
-{
-    static const char* digits = "0123456789abcdef";
-    std::string s;
-    for (std::uint8_t b : d) {
-        s += digits[b >> 4];
-        s += digits[b & 15];
-    }
-    return s;
-}
-
-Expected<Digest, std::string> domain_digest(XenDeviceModel& dm)
-{
-    const std::string who = "domain " + std::to_string(dm.domid());
-    vcpu_guest_context_any_t ctx{};
-    if (xc_vcpu_getcontext(dm.control().get(), dm.domid(), 0, &ctx) != 0)
-        return unexpected(errno_text(who + ": cannot read vCPU 0's registers"));
-    const auto& r = ctx.x64.user_regs;
-    const std::uint64_t regs[] = {r.rip, r.rflags, r.rsp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi,
-                                  r.rbp, r.r8,     r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15};
-    const std::vector<std::uint8_t> devices = dm.bus().save_state();
-
-    std::unique_ptr<EVP_MD_CTX, DigestCtxFree> ctx_sha(EVP_MD_CTX_new());
-    if (!ctx_sha || EVP_DigestInit_ex(ctx_sha.get(), EVP_sha256(), nullptr) != 1)
-        return unexpected(who + ": cannot start a SHA-256 digest");
-    XenGuestMemory& mem = dm.memory();
-    for (std::size_t gfn = 0; gfn < mem.page_count(); ++gfn) {
-        const auto page = mem.page(gfn);
-        if (page.empty())
-            continue;
-        const std::uint64_t number = gfn;
-        EVP_DigestUpdate(ctx_sha.get(), &number, sizeof number);
-        EVP_DigestUpdate(ctx_sha.get(), page.data(), page.size());
-    }
-    EVP_DigestUpdate(ctx_sha.get(), regs, sizeof regs);
-    EVP_DigestUpdate(ctx_sha.get(), devices.data(), devices.size());
-    Digest out{};
-    unsigned int n = 0;
-    if (EVP_DigestFinal_ex(ctx_sha.get(), out.data(), &n) != 1 || n != out.size())
-        return unexpected(who + ": cannot finish a SHA-256 digest");
-    return out;
-}
-
 // --- the primary -----------------------------------------------------------------------------
 
 RecordingDomain::RecordingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session,
@@ -137,6 +90,7 @@ Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::record_
 {
     if (!live.dm_ || live.session_)
         return unexpected(std::string("the domain is not live"));
+    live.state_digests_.reset(); // it points at the device models this takes
     XenDeviceModel& dm = *live.dm_;
     const std::uint32_t domid = dm.domid();
     if (auto r = dm.control().pause(domid); !r)
@@ -215,16 +169,21 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
         e.bytes.assign(bytes.begin(), bytes.end());
         append(log, std::move(e));
     };
-    // Digests at writes only: the backup stops at those too.
-    if (!a.read && digests_on_ && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
-        const std::uint64_t began = now_ms();
-        auto d = domain_digest(*dm_);
+    // Digests at writes only: the backup stops at those too. Not while a copy has log-dirty
+    // mode (the backup taking it starts its digests with the first one after it).
+    if (!a.read && digests_on_ && !copy_ && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
+        if (!state_digests_) {
+            auto started = StateDigests::start(*dm_);
+            if (!started)
+                return unexpected(started.error());
+            state_digests_ = std::move(started).value();
+        }
+        auto d = state_digests_->take();
         if (!d)
             return unexpected(d.error());
-        event(DeviceEvent::Kind::digest, *d);
-        last_digest_ = {exit, *d};
+        event(DeviceEvent::Kind::digest, d->digest);
+        last_digest_ = {exit, std::move(d).value()};
         last_digest_ms_ = now_ms();
-        digest_ms_ = last_digest_ms_ - began;
         ++digests_;
     }
     dm_->handle(a);
@@ -257,6 +216,7 @@ constexpr std::size_t kCopyPagesPerStep = 512;
 
 void RecordingDomain::copy_to(CopySink& sink)
 {
+    stop_digests(); // the copy needs log-dirty mode; the backup taking it starts digests anew
     copy_.reset();
     copy_.emplace();
     copy_->sink = &sink;
@@ -536,6 +496,7 @@ Expected<bool, std::string> ReplayingDomain::load_final(const channel::CopyFinal
 {
     const std::uint32_t domid = dm_->domid();
     const std::string who = "domain " + std::to_string(domid) + ": live copy";
+    state_digests_.reset(); // the primary's start anew after a copy: so do ours
     auto vcpu = decode_xen_vcpu_copy(f.cpu);
     if (!vcpu)
         return unexpected(who + ": " + vcpu.error());
@@ -582,17 +543,31 @@ Expected<bool, std::string> ReplayingDomain::apply(const DeviceEvent& e)
     const std::string where = "domain " + std::to_string(dm_->domid()) + " at exit " + std::to_string(e.exit);
     switch (e.kind) {
     case DeviceEvent::Kind::digest: {
-        auto d = domain_digest(*dm_);
+        if (!state_digests_) {
+            auto started = StateDigests::start(*dm_);
+            if (!started)
+                return unexpected(started.error());
+            state_digests_ = std::move(started).value();
+        }
+        auto d = state_digests_->take();
         if (!d)
             return unexpected(d.error());
-        if (e.bytes.size() != d->size() || !std::equal(d->begin(), d->end(), e.bytes.begin())) {
+        if (e.bytes.size() != d->digest.size() || !std::equal(d->digest.begin(), d->digest.end(), e.bytes.begin())) {
             Digest primary{};
             std::copy_n(e.bytes.begin(), std::min(e.bytes.size(), primary.size()), primary.begin());
-            return unexpected(where + ": the backup's state digest " + hex(*d).substr(0, 16) +
-                              " differs from the primary's " + hex(primary).substr(0, 16) + ": the replay diverged");
+            std::string unlogged;
+            if (d->unlogged != 0) {
+                unlogged = " (" + std::to_string(d->unlogged) + " page(s) changed here that no write logged:";
+                for (std::uint64_t gfn : d->unlogged_pages)
+                    unlogged += " " + std::to_string(gfn);
+                unlogged += ")";
+            }
+            return unexpected(where + ": the backup's state digest " + hex(d->digest).substr(0, 16) +
+                              " differs from the primary's " + hex(primary).substr(0, 16) + unlogged +
+                              ": the replay diverged");
         }
         ++digests_matched_;
-        last_digest_ = {e.exit, *d};
+        last_digest_ = {e.exit, std::move(d).value()};
         return true;
     }
     case DeviceEvent::Kind::net_rx:
@@ -810,6 +785,7 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
             return r;
     }
     session_.reset();
+    state_digests_.reset(); // nothing to compare with now; log-dirty mode off for a later copy
     // Live: the NIC's frames go out; what the TAP queued while replaying was the primary's.
     devices::TapDevice* tap = dm_->tap();
     if (tap) {

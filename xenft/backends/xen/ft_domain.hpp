@@ -35,19 +35,13 @@
 #include "xenft/backends/xen/device_model.hpp"
 #include "xenft/backends/xen/dirty_log.hpp"
 #include "xenft/backends/xen/ft_log.hpp"
+#include "xenft/backends/xen/state_digests.hpp"
 #include "xenft/backends/xen/xen_log.hpp"
 #include "xenft/channel/copy.hpp"
 #include "xenft/engine/output_gate.hpp"
 #include "xenft/logformat/entry.hpp"
 
 namespace xenft::backends::xen {
-
-using Digest = std::array<std::uint8_t, 32>;
-
-// SHA-256 over guest memory (gfn and contents of each page), vCPU 0's general registers, RIP
-// and RFLAGS, and every device model's state. Taken at an ioreq, where both replicas stop.
-Expected<Digest, std::string> domain_digest(XenDeviceModel& dm);
-std::string hex(const Digest& d);
 
 struct FtSpec {
     DeviceModelSpec devices;
@@ -63,10 +57,10 @@ struct FtSpec {
     bool paused_by_xenft = false;
 };
 
-// The last state digest a replica took (primary) or matched (backup), and where.
+// The last state digest a replica took (primary) or matched (backup), where, and its cost.
 struct DigestAt {
     std::uint64_t exit = 0; // 0: none yet
-    Digest digest{};
+    DigestTaken taken;
 };
 
 using channel::CopySink;
@@ -105,16 +99,17 @@ public:
     void acked(std::uint64_t items) { gate_.release_through(items); }
     // The backup is gone and this host won the arbitration: outputs leave at once from now on
     // (the log still fills; the caller drops it until a new backup joins).
-    // No digests either: nobody compares them, and each stalls the guest (all memory is read).
+    // No digests either: nobody compares them, and each stalls the guest.
     void continue_alone()
     {
         gate_.set_passthrough(true);
-        digests_on_ = false;
+        stop_digests();
     }
     // No backup has the domain yet (it will get a live copy): outputs wait, but no digests
     // (nobody would compare them).
-    void await_backup() { digests_on_ = false; }
-    // A backup has the copy: outputs wait for its acks, digests are taken.
+    void await_backup() { stop_digests(); }
+    // A backup has the copy: outputs wait for its acks, digests are taken (the first one
+    // starts their dirty tracking, once the copy has given log-dirty mode back).
     void protected_by_backup()
     {
         gate_.set_passthrough(false);
@@ -151,7 +146,6 @@ public:
     std::uint64_t frames_in() const noexcept { return frames_in_; }
     std::uint64_t frames_out() const { return gate_.released(); }
     std::uint64_t digests() const noexcept { return digests_; }
-    std::uint64_t digest_ms() const noexcept { return digest_ms_; } // the last one's cost
     const DigestAt& last_digest() const noexcept { return last_digest_; }
     std::uint64_t records() const noexcept { return records_; }
     const std::string& console() const { return dm_->console(); }
@@ -176,6 +170,11 @@ private:
     Expected<bool, std::string> send_pages(CopyRun& c, std::span<const std::uint64_t> pages, bool wait);
     std::vector<std::uint64_t> written_since_last_look(std::vector<std::uint64_t> dirty);
     void end_copy(Expected<bool, std::string> result);
+    void stop_digests()
+    {
+        digests_on_ = false;
+        state_digests_.reset(); // log-dirty mode off, for a live copy
+    }
 
     // The NIC's frames go through the gate, each tagged with the log position it follows.
     class GatedTransmit final : public devices::NetTransmit {
@@ -200,9 +199,10 @@ private:
     std::vector<FtRecord> held_;                   // records of exits not passed yet
     std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0, outputs_made_ = 0;
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
-    std::uint64_t last_digest_ms_ = 0, digest_ms_ = 0;
+    std::uint64_t last_digest_ms_ = 0;
     DigestAt last_digest_;
     bool digests_on_ = true;
+    std::unique_ptr<StateDigests> state_digests_; // while digests are on
     std::optional<CopyRun> copy_;
     std::optional<CopyOutcome> copy_outcome_;
     std::string error_; // set inside the ioreq handler
@@ -298,6 +298,7 @@ private:
     std::uint64_t last_published_exit_ = 0;
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
     DigestAt last_digest_;
+    std::unique_ptr<StateDigests> state_digests_; // from the first digest while replaying
     std::string error_;
 };
 
