@@ -14,6 +14,11 @@
 //                  failover) and must run on to its end by itself
 //   compare R P    R and P stopped at the same synchronous exit with the same memory and
 //                  registers
+//   measure R      records R (running or created paused; paused for the switch) for
+//                  --timeout-s S seconds or until SIGTERM, then leaves record mode: prints R's
+//                  synchronous exits, Xen's records by type, and the log's rate per second as
+//                  Xen's records, as xenft's log entries, and compressed as the logging channel
+//                  sends it (docs/linux-guest.md's idle-rate figures)
 //
 // Both domains run the test guest's mode=replay-check, which ends with CLI; HLT: Xen powers the
 // domain off there and the lab's configuration preserves it for the comparison.
@@ -24,6 +29,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,6 +44,9 @@
 #include <vector>
 
 #include "xenft/backends/xen/ft_log.hpp"
+#include "xenft/backends/xen/xen_log.hpp"
+#include "xenft/channel/wire.hpp"
+#include "xenft/logformat/stream.hpp"
 
 namespace xen = xenft::backends::xen;
 using xenft::Expected;
@@ -58,7 +67,8 @@ struct Options {
 
 constexpr const char* kUsage =
     "usage: xenft-ft-probe pair RECORD_DOMID REPLAY_DOMID | record DOMID --log FILE [--ready FILE] |\n"
-    "                      replay DOMID --log FILE [--go-live-after N] | compare RECORD_DOMID REPLAY_DOMID\n"
+    "                      replay DOMID --log FILE [--go-live-after N] | compare RECORD_DOMID REPLAY_DOMID |\n"
+    "                      measure DOMID\n"
     "       options: --ring-pages N, --timeout-s S, --memory-mb M, --corrupt-tsc K\n";
 
 [[noreturn]] void usage(const std::string& why)
@@ -106,7 +116,7 @@ Options parse(int argc, char** argv)
             usage("unknown option " + a);
     }
     const std::size_t want = (o.command == "pair" || o.command == "compare") ? 2
-                             : (o.command == "record" || o.command == "replay") ? 1 : 0;
+                             : (o.command == "record" || o.command == "replay" || o.command == "measure") ? 1 : 0;
     if (!want)
         usage("unknown command " + o.command);
     if (o.domids.size() != want)
@@ -576,6 +586,77 @@ int run_replay(const Options& o)
     return 0;
 }
 
+volatile sig_atomic_t g_stop = 0;
+
+// The log's rate of a domain as it runs, without a backup: Xen's records go through the same
+// translation (XenLogWriter, log frames) and compression (zstd level 1, a batch per step) as
+// xenftd's logging channel.
+int run_measure(const Options& o)
+{
+    const std::uint32_t domid = o.domids[0];
+    auto h = open_handles();
+    if (!h)
+        return fail(h.error());
+    ::signal(SIGTERM, [](int) { g_stop = 1; });
+    ::signal(SIGINT, [](int) { g_stop = 1; });
+    if (auto r = h->xc.pause(domid); !r)
+        return fail(r.error());
+    auto rec = xen::FtSession::enable(h->xc, h->fm, domid, xen::FtSession::Mode::record, o.ring_pages);
+    if (auto r = h->xc.unpause(domid); !r)
+        return fail(r.error());
+    if (!rec)
+        return fail(rec.error());
+    say("domain " + std::to_string(domid) + " records for " + std::to_string(o.timeout_s) + " s (or until SIGTERM)");
+    Recorder recorder(h->xc, **rec, 0);
+    xen::XenLogWriter writer;
+    xenft::channel::LogCompressor compressor(1);
+    std::vector<xen::FtRecord> stream;
+    std::vector<xenft::logformat::Entry> entries;
+    std::vector<std::uint8_t> wire;
+    std::uint64_t seq = 0, ft_bytes = 0, entry_bytes = 0, wire_bytes = 0;
+    const std::uint64_t exits_before = (*rec)->ring().exits();
+    const auto start = std::chrono::steady_clock::now();
+    while (!recorder.stopped() && !g_stop && ms_since(start) < o.timeout_s * 1000LL) {
+        wait_for_events({rec->get()});
+        if (auto r = recorder.step(stream); !r)
+            return fail(r.error());
+        entries.clear();
+        for (const auto& r : stream)
+            writer.write(r, entries);
+        for (auto& e : entries)
+            e.seq = ++seq;
+        ft_bytes += stream.size() * sizeof(xen::FtRecord);
+        stream.clear();
+        if (entries.empty())
+            continue;
+        const auto encoded = xenft::logformat::encode_frames(entries, 256);
+        entry_bytes += encoded.size();
+        wire.clear();
+        compressor.compress(encoded, false, wire);
+        wire_bytes += wire.size();
+    }
+    const double s = static_cast<double>(ms_since(start)) / 1000.0;
+    const std::uint64_t exits = (*rec)->ring().exits() - exits_before;
+    if (auto r = h->xc.pause(domid); !r)
+        return fail(r.error());
+    rec->reset(); // record mode off
+    if (auto r = h->xc.unpause(domid); !r)
+        return fail(r.error());
+    auto per_s = [s](double v) { return std::to_string(static_cast<std::uint64_t>(v / s + 0.5)); };
+    auto mbit = [s](std::uint64_t bytes) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.3f", static_cast<double>(bytes) * 8 / 1e6 / s);
+        return std::string(b);
+    };
+    say("measured domain " + std::to_string(domid) + " for " + std::to_string(static_cast<int>(s + 0.5)) + " s: " +
+        std::to_string(exits) + " synchronous exits (" + per_s(static_cast<double>(exits)) + "/s); " +
+        recorder.summary());
+    say("log rate: Xen's records " + mbit(ft_bytes) + " Mbit/s, log entries " + std::to_string(seq) + " (" +
+        per_s(static_cast<double>(seq)) + "/s) " + mbit(entry_bytes) + " Mbit/s, on the channel (zstd 1) " +
+        mbit(wire_bytes) + " Mbit/s");
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -587,6 +668,8 @@ int main(int argc, char** argv)
         return run_record(o);
     if (o.command == "replay")
         return run_replay(o);
+    if (o.command == "measure")
+        return run_measure(o);
     auto h = open_handles();
     if (!h)
         return fail(h.error());

@@ -6,8 +6,9 @@
 # and the demo share one build and a run rebuilds only what changed.
 #
 # usage: make -f tests/lab/tools.mk TOP=SRCDIR XEN_USR=STAGE/usr XENFT_LIB=libxenft.a OUT=DIR [-jN]
-#   OUT/xenft-ft-probe  record/replay controller (static: dom0 runs it with Debian's libraries)
-#   OUT/xenft-xen-dm    xenft's device models as an ioreq server (static)
+#   OUT/xenft-ft-probe  record/replay controller, and the log-rate measure (static: dom0 runs it
+#                       with Debian's libraries)
+#   OUT/xenft-xen-dm    xenft's device models as an ioreq server, and the direct Linux boot (static)
 #   OUT/xenft-xen-pair  a protected pair in one or two processes (needs libiscsi: dynamic)
 #   OUT/xenft-xen-poke  flips a byte of a domain's memory (a replica made to diverge; static)
 
@@ -21,8 +22,9 @@ obj = $(OUT)/obj
 xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log state_digests)
 devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io)
 
-probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log) tests/lab/ft_probe
-dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model) $(devices) tests/lab/xen_dm
+probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log xen_log) tests/lab/ft_probe
+dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model linux_boot) $(devices) \
+	xenft/engine/linux_image tests/lab/xen_dm
 pair_objs = $(xen_backend) tests/lab/xen_pair
 poke_objs = xenft/backends/xen/xen_handles tests/lab/xen_poke
 
@@ -30,7 +32,7 @@ programs = $(OUT)/xenft-ft-probe $(OUT)/xenft-xen-dm $(OUT)/xenft-xen-pair $(OUT
 all: $(programs)
 
 o = $(patsubst %,$(obj)/%.o,$(1))
-$(OUT)/xenft-ft-probe: $(call o,$(probe_objs))
+$(OUT)/xenft-ft-probe: $(call o,$(probe_objs)) $(XENFT_LIB)
 	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)
 $(OUT)/xenft-xen-dm: $(call o,$(dm_objs))
 	$(CXX) -o $@ $^ -static $(XEN_LIBS) $(SYS_LIBS)

@@ -1,9 +1,14 @@
 // xenft-xen-dm: the lab's driver of xenft's Xen device model (xenft/backends/xen/
-// device_model.hpp) for one PVH domain created paused: it takes the domain's UART, clock and
+// device_model.hpp) for one domain created paused: it takes the domain's UART, clock and
 // virtio-mmio ranges, unpauses the domain and serves it until the domain shuts down or the
 // time is up (SIGTERM ends it too), then prints the guest's console output.
 //
 //   xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]
+//                [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT]
+//
+// With --linux the domain is an HVM domain without QEMU (device_model_version = "none"): the
+// kernel is booted directly (xenft/backends/xen/linux_boot.hpp) before the unpause. --until
+// ends the service once the guest's console shows TEXT.
 //
 // Prints "dm: serving domain N ..." once the server is enabled, "guest: ..." lines, and at the
 // end "dm: ended: WHY; N requests, N frames in, N interrupts". Exits 1 on any error.
@@ -18,6 +23,7 @@
 #include <thread>
 
 #include "xenft/backends/xen/device_model.hpp"
+#include "xenft/backends/xen/linux_boot.hpp"
 
 using namespace xenft::backends::xen;
 
@@ -29,7 +35,8 @@ void on_signal(int) { stop = true; }
 
 int usage()
 {
-    std::cerr << "usage: xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]\n";
+    std::cerr << "usage: xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]\n"
+                 "                    [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT]\n";
     return 2;
 }
 
@@ -45,6 +52,7 @@ int main(int argc, char** argv)
         return usage();
     DeviceModelSpec spec;
     unsigned long timeout_s = 600;
+    std::string kernel, initrd, cmdline, console_until;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc)
@@ -58,6 +66,14 @@ int main(int argc, char** argv)
             spec.disk = v;
         else if (a == "--timeout-s")
             timeout_s = std::strtoul(v.c_str(), nullptr, 10);
+        else if (a == "--linux")
+            kernel = v;
+        else if (a == "--initrd")
+            initrd = v;
+        else if (a == "--cmdline")
+            cmdline = v;
+        else if (a == "--until")
+            console_until = v;
         else
             return usage();
     }
@@ -74,6 +90,20 @@ int main(int argc, char** argv)
         std::cerr << "xenft-xen-dm: " << xc.error() << "\n";
         return 1;
     }
+    if (!kernel.empty()) {
+        auto image = xenft::engine::load_linux_image(kernel, initrd, {spec.memory_bytes, cmdline});
+        if (!image) {
+            std::cerr << "xenft-xen-dm: " << image.error() << "\n";
+            return 1;
+        }
+        if (auto r = boot_linux(**dm, *image); !r) {
+            std::cerr << "xenft-xen-dm: " << r.error() << "\n";
+            return 1;
+        }
+        std::printf("dm: Linux (boot protocol %#x) at %#llx, initrd %llu bytes at %#llx, entry %#llx\n", image->protocol,
+                    static_cast<unsigned long long>(image->kernel_gpa), static_cast<unsigned long long>(image->initrd_bytes),
+                    static_cast<unsigned long long>(image->initrd_gpa), static_cast<unsigned long long>(image->entry.rip));
+    }
     std::cout << "dm: serving domain " << domid << (spec.tap.empty() ? "" : " (NIC on " + spec.tap + ")")
               << (spec.disk.empty() ? "" : " (disk " + spec.disk + ")") << std::endl;
     if (auto r = xc->unpause(static_cast<std::uint32_t>(domid)); !r) {
@@ -87,7 +117,26 @@ int main(int argc, char** argv)
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
         stop = true;
     });
-    auto ended = (*dm)->run(stop);
+    xenft::Expected<std::string, std::string> ended = std::string("stopped");
+    if (console_until.empty()) {
+        ended = (*dm)->run(stop);
+    } else {
+        while (!stop) {
+            auto r = (*dm)->serve_once(100);
+            if (!r) {
+                ended = xenft::unexpected(r.error());
+                break;
+            }
+            if (!*r) {
+                ended = (*dm)->ended().value_or("the domain ended");
+                break;
+            }
+            if ((*dm)->console().find(console_until) != std::string::npos) {
+                ended = "the console shows \"" + console_until + "\"";
+                break;
+            }
+        }
+    }
     stop = true;
     timer.join();
     const std::string why = ended ? *ended : "error: " + ended.error();
