@@ -172,13 +172,7 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
     // Digests at writes only: the backup stops at those too. Not while a copy has log-dirty
     // mode (the backup taking it starts its digests with the first one after it).
     if (!a.read && digests_on_ && !copy_ && now_ms() - last_digest_ms_ >= spec_.digest_interval_ms) {
-        if (!state_digests_) {
-            auto started = StateDigests::start(*dm_);
-            if (!started)
-                return unexpected(started.error());
-            state_digests_ = std::move(started).value();
-        }
-        auto d = state_digests_->take();
+        auto d = take_digest(state_digests_, *dm_);
         if (!d)
             return unexpected(d.error());
         event(DeviceEvent::Kind::digest, d->digest);
@@ -543,13 +537,7 @@ Expected<bool, std::string> ReplayingDomain::apply(const DeviceEvent& e)
     const std::string where = "domain " + std::to_string(dm_->domid()) + " at exit " + std::to_string(e.exit);
     switch (e.kind) {
     case DeviceEvent::Kind::digest: {
-        if (!state_digests_) {
-            auto started = StateDigests::start(*dm_);
-            if (!started)
-                return unexpected(started.error());
-            state_digests_ = std::move(started).value();
-        }
-        auto d = state_digests_->take();
+        auto d = take_digest(state_digests_, *dm_);
         if (!d)
             return unexpected(d.error());
         if (e.bytes.size() != d->digest.size() || !std::equal(d->digest.begin(), d->digest.end(), e.bytes.begin())) {

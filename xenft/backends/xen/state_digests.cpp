@@ -72,4 +72,15 @@ Expected<DigestTaken, std::string> StateDigests::take()
     return t;
 }
 
+Expected<DigestTaken, std::string> take_digest(std::unique_ptr<StateDigests>& digests, XenDeviceModel& dm)
+{
+    if (!digests) {
+        auto started = StateDigests::start(dm);
+        if (!started)
+            return unexpected(started.error());
+        digests = std::move(started).value();
+    }
+    return digests->take();
+}
+
 } // namespace xenft::backends::xen

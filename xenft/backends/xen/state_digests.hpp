@@ -50,4 +50,8 @@ private:
     engine::PageDigests pages_;
 };
 
+// The digest now, with `digests` started for `dm` first if it is not yet (a replica starts them
+// at its first digest: ft_domain.hpp).
+Expected<DigestTaken, std::string> take_digest(std::unique_ptr<StateDigests>& digests, XenDeviceModel& dm);
+
 } // namespace xenft::backends::xen
