@@ -637,6 +637,7 @@ int run_measure(const Options& o)
     }
     const double s = static_cast<double>(ms_since(start)) / 1000.0;
     const std::uint64_t exits = (*rec)->ring().exits() - exits_before;
+    const std::string summary = recorder.summary(); // it reads the ring: before record mode ends
     if (auto r = h->xc.pause(domid); !r)
         return fail(r.error());
     rec->reset(); // record mode off
@@ -650,7 +651,7 @@ int run_measure(const Options& o)
     };
     say("measured domain " + std::to_string(domid) + " for " + std::to_string(static_cast<int>(s + 0.5)) + " s: " +
         std::to_string(exits) + " synchronous exits (" + per_s(static_cast<double>(exits)) + "/s); " +
-        recorder.summary());
+        summary);
     say("log rate: Xen's records " + mbit(ft_bytes) + " Mbit/s, log entries " + std::to_string(seq) + " (" +
         per_s(static_cast<double>(seq)) + "/s) " + mbit(entry_bytes) + " Mbit/s, on the channel (zstd 1) " +
         mbit(wire_bytes) + " Mbit/s");

@@ -4,21 +4,26 @@
 // time is up (SIGTERM ends it too), then prints the guest's console output.
 //
 //   xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]
-//                [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT]
+//                [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT [--linger-s N]]
+//                [--unpause-after FILE]
 //
 // With --linux the domain is an HVM domain without QEMU (device_model_version = "none"): the
 // kernel is booted directly (xenft/backends/xen/linux_boot.hpp) before the unpause. --until
-// ends the service once the guest's console shows TEXT.
+// ends the service once the guest's console shows TEXT (with --linger-s, N seconds later,
+// after printing "dm: the console shows ..."). --unpause-after waits for FILE to exist before
+// the unpause (so that a recorder can take the domain from its first instruction).
 //
 // Prints "dm: serving domain N ..." once the server is enabled, "guest: ..." lines, and at the
 // end "dm: ended: WHY; N requests, N frames in, N interrupts". Exits 1 on any error.
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -36,7 +41,8 @@ void on_signal(int) { stop = true; }
 int usage()
 {
     std::cerr << "usage: xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]\n"
-                 "                    [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT]\n";
+                 "                    [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT [--linger-s N]]\n"
+                 "                    [--unpause-after FILE]\n";
     return 2;
 }
 
@@ -52,7 +58,8 @@ int main(int argc, char** argv)
         return usage();
     DeviceModelSpec spec;
     unsigned long timeout_s = 600;
-    std::string kernel, initrd, cmdline, console_until;
+    std::string kernel, initrd, cmdline, console_until, unpause_after;
+    unsigned long linger_s = 0;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc)
@@ -74,6 +81,10 @@ int main(int argc, char** argv)
             cmdline = v;
         else if (a == "--until")
             console_until = v;
+        else if (a == "--linger-s")
+            linger_s = std::strtoul(v.c_str(), nullptr, 10);
+        else if (a == "--unpause-after")
+            unpause_after = v;
         else
             return usage();
     }
@@ -106,6 +117,8 @@ int main(int argc, char** argv)
     }
     std::cout << "dm: serving domain " << domid << (spec.tap.empty() ? "" : " (NIC on " + spec.tap + ")")
               << (spec.disk.empty() ? "" : " (disk " + spec.disk + ")") << std::endl;
+    while (!unpause_after.empty() && !stop && access(unpause_after.c_str(), F_OK) != 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (auto r = xc->unpause(static_cast<std::uint32_t>(domid)); !r) {
         std::cerr << "xenft-xen-dm: " << r.error() << "\n";
         return 1;
@@ -121,6 +134,7 @@ int main(int argc, char** argv)
     if (console_until.empty()) {
         ended = (*dm)->run(stop);
     } else {
+        std::optional<std::chrono::steady_clock::time_point> shown;
         while (!stop) {
             auto r = (*dm)->serve_once(100);
             if (!r) {
@@ -131,7 +145,11 @@ int main(int argc, char** argv)
                 ended = (*dm)->ended().value_or("the domain ended");
                 break;
             }
-            if ((*dm)->console().find(console_until) != std::string::npos) {
+            if (!shown && (*dm)->console().find(console_until) != std::string::npos) {
+                shown = std::chrono::steady_clock::now();
+                std::cout << "dm: the console shows \"" << console_until << "\"" << std::endl;
+            }
+            if (shown && std::chrono::steady_clock::now() - *shown >= std::chrono::seconds(linger_s)) {
                 ended = "the console shows \"" + console_until + "\"";
                 break;
             }
