@@ -54,15 +54,17 @@ void XenGuestMemory::track_writes(bool on)
     written_.assign(on ? pages_.count() : 0, false);
 }
 
-std::vector<std::uint64_t> XenGuestMemory::take_written()
+std::vector<std::uint64_t> XenGuestMemory::take_written(std::vector<std::uint64_t> dirty)
 {
-    std::vector<std::uint64_t> pages;
     for (std::size_t i = 0; i < written_.size(); ++i)
         if (written_[i]) {
-            pages.push_back(i);
+            dirty.push_back(i);
             written_[i] = false;
         }
-    return pages;
+    std::sort(dirty.begin(), dirty.end());
+    dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
+    std::erase_if(dirty, [this](std::uint64_t gfn) { return page(gfn).empty(); });
+    return dirty;
 }
 
 bool XenGuestMemory::write_guest(std::uint64_t gpa, std::span<const std::uint8_t> data)

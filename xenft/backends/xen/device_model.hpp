@@ -45,10 +45,11 @@ public:
         return pages_.mapped(i) ? pages_.page(i) : std::span<const std::uint8_t>();
     }
     // Remembers the pages write_guest() wrote (the device models' DMA, which Xen's log-dirty
-    // mode does not see), for a live copy's rounds.
+    // mode does not see), for a live copy's rounds and the state digests.
     void track_writes(bool on);
-    // The pages written since tracking began or the last call, in order.
-    std::vector<std::uint64_t> take_written();
+    // The populated pages among `dirty` (Xen's log-dirty pages) and those written since
+    // tracking began or the last call, in order, once each.
+    std::vector<std::uint64_t> take_written(std::vector<std::uint64_t> dirty);
 
 private:
     explicit XenGuestMemory(GuestPages pages) : pages_(std::move(pages)) {}

@@ -234,18 +234,6 @@ void RecordingDomain::end_copy(Expected<bool, std::string> result)
     copy_outcome_ = std::move(o);
 }
 
-// The populated pages among `dirty` and those the device models wrote, in order, once each.
-std::vector<std::uint64_t> RecordingDomain::written_since_last_look(std::vector<std::uint64_t> dirty)
-{
-    XenGuestMemory& mem = dm_->memory();
-    const auto dma = mem.take_written();
-    dirty.insert(dirty.end(), dma.begin(), dma.end());
-    std::sort(dirty.begin(), dirty.end());
-    dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
-    std::erase_if(dirty, [&](std::uint64_t gfn) { return mem.page(gfn).empty(); });
-    return dirty;
-}
-
 // `pages` from index c.sent on: all of them (`wait`), or as many as the channel has room for
 // now (at most kCopyPagesPerStep, so the domain's ioreqs are not held up).
 Expected<bool, std::string> RecordingDomain::send_pages(CopyRun& c, std::span<const std::uint64_t> pages, bool wait)
@@ -297,7 +285,7 @@ void RecordingDomain::advance_copy()
     auto dirty = c.dirty->take();
     if (!dirty)
         return end_copy(unexpected(dirty.error()));
-    c.pending = written_since_last_look(std::move(dirty).value());
+    c.pending = dm_->memory().take_written(std::move(dirty).value());
     c.sent = 0;
     if (c.pending.size() <= kFinalRoundPages || c.outcome.rounds >= kMaxCopyRounds)
         c.final_due = true;
@@ -327,7 +315,7 @@ Expected<bool, std::string> RecordingDomain::send_final(CopyRun& c, std::uint64_
         return unexpected(dirty.error());
     std::vector<std::uint64_t> last = std::move(c.pending);
     last.insert(last.end(), dirty->begin(), dirty->end());
-    last = written_since_last_look(std::move(last));
+    last = dm_->memory().take_written(std::move(last));
     c.sent = 0;
     c.outcome.final_pages = last.size();
     if (auto r = send_pages(c, last, true); !r)

@@ -168,7 +168,6 @@ private:
     void copy_final(std::uint64_t exit);
     Expected<bool, std::string> send_final(CopyRun& c, std::uint64_t exit);
     Expected<bool, std::string> send_pages(CopyRun& c, std::span<const std::uint64_t> pages, bool wait);
-    std::vector<std::uint64_t> written_since_last_look(std::vector<std::uint64_t> dirty);
     void end_copy(Expected<bool, std::string> result);
     void stop_digests()
     {

@@ -1,6 +1,5 @@
 #include "xenft/backends/xen/state_digests.hpp"
 
-#include <algorithm>
 #include <chrono>
 
 namespace xenft::backends::xen {
@@ -43,11 +42,8 @@ Expected<DigestTaken, std::string> StateDigests::take()
     if (!written)
         return unexpected(written.error());
     XenGuestMemory& mem = dm_.memory();
-    const auto dma = mem.take_written();
-    written->insert(written->end(), dma.begin(), dma.end());
-    std::sort(written->begin(), written->end());
-    written->erase(std::unique(written->begin(), written->end()), written->end());
-    const auto round = pages_.update(*written, [&mem](std::uint64_t gfn) { return mem.page(gfn); });
+    const auto round = pages_.update(mem.take_written(std::move(written).value()),
+                                     [&mem](std::uint64_t gfn) { return mem.page(gfn); });
 
     vcpu_guest_context_any_t ctx{};
     if (xc_vcpu_getcontext(dm_.control().get(), dm_.domid(), 0, &ctx) != 0)
