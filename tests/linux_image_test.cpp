@@ -63,7 +63,7 @@ std::string error_of(const std::vector<std::uint8_t>& kernel, std::uint64_t memo
                      std::size_t initrd_bytes = 0, std::string cmdline = "console=ttyS0")
 {
     const std::vector<std::uint8_t> initrd(initrd_bytes, 1);
-    auto r = build_linux_image(kernel, initrd, {memory, std::move(cmdline)});
+    auto r = build_linux_image(kernel, initrd, {memory, std::move(cmdline), std::nullopt});
     return r ? std::string() : r.error();
 }
 
@@ -73,7 +73,7 @@ BOOST_AUTO_TEST_CASE(the_pieces_go_where_the_boot_protocol_says)
 {
     const auto kernel = fake_bzimage();
     const std::vector<std::uint8_t> initrd(3u << 20, 0x5a);
-    auto image = build_linux_image(kernel, initrd, {512u << 20, "console=ttyS0 nopv"});
+    auto image = build_linux_image(kernel, initrd, {512u << 20, "console=ttyS0 nopv", std::nullopt});
     BOOST_REQUIRE_MESSAGE(image, why(image));
     BOOST_TEST(image->protocol == 0x020f);
     BOOST_TEST(image->kernel_gpa == 0x1000000u);
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(the_zero_page_carries_the_header_the_map_and_the_pointers)
 {
     const auto kernel = fake_bzimage();
     const std::vector<std::uint8_t> initrd(4096, 1);
-    auto image = build_linux_image(kernel, initrd, {256u << 20, "ro"});
+    auto image = build_linux_image(kernel, initrd, {256u << 20, "ro", std::nullopt});
     BOOST_REQUIRE_MESSAGE(image, why(image));
     BOOST_TEST(image->entry.rsi == 0x7000u);
     const auto& z = segment_at(*image, 0x7000).bytes;
@@ -118,9 +118,27 @@ BOOST_AUTO_TEST_CASE(the_zero_page_carries_the_header_the_map_and_the_pointers)
     BOOST_TEST(get<std::uint32_t>(z, 0x2d0 + 56) == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(acpi_tables_go_in_the_bios_area_and_the_zero_page_points_at_them)
+{
+    const AcpiPlatform platform{{{0xfeb01000, 0x200, 5}}};
+    auto image = build_linux_image(fake_bzimage(), {}, {128u << 20, "", platform});
+    BOOST_REQUIRE_MESSAGE(image, why(image));
+    const auto& tables = segment_at(*image, kAcpiTablesGpa).bytes;
+    BOOST_TEST(tables == build_acpi_tables(platform, kAcpiTablesGpa).bytes);
+    BOOST_TEST(kAcpiTablesGpa + tables.size() <= 0x100000u); // inside the reserved legacy hole
+    const auto& z = segment_at(*image, 0x7000).bytes;
+    BOOST_TEST(get<std::uint64_t>(z, 0x070) == kAcpiTablesGpa); // acpi_rsdp_addr
+    // Without a platform: no tables, no pointer.
+    auto bare = build_linux_image(fake_bzimage(), {}, {128u << 20, "", std::nullopt});
+    BOOST_REQUIRE_MESSAGE(bare, why(bare));
+    for (const auto& s : bare->segments)
+        BOOST_TEST(s.gpa != kAcpiTablesGpa);
+    BOOST_TEST(get<std::uint64_t>(segment_at(*bare, 0x7000).bytes, 0x070) == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(page_tables_map_4_gib_identically_and_the_gdt_is_flat_64_bit)
 {
-    auto image = build_linux_image(fake_bzimage(), {}, {128u << 20, ""});
+    auto image = build_linux_image(fake_bzimage(), {}, {128u << 20, "", std::nullopt});
     BOOST_REQUIRE_MESSAGE(image, why(image));
     const auto& pt = segment_at(*image, image->entry.cr3).bytes;
     // Walk an address through PML4, PDPT and the 2 MiB page directory.
@@ -192,7 +210,7 @@ BOOST_AUTO_TEST_CASE(debians_own_kernel_is_laid_out_for_512_mib, *utf::precondit
     // An initrd the size of Debian's (its package has none: initramfs-tools makes it).
     const std::string initrd = "linux_image_test.initrd";
     std::ofstream(initrd, std::ios::binary) << std::string(35u << 20, 'i');
-    auto image = load_linux_image(kernel, initrd, {512u << 20, "console=ttyS0 nopv"});
+    auto image = load_linux_image(kernel, initrd, {512u << 20, "console=ttyS0 nopv", std::nullopt});
     std::filesystem::remove(initrd);
     BOOST_REQUIRE_MESSAGE(image, why(image));
     BOOST_TEST_MESSAGE(kernel << ": boot protocol " << std::hex << image->protocol << ", kernel at " << image->kernel_gpa
@@ -200,5 +218,5 @@ BOOST_AUTO_TEST_CASE(debians_own_kernel_is_laid_out_for_512_mib, *utf::precondit
                               << image->initrd_gpa);
     BOOST_TEST(image->protocol >= 0x020cu);
     BOOST_TEST(image->entry.rip == image->kernel_gpa + 0x200);
-    BOOST_TEST(load_linux_image("/nonexistent/vmlinuz", "", {512u << 20, ""}).error().find("cannot open the kernel") == 0u);
+    BOOST_TEST(load_linux_image("/nonexistent/vmlinuz", "", {512u << 20, "", std::nullopt}).error().find("cannot open the kernel") == 0u);
 }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <optional>
 
 namespace xenft::engine {
 
@@ -16,7 +17,7 @@ constexpr std::size_t kSetupSects = 0x1f1, kBootFlag = 0x1fe, kJump = 0x200, kHe
                       kRamdiskSize = 0x21c, kCmdLinePtr = 0x228, kInitrdAddrMax = 0x22c,
                       kKernelAlignment = 0x230, kRelocatable = 0x234, kXLoadFlags = 0x236,
                       kCmdlineSize = 0x238, kPrefAddress = 0x258, kInitSize = 0x260, kHeaderEnd = 0x264;
-constexpr std::size_t kE820Entries = 0x1e8, kE820Table = 0x2d0;
+constexpr std::size_t kE820Entries = 0x1e8, kE820Table = 0x2d0, kAcpiRsdpAddr = 0x070;
 constexpr std::uint32_t kHdrS = 0x53726448; // "HdrS"
 constexpr std::uint16_t kMinProtocol = 0x020c; // xloadflags, the 64-bit entry's flag
 constexpr std::uint16_t kXlfKernel64 = 1;
@@ -159,6 +160,15 @@ Expected<LinuxImage, std::string> build_linux_image(std::span<const std::uint8_t
         put<std::uint32_t>(zero_page, kE820Table + i * 20 + 16, map[i].type);
     }
 
+    std::optional<AcpiTables> acpi;
+    if (spec.acpi) {
+        acpi = build_acpi_tables(*spec.acpi, kAcpiTablesGpa);
+        if (acpi->bytes.size() > kMiB - kAcpiTablesGpa)
+            return unexpected("the ACPI tables (" + std::to_string(acpi->bytes.size()) + " bytes, " +
+                              std::to_string(spec.acpi->virtio.size()) + " devices) do not fit the BIOS area");
+        put<std::uint64_t>(zero_page, kAcpiRsdpAddr, acpi->rsdp_gpa);
+    }
+
     std::vector<std::uint8_t> cmdline(spec.cmdline.begin(), spec.cmdline.end());
     cmdline.push_back(0);
     const auto gdt = boot_gdt();
@@ -166,6 +176,8 @@ Expected<LinuxImage, std::string> build_linux_image(std::span<const std::uint8_t
     image.segments.push_back({kZeroPageGpa, std::move(zero_page)});
     image.segments.push_back({kPml4Gpa, identity_page_tables()});
     image.segments.push_back({kCmdlineGpa, std::move(cmdline)});
+    if (acpi) // in the reserved BIOS area of the e820 map
+        image.segments.push_back({acpi->gpa, std::move(acpi->bytes)});
     image.segments.push_back({kernel_gpa, std::vector<std::uint8_t>(kernel.begin() + static_cast<std::ptrdiff_t>(kernel_offset), kernel.end())});
     if (!initrd.empty())
         image.segments.push_back({initrd_gpa, std::vector<std::uint8_t>(initrd.begin(), initrd.end())});

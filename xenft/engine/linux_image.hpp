@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "xenft/common/expected.hpp"
+#include "xenft/engine/acpi_tables.hpp"
 
 namespace xenft::engine {
 
@@ -43,7 +45,12 @@ struct LinuxImage {
 struct LinuxBootSpec {
     std::uint64_t memory_bytes = 0; // RAM from 0, below the PCI hole (at most 3 GiB)
     std::string cmdline;
+    // The PC's ACPI tables (acpi_tables.hpp), in the BIOS area at kAcpiTablesGpa, which the
+    // zero page points to; without them the kernel finds no IO-APIC, HPET or virtio device.
+    std::optional<AcpiPlatform> acpi;
 };
+
+inline constexpr std::uint64_t kAcpiTablesGpa = 0xe0000;
 
 // Validates everything it reads (the kernel is a file from outside): a bzImage with boot
 // protocol 2.12 or later and a 64-bit entry, sizes that fit the file and the guest's memory.

@@ -1,0 +1,46 @@
+// The ACPI tables of the plain virtual PC (docs/linux-guest.md), written by xenft's loader in
+// place of firmware, so that a stock kernel finds the platform it runs on without probing:
+//   MADT   one CPU (local APIC 0) and Xen's IO-APIC at 0xfec00000 (GSIs 0-47, ISA IRQ 0 on
+//          GSI 2, as Xen wires it): interrupts reach the CPU as local-APIC vectors, which
+//          record and replay take at synchronous exits, instead of the 8259's ExtINT.
+//   HPET   Xen's HPET at 0xfed00000: a clocksource and one-shot timers, so the idle kernel
+//          stops its periodic tick (tickless) instead of waking 250 times a second.
+//   FADT   Xen's ACPI PM timer and PM1 event block (the 0xb000 layout), SCI on IRQ 9, no 8042,
+//          no VGA; FACS; a DSDT naming
+//   xenft's virtio-mmio devices ("LNRO0005", Linux's virtio_mmio driver), each a register
+//          window and an edge-triggered ISA interrupt line: Debian's kernel is built without
+//          virtio-mmio devices on the command line, so ACPI is how it learns of them.
+// Pure: bytes for a given layout, checked by tests/acpi_tables_test (iasl disassembles them).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace xenft::engine {
+
+struct AcpiVirtioDevice {
+    std::uint64_t base = 0;  // the register window (VirtioMmio::kWindow bytes)
+    std::uint32_t size = 0x200;
+    std::uint8_t isa_irq = 0; // an edge-triggered, active-high ISA line (1-15, not 2)
+};
+
+struct AcpiPlatform {
+    std::vector<AcpiVirtioDevice> virtio;
+};
+
+// Xen's platform, as the tables describe it.
+inline constexpr std::uint64_t kIoApicAddress = 0xfec00000, kHpetAddress = 0xfed00000, kLocalApicAddress = 0xfee00000;
+inline constexpr std::uint16_t kPm1aEventBlock = 0xb000, kPm1aControlBlock = 0xb004, kPmTimerBlock = 0xb008;
+inline constexpr std::uint8_t kSciIrq = 9;
+
+struct AcpiTables {
+    std::uint64_t gpa = 0;      // where `bytes` go in guest memory
+    std::uint64_t rsdp_gpa = 0; // the root pointer, 16-byte aligned in the BIOS area
+    std::vector<std::uint8_t> bytes;
+};
+
+// The tables laid out from `gpa` (16-byte aligned, below 4 GiB). The RSDP comes first, so a
+// kernel that scans 0xe0000-0xfffff for it finds it there too.
+AcpiTables build_acpi_tables(const AcpiPlatform& platform, std::uint64_t gpa);
+
+} // namespace xenft::engine
