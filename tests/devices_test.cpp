@@ -165,6 +165,25 @@ BOOST_AUTO_TEST_CASE(block_requests_reach_the_disk_image)
     BOOST_TEST(rig.drv.reg(0x60) == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_device_wired_to_an_isa_line_says_so_and_still_asks_for_its_interrupt)
+{
+    BlkRig rig;
+    BOOST_TEST(!rig.blk.isa_line().has_value()); // MSI vectors, as xenft's test guest wants
+    rig.blk.wire_to_isa_line(VirtioBlk::kIsaLine);
+    BOOST_TEST((rig.blk.isa_line() == std::optional<std::uint8_t>(VirtioBlk::kIsaLine)));
+    BOOST_TEST(rig.request(4, 0, 0) == 0u); // a flush completes: a used-buffer notification
+    BOOST_TEST(rig.blk.pending_interrupt().has_value());
+    rig.blk.interrupt_delivered();
+    BOOST_TEST(!rig.blk.pending_interrupt().has_value());
+    // The wiring is the platform's, not guest state: a checkpoint neither carries nor drops it.
+    std::vector<std::uint8_t> state;
+    StateWriter w(state);
+    rig.blk.save(w);
+    StateReader r(state);
+    BOOST_TEST(rig.blk.load(r));
+    BOOST_TEST((rig.blk.isa_line() == std::optional<std::uint8_t>(VirtioBlk::kIsaLine)));
+}
+
 BOOST_AUTO_TEST_CASE(a_hostile_descriptor_chain_only_resets_the_device)
 {
     {

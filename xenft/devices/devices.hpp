@@ -63,6 +63,11 @@ public:
     // event), and the engine's word that it was injected.
     virtual std::optional<std::uint8_t> pending_interrupt() const { return std::nullopt; }
     virtual void interrupt_delivered() {}
+    // Set when the device is wired to this ISA interrupt line of the PC's 8259 pair and
+    // IO-APIC instead: a pending interrupt is then an edge on the line, and the controller
+    // the guest programmed picks the vector (a stock kernel's virtio-mmio devices, which the
+    // ACPI tables declare with a line). Only the Xen backend wires lines.
+    virtual std::optional<std::uint8_t> isa_line() const { return std::nullopt; }
 };
 
 class Uart16550 final : public Device {

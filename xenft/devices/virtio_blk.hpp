@@ -26,6 +26,7 @@ class VirtioBlk final : public VirtioMmio {
 public:
     static constexpr std::uint64_t kDefaultBase = 0xfeb02000;
     static constexpr std::uint8_t kDefaultVector = 0x51;
+    static constexpr std::uint8_t kIsaLine = 11; // on a plain PC: through the slave 8259
     static constexpr std::uint32_t kSector = 512;
     static constexpr std::uint32_t kMaxRequestBytes = 1u << 20; // matches the log's largest disk read
 

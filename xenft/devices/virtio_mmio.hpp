@@ -81,6 +81,10 @@ public:
         return irq_pending_ ? std::optional<std::uint8_t>(vector_) : std::nullopt;
     }
     void interrupt_delivered() override { irq_pending_ = false; }
+    std::optional<std::uint8_t> isa_line() const override { return isa_line_; }
+    // Interrupts go to ISA line `irq` rather than as vector(): how the platform is wired, not
+    // guest state (both replicas are made from the same configuration).
+    void wire_to_isa_line(std::uint8_t irq) noexcept { isa_line_ = irq; }
 
     std::uint64_t base() const noexcept { return base_; }
     std::uint8_t vector() const noexcept { return vector_; }
@@ -138,6 +142,7 @@ private:
     std::uint32_t interrupt_status_ = 0;
     std::uint64_t driver_features_ = 0;
     bool irq_pending_ = false;
+    std::optional<std::uint8_t> isa_line_;
 };
 
 } // namespace xenft::devices

@@ -25,6 +25,7 @@ class VirtioNet final : public VirtioMmio {
 public:
     static constexpr std::uint64_t kDefaultBase = 0xfeb01000;
     static constexpr std::uint8_t kDefaultVector = 0x50;
+    static constexpr std::uint8_t kIsaLine = 5; // on a plain PC (acpi_tables.hpp)
     static constexpr std::size_t kHeaderBytes = 12; // struct virtio_net_hdr with num_buffers
     static constexpr std::size_t kMaxFrame = 1514;  // no GSO, no jumbo frames offered
 

@@ -134,6 +134,8 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
         dm->tap_.emplace(std::move(tap).value());
         dm->net_ = std::make_unique<devices::VirtioNet>(*dm->memory_, spec.mac);
         dm->net_->set_transmit(&*dm->tap_);
+        if (spec.isa_lines)
+            dm->net_->wire_to_isa_line(devices::VirtioNet::kIsaLine);
         dm->bus_.attach(*dm->net_);
     }
     if (!spec.disk.empty()) {
@@ -143,6 +145,8 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
         dm->disk_.emplace(std::move(disk).value());
         dm->blk_ = std::make_unique<devices::VirtioBlk>(*dm->memory_, dm->disk_->size_bytes());
         dm->blk_->set_port(&*dm->disk_);
+        if (spec.isa_lines)
+            dm->blk_->wire_to_isa_line(devices::VirtioBlk::kIsaLine);
         dm->bus_.attach(*dm->blk_);
     }
 
@@ -197,9 +201,18 @@ Expected<bool, std::string> XenDeviceModel::deliver_interrupts()
         const auto vector = d->pending_interrupt();
         if (!vector)
             continue;
-        if (xendevicemodel_inject_msi(server_->device_model().get(), static_cast<domid_t>(domid_), kMsiAddress, *vector) != 0)
+        xendevicemodel_handle* xdm = server_->device_model().get();
+        const auto domid = static_cast<domid_t>(domid_);
+        if (const auto line = d->isa_line()) {
+            // An edge: Xen's 8259 and IO-APIC latch it; the vector is the guest's choice.
+            if (xendevicemodel_set_isa_irq_level(xdm, domid, *line, 1) != 0 ||
+                xendevicemodel_set_isa_irq_level(xdm, domid, *line, 0) != 0)
+                return unexpected(errno_text("domain " + std::to_string(domid_) + ": cannot raise ISA IRQ " +
+                                             std::to_string(*line) + " (" + d->name() + ")"));
+        } else if (xendevicemodel_inject_msi(xdm, domid, kMsiAddress, *vector) != 0) {
             return unexpected(errno_text("domain " + std::to_string(domid_) + ": cannot inject vector " +
                                          std::to_string(*vector) + " (" + d->name() + ")"));
+        }
         d->interrupt_delivered();
         ++interrupts_;
     }

@@ -84,6 +84,9 @@ struct DeviceModelSpec {
     std::string tap;  // empty: no NIC
     std::string disk; // empty: no disk (an image file of whole sectors otherwise)
     devices::MacAddress mac{0x52, 0x54, 0x00, 0x58, 0x46, 0x02};
+    // The devices interrupt on ISA lines (VirtioNet::kIsaLine, VirtioBlk::kIsaLine), as a
+    // plain PC's ACPI tables declare them to a stock kernel, rather than with MSI vectors.
+    bool isa_lines = false;
 };
 
 // How a domain ended, for the log (the backup must not take over a VM that ended on purpose)

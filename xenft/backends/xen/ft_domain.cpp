@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "xenft/backends/xen/copy_state.hpp"
+#include "xenft/backends/xen/linux_boot.hpp"
 
 namespace xenft::backends::xen {
 
@@ -55,6 +56,9 @@ Expected<Protection, std::string> protect(std::uint32_t domid, const FtSpec& spe
     auto dm = XenDeviceModel::create(domid, spec.devices);
     if (!dm)
         return unexpected(dm.error());
+    if (spec.linux_image)
+        if (auto r = boot_linux(**dm, *spec.linux_image); !r)
+            return unexpected(r.error());
     auto session = FtSession::enable((*dm)->control(), (*dm)->foreign_memory(), domid, mode, spec.ring_pages);
     if (!session)
         return unexpected(session.error());

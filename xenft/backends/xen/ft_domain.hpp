@@ -38,6 +38,7 @@
 #include "xenft/backends/xen/state_digests.hpp"
 #include "xenft/backends/xen/xen_log.hpp"
 #include "xenft/channel/copy.hpp"
+#include "xenft/engine/linux_image.hpp"
 #include "xenft/engine/output_gate.hpp"
 #include "xenft/logformat/entry.hpp"
 
@@ -55,6 +56,11 @@ struct FtSpec {
     // it, and a backup now takes a copy into it): await_copy() holds that one instead of adding
     // another (Xen counts pauses; apply_copy() takes one back).
     bool paused_by_xenft = false;
+    // start() lays this kernel into the domain and sets vCPU 0 at its entry before FT begins
+    // (linux_boot.hpp): a plain virtual PC (device_model_version = "none") whose firmware
+    // never runs. Both replicas of a pair that starts together boot the same image; a backup
+    // that takes a live copy boots nothing.
+    std::shared_ptr<const engine::LinuxImage> linux_image;
 };
 
 // The last state digest a replica took (primary) or matched (backup), where, and its cost.

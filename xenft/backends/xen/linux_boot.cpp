@@ -100,4 +100,14 @@ Expected<bool, std::string> boot_linux(XenDeviceModel& dm, const engine::LinuxIm
     return true;
 }
 
+engine::AcpiPlatform linux_pc_platform(const DeviceModelSpec& spec)
+{
+    engine::AcpiPlatform p;
+    if (!spec.tap.empty())
+        p.virtio.push_back({devices::VirtioNet::kDefaultBase, devices::VirtioMmio::kWindow, devices::VirtioNet::kIsaLine});
+    if (!spec.disk.empty())
+        p.virtio.push_back({devices::VirtioBlk::kDefaultBase, devices::VirtioMmio::kWindow, devices::VirtioBlk::kIsaLine});
+    return p;
+}
+
 } // namespace xenft::backends::xen

@@ -15,4 +15,8 @@ namespace xenft::backends::xen {
 // The domain must be paused and its vCPU 0 never run; `dm` must map the image's memory.
 Expected<bool, std::string> boot_linux(XenDeviceModel& dm, const engine::LinuxImage& image);
 
+// What the kernel is told of the device models `spec` makes (with spec.isa_lines): each
+// virtio-mmio device's window and ISA line, for the image's ACPI tables.
+engine::AcpiPlatform linux_pc_platform(const DeviceModelSpec& spec);
+
 } // namespace xenft::backends::xen
