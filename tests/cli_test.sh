@@ -129,6 +129,16 @@ daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the doma
         expect_error "$work/b4.conf" "b4.conf:[0-9]*: vm.backend: xen, but this xenftd was built without the Xen backend" --check-config || return 1
     fi
     expect_error "$work/b4.conf" 'backend = xen needs --domid' || return 1
+    # A Linux guest: the kernel must be a bzImage that fits the memory; an initrd needs a kernel.
+    sed 's/^backend = xen/backend = xen\ninitrd = \/boot\/initrd.img/' "$work/b4.conf" > "$work/b5.conf"
+    expect_error "$work/b5.conf" 'vm.initrd: without vm.kernel' --check-config || return 1
+    head -c 4096 /dev/zero > "$work/not-a-kernel"
+    sed "s|^backend = xen|backend = xen\nkernel = $work/not-a-kernel|; s|^memory-mib = .*|memory-mib = 256|" "$work/b4.conf" > "$work/b6.conf"
+    if "$xenftd" --version | grep -q 'backends: .*xen'; then
+        expect_error "$work/b6.conf" "b6.conf:[0-9]*: vm.kernel: $work/not-a-kernel: not a Linux bzImage" --check-config || return 1
+    fi
+    sed "s|^image = .*|kernel = $work/not-a-kernel|" "$base" > "$work/b7.conf"
+    expect_error "$work/b7.conf" 'vm.kernel: only with backend = xen' --check-config || return 1
     expect_error "$base" '--domid and --unpause are for backend = xen' --domid 3 || return 1
     printf '[failover]\nafter-ms = 2000\nbackup-wait-ms = 1000\n' >> "$work/b4.conf"
     expect_error "$work/b4.conf" 'failover.backup-wait-ms: no longer used' --check-config || return 1

@@ -87,7 +87,7 @@ namespace {
 // Every key the file may have; all are read as text and converted here, so that "-3" or
 // "12abc" are refused instead of wrapping around or being cut short.
 const char* const kKeys[] = {
-    "vm.id", "vm.backend", "vm.image", "vm.cmdline", "vm.memory-mib",
+    "vm.id", "vm.backend", "vm.image", "vm.cmdline", "vm.memory-mib", "vm.kernel", "vm.initrd",
     "pair.host-id", "pair.peer-id", "pair.role", "pair.epoch", "pair.record-owner", "pair.rejoin",
     "network.tap", "network.mac",
     "disk.lun", "disk.file", "disk.first-lba", "disk.size-mib",
@@ -257,6 +257,8 @@ ConfigCheck read_config(const std::string& path)
     v.text("vm.backend", c.backend);
     v.text("vm.image", c.image);
     v.text("vm.cmdline", c.cmdline);
+    v.text("vm.kernel", c.kernel);
+    v.text("vm.initrd", c.initrd);
     v.number("vm.memory-mib", c.memory_mib, 2, 4096);
     v.number("pair.host-id", c.host_id, 1, kMaxHostId);
     v.number("pair.peer-id", c.peer_id, 1, kMaxHostId);
@@ -298,6 +300,10 @@ ConfigCheck read_config(const std::string& path)
         check.problem("vm.backend", "\"" + c.backend + "\" is neither kvm nor xen");
     if (c.backend == "kvm" && c.image.empty())
         check.problem("vm.image", "needed with backend = kvm: the guest's PVH ELF image");
+    if (c.backend == "kvm" && !c.kernel.empty())
+        check.problem("vm.kernel", "only with backend = xen (a Linux guest on Xen's plain PC)");
+    if (c.kernel.empty() && !c.initrd.empty())
+        check.problem("vm.initrd", "without vm.kernel: give the kernel it belongs to");
     if (c.backend == "xen" && !c.disk_lun.empty())
         check.problem("disk.lun", "not supported with backend = xen yet: give disk.file (docs/xen-backend.md)");
     if (v.text("failover.backup-wait-ms"))

@@ -22,7 +22,10 @@ struct DaemonConfig {
     // (a domain `xl create` with ft= made; xenftd is its device model and records or replays it).
     std::string backend = "kvm";
     std::string image;         // the guest's PVH ELF image (kvm)
-    std::string cmdline;       // passed to the guest (hvm_start_info)
+    std::string cmdline;       // passed to the guest (hvm_start_info; the Linux kernel's)
+    // xen: a Linux bzImage (and initrd) xenftd boots directly on the plain PC the domain is
+    // (device_model_version = "none"), with ACPI tables naming its virtio devices
+    std::string kernel, initrd;
     std::uint64_t memory_mib = 16; // xen: the domain's memory= (the device models' DMA bound)
     // [pair]
     std::uint32_t host_id = 0, peer_id = 0;

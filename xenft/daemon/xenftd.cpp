@@ -37,7 +37,9 @@
 #include "xenft/daemon/config.hpp"
 #include "xenft/daemon/node.hpp"
 #include "xenft/devices/iscsi_store.hpp"
+#include "xenft/engine/linux_image.hpp"
 #ifdef XENFT_HAVE_XEN
+#include "xenft/backends/xen/linux_boot.hpp"
 #include "xenft/daemon/xen_execution.hpp"
 #endif
 
@@ -268,6 +270,19 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon
     daemon::parse_mac(cfg.mac, mac); // checked by load_config
     std::copy(std::begin(mac), std::end(mac), spec.devices.mac.begin());
     spec.digest_interval_ms = cfg.digest_ms;
+    if (!cfg.kernel.empty()) {
+        // A Linux guest on the plain PC: its devices interrupt on the ISA lines the ACPI tables
+        // name, on both hosts (a backup that goes live serves them so); the replica that starts
+        // the VM boots the kernel, a backup gets it running in its live copy.
+        spec.devices.isa_lines = true;
+        if (!join) {
+            auto image = engine::load_linux_image(
+                cfg.kernel, cfg.initrd, {spec.devices.memory_bytes, cfg.cmdline, backends::xen::linux_pc_platform(spec.devices)});
+            if (!image)
+                return unexpected("vm " + std::to_string(cfg.vm_id) + ": " + image.error());
+            spec.linux_image = std::make_shared<const engine::LinuxImage>(std::move(image).value());
+        }
+    }
     spec.unpause = unpause && !join;
     // A node after a halt takes a copy into the domain the halted one paused.
     spec.paused_by_xenft = join;
@@ -396,6 +411,14 @@ int check_config(const std::string& path)
         readable_file("vm.image", c.image, false);
     if (!c.disk_file.empty())
         readable_file("disk.file", c.disk_file, true);
+    if (!c.kernel.empty()) {
+        // As a start lays it out: a bzImage (and initrd) that fits memory-mib with the command line.
+        auto image = engine::load_linux_image(c.kernel, c.initrd, {c.memory_mib << 20, c.cmdline, std::nullopt});
+        if (!image) {
+            const bool initrd = image.error().find(" the initrd " + c.initrd) != std::string::npos;
+            check.problem(initrd ? "vm.initrd" : "vm.kernel", image.error());
+        }
+    }
     if (!c.cert.empty() && !c.key.empty() && c.ca.empty() != c.fingerprint.empty()) {
         // The files as a start opens them: certificate, key (matching it, not readable by
         // others), the CA.
