@@ -19,12 +19,13 @@ XEN_LIBS = -L$(XEN_USR)/lib -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevice
 SYS_LIBS = -lssl -lcrypto -lzstd -lpthread -ldl
 
 obj = $(OUT)/obj
-xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log state_digests)
+xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log state_digests \
+	linux_boot)
 devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io)
 
 probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log xen_log) tests/lab/ft_probe
 dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model linux_boot) $(devices) \
-	xenft/engine/linux_image tests/lab/xen_dm
+	xenft/engine/linux_image xenft/engine/acpi_tables tests/lab/xen_dm
 pair_objs = $(xen_backend) tests/lab/xen_pair
 poke_objs = xenft/backends/xen/xen_handles tests/lab/xen_poke
 

@@ -4,11 +4,13 @@
 // time is up (SIGTERM ends it too), then prints the guest's console output.
 //
 //   xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]
-//                [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT [--linger-s N]]
-//                [--unpause-after FILE]
+//                [--linux KERNEL [--initrd FILE] [--cmdline TEXT] [--acpi yes|no]]
+//                [--until TEXT [--linger-s N]] [--unpause-after FILE]
 //
 // With --linux the domain is an HVM domain without QEMU (device_model_version = "none"): the
-// kernel is booted directly (xenft/backends/xen/linux_boot.hpp) before the unpause. --until
+// kernel is booted directly (xenft/backends/xen/linux_boot.hpp) before the unpause, with the
+// PC's ACPI tables (IO-APIC, HPET, the virtio-mmio devices on ISA lines) unless --acpi no
+// (then the kernel runs in virtual wire mode on the 8259 and PIT). --until
 // ends the service once the guest's console shows TEXT (with --linger-s, N seconds later,
 // after printing "dm: the console shows ..."). --unpause-after waits for FILE to exist before
 // the unpause (so that a recorder can take the domain from its first instruction).
@@ -41,7 +43,8 @@ void on_signal(int) { stop = true; }
 int usage()
 {
     std::cerr << "usage: xenft-xen-dm DOMID [--memory-mb N] [--tap NAME] [--disk FILE] [--timeout-s N]\n"
-                 "                    [--linux KERNEL [--initrd FILE] [--cmdline TEXT]] [--until TEXT [--linger-s N]]\n"
+                 "                    [--linux KERNEL [--initrd FILE] [--cmdline TEXT] [--acpi yes|no]]\n"
+                 "                    [--until TEXT [--linger-s N]]\n"
                  "                    [--unpause-after FILE]\n";
     return 2;
 }
@@ -60,6 +63,7 @@ int main(int argc, char** argv)
     unsigned long timeout_s = 600;
     std::string kernel, initrd, cmdline, console_until, unpause_after;
     unsigned long linger_s = 0;
+    bool acpi = true;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc)
@@ -85,12 +89,23 @@ int main(int argc, char** argv)
             linger_s = std::strtoul(v.c_str(), nullptr, 10);
         else if (a == "--unpause-after")
             unpause_after = v;
+        else if (a == "--acpi")
+            acpi = v == "yes";
         else
             return usage();
     }
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
 
+    std::shared_ptr<const xenft::engine::LinuxImage> image;
+    if (!kernel.empty()) {
+        auto loaded = prepare_linux_pc(spec, kernel, initrd, cmdline, acpi);
+        if (!loaded) {
+            std::cerr << "xenft-xen-dm: " << loaded.error() << "\n";
+            return 1;
+        }
+        image = std::move(loaded).value();
+    }
     auto dm = XenDeviceModel::create(static_cast<std::uint32_t>(domid), spec);
     if (!dm) {
         std::cerr << "xenft-xen-dm: " << dm.error() << "\n";
@@ -101,12 +116,7 @@ int main(int argc, char** argv)
         std::cerr << "xenft-xen-dm: " << xc.error() << "\n";
         return 1;
     }
-    if (!kernel.empty()) {
-        auto image = xenft::engine::load_linux_image(kernel, initrd, {spec.memory_bytes, cmdline});
-        if (!image) {
-            std::cerr << "xenft-xen-dm: " << image.error() << "\n";
-            return 1;
-        }
+    if (image) {
         if (auto r = boot_linux(**dm, *image); !r) {
             std::cerr << "xenft-xen-dm: " << r.error() << "\n";
             return 1;

@@ -9,6 +9,13 @@
 //       and compares state digests at the exits P took them. When P is destroyed, B replays
 //       what it received, goes live and serves on TAP_B until the time is up or SIGTERM.
 //
+//   With --linux KERNEL [--initrd FILE] [--cmdline TEXT] both domains are plain virtual PCs
+//   (device_model_version = "none") and boot the same kernel directly (FtSpec::linux_image):
+//   the backup replays the boot from its first instruction; the kernel finds the PC's devices in
+//   ACPI tables (--acpi no: none, so it runs in virtual wire mode on the 8259 and PIT, and
+//   finds no virtio device). --until TEXT prints one line when
+//   both consoles show TEXT; the backup's console is printed at the end ("guest: " lines).
+//
 //   The same pair split over two hosts, with the logging channel, heartbeats and the
 //   test-and-set between them, is xenftd's (xenft/daemon/node.hpp with xen_execution.hpp):
 //   tests/lab/failover.sh runs it.
@@ -18,17 +25,21 @@
 #include <poll.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <iostream>
 #include <mutex>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "xenft/backends/xen/ft_domain.hpp"
+#include "xenft/backends/xen/linux_boot.hpp"
 
 using namespace xenft::backends::xen;
 
@@ -42,7 +53,8 @@ int usage()
 {
     std::cerr << "usage: xenft-xen-pair PRIMARY_DOMID BACKUP_DOMID --tap-primary TAP --tap-backup TAP\n"
                  "                      --disk-primary IMAGE --disk-backup IMAGE [--memory-mb N] [--digest-ms N]\n"
-                 "                      [--timeout-s N]\n";
+                 "                      [--timeout-s N] [--linux KERNEL [--initrd FILE] [--cmdline TEXT]]\n"
+                 "                      [--until TEXT] [--acpi yes|no]\n";
     return 2;
 }
 
@@ -59,6 +71,18 @@ bool parse_domid(const char* s, std::uint32_t& out)
 long long ms_since(std::chrono::steady_clock::time_point t)
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The guest's console as "guest: " lines, for the lab's log.
+void print_console(const std::string& text)
+{
+    std::size_t at = 0;
+    while (at < text.size()) {
+        const std::size_t end = std::min(text.find('\n', at), text.size());
+        std::cout << "guest: " << text.substr(at, end - at) << "\n";
+        at = end + 1;
+    }
+    std::cout << std::flush;
 }
 
 int fail(const std::string& why)
@@ -78,6 +102,8 @@ int run_local(int argc, char** argv)
         return usage();
     FtSpec primary_spec, backup_spec;
     unsigned long timeout_s = 600;
+    std::string kernel, initrd, cmdline, until;
+    bool acpi = true;
     for (int i = 3; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc)
@@ -97,8 +123,27 @@ int run_local(int argc, char** argv)
             primary_spec.digest_interval_ms = std::strtoull(v.c_str(), nullptr, 10);
         else if (a == "--timeout-s")
             timeout_s = std::strtoul(v.c_str(), nullptr, 10);
+        else if (a == "--linux")
+            kernel = v;
+        else if (a == "--initrd")
+            initrd = v;
+        else if (a == "--cmdline")
+            cmdline = v;
+        else if (a == "--until")
+            until = v;
+        else if (a == "--acpi")
+            acpi = v == "yes";
         else
             return usage();
+    }
+    std::shared_ptr<const xenft::engine::LinuxImage> image;
+    if (!kernel.empty()) {
+        auto loaded = prepare_linux_pc(primary_spec.devices, kernel, initrd, cmdline, acpi);
+        if (!loaded)
+            return fail(loaded.error());
+        image = std::move(loaded).value();
+        backup_spec.devices.isa_lines = true;
+        primary_spec.linux_image = backup_spec.linux_image = image;
     }
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + std::chrono::seconds(timeout_s);
@@ -135,9 +180,20 @@ int run_local(int argc, char** argv)
             }
             return fail("primary: " + r.error());
         }
-        if (auto r = (*backup)->step(log, 0); !r)
+        if (auto r = (*backup)->step(log, 0); !r) {
+            if (image) // where in its boot the guest was
+                print_console((*backup)->console());
             return fail("backup: " + r.error());
+        }
         (*primary)->acked((*backup)->taken());
+        if (!until.empty() && (*primary)->console().find(until) != std::string::npos &&
+            (*backup)->console().find(until) != std::string::npos) {
+            std::cout << "pair: [" << ms_since(start) << " ms] both consoles show \"" << until << "\": primary at exit "
+                      << (*primary)->exits() << ", backup at exit " << (*backup)->exits() << "; digests "
+                      << (*primary)->digests() << " taken, " << (*backup)->digests_matched() << " matched"
+                      << std::endl;
+            until.clear();
+        }
         if (ms_since(last_status) >= 5000) {
             last_status = std::chrono::steady_clock::now();
             std::cout << "pair: [" << ms_since(start) << " ms] primary at exit " << (*primary)->exits() << ", backup at exit "
@@ -151,6 +207,8 @@ int run_local(int argc, char** argv)
     if (why_primary_ended.empty()) {
         std::cout << "pair: ended before any failover: " << (stop ? "stopped" : "time is up") << "; digests "
                   << (*backup)->digests_matched() << " matched" << std::endl;
+        if (image)
+            print_console((*backup)->console());
         return 0;
     }
     const auto gone = std::chrono::steady_clock::now();
@@ -171,6 +229,8 @@ int run_local(int argc, char** argv)
     if (!end)
         return fail("live: " + end.error());
     std::cout << "pair: [" << ms_since(start) << " ms] live domain " << b << ": " << *end << std::endl;
+    if (image)
+        print_console((*backup)->console());
     return 0;
 }
 

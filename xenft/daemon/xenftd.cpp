@@ -273,15 +273,13 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon
     if (!cfg.kernel.empty()) {
         // A Linux guest on the plain PC: its devices interrupt on the ISA lines the ACPI tables
         // name, on both hosts (a backup that goes live serves them so); the replica that starts
-        // the VM boots the kernel, a backup gets it running in its live copy.
-        spec.devices.isa_lines = true;
-        if (!join) {
-            auto image = engine::load_linux_image(
-                cfg.kernel, cfg.initrd, {spec.devices.memory_bytes, cfg.cmdline, backends::xen::linux_pc_platform(spec.devices)});
-            if (!image)
-                return unexpected("vm " + std::to_string(cfg.vm_id) + ": " + image.error());
-            spec.linux_image = std::make_shared<const engine::LinuxImage>(std::move(image).value());
-        }
+        // the VM boots the kernel, a backup gets it running in its live copy. Both read the
+        // kernel, so a host that cannot fails at its start, not at a failover.
+        auto image = backends::xen::prepare_linux_pc(spec.devices, cfg.kernel, cfg.initrd, cfg.cmdline);
+        if (!image)
+            return unexpected("vm " + std::to_string(cfg.vm_id) + ": " + image.error());
+        if (!join)
+            spec.linux_image = std::move(image).value();
     }
     spec.unpause = unpause && !join;
     // A node after a halt takes a copy into the domain the halted one paused.

@@ -110,4 +110,19 @@ engine::AcpiPlatform linux_pc_platform(const DeviceModelSpec& spec)
     return p;
 }
 
+Expected<std::shared_ptr<const engine::LinuxImage>, std::string> prepare_linux_pc(DeviceModelSpec& spec,
+                                                                                  const std::string& kernel,
+                                                                                  const std::string& initrd,
+                                                                                  const std::string& cmdline, bool acpi)
+{
+    spec.isa_lines = true;
+    engine::LinuxBootSpec boot{spec.memory_bytes, cmdline, std::nullopt};
+    if (acpi)
+        boot.acpi = linux_pc_platform(spec);
+    auto image = engine::load_linux_image(kernel, initrd, boot);
+    if (!image)
+        return unexpected(image.error());
+    return std::make_shared<const engine::LinuxImage>(std::move(image).value());
+}
+
 } // namespace xenft::backends::xen
