@@ -6,14 +6,19 @@
 # MONITOR, RDRAND and RDSEED, to a shell (the masked one's idle kernel then recorded for 30 s);
 # "recorded", the masked boot recorded from its first instruction; "no-qemu", the plain virtual
 # PC (device_model_version = "none", the kernel booted by xenft-xen-dm, its idle kernel
-# recorded for 30 s); "no-qemu-recorded", that boot recorded from its first instruction. Each
+# recorded for 30 s); "no-qemu-recorded", that boot recorded from its first instruction;
+# "no-qemu-pair", that boot protected from its first instruction (one domain records, another
+# replays it; at init the recording one is destroyed and the backup must go live). The plain
+# PC has xenft's ACPI tables, a virtio NIC and disk (the "-pic" cases: no tables, so virtual
+# wire mode on the 8259 and no virtio devices). Each
 # prints its time to the kernel's init and what the kernel found; WORKDIR/linux-CASE.log has
 # the whole log.
 #
 # usage: tests/lab/linux_boot.sh [WORKDIR]     (default build/lab-linux)
 # Env: XEN_WORKDIR, LAB_DOM0_TREE (as tests/lab/build.sh; the dom0 image here adds Debian's
 #      qemu-system-xen), LAB_TIMEOUT_S (default 2400), LINUX_CASES (default
-#      "default masked recorded no-qemu no-qemu-recorded").
+#      "default masked recorded no-qemu no-qemu-recorded no-qemu-pair"; also no-qemu-pic and
+#      no-qemu-pair-pic, and no-qemu-http-pair: lighttpd protected through a failover).
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,7 +27,7 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 export XEN_WORKDIR=${XEN_WORKDIR:-$top/build/xen}
 timeout_s=${LAB_TIMEOUT_S:-2400}
-cases=${LINUX_CASES:-default masked recorded no-qemu no-qemu-recorded}
+cases=${LINUX_CASES:-default masked recorded no-qemu no-qemu-recorded no-qemu-pair}
 start=$(date +%s)
 stamp() { echo "[$(($(date +%s) - start)) s] $*"; }
 
@@ -42,11 +47,25 @@ cat >> "$payload/run" <<'EOF'
 say() { echo "LAB: $*"; }
 kernel=$(ls /boot/vmlinuz-* | head -n 1) initrd=$(ls /boot/initrd.img-* | head -n 1)
 masked='cpuid = "host,x2apic=0,tsc-deadline=0,monitor=0,rdrand=0,rdseed=0"'
+# The plain PC's kernel: its console on xenft's UART (earlycon: the 8250 driver does not take
+# xenft's UART yet); init is a shell from the dom0's initrd that loads the virtio modules the
+# ACPI tables call for (udev would, from their LNRO0005 alias), mounts the virtio disk, says so
+# in the kernel's log and sleeps. lpj: calibrate_delay() spins on jiffies with no exit;
+# noapictimer: so would the local APIC timer's calibration against the HPET (the HPET's
+# one-shot timer is the clock event instead, still tickless).
+boot_script='export PATH=/usr/sbin:/usr/bin:/sbin:/bin; mkdir -p /proc /sys /dev /mnt; mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; for m in virtio_mmio virtio_blk virtio_net ext4; do modprobe $m; done; sleep 2; echo xenft-lab: interfaces $(ls /sys/class/net) > /dev/kmsg; mount -t ext4 /dev/vda /mnt; exec sleep 3600'
+cmdline="earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 noapictimer loglevel=7 rdinit=/usr/bin/sh -- -c \"$boot_script\""
+# A TAP and an ext4 image for a domain's virtio-net and virtio-blk: NAME
+devices_for() {
+    modprobe tun 2> /dev/null
+    ip tuntap add dev xftl-$1 mode tap 2> /dev/null; ip link set xftl-$1 up
+    truncate -s 64M /tmp/vda-$1.img && mkfs.ext4 -q -F /tmp/vda-$1.img || say "$1: FAIL no ext4 image for its disk"
+}
 # The plain virtual PC: no QEMU, xenft's device model boots the kernel and serves the UART.
 # recorded: FT RECORD from the first instruction (xenft-ft-probe measure) to the shell;
 # otherwise the idle kernel at its shell is recorded for 30 s.
-plain_pc() { # CASE recorded|unrecorded
-    name=$1
+plain_pc() { # CASE recorded|unrecorded yes|no (ACPI tables and virtio devices)
+    name=$1 acpi=$3
     cat > /tmp/linux-$name.cfg <<CFG
 name = "linux-$name"
 type = "hvm"
@@ -66,9 +85,12 @@ CFG
     say "$name: xl create: $(($(date +%s) - t0)) s; QEMU processes: $(pgrep -c qemu)"
     domid=$(/usr/sbin/xl domid linux-$name)
     rm -f /tmp/go-$name
-    /lab/xenft-xen-dm $domid --memory-mb 512 --linux "$kernel" --initrd "$initrd" \
-        --cmdline "earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 loglevel=7 rdinit=/bin/sleep -- 3600" \
-        --until 'Run /bin/sleep as init process' --linger-s 45 --unpause-after /tmp/go-$name --timeout-s 900 \
+    devices_for $name
+    marker='EXT4-fs (vda): mounted'
+    [ $acpi = no ] && marker='Run /usr/bin/sh as init process'
+    /lab/xenft-xen-dm $domid --memory-mb 512 --linux "$kernel" --initrd "$initrd" --cmdline "$cmdline" --acpi $acpi \
+        --tap xftl-$name --disk /tmp/vda-$name.img \
+        --until "$marker" --linger-s 60 --unpause-after /tmp/go-$name --timeout-s 900 \
         > /tmp/dm-$name 2>&1 &
     dm=$!
     until grep -q '^dm: serving' /tmp/dm-$name || ! kill -0 $dm 2> /dev/null; do sleep 1; done
@@ -99,9 +121,138 @@ CFG
     sed -n "s/^guest: /LAB: $name: log: /p" /tmp/dm-$name
     LD_LIBRARY_PATH=/lab/xen/lib /lab/xen/xl destroy linux-$name
 }
-for c in no-qemu no-qemu-recorded; do
+# The plain PC protected from its first instruction: two domains boot the same kernel, one
+# records, the other replays it (xenft-xen-pair, one process); once both are at init the
+# recording one is destroyed and the backup must go live and keep running.
+# Two paused plain PCs of 256 MiB, linux-pair-p and linux-pair-b; sets p and b to their IDs.
+create_pair() { # CASE
+    for r in p b; do
+        cat > /tmp/linux-pair-$r.cfg <<CFG
+name = "linux-pair-$r"
+type = "hvm"
+device_model_version = "none"
+firmware = "$(ls /usr/lib/xen-4.17/boot/hvmloader)"
+memory = 256
+vcpus = 1
+tsc_mode = "always_emulate"
+$masked
+CFG
+        if ! LD_LIBRARY_PATH=/lab/xen/lib /lab/xen/xl create -p /tmp/linux-pair-$r.cfg > /tmp/create-pair-$r 2>&1; then
+            say "$1: FAIL xl create: $(tail -n 4 /tmp/create-pair-$r | tr '\n' ' ')"
+            return 1
+        fi
+    done
+    p=$(/usr/sbin/xl domid linux-pair-p) b=$(/usr/sbin/xl domid linux-pair-b)
+}
+plain_pc_pair() { # CASE yes|no (ACPI tables and virtio devices)
+    name=$1 acpi=$2
+    create_pair $name || return
+    devices_for pair-p
+    devices_for pair-b
+    # Both replicas' init has run (with ACPI: the virtio disk is mounted). Not a text of the
+    # command line, which the console shows too.
+    marker='EXT4-fs (vda): mounted'
+    [ $acpi = no ] && marker='Run /usr/bin/sh as init process'
+    t0=$(date +%s)
+    /lab/xenft-xen-pair $p $b --memory-mb 256 --linux "$kernel" --initrd "$initrd" --cmdline "$cmdline" --acpi $acpi \
+        --tap-primary xftl-pair-p --tap-backup xftl-pair-b --disk-primary /tmp/vda-pair-p.img \
+        --disk-backup /tmp/vda-pair-b.img --until "$marker" --timeout-s 1200 > /tmp/pair-linux 2>&1 &
+    pair=$!
+    until grep -q '^pair: .*both consoles show' /tmp/pair-linux || ! kill -0 $pair 2> /dev/null; do sleep 1; done
+    if grep -q '^pair: .*both consoles show' /tmp/pair-linux; then
+        say "$name: both replicas at init $(($(date +%s) - t0)) s after the start"
+        sleep 20 # the idle kernel replayed for a while
+        t1=$(date +%s)
+        LD_LIBRARY_PATH=/lab/xen/lib /lab/xen/xl destroy linux-pair-p
+        until grep -q '^pair: .*went live' /tmp/pair-linux || ! kill -0 $pair 2> /dev/null; do sleep 1; done
+        sleep 15 # the live backup runs on
+        if grep -q '^pair: .*went live' /tmp/pair-linux && kill -0 $pair 2> /dev/null &&
+            /usr/sbin/xl list linux-pair-b > /dev/null 2>&1 &&
+            ! /usr/sbin/xl list linux-pair-b | grep -q ' -*c-*$\|--c--\|crashed'; then
+            say "$name: the backup went live $(($(date +%s) - t1 - 15)) s after the destroy and runs"
+        else
+            say "$name: FAIL the backup did not go live or stopped: $(grep '^pair: ' /tmp/pair-linux | tail -n 2 | tr '\n' ' ')"
+        fi
+        kill -TERM $pair 2> /dev/null
+    else
+        say "$name: FAIL not both at init: $(grep '^pair: ' /tmp/pair-linux | tail -n 2 | tr '\n' ' ')"
+    fi
+    wait $pair
+    grep -v '^guest: ' /tmp/pair-linux | sed "s/^/LAB: $name: /"
+    /usr/sbin/xl dmesg | grep -v 'HVM.*\(save\|restore\):' | tail -n 20 | sed "s/^/LAB: $name: xl dmesg: /"
+    sed -n "s/^guest: /LAB: $name: log: /p" /tmp/pair-linux
+    for r in p b; do LD_LIBRARY_PATH=/lab/xen/lib /lab/xen/xl destroy linux-pair-$r 2> /dev/null; done
+}
+# A real service protected: Debian's kernel and initrd boot the root filesystem of
+# tests/lab/guest_rootfs.sh from the virtio disk (Debian's initramfs: udev loads the virtio
+# modules from the ACPI tables' devices), its init starts lighttpd; dom0 is the client, on a
+# bridge with both replicas' TAPs. The client reads a page, PUTs a file, starts a 32 MiB
+# download at a limited rate, and the recording replica is destroyed mid-download: the download
+# must complete on the same connection with the right SHA-256 and the PUT must read back.
+http_pair() {
+    name=no-qemu-http-pair
+    mkdir -p /guest && mount /dev/vdc /guest || { say "$name: FAIL no guest disks (/dev/vdc)"; return; }
+    create_pair $name || return
+    modprobe tun 2> /dev/null; modprobe bridge 2> /dev/null
+    ip link add xftbr-l type bridge && ip addr add 10.99.0.1/24 dev xftbr-l && ip link set xftbr-l up
+    for r in p b; do
+        ip tuntap add dev xftl-h$r mode tap && ip link set xftl-h$r master xftbr-l && ip link set xftl-h$r up
+    done
+    t0=$(date +%s)
+    /lab/xenft-xen-pair $p $b --memory-mb 256 --linux "$kernel" --initrd "$initrd" \
+        --cmdline "earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 noapictimer loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.99.0.2/24" \
+        --tap-primary xftl-hp --tap-backup xftl-hb --disk-primary /guest/vda-p.img --disk-backup /guest/vda-b.img \
+        --until 'xenft-guest: lighttpd serving' --timeout-s 1500 > /tmp/pair-http 2>&1 &
+    pair=$!
+    until grep -q '^pair: .*both consoles show' /tmp/pair-http || ! kill -0 $pair 2> /dev/null; do sleep 1; done
+    if ! grep -q '^pair: .*both consoles show' /tmp/pair-http; then
+        say "$name: FAIL the service did not start: $(grep '^pair: ' /tmp/pair-http | tail -n 2 | tr '\n' ' ')"
+    else
+        say "$name: lighttpd serving on both replicas $(($(date +%s) - t0)) s after the start"
+        url=http://10.99.0.2
+        t1=$(date +%s%N)
+        if curl -s -m 60 -o /tmp/index.html $url/index.html; then
+            say "$name: GET /index.html in $((($(date +%s%N) - t1) / 1000000)) ms: $(cat /tmp/index.html)"
+        else
+            say "$name: FAIL GET /index.html"
+        fi
+        head -c 20000 /dev/urandom > /tmp/put.bin
+        if curl -s -m 60 -f -T /tmp/put.bin $url/put/put.bin; then say "$name: PUT /put/put.bin acknowledged"
+        else say "$name: FAIL PUT /put/put.bin"; fi
+        curl -s -m 900 --limit-rate 200k -o /tmp/big.bin -w '%{http_code} %{size_download} %{num_connects}\n' \
+            $url/big.bin > /tmp/curl-big 2>&1 &
+        client=$!
+        sleep 20 # mid-download
+        t2=$(date +%s%N)
+        LD_LIBRARY_PATH=/lab/xen/lib /lab/xen/xl destroy linux-pair-p
+        say "$name: recording replica destroyed at $(stat -c %s /tmp/big.bin 2> /dev/null) bytes downloaded"
+        wait $client
+        say "$name: download ended $((($(date +%s%N) - t2) / 1000000)) ms after the destroy: $(cat /tmp/curl-big)"
+        want=$(sed -n 's/ \+big.bin$//p' /guest/guest-files.sha256) got=$(sha256sum /tmp/big.bin | cut -d' ' -f1)
+        if [ -n "$want" ] && [ "$want" = "$got" ]; then say "$name: the download's SHA-256 is right ($got)"
+        else say "$name: FAIL the download's SHA-256 is $got, not $want"; fi
+        if curl -s -m 60 -f -o /tmp/put-back.bin $url/put/put.bin && cmp -s /tmp/put.bin /tmp/put-back.bin; then
+            say "$name: the acknowledged PUT reads back after the failover"
+        else
+            say "$name: FAIL the PUT does not read back after the failover"
+        fi
+        kill -TERM $pair 2> /dev/null
+    fi
+    wait $pair
+    grep -v '^guest: ' /tmp/pair-http | sed "s/^/LAB: $name: /"
+    sed -n "s/^guest: /LAB: $name: log: /p" /tmp/pair-http
+    for r in p b; do LD_LIBRARY_PATH=/lab/xen/lib /lab/xen/xl destroy linux-pair-$r 2> /dev/null; done
+}
+case " $cases " in *" no-qemu-http-pair "*) http_pair ;; esac
+case " $cases " in *" no-qemu-pair "*) plain_pc_pair no-qemu-pair yes ;; esac
+case " $cases " in *" no-qemu-pair-pic "*) plain_pc_pair no-qemu-pair-pic no ;; esac
+for c in no-qemu no-qemu-pic no-qemu-recorded; do
     case " $cases " in *" $c "*) ;; *) continue ;; esac
-    if [ $c = no-qemu ]; then plain_pc $c unrecorded; else plain_pc $c recorded; fi
+    case $c in
+        no-qemu) plain_pc $c unrecorded yes ;;
+        no-qemu-pic) plain_pc $c unrecorded no ;;
+        no-qemu-recorded) plain_pc $c recorded yes ;;
+    esac
 done
 for policy in default masked recorded; do
     case " $cases " in *" $policy "*) ;; *) continue ;; esac
@@ -162,18 +313,34 @@ CFG
 done
 EOF
 chmod +x "$payload/run"
-cp "$work/xenft-ft-probe" "$work/xenft-xen-dm" "$payload/"
+cp "$work/xenft-ft-probe" "$work/xenft-xen-dm" "$work/xenft-xen-pair" "$payload/"
 mkdir -p "$payload/xen/lib"
 cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
 cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
 rm -f "$work/payload-linux.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload-linux.img" 96M || exit 1
+guest_disks=()
+case " $cases " in *" no-qemu-http-pair "*)
+    stamp "the guest's root filesystem (tests/lab/guest_rootfs.sh)"
+    "$top/tests/lab/guest_rootfs.sh" "$work" || exit 1
+    # The replicas' disks, each a copy of it, on a third disk of the lab host (written in a
+    # snapshot, as the dom0's).
+    rm -rf "$work/guest-disks" "$work/guest-disks.img" && mkdir -p "$work/guest-disks"
+    for r in p b; do cp --sparse=always "$work/guest-root.img" "$work/guest-disks/vda-$r.img"; done
+    cp "$work/guest-files.sha256" "$work/guest-disks/"
+    mke2fs -q -t ext4 -d "$work/guest-disks" "$work/guest-disks.img" 1200M || exit 1
+    rm -rf "$work/guest-disks"
+    guest_disks=(-drive "file=$work/guest-disks.img,if=virtio,format=raw,snapshot=on")
+    ;;
+esac
 
 stamp "booting one Xen host under QEMU (TCG), timeout $timeout_s s"
 rm -f "$work/serial.log"
 . "$top/tests/lab/host.sh"
-lab_host "$work" "$work/payload-linux.img" "$work/serial.log" "ro init=/sbin/lab-init"
-timeout "$timeout_s" "${lab_host_cmd[@]}" > "$work/qemu.log" 2>&1
+# bootscrub: the pair's two domains start from memory Xen scrubbed, as a backup that replays
+# from the first instruction must (memory never scrubbed differs between them).
+lab_host "$work" "$work/payload-linux.img" "$work/serial.log" "ro init=/sbin/lab-init" bootscrub=true
+timeout "$timeout_s" "${lab_host_cmd[@]}" ${guest_disks[@]+"${guest_disks[@]}"} > "$work/qemu.log" 2>&1
 stamp "QEMU exited ($?)"
 tr -d '\r' < "$work/serial.log" > "$work/console.log"
 for policy in $cases; do
