@@ -1,7 +1,5 @@
 #include "xenft/engine/acpi_tables.hpp"
 
-#include <array>
-#include <cstring>
 #include <numeric>
 #include <string_view>
 

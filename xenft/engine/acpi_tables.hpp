@@ -6,8 +6,8 @@
 //   HPET   Xen's HPET at 0xfed00000: a clocksource and one-shot timers, so the idle kernel
 //          stops its periodic tick (tickless) instead of waking 250 times a second.
 //   FADT   Xen's ACPI PM timer and PM1 event block (the 0xb000 layout), SCI on IRQ 9, no 8042,
-//          no VGA; FACS; a DSDT naming
-//   xenft's virtio-mmio devices ("LNRO0005", Linux's virtio_mmio driver), each a register
+//          no VGA; and a FACS.
+//   DSDT   xenft's virtio-mmio devices ("LNRO0005", Linux's virtio_mmio driver), each a register
 //          window and an edge-triggered ISA interrupt line: Debian's kernel is built without
 //          virtio-mmio devices on the command line, so ACPI is how it learns of them.
 // Pure: bytes for a given layout, checked by tests/acpi_tables_test (iasl disassembles them).
