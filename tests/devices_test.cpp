@@ -184,6 +184,23 @@ BOOST_AUTO_TEST_CASE(a_device_wired_to_an_isa_line_says_so_and_still_asks_for_it
     BOOST_TEST((rig.blk.isa_line() == std::optional<std::uint8_t>(VirtioBlk::kIsaLine)));
 }
 
+// A backup going live asserts again what the driver has not acknowledged: its log may end
+// before the primary injected the completion's interrupt, which the backup was told was taken.
+BOOST_AUTO_TEST_CASE(an_unacknowledged_interrupt_is_asserted_again_and_an_acknowledged_one_is_not)
+{
+    BlkRig rig;
+    BOOST_TEST(!rig.blk.reassert_unacknowledged_interrupt()); // nothing happened yet
+    BOOST_TEST(rig.request(4, 0, 0) == 0u);
+    rig.blk.interrupt_delivered(); // "taken elsewhere": the replica replaying the log
+    BOOST_TEST(!rig.blk.pending_interrupt().has_value());
+    BOOST_TEST(rig.blk.reassert_unacknowledged_interrupt());
+    BOOST_TEST((rig.blk.pending_interrupt() == std::optional<std::uint8_t>(VirtioBlk::kDefaultVector)));
+    rig.blk.interrupt_delivered();
+    rig.drv.set(0x64, 1); // the driver's handler acknowledges the used-buffer notification
+    BOOST_TEST(!rig.blk.reassert_unacknowledged_interrupt());
+    BOOST_TEST(!rig.blk.pending_interrupt().has_value());
+}
+
 BOOST_AUTO_TEST_CASE(a_hostile_descriptor_chain_only_resets_the_device)
 {
     {

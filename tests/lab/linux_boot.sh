@@ -200,7 +200,7 @@ http_pair() {
     done
     t0=$(date +%s)
     /lab/xenft-xen-pair $p $b --memory-mb 256 --linux "$kernel" --initrd "$initrd" \
-        --cmdline "earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 noapictimer loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.99.0.2/24" \
+        --cmdline "earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.99.0.2/24" \
         --tap-primary xftl-hp --tap-backup xftl-hb --disk-primary /guest/vda-p.img --disk-backup /guest/vda-b.img \
         --until 'xenft-guest: lighttpd serving' --timeout-s 1500 > /tmp/pair-http 2>&1 &
     pair=$!

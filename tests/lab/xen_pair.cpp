@@ -224,7 +224,8 @@ int run_local(int argc, char** argv)
               << ", " << ms_since(gone) << " ms after the primary ended; " << (*backup)->digests_matched()
               << " digests matched, " << (*backup)->frames_replayed() << " frames replayed, "
               << (*backup)->frames_resent() << " sent again, " << (*backup)->dropped()
-              << " items of an unfinished exit dropped" << std::endl;
+              << " items of an unfinished exit dropped, " << (*backup)->interrupts_reasserted()
+              << " device interrupts reasserted" << std::endl;
     auto end = (*backup)->run_live(stop);
     if (!end)
         return fail("live: " + end.error());

@@ -262,7 +262,8 @@ Expected<std::string, std::string> XenExecution::go_live()
                        std::to_string(backup_->digests_matched()) + " digests matched, " +
                        std::to_string(backup_->frames_replayed()) + " frames replayed, " +
                        std::to_string(backup_->frames_resent()) + " sent again, " +
-                       std::to_string(backup_->dropped()) + " items of an unfinished exit dropped";
+                       std::to_string(backup_->dropped()) + " items of an unfinished exit dropped, " +
+                       std::to_string(backup_->interrupts_reasserted()) + " device interrupts reasserted";
     exit_base_ = backup_->live_exit();
     exits_ = exit_base_;
     // The log goes on from the last entry replayed (the protocol core's count), in the new

@@ -63,6 +63,11 @@ public:
     // event), and the engine's word that it was injected.
     virtual std::optional<std::uint8_t> pending_interrupt() const { return std::nullopt; }
     virtual void interrupt_delivered() {}
+    // A backup going live: the device asserts again an interrupt its driver has not
+    // acknowledged, whose injection the primary may not have logged before it died (a backup
+    // learns of its devices' interrupts only from the log). True if one is pending now. One
+    // the guest did take runs its handler once more, which finds nothing to do.
+    virtual bool reassert_unacknowledged_interrupt() { return false; }
     // Set when the device is wired to this ISA interrupt line of the PC's 8259 pair and
     // IO-APIC instead: a pending interrupt is then an edge on the line, and the controller
     // the guest programmed picks the vector (a stock kernel's virtio-mmio devices, which the

@@ -81,6 +81,12 @@ public:
         return irq_pending_ ? std::optional<std::uint8_t>(vector_) : std::nullopt;
     }
     void interrupt_delivered() override { irq_pending_ = false; }
+    // InterruptStatus bits the driver has not written to InterruptACK.
+    bool reassert_unacknowledged_interrupt() override
+    {
+        irq_pending_ = irq_pending_ || interrupt_status_ != 0;
+        return irq_pending_;
+    }
     std::optional<std::uint8_t> isa_line() const override { return isa_line_; }
     // Interrupts go to ISA line `irq` rather than as vector(): how the platform is wired, not
     // guest state (both replicas are made from the same configuration).

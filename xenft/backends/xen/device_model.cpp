@@ -226,6 +226,16 @@ void XenDeviceModel::interrupts_taken_elsewhere()
             d->interrupt_delivered();
 }
 
+Expected<unsigned, std::string> XenDeviceModel::reassert_interrupts()
+{
+    unsigned reasserted = 0;
+    for (devices::Device* d : bus_.devices())
+        reasserted += d->reassert_unacknowledged_interrupt() ? 1u : 0u;
+    if (auto r = deliver_interrupts(); !r)
+        return unexpected(r.error());
+    return reasserted;
+}
+
 namespace {
 
 const char* shutdown_reason_name(unsigned reason)

@@ -120,6 +120,9 @@ public:
     // The backup's counterpart: the hypervisor injects the logged vectors; the devices only
     // learn that their interrupt was taken, at the same point the primary injected it.
     void interrupts_taken_elsewhere();
+    // A backup going live: delivers every device interrupt the guest's drivers have not
+    // acknowledged (Device::reassert_unacknowledged_interrupt()); returns how many.
+    Expected<unsigned, std::string> reassert_interrupts();
     // Why the domain no longer runs, if it does not.
     std::optional<DomainEnd> end_state() const;
     std::optional<std::string> ended() const

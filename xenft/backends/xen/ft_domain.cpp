@@ -776,6 +776,14 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
     }
     resent_ = kept_.frames.size();
     dm_->set_transmit(tap);
+    // While replaying, Xen injected the logged interrupts and the devices were told theirs were
+    // taken; one the primary raised but had not injected (the guest had interrupts off, or the
+    // primary died first) is in no log: without it a driver waits forever for a completion
+    // (a disk request the backup did complete at the primary's exit).
+    auto reasserted = dm_->reassert_interrupts();
+    if (!reasserted)
+        return unexpected(reasserted.error());
+    reasserted_ = *reasserted;
     return true;
 }
 

@@ -256,6 +256,8 @@ public:
     // Items of an exit the primary never finished, dropped on going live.
     std::uint64_t dropped() const noexcept { return dropped_; }
     std::uint64_t frames_resent() const noexcept { return resent_; }
+    // Device interrupts its drivers had not acknowledged, delivered again when it went live.
+    unsigned interrupts_reasserted() const noexcept { return reasserted_; }
     const std::string& console() const { return dm_->console(); }
     std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
     // This replica must not run on (it halted): its domain waits paused (for a copy, or for
@@ -302,6 +304,7 @@ private:
     std::uint64_t read_consumed_target_ = 0; // at_read: ring cons once the read's value is taken
     std::uint64_t last_published_exit_ = 0;
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
+    unsigned reasserted_ = 0;
     DigestAt last_digest_;
     std::unique_ptr<StateDigests> state_digests_; // from the first digest while replaying
     std::string error_;
