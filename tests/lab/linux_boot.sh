@@ -12,7 +12,9 @@
 # PC has xenft's ACPI tables, a virtio NIC and disk (the "-pic" cases: no tables, so virtual
 # wire mode on the 8259 and no virtio devices). Each
 # prints its time to the kernel's init and what the kernel found; WORKDIR/linux-CASE.log has
-# the whole log.
+# the whole log. no-qemu-http-pair is also a test (CI's "Xen Linux lab" stage): its checks go
+# to WORKDIR/lab_linux.cases as PASS/FAIL lines, and the script ends with
+# "lab linux: N passed, N failed".
 #
 # usage: tests/lab/linux_boot.sh [WORKDIR]     (default build/lab-linux)
 # Env: XEN_WORKDIR, LAB_DOM0_TREE (as tests/lab/build.sh; the dom0 image here adds Debian's
@@ -31,10 +33,30 @@ cases=${LINUX_CASES:-default masked recorded no-qemu no-qemu-recorded no-qemu-pa
 start=$(date +%s)
 stamp() { echo "[$(($(date +%s) - start)) s] $*"; }
 
-[ "$(id -u)" -eq 0 ] || { echo "linux_boot: needs root" >&2; exit 1; }
-stamp "building Xen and the dom0 image with QEMU (tests/lab/build.sh)"
-LAB_EXTRA_PACKAGES=qemu-system-xen "$top/tests/lab/build.sh" "$work" > "$work/build.log" 2>&1 ||
-    { tail -n 20 "$work/build.log"; exit 1; }
+checks=$work/lab_linux.cases
+: > "$checks"
+rm -f "${checks%.cases}.trs"
+pass() { echo "PASS $1" | tee -a "$checks"; }
+fail() { echo "FAIL $1: $2" | tee -a "$checks"; }
+finish() {
+    stamp "lab linux: $(grep -c '^PASS' "$checks") passed, $(grep -c '^FAIL' "$checks") failed in $(($(date +%s) - start)) s"
+    # For tests/summarize.py: the harness result beside the cases.
+    local result=PASS
+    grep -q '^FAIL' "$checks" && result=FAIL
+    printf ':test-result: %s\n' $result > "${checks%.cases}.trs"
+    [ $result = PASS ]
+    exit
+}
+
+[ "$(id -u)" -eq 0 ] || { fail lab_linux "needs root (debootstrap, mke2fs -d, QEMU's TAPs)"; finish; }
+# Debian's QEMU in the dom0 only for the cases that run it (an apt-get into a copy of the tree).
+qemu_packages=
+for c in default masked recorded; do
+    case " $cases " in *" $c "*) qemu_packages=qemu-system-xen ;; esac
+done
+stamp "building Xen and the dom0 image${qemu_packages:+ with QEMU} (tests/lab/build.sh)"
+LAB_EXTRA_PACKAGES=$qemu_packages "$top/tests/lab/build.sh" "$work" > "$work/build.log" 2>&1 ||
+    { tail -n 20 "$work/build.log"; fail lab_linux_build "$(tail -n 1 "$work/build.log")"; finish; }
 gunzip -c "$XEN_WORKDIR/stage/boot/xen.gz" > "$work/xen"
 
 payload=$work/payload-linux
@@ -318,17 +340,17 @@ mkdir -p "$payload/xen/lib"
 cp "$XEN_WORKDIR/stage/usr/sbin/xl" "$payload/xen/xl"
 cp -P "$XEN_WORKDIR"/stage/usr/lib/lib*.so* "$payload/xen/lib/"
 rm -f "$work/payload-linux.img"
-mke2fs -q -t ext4 -d "$payload" "$work/payload-linux.img" 96M || exit 1
+mke2fs -q -t ext4 -d "$payload" "$work/payload-linux.img" 96M || { fail lab_linux_payload "mke2fs failed"; finish; }
 guest_disks=()
 case " $cases " in *" no-qemu-http-pair "*)
     stamp "the guest's root filesystem (tests/lab/guest_rootfs.sh)"
-    "$top/tests/lab/guest_rootfs.sh" "$work" || exit 1
+    "$top/tests/lab/guest_rootfs.sh" "$work" || { fail lab_linux_guest_rootfs "tests/lab/guest_rootfs.sh failed"; finish; }
     # The replicas' disks, each a copy of it, on a third disk of the lab host (written in a
     # snapshot, as the dom0's).
     rm -rf "$work/guest-disks" "$work/guest-disks.img" && mkdir -p "$work/guest-disks"
     for r in p b; do cp --sparse=always "$work/guest-root.img" "$work/guest-disks/vda-$r.img"; done
     cp "$work/guest-files.sha256" "$work/guest-disks/"
-    mke2fs -q -t ext4 -d "$work/guest-disks" "$work/guest-disks.img" 1200M || exit 1
+    mke2fs -q -t ext4 -d "$work/guest-disks" "$work/guest-disks.img" 1200M || { fail lab_linux_guest_disks "mke2fs failed"; finish; }
     rm -rf "$work/guest-disks"
     guest_disks=(-drive "file=$work/guest-disks.img,if=virtio,format=raw,snapshot=on")
     ;;
@@ -350,5 +372,38 @@ for policy in $cases; do
     grep -a -i -E 'x2apic|ioapic|clocksource|clockevent|tsc|hpet|acpi_pm|pit|hypervisor|xen|virtio|8250|rdrand|mwait|apic' \
         "$work/linux-$policy.log" | grep -v -i 'command line' | head -n 60 | sed 's/^/    /'
 done
-# Exit 1 when a boot failed (its FAIL line says which).
-! grep -a 'LAB: .*FAIL' "$work/console.log"
+# The HTTP case's checks, from what the host said (each line names what it saw).
+case " $cases " in *" no-qemu-http-pair "*)
+    n=no-qemu-http-pair
+    said() { grep -a "^LAB: $n: $1" "$work/console.log" | head -n 1; }
+    check() { # NAME PATTERN: PASS if the host said PATTERN, else FAIL with its first FAIL line
+        if [ -n "$(said "$2")" ]; then pass "$1"
+        else fail "$1" "$(grep -a "^LAB: $n: .*FAIL" "$work/console.log" | head -n 1 | cut -c1-300) $(grep -a "^LAB: $n: pair: " "$work/console.log" | tail -n 1 | cut -c1-300)"; fi
+    }
+    check linux_http_lighttpd_serves_on_both_replicas 'lighttpd serving on both replicas'
+    check linux_http_get_before_the_failover 'GET /index.html in [0-9]* ms: xenft lab guest'
+    check linux_http_put_acknowledged 'PUT /put/put.bin acknowledged'
+    # Every digest the recorder took before the failover matched on the replaying replica (a
+    # mismatch ends the pair program with the digest's exit and both hashes).
+    live=$(said 'pair: \[[0-9]* ms\] domain [0-9]* went live')
+    digests=$(said 'pair: \[[0-9]* ms\] primary domain [0-9]* ended' | sed -n 's/.*; \([0-9]*\) digests matched$/\1/p')
+    if [ -n "$live" ] && [ "${digests:-0}" -gt 0 ] && ! grep -aq "^LAB: $n: pair: .*differs" "$work/console.log"; then
+        pass linux_http_backup_goes_live_with_every_digest_matched
+    else
+        fail linux_http_backup_goes_live_with_every_digest_matched "${live:-no go-live} (${digests:-no} digests matched)"
+    fi
+    # curl's last words: HTTP code, bytes, connections made (1: the same TCP connection).
+    ended=$(said 'download ended')
+    if [ -n "$(said "the download's SHA-256 is right")" ] && [ "$(echo "$ended" | awk '{ print $NF }')" = 1 ]; then
+        pass linux_http_download_completes_intact_on_one_connection
+    else
+        fail linux_http_download_completes_intact_on_one_connection "${ended:-no download} $(said "FAIL the download")"
+    fi
+    check linux_http_acknowledged_put_reads_back_after_the_failover 'the acknowledged PUT reads back after the failover'
+    ;;
+esac
+# A boot that failed says so in a FAIL line.
+grep -a 'LAB: .*FAIL' "$work/console.log" | grep -v "LAB: no-qemu-http-pair: " | while read -r line; do
+    fail lab_linux_boot "$(echo "$line" | cut -c1-300)"
+done
+finish

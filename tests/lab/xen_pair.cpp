@@ -68,6 +68,33 @@ bool parse_domid(const char* s, std::uint32_t& out)
     return true;
 }
 
+// What the primary's state digests cost: the vCPU waits while one is taken.
+struct DigestCosts {
+    std::vector<std::uint64_t> us, pages;
+    std::uint64_t covered = 0, domain_pages = 0;
+    void add(const DigestTaken& d)
+    {
+        us.push_back(d.us), pages.push_back(d.pages_hashed);
+        covered = d.covered, domain_pages = d.pages;
+    }
+    static std::uint64_t median(std::vector<std::uint64_t> v)
+    {
+        if (v.empty())
+            return 0;
+        std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+        return v[v.size() / 2];
+    }
+    std::string text() const
+    {
+        if (us.empty())
+            return "no digests";
+        return std::to_string(us.size()) + " digests stalled the primary " + std::to_string(median(us) / 1000) +
+               " ms (median), " + std::to_string(*std::max_element(us.begin(), us.end()) / 1000) + " ms at most; " +
+               std::to_string(median(pages)) + " pages hashed (median) of " + std::to_string(domain_pages) +
+               ", the sweep at page " + std::to_string(covered);
+    }
+};
+
 long long ms_since(std::chrono::steady_clock::time_point t)
 {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
@@ -159,6 +186,8 @@ int run_local(int argc, char** argv)
               << " replays (NIC on " << backup_spec.devices.tap << ", silent until it goes live)" << std::endl;
 
     XenLog log;
+    DigestCosts digest_costs;
+    std::uint64_t digests_seen = 0;
     auto last_status = start;
     std::string why_primary_ended;
     while (!stop && std::chrono::steady_clock::now() < deadline) {
@@ -186,6 +215,10 @@ int run_local(int argc, char** argv)
             return fail("backup: " + r.error());
         }
         (*primary)->acked((*backup)->taken());
+        if ((*primary)->digests() != digests_seen) { // (one step takes one at most)
+            digests_seen = (*primary)->digests();
+            digest_costs.add((*primary)->last_digest().taken);
+        }
         if (!until.empty() && (*primary)->console().find(until) != std::string::npos &&
             (*backup)->console().find(until) != std::string::npos) {
             std::cout << "pair: [" << ms_since(start) << " ms] both consoles show \"" << until << "\": primary at exit "
@@ -216,7 +249,7 @@ int run_local(int argc, char** argv)
     std::cout << "pair: [" << ms_since(start) << " ms] primary domain " << p << " ended (" << why_primary_ended
               << ") at exit " << primary_exit << "; the backup is at exit " << (*backup)->exits() << " with "
               << log.size() << " of " << primary_items << " items still to replay; " << (*backup)->digests_matched()
-              << " digests matched" << std::endl;
+              << " digests matched; " << digest_costs.text() << std::endl;
     primary->reset();
     if (auto r = (*backup)->go_live(log); !r)
         return fail("backup: " + r.error());
