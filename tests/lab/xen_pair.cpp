@@ -16,6 +16,10 @@
 //   finds no virtio device). --until TEXT prints one line when
 //   both consoles show TEXT; the backup's console is printed at the end ("guest: " lines).
 //
+//   --corrupt-tsc K changes the K-th logged TSC value on its way to the backup (a bit worth
+//   about 16 ms of guest time): the divergence must be reported by name, by a state digest
+//   that differs or by Xen's replay, and the program exits 1.
+//
 //   The same pair split over two hosts, with the logging channel, heartbeats and the
 //   test-and-set between them, is xenftd's (xenft/daemon/node.hpp with xen_execution.hpp):
 //   tests/lab/failover.sh runs it.
@@ -54,7 +58,7 @@ int usage()
     std::cerr << "usage: xenft-xen-pair PRIMARY_DOMID BACKUP_DOMID --tap-primary TAP --tap-backup TAP\n"
                  "                      --disk-primary IMAGE --disk-backup IMAGE [--memory-mb N] [--digest-ms N]\n"
                  "                      [--timeout-s N] [--linux KERNEL [--initrd FILE] [--cmdline TEXT]]\n"
-                 "                      [--until TEXT] [--acpi yes|no]\n";
+                 "                      [--until TEXT] [--acpi yes|no] [--corrupt-tsc K]\n";
     return 2;
 }
 
@@ -131,6 +135,7 @@ int run_local(int argc, char** argv)
     unsigned long timeout_s = 600;
     std::string kernel, initrd, cmdline, until;
     bool acpi = true;
+    std::uint64_t corrupt_tsc = 0; // 0: none
     for (int i = 3; i < argc; ++i) {
         const std::string a = argv[i];
         if (i + 1 >= argc)
@@ -160,6 +165,8 @@ int run_local(int argc, char** argv)
             until = v;
         else if (a == "--acpi")
             acpi = v == "yes";
+        else if (a == "--corrupt-tsc")
+            corrupt_tsc = std::strtoull(v.c_str(), nullptr, 10);
         else
             return usage();
     }
@@ -187,7 +194,7 @@ int run_local(int argc, char** argv)
 
     XenLog log;
     DigestCosts digest_costs;
-    std::uint64_t digests_seen = 0;
+    std::uint64_t digests_seen = 0, tsc_records = 0;
     auto last_status = start;
     std::string why_primary_ended;
     while (!stop && std::chrono::steady_clock::now() < deadline) {
@@ -201,6 +208,7 @@ int run_local(int argc, char** argv)
             for (int fd : list)
                 fds.push_back({fd, POLLIN, 0});
         ::poll(fds.data(), fds.size(), 20);
+        const std::size_t logged_before = log.size();
         if (auto r = (*primary)->step(log, 0); !r) {
             // A primary destroyed under us fails its calls: that is its end, not an error.
             if (auto why = (*primary)->ended()) {
@@ -208,6 +216,14 @@ int run_local(int argc, char** argv)
                 break;
             }
             return fail("primary: " + r.error());
+        }
+        for (std::size_t i = logged_before; corrupt_tsc != 0 && i < log.size(); ++i) {
+            auto* record = std::get_if<FtRecord>(&log[i]);
+            if (record && record->type == ft_abi::kRecTsc && ++tsc_records == corrupt_tsc) {
+                record->value[0] ^= std::uint64_t{1} << 24;
+                std::cout << "pair: [" << ms_since(start) << " ms] changed TSC value " << corrupt_tsc << " (exit "
+                          << record->exit << ") on its way to the backup" << std::endl;
+            }
         }
         if (auto r = (*backup)->step(log, 0); !r) {
             if (image) // where in its boot the guest was
