@@ -51,6 +51,14 @@
 #     again: its xl create joins B by a live copy (the record names B), digests match; then
 #     B's power cut mid-download: A goes live (epoch 4) with every acknowledged PUT and the
 #     download intact on one connection.
+#   case "linux-a-dies": the a-dies case with an unmodified Linux (issue 25, docs/linux-guest.md):
+#     Debian's kernel on the plain virtual PC (xl: type hvm, device_model_version "none";
+#     xenft.conf: vm.kernel, vm.initrd, vm.cmdline), its root filesystem (tests/lab/
+#     guest_rootfs.sh: lighttpd) on the virtio disk, the same image on both hosts. A boots it
+#     and serves alone until B's backup has a live copy of the running Linux; the client GETs,
+#     PUTs and downloads 32 MiB at 200 KB/s; A's power cut mid-download: B goes live (epoch 3),
+#     the download finishes on the same connection with the right SHA-256, the PUT reads back.
+#     Not in the default list (FAILOVER_CASES=linux-a-dies; `make lab-failover-linux`).
 #
 # With LAB_DEBS (make lab-failover-debs) the hosts are dom0s set up as the README's install
 # section says, from packages only: Debian's Xen packages with xenft's patches (make xen-deb) and
@@ -179,6 +187,19 @@ tsc_mode = "always_emulate"
 on_crash = "preserve"
 ft = "ftguest"
 EOF
+# The Linux guest (case linux-a-dies): the same domain name and ft= name, another platform.
+cat > "$payload/linux-ft.cfg" <<'EOF'
+name = "ft-guest"
+type = "hvm"
+device_model_version = "none"
+firmware = "/usr/lib/xen-4.17/boot/hvmloader"
+memory = 256
+vcpus = 1
+tsc_mode = "always_emulate"
+cpuid = "host,x2apic=0,tsc-deadline=0,monitor=0,rdrand=0,rdseed=0"
+on_crash = "preserve"
+ft = "ftguest"
+EOF
 lun=iscsi://10.98.1.1:3260/iqn.2026-11.lab.xenft:shared/0
 # Each host's /etc/xenft/ftguest.conf (xenft.conf(5)): A starts as the primary, B as the backup.
 for h in a b; do
@@ -215,6 +236,10 @@ key-file = /etc/xenft/tls/heartbeat.key
 after-ms = 2000
 digest-ms = 3000
 EOF
+    # The Linux guest's: its kernel and initrd are the dom0's own (the run script fills in their
+    # names), its disk the root filesystem image on the host's third disk.
+    sed -e 's|^memory-mib = 32$|memory-mib = 256\nkernel = @KERNEL@\ninitrd = @INITRD@\ncmdline = earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.98.1.2/24|' \
+        -e 's|^file = /tmp/disk.img$|file = /guest/vda.img|' "$payload/ftguest-$h.conf" > "$payload/ftlinux-$h.conf"
 done
 cat > "$payload/run" <<EOF
 #!/bin/sh
@@ -258,6 +283,14 @@ ip link add xftbr0 type bridge && ip link set "\$lan" master xftbr0 && ip link s
     ip addr add 10.98.1.1\$n/24 dev xftbr0 && ip link set xftbr0 up || say "FAIL no LAN bridge (\$lan)"
 ip tuntap add dev xftg0 mode tap && ip link set xftg0 master xftbr0 && ip link set xftg0 up || say "FAIL no guest TAP"
 truncate -s 1M /tmp/disk.img
+# lab.guest=linux: Debian's kernel on the plain PC (case linux-a-dies) instead of the test guest.
+cfg=/lab/pvh-ft.cfg conf=/lab/ftguest-\$role.conf
+if grep -q 'lab\.guest=linux' /proc/cmdline; then
+    cfg=/lab/linux-ft.cfg conf=/tmp/ftlinux.conf
+    mkdir -p /guest && mount /dev/vdc /guest || say "FAIL no guest disk (/dev/vdc)"
+    sed -e "s|@KERNEL@|\$(ls /boot/vmlinuz-* | head -n 1)|" -e "s|@INITRD@|\$(ls /boot/initrd.img-* | head -n 1)|" \
+        /lab/ftlinux-\$role.conf > \$conf
+fi
 if [ \$xenft_packaged = 0 ]; then
     # xenft where the package installs it; xl runs the hook for ft=, the hook starts xenftd (no
     # systemd here: itself, logging to /var/log/xenft/ftguest.log).
@@ -268,7 +301,7 @@ fi
 # heartbeat key (keys 0600), the VM's configuration, checked.
 install -m 0644 /lab/tls/\$me.crt /lab/tls/ca.crt /etc/xenft/tls/ &&
     install -m 0600 /lab/tls/\$me.key /lab/tls/heartbeat.key /etc/xenft/tls/ &&
-    install -m 0644 /lab/ftguest-\$role.conf /etc/xenft/ftguest.conf || say "FAIL cannot install the configuration"
+    install -m 0644 \$conf /etc/xenft/ftguest.conf || say "FAIL cannot install the configuration"
 say "check-config: \$(xenftd --config /etc/xenft/ftguest.conf --check-config 2>&1 | tr '\n' ' ')"
 # The case may hold this host's xl create until the build machine says so (lab.create=wait:
 # it serves port 7999).
@@ -292,7 +325,7 @@ else
     mkdir -p /var/log/xenft && touch /var/log/xenft/ftguest.log
     tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
 fi
-if \$xl create /lab/pvh-ft.cfg > /tmp/create 2>&1; then
+if \$xl create \$cfg > /tmp/create 2>&1; then
     say "xl create: \$(tr '\n' ' ' < /tmp/create)"
     pid=\$(pgrep -x xenftd | head -n 1)
     say "xenftd's Xen libraries: \$(grep -o '/[^ ]*lib\(xenctrl\|xencall\)[^ ]*' /proc/\$pid/maps 2>&1 | sort -u | tr '\n' ' ')"
@@ -330,6 +363,17 @@ EOF
 chmod +x "$payload/run"
 rm -f "$work/payload-failover.img"
 mke2fs -q -t ext4 -d "$payload" "$work/payload-failover.img" 96M || { fail lab_payload "mke2fs failed"; finish; }
+case " $cases_to_run " in *" linux-a-dies "*)
+    # The Linux guest's root filesystem (lighttpd), one image both hosts start from.
+    stamp "the Linux guest's root filesystem (tests/lab/guest_rootfs.sh)"
+    "$top/tests/lab/guest_rootfs.sh" "$work" > "$work/guest-rootfs.log" 2>&1 ||
+        { tail -n 5 "$work/guest-rootfs.log"; fail lab_linux_guest_rootfs "tests/lab/guest_rootfs.sh failed"; finish; }
+    rm -rf "$work/guest-disks" "$work/guest-disks.img" && mkdir -p "$work/guest-disks"
+    cp --sparse=always "$work/guest-root.img" "$work/guest-disks/vda.img"
+    mke2fs -q -t ext4 -d "$work/guest-disks" "$work/guest-disks.img" 700M || { fail lab_linux_guest_disk "mke2fs failed"; finish; }
+    rm -rf "$work/guest-disks"
+    ;;
+esac
 
 # --- the build machine's side: LAN bridge, client namespace, istgt ----------------------------
 cleanup
@@ -355,6 +399,8 @@ boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
     [ "$h" = b ] && n=2
     rm -f "$work/serial-$h.log"
     lab_host "$work" "$work/payload-failover.img" "$work/serial-$h.log" "$dom0_init lab.role=$h ${3:-}"
+    # The Linux guest's disk image, the same on both hosts (written in a snapshot).
+    case " ${3:-} " in *" lab.guest=linux "*) lab_host_cmd+=(-drive "file=$work/guest-disks.img,if=virtio,format=raw,snapshot=on") ;; esac
     "${lab_host_cmd[@]}" -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
         -netdev "tap,id=lan,ifname=xftq${h}0,script=no,downscript=no" -device "virtio-net-pci,netdev=lan,mac=52:54:00:fe:01:0$n" \
         > "$work/qemu-$h.log" 2>&1 &
@@ -1110,6 +1156,76 @@ run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's
     fi
 }
 
+# An unmodified Linux protected by xenftd on two hosts: A boots Debian's kernel, B joins by a
+# live copy of the running Linux, A's power cut mid-download.
+run_linux_case() {
+    local c=linux-a-dies url=http://10.98.1.2
+    stamp "case $c: fresh LUN record, both hosts booting (Debian's kernel on the plain virtual PC)"
+    fresh_lun $c
+    local port=$((20000 + RANDOM % 20000))
+    boot a "socket,id=ft,listen=127.0.0.1:$port" lab.guest=linux
+    sleep 1
+    boot b "socket,id=ft,connect=127.0.0.1:$port" lab.guest=linux
+    local t0=$(date +%s)
+    # The guest's outputs leave once B has its copy and acks the log: the first answer says both.
+    local served=no
+    for _ in $(seq 240); do
+        client curl -s -o "$work/index-$c.html" --max-time 5 $url/index.html && { served=yes; break; }
+        sleep 5
+    done
+    if [ $served = no ]; then
+        fail "${c}_protected_linux_serves" "no answer from the guest within 20 min: $(grep -a 'LAB: [ab]: ' "$work"/serial-[ab].log | tr -d '\r' | grep -v status | tail -n 4 | tr '\n' ' ' | cut -c1-600)"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: the protected Linux serves $(($(date +%s) - t0)) s after the hosts' boot: $(cat "$work/index-$c.html"); $(line_in a 'live copy to host 2 done' | sed 's/.*live copy to host 2 done: //')"
+    head -c 20000 /dev/urandom > "$work/put-$c.bin"
+    local put
+    put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -T "$work/put-$c.bin" $url/put/put.bin)
+    rm -f "$work/download-$c"
+    client curl -s -v --max-time 900 --limit-rate 200k -o "$work/download-$c" $url/big.bin 2> "$work/curl-$c.log" &
+    local curl_pid=$!
+    for _ in $(seq 600); do
+        [ "$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)" -ge 1048576 ] && break
+        sleep 0.5
+    done
+    wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
+    stamp "case $c: PUT $put; power cut of host A with $(stat -c %s "$work/download-$c" 2> /dev/null) bytes downloaded"
+    local cut=$(date +%s)
+    kill -KILL $qemu_a
+    wait $curl_pid 2> /dev/null
+    local curl_rc=$?
+    stamp "case $c: download ended (curl exit $curl_rc), $(($(date +%s) - cut)) s after the cut"
+    local expected got connections
+    expected=$(sed -n 's/ \+big.bin$//p' "$work/guest-files.sha256")
+    got=$(sha256sum < "$work/download-$c" | cut -c1-64)
+    connections=$(grep -c 'Connected to' "$work/curl-$c.log")
+    wait_for b 'LAB: b: status: *last failover: ' 60
+    echo "timeline of case $c (host B):"
+    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 14
+    if seen_in b 'LAB: b: .*live copy taken at the primary.s exit [1-9]' && seen_in b 'LAB: b: status: *digests: *[1-9][0-9]* matched'; then
+        pass "${c}_the_backup_takes_a_live_copy_of_the_running_linux_and_matches_digests"
+    else
+        fail "${c}_the_backup_takes_a_live_copy_of_the_running_linux_and_matches_digests" "$(line_in b 'live copy taken') / $(grep -a 'LAB: b: status: *digests' "$work/serial-b.log" | tr -d '\r' | tail -n 1)"
+    fi
+    if [ $curl_rc -eq 0 ] && [ -n "$expected" ] && [ "$got" = "$expected" ] && [ "$connections" = 1 ] &&
+       seen_in b 'LAB: b: .*test-and-set epoch 2 -> 3' && seen_in b 'LAB: b: .*went live at exit [1-9]'; then
+        pass "${c}_b_goes_live_and_the_download_finishes_intact_on_one_connection"
+    else
+        fail "${c}_b_goes_live_and_the_download_finishes_intact_on_one_connection" "curl exit $curl_rc, $(stat -c %s "$work/download-$c" 2> /dev/null) bytes, sha256 ${got:0:16} (expected ${expected:0:16}), $connections connections; $(line_in b 'test-and-set epoch 2') / $(line_in b 'went live')"
+    fi
+    if [[ $put =~ ^20[14]$ ]] && client curl -s -f --max-time 120 -o "$work/put-back-$c.bin" $url/put/put.bin &&
+       cmp -s "$work/put-$c.bin" "$work/put-back-$c.bin"; then
+        pass "${c}_the_acknowledged_put_reads_back_after_the_failover"
+    else
+        fail "${c}_the_acknowledged_put_reads_back_after_the_failover" "PUT answered $put; read back: $(stat -c %s "$work/put-back-$c.bin" 2> /dev/null || echo no) bytes"
+    fi
+    kill -KILL $qemu_b $istgt_pid 2> /dev/null
+    wait $qemu_b $istgt_pid 2> /dev/null
+}
+
 # With LAB_DEBS or XENFT_DEB, what the case ran on: each host's xenft from its package (with
 # LAB_DEBS Xen's too, the patched ones held, systemd booted), its configuration accepted by
 # --check-config; with LAB_DEBS xenftd run by systemd as the VM's unit.
@@ -1146,6 +1262,7 @@ for c in $cases_to_run; do
         link-cut) run_link_cut_case ;;
         storage-cut) run_storage_cut_case ;;
         reprotect-after-failover) run_reprotect_case ;;
+        linux-a-dies) run_linux_case ;;
         *) run_case "$c" ;;
     esac
     [ $xenft_packaged = 0 ] || packaged_checks "$c"
