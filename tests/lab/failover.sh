@@ -58,7 +58,7 @@
 #     and serves alone until B's backup has a live copy of the running Linux; the client GETs,
 #     PUTs and downloads 32 MiB at 200 KB/s; A's power cut mid-download: B goes live (epoch 3),
 #     the download finishes on the same connection with the right SHA-256, the PUT reads back.
-#     Not in the default list (FAILOVER_CASES=linux-a-dies; `make lab-failover-linux`).
+#     Alone: FAILOVER_CASES=linux-a-dies (`make lab-failover-linux`).
 #
 # With LAB_DEBS (make lab-failover-debs) the hosts are dom0s set up as the README's install
 # section says, from packages only: Debian's Xen packages with xenft's patches (make xen-deb) and
@@ -94,7 +94,7 @@ guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
 xenftd_bin=${XENFT_XENFTD:-$top/build/main/xenft/daemon/xenftd}
 debs=${LAB_DEBS:+$(cd "$LAB_DEBS" 2> /dev/null && pwd || echo "$LAB_DEBS")}
-all_cases="a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover"
+all_cases="a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover linux-a-dies"
 if [ -n "$debs" ]; then cases_to_run=${FAILOVER_CASES:-a-dies a-ends}; else cases_to_run=${FAILOVER_CASES:-$all_cases}; fi
 xenft_deb=${XENFT_DEB:-}
 # What the dom0 image gets from packages: xen_packaged (Xen's and xenft's, systemd boots) or
@@ -1204,7 +1204,7 @@ run_linux_case() {
     connections=$(grep -c 'Connected to' "$work/curl-$c.log")
     wait_for b 'LAB: b: status: *last failover: ' 60
     echo "timeline of case $c (host B):"
-    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: ' | sed 's/^/    /' | tail -n 14
+    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 14
     if seen_in b 'LAB: b: .*live copy taken at the primary.s exit [1-9]' && seen_in b 'LAB: b: status: *digests: *[1-9][0-9]* matched'; then
         pass "${c}_the_backup_takes_a_live_copy_of_the_running_linux_and_matches_digests"
     else
