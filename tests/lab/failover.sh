@@ -417,6 +417,13 @@ wait_for() { # HOST PATTERN SECONDS
     return 1
 }
 line_in() { grep -a -- "$2" "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | head -n 1; }
+# Until the client's download NAME (work/download-NAME) has BYTES, at most 5 min.
+wait_downloaded() { # NAME BYTES
+    for _ in $(seq 600); do
+        [ "$(stat -c %s "$work/download-$1" 2> /dev/null || echo 0)" -ge "$2" ] && break
+        sleep 0.5
+    done
+}
 
 # A blank shared LUN served by istgt (its pid in istgt_pid) with the arbitration record at
 # epoch 1, as `xenft arbiter init` sets it up for a new pair.
@@ -460,10 +467,7 @@ run_case() { # CASE
     rm -f "$work/download-$c"
     client curl -s -v --max-time 900 -o "$work/download-$c" http://10.98.1.2/stream/1048576 2> "$work/curl-$c.log" &
     local curl_pid=$!
-    for _ in $(seq 600); do
-        [ "$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)" -ge 131072 ] && break
-        sleep 0.5
-    done
+    wait_downloaded $c 131072
     # Both hosts' `xenft status` has shown a digest (taken on A, matched on B) before the cut.
     wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
     wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
@@ -980,10 +984,7 @@ download_start() { # NAME
     rm -f "$work/download-$1"
     client curl -s -v --max-time 900 -o "$work/download-$1" http://10.98.1.2/stream/1048576 2> "$work/curl-$1.log" &
     dl_pid=$!
-    for _ in $(seq 600); do
-        [ "$(stat -c %s "$work/download-$1" 2> /dev/null || echo 0)" -ge 131072 ] && break
-        sleep 0.5
-    done
+    wait_downloaded $1 131072
 }
 # Waits for the download (in this shell: curl is its child); sets verdict to "ok" if it ended
 # well, intact, on one TCP connection, else to what went wrong.
@@ -1186,10 +1187,7 @@ run_linux_case() {
     rm -f "$work/download-$c"
     client curl -s -v --max-time 900 --limit-rate 200k -o "$work/download-$c" $url/big.bin 2> "$work/curl-$c.log" &
     local curl_pid=$!
-    for _ in $(seq 600); do
-        [ "$(stat -c %s "$work/download-$c" 2> /dev/null || echo 0)" -ge 1048576 ] && break
-        sleep 0.5
-    done
+    wait_downloaded $c 1048576
     wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
     wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
     stamp "case $c: PUT $put; power cut of host A with $(stat -c %s "$work/download-$c" 2> /dev/null) bytes downloaded"
