@@ -24,7 +24,8 @@ bool same(const XenLogItem& a, const XenLogItem& b)
     const auto& d = std::get<DeviceEvent>(a);
     const auto& e = std::get<DeviceEvent>(b);
     return d.kind == e.kind && d.exit == e.exit && d.at_read == e.at_read && d.port == e.port &&
-           d.address == e.address && d.bytes == e.bytes;
+           d.address == e.address && d.bytes == e.bytes && d.sector == e.sector && d.length == e.length &&
+           d.failed == e.failed;
 }
 
 // The items the entries give, up to the first one the backup cannot use (where it stops).

@@ -116,7 +116,12 @@ daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the doma
     sed '/^image = /d' "$base" > "$work/b2.conf"
     expect_error "$work/b2.conf" 'vm.image: needed with backend = kvm' --check-config || return 1
     sed 's/^image = .*/backend = xen/' "$base" > "$work/b3.conf"
-    expect_error "$work/b3.conf" 'disk.lun: not supported with backend = xen yet: give disk.file' --check-config || return 1
+    # The guest disk on the shared LUN, as the example has it, is accepted with backend = xen
+    # (what the check finds is the certificates this test did not make).
+    if "$xenftd" --version | grep -q 'backends: .*xen'; then
+        "$xenftd" --config "$work/b3.conf" --check-config > /dev/null 2> "$work/e"
+        grep -q 'channel.cert' "$work/e" && ! grep -q 'disk' "$work/e" || { echo "    b3.conf (xen, disk.lun): $(cat "$work/e")"; return 1; }
+    fi
     # The guest disk as a file (the [disk] section's lun; the arbiter's stays).
     awk '/^\[/ { disk = ($0 == "[disk]") } disk && /^lun = / { print "file = /var/lib/xenft/disk.img"; next } { print }' \
         "$work/b3.conf" > "$work/b4.conf"

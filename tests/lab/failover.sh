@@ -51,15 +51,18 @@
 #     again: its xl create joins B by a live copy (the record names B), digests match; then
 #     B's power cut mid-download: A goes live (epoch 4) with every acknowledged PUT and the
 #     download intact on one connection.
-#   case "linux-a-dies": the a-dies case with an unmodified Linux (issue 25, docs/linux-guest.md):
-#     Debian's kernel on the plain virtual PC (xl: type hvm, device_model_version "none";
-#     xenft.conf: vm.kernel, vm.initrd, vm.cmdline), its root filesystem (tests/lab/
-#     guest_rootfs.sh: lighttpd) on the virtio disk, the same image on both hosts. A boots it
-#     and serves alone until B's backup has a live copy of the running Linux; the client GETs,
-#     PUTs and downloads 32 MiB at 200 KB/s; A's power cut mid-download: B goes live (epoch 3),
-#     the download finishes on the same connection with the right SHA-256, the PUT reads back.
-#     Not in the default list yet: FAILOVER_CASES=linux-a-dies (`make lab-failover-linux`);
-#     one run of two had the acknowledged PUT missing after the failover (docs/linux-guest.md).
+#   case "linux-a-dies": an unmodified Linux through both hosts' power cuts (issue 25,
+#     docs/linux-guest.md): Debian's kernel on the plain virtual PC (xl: type hvm,
+#     device_model_version "none"; xenft.conf: vm.kernel, vm.initrd, vm.cmdline), its root
+#     filesystem (tests/lab/guest_rootfs.sh: lighttpd) on the virtio disk on the shared LUN
+#     (disk.lun, after the arbitration record). A boots it and serves alone until B's backup
+#     has a live copy of the running Linux; the client PUTs and downloads 32 MiB at 400 KB/s;
+#     A's power cut mid-download: B goes live (epoch 3), the download finishes on the same
+#     connection with the right SHA-256, the PUT reads back. Then A booted again joins B by a
+#     live copy, the client PUTs again and downloads 16 MiB; B's power cut: A goes live (epoch
+#     4), the download is intact on one connection, both PUTs read back. Last, the LUN's ext4
+#     is consistent (e2fsck after its journal's replay) and holds the first PUT.
+#     Not in the default list yet: FAILOVER_CASES=linux-a-dies (`make lab-failover-linux`).
 #
 # With LAB_DEBS (make lab-failover-debs) the hosts are dom0s set up as the README's install
 # section says, from packages only: Debian's Xen packages with xenft's patches (make xen-deb) and
@@ -202,6 +205,8 @@ on_crash = "preserve"
 ft = "ftguest"
 EOF
 lun=iscsi://10.98.1.1:3260/iqn.2026-11.lab.xenft:shared/0
+# The Linux guest's disk on that LUN: its root filesystem image (tests/lab/guest_rootfs.sh).
+guest_disk_lba=64 guest_disk_mib=512
 # Each host's /etc/xenft/ftguest.conf (xenft.conf(5)): A starts as the primary, B as the backup.
 for h in a b; do
     n=1 peer=2 me=hosta other=hostb role=primary
@@ -238,9 +243,9 @@ after-ms = 2000
 digest-ms = 3000
 EOF
     # The Linux guest's: its kernel and initrd are the dom0's own (the run script fills in their
-    # names), its disk the root filesystem image on the host's third disk.
+    # names), its disk the root filesystem on the shared LUN, after the arbitration record.
     sed -e 's|^memory-mib = 32$|memory-mib = 256\nkernel = @KERNEL@\ninitrd = @INITRD@\ncmdline = earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.98.1.2/24|' \
-        -e 's|^file = /tmp/disk.img$|file = /guest/vda.img|' "$payload/ftguest-$h.conf" > "$payload/ftlinux-$h.conf"
+        -e "s|^file = /tmp/disk.img\$|lun = $lun\nfirst-lba = $guest_disk_lba\nsize-mib = $guest_disk_mib|" "$payload/ftguest-$h.conf" > "$payload/ftlinux-$h.conf"
 done
 cat > "$payload/run" <<EOF
 #!/bin/sh
@@ -288,7 +293,6 @@ truncate -s 1M /tmp/disk.img
 cfg=/lab/pvh-ft.cfg conf=/lab/ftguest-\$role.conf
 if grep -q 'lab\.guest=linux' /proc/cmdline; then
     cfg=/lab/linux-ft.cfg conf=/tmp/ftlinux.conf
-    mkdir -p /guest && mount /dev/vdc /guest || say "FAIL no guest disk (/dev/vdc)"
     sed -e "s|@KERNEL@|\$(ls /boot/vmlinuz-* | head -n 1)|" -e "s|@INITRD@|\$(ls /boot/initrd.img-* | head -n 1)|" \
         /lab/ftlinux-\$role.conf > \$conf
 fi
@@ -369,10 +373,8 @@ case " $cases_to_run " in *" linux-a-dies "*)
     stamp "the Linux guest's root filesystem (tests/lab/guest_rootfs.sh)"
     "$top/tests/lab/guest_rootfs.sh" "$work" > "$work/guest-rootfs.log" 2>&1 ||
         { tail -n 5 "$work/guest-rootfs.log"; fail lab_linux_guest_rootfs "tests/lab/guest_rootfs.sh failed"; finish; }
-    rm -rf "$work/guest-disks" "$work/guest-disks.img" && mkdir -p "$work/guest-disks"
-    cp --sparse=always "$work/guest-root.img" "$work/guest-disks/vda.img"
-    mke2fs -q -t ext4 -d "$work/guest-disks" "$work/guest-disks.img" 700M || { fail lab_linux_guest_disk "mke2fs failed"; finish; }
-    rm -rf "$work/guest-disks"
+    [ "$(stat -c %s "$work/guest-root.img")" -le $((guest_disk_mib << 20)) ] ||
+        { fail lab_linux_guest_rootfs "the image is larger than the guest's disk ($guest_disk_mib MiB)"; finish; }
     ;;
 esac
 
@@ -386,7 +388,8 @@ ip netns add xftlabc && ip link add xftlabv0 type veth peer name eth0 netns xftl
     { fail lab_network "no client namespace"; finish; }
 client() { ip netns exec xftlabc "$@"; }
 mkdir -p "$work/lun"
-bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1.1:3260 10.98.1.0/24 127.0.0.1:3262 16 \
+# 576 MB: the arbitration record and, for the Linux guest, its disk (istgt grows the sparse file).
+bash "$top/tests/istgt_conf.sh" "$work/lun" iqn.2026-11.lab.xenft shared 10.98.1.1:3260 10.98.1.0/24 127.0.0.1:3262 576 \
     > "$work/lun/istgt.conf"
 
 # --- one case: boot both hosts, protect, cut the power of one ---------------------------------
@@ -400,8 +403,6 @@ boot() { # HOST(a|b) NETDEV-OF-THE-LOGGING-LINK [DOM0-KERNEL-PARAMETERS]
     [ "$h" = b ] && n=2
     rm -f "$work/serial-$h.log"
     lab_host "$work" "$work/payload-failover.img" "$work/serial-$h.log" "$dom0_init lab.role=$h ${3:-}"
-    # The Linux guest's disk image, the same on both hosts (written in a snapshot).
-    case " ${3:-} " in *" lab.guest=linux "*) lab_host_cmd+=(-drive "file=$work/guest-disks.img,if=virtio,format=raw,snapshot=on") ;; esac
     "${lab_host_cmd[@]}" -netdev "$2" -device "virtio-net-pci,netdev=ft,mac=52:54:00:fe:00:0$n" \
         -netdev "tap,id=lan,ifname=xftq${h}0,script=no,downscript=no" -device "virtio-net-pci,netdev=lan,mac=52:54:00:fe:01:0$n" \
         > "$work/qemu-$h.log" 2>&1 &
@@ -427,10 +428,13 @@ wait_downloaded() { # NAME BYTES
 }
 
 # A blank shared LUN served by istgt (its pid in istgt_pid) with the arbitration record at
-# epoch 1, as `xenft arbiter init` sets it up for a new pair.
-fresh_lun() { # CASE
+# epoch 1, as `xenft arbiter init` sets it up for a new pair; with GUEST-DISK that image as the
+# guest's disk from block guest_disk_lba.
+fresh_lun() { # CASE [GUEST-DISK]
     local c=$1
     truncate -s 0 "$work/lun/lun0.img" && truncate -s 16M "$work/lun/lun0.img"
+    [ -z "${2:-}" ] || dd if="$2" of="$work/lun/lun0.img" bs=1M seek=$((guest_disk_lba * 512)) oflag=seek_bytes conv=notrunc,sparse status=none ||
+        fail "${c}_guest_disk_on_the_lun" "dd failed"
     istgt -c "$work/lun/istgt.conf" -D > "$work/istgt-$c.log" 2>&1 &
     istgt_pid=$!
     pids+=($istgt_pid)
@@ -1158,16 +1162,16 @@ run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's
     fi
 }
 
-# An unmodified Linux protected by xenftd on two hosts: A boots Debian's kernel, B joins by a
-# live copy of the running Linux, A's power cut mid-download.
+# An unmodified Linux protected by xenftd on two hosts, its disk on the shared LUN: A boots
+# Debian's kernel, B joins by a live copy of the running Linux, A's power cut mid-download;
+# then the reverse: A booted again joins B by a live copy, B's power cut mid-download.
 run_linux_case() {
-    local c=linux-a-dies url=http://10.98.1.2
-    stamp "case $c: fresh LUN record, both hosts booting (Debian's kernel on the plain virtual PC)"
-    fresh_lun $c
-    local port=$((20000 + RANDOM % 20000))
-    boot a "socket,id=ft,listen=127.0.0.1:$port" lab.guest=linux
-    sleep 1
-    boot b "socket,id=ft,connect=127.0.0.1:$port" lab.guest=linux
+    local c=linux-a-dies url=http://10.98.1.2 pa pb
+    stamp "case $c: fresh LUN record and the guest's root filesystem on the LUN, both hosts booting (Debian's kernel on the plain virtual PC)"
+    fresh_lun $c "$work/guest-root.img"
+    pa=$((20000 + RANDOM % 20000)) pb=$((40000 + RANDOM % 20000))
+    boot a "$(udp_link a $pa $pb)" lab.guest=linux
+    boot b "$(udp_link b $pa $pb)" lab.guest=linux
     local t0=$(date +%s)
     # The guest's outputs leave once B has its copy and acks the log: the first answer says both.
     local served=no
@@ -1186,7 +1190,7 @@ run_linux_case() {
     local put
     put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -T "$work/put-$c.bin" $url/put/put.bin)
     rm -f "$work/download-$c"
-    client curl -s -v --max-time 900 --limit-rate 200k -o "$work/download-$c" $url/big.bin 2> "$work/curl-$c.log" &
+    client curl -s -v --max-time 900 --limit-rate 400k -o "$work/download-$c" $url/big.bin 2> "$work/curl-$c.log" &
     local curl_pid=$!
     wait_downloaded $c 1048576
     wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
@@ -1194,7 +1198,7 @@ run_linux_case() {
     stamp "case $c: PUT $put; power cut of host A with $(stat -c %s "$work/download-$c" 2> /dev/null) bytes downloaded"
     local cut=$(date +%s)
     kill -KILL $qemu_a
-    wait $curl_pid 2> /dev/null
+    wait $qemu_a $curl_pid 2> /dev/null
     local curl_rc=$?
     stamp "case $c: download ended (curl exit $curl_rc), $(($(date +%s) - cut)) s after the cut"
     local expected got connections
@@ -1202,15 +1206,13 @@ run_linux_case() {
     got=$(sha256sum < "$work/download-$c" | cut -c1-64)
     connections=$(grep -c 'Connected to' "$work/curl-$c.log")
     wait_for b 'LAB: b: status: *last failover: ' 60
-    echo "timeline of case $c (host B):"
-    grep -a "LAB: b: " "$work/serial-b.log" | tr -d '\r' | grep -v 'cannot connect\|status: \|domains: ' | sed 's/^/    /' | tail -n 14
     if seen_in b 'LAB: b: .*live copy taken at the primary.s exit [1-9]' && seen_in b 'LAB: b: status: *digests: *[1-9][0-9]* matched'; then
         pass "${c}_the_backup_takes_a_live_copy_of_the_running_linux_and_matches_digests"
     else
         fail "${c}_the_backup_takes_a_live_copy_of_the_running_linux_and_matches_digests" "$(line_in b 'live copy taken') / $(grep -a 'LAB: b: status: *digests' "$work/serial-b.log" | tr -d '\r' | tail -n 1)"
     fi
     if [ $curl_rc -eq 0 ] && [ -n "$expected" ] && [ "$got" = "$expected" ] && [ "$connections" = 1 ] &&
-       seen_in b 'LAB: b: .*test-and-set epoch 2 -> 3' && seen_in b 'LAB: b: .*went live at exit [1-9]'; then
+       seen_in b 'LAB: b: .*test-and-set epoch 2 -> 3' && seen_in b 'LAB: b: .*went live at exit [1-9].*disk reads replayed'; then
         pass "${c}_b_goes_live_and_the_download_finishes_intact_on_one_connection"
     else
         fail "${c}_b_goes_live_and_the_download_finishes_intact_on_one_connection" "curl exit $curl_rc, $(stat -c %s "$work/download-$c" 2> /dev/null) bytes, sha256 ${got:0:16} (expected ${expected:0:16}), $connections connections; $(line_in b 'test-and-set epoch 2') / $(line_in b 'went live')"
@@ -1223,8 +1225,79 @@ run_linux_case() {
     else
         fail "${c}_the_acknowledged_put_reads_back_after_the_failover" "PUT answered $put; the read-back: ${back:-no answer} ($(cmp "$work/put-$c.bin" "$work/put-back-$c.bin" 2>&1 | head -n 1))"
     fi
-    kill -KILL $qemu_b $istgt_pid 2> /dev/null
-    wait $qemu_b $istgt_pid 2> /dev/null
+
+    # The reverse direction: A booted again takes B's live copy; B's power cut mid-download.
+    stamp "case $c: host A booted again"
+    local t1=$(date +%s)
+    boot a "$(udp_link a $pa $pb)" lab.guest=linux
+    if ! wait_for a "LAB: a: .*live copy taken at the primary's exit" 600; then
+        fail "${c}_the_host_booted_again_becomes_the_backup_by_a_live_copy" "no copy within 600 s: $(grep -a 'LAB: a: ' "$work/serial-a.log" | tr -d '\r' | grep -v 'status\|domains' | tail -n 3 | tr '\n' ' ')"
+        kill -KILL $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        wait $qemu_a $qemu_b $istgt_pid 2> /dev/null
+        return
+    fi
+    stamp "case $c: host A has B's live copy, $(($(date +%s) - t1)) s after it booted; $(line_in b 'live copy to host 1 done' | sed 's/.*live copy to host 1 done: //')"
+    wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* matched' 120
+    head -c 30000 /dev/urandom > "$work/put2-$c.bin"
+    local put2
+    put2=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -T "$work/put2-$c.bin" $url/put/put2.bin)
+    # 16 MiB of big.bin, its first part, cut at 1 MiB.
+    local part=$((16 << 20))
+    rm -f "$work/download2-$c"
+    client curl -s -v --max-time 600 --limit-rate 400k -r 0-$((part - 1)) -o "$work/download2-$c" $url/big.bin 2> "$work/curl2-$c.log" &
+    curl_pid=$!
+    for _ in $(seq 600); do
+        [ "$(stat -c %s "$work/download2-$c" 2> /dev/null || echo 0)" -ge 1048576 ] && break
+        sleep 0.5
+    done
+    stamp "case $c: PUT $put2 with A as the backup; power cut of host B with $(stat -c %s "$work/download2-$c" 2> /dev/null) bytes downloaded"
+    cut=$(date +%s)
+    kill -KILL $qemu_b
+    wait $qemu_b $curl_pid 2> /dev/null
+    curl_rc=$?
+    stamp "case $c: download ended (curl exit $curl_rc), $(($(date +%s) - cut)) s after the cut"
+    expected=$(debugfs -R 'cat /srv/www/big.bin' "$work/guest-root.img" 2> /dev/null | head -c $part | sha256sum | cut -c1-64)
+    got=$(sha256sum < "$work/download2-$c" | cut -c1-64)
+    connections=$(grep -c 'Connected to' "$work/curl2-$c.log")
+    wait_for a 'LAB: a: status: *last failover: ' 60
+    local back1 back2
+    rm -f "$work/put-back-$c.bin" "$work/put2-back-$c.bin"
+    back1=$(client curl -s --max-time 120 -o "$work/put-back-$c.bin" -w '%{http_code}' $url/put/put.bin)
+    back2=$(client curl -s --max-time 120 -o "$work/put2-back-$c.bin" -w '%{http_code}' $url/put/put2.bin)
+    timeline $c b 8 a 12
+    if seen_in a 'LAB: a: .*owned by host 2: that host runs the VM; joining as its backup' &&
+       seen_in a "LAB: a: .*live copy taken at the primary's exit [1-9]" && seen_in a 'LAB: a: status: *digests: *[1-9][0-9]* matched'; then
+        pass "${c}_host_a_booted_again_becomes_the_backup_by_a_live_copy"
+    else
+        fail "${c}_host_a_booted_again_becomes_the_backup_by_a_live_copy" "$(line_in a 'joining as its backup') / $(line_in a 'live copy taken') / $(grep -a 'LAB: a: status: *digests' "$work/serial-a.log" | tr -d '\r' | tail -n 1)"
+    fi
+    if [ $curl_rc -eq 0 ] && [ "$got" = "$expected" ] && [ "$connections" = 1 ] &&
+       seen_in a 'LAB: a: .*test-and-set epoch 3 -> 4' && seen_in a 'LAB: a: .*went live at exit [1-9]' &&
+       [[ $put2 =~ ^20[14]$ ]] && [ "$back1" = 200 ] && [ "$back2" = 200 ] &&
+       cmp -s "$work/put-$c.bin" "$work/put-back-$c.bin" && cmp -s "$work/put2-$c.bin" "$work/put2-back-$c.bin"; then
+        pass "${c}_reverse_a_goes_live_with_the_download_intact_and_both_puts"
+    else
+        fail "${c}_reverse_a_goes_live_with_the_download_intact_and_both_puts" "curl exit $curl_rc, $(stat -c %s "$work/download2-$c" 2> /dev/null) bytes, sha256 ${got:0:16} (expected ${expected:0:16}), $connections connections; $(line_in a 'test-and-set epoch 3') / $(line_in a 'went live'); PUT $put2, read back $back1 / $back2"
+    fi
+    kill -KILL $qemu_a 2> /dev/null
+    wait $qemu_a 2> /dev/null
+    # What the hosts wrote on the shared LUN: an ext4 that is consistent once its journal is
+    # replayed (as after any power cut), holding the first PUT's bytes (written back long ago).
+    kill -KILL $istgt_pid 2> /dev/null
+    wait $istgt_pid 2> /dev/null
+    local fs="$work/lun-fs-$c.img" fsck_out lun_put
+    dd if="$work/lun/lun0.img" of="$fs" bs=1M skip=$((guest_disk_lba * 512)) iflag=skip_bytes count=$guest_disk_mib conv=sparse status=none
+    e2fsck -E journal_only -y "$fs" > "$work/fsck-$c.log" 2>&1
+    fsck_out=$(e2fsck -fn "$fs" 2>&1)
+    local fsck_rc=$?
+    echo "$fsck_out" >> "$work/fsck-$c.log"
+    debugfs -R 'cat /srv/www/put/put.bin' "$fs" > "$work/put-lun-$c.bin" 2> /dev/null
+    if [ $fsck_rc -eq 0 ] && cmp -s "$work/put-$c.bin" "$work/put-lun-$c.bin"; then
+        pass "${c}_the_shared_lun_holds_a_consistent_ext4_with_the_put"
+    else
+        fail "${c}_the_shared_lun_holds_a_consistent_ext4_with_the_put" "e2fsck -fn exit $fsck_rc: $(echo "$fsck_out" | grep -v '^Pass\|^e2fsck' | head -n 3 | tr '\n' ' '); put.bin on the LUN: $(cmp "$work/put-$c.bin" "$work/put-lun-$c.bin" 2>&1 | head -n 1)"
+    fi
+    rm -f "$fs"
 }
 
 # With LAB_DEBS or XENFT_DEB, what the case ran on: each host's xenft from its package (with

@@ -304,8 +304,6 @@ ConfigCheck read_config(const std::string& path)
         check.problem("vm.kernel", "only with backend = xen (a Linux guest on Xen's plain PC)");
     if (c.kernel.empty() && !c.initrd.empty())
         check.problem("vm.initrd", "without vm.kernel: give the kernel it belongs to");
-    if (c.backend == "xen" && !c.disk_lun.empty())
-        check.problem("disk.lun", "not supported with backend = xen yet: give disk.file (docs/xen-backend.md)");
     if (v.text("failover.backup-wait-ms"))
         check.problem("failover.backup-wait-ms", "no longer used: a primary runs the VM alone from the start and is "
                                                  "protected once a backup took its live copy; remove the line");

@@ -38,7 +38,7 @@ struct DaemonConfig {
     std::string mac = "52:54:00:58:46:01";
     // [disk]
     std::string disk_lun;      // iscsi://... (the shared LUN) or
-    std::string disk_file;     // a local file (tests, demos without a LUN; the only kind on xen yet)
+    std::string disk_file;     // a local file (one host's demo; on xen each host its own copy)
     std::uint64_t disk_first_lba = 64;
     std::uint64_t disk_mib = 1;
     // [arbiter]

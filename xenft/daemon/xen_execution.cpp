@@ -175,6 +175,12 @@ void XenExecution::set_alone(bool alone)
         primary_->protected_by_backup();
 }
 
+bool XenExecution::outputs_full() const
+{
+    std::lock_guard lock(mu_);
+    return primary_ && primary_->outputs_full();
+}
+
 std::size_t XenExecution::held_outputs() const
 {
     std::lock_guard lock(mu_);
@@ -264,6 +270,9 @@ Expected<std::string, std::string> XenExecution::go_live()
                        std::to_string(backup_->frames_resent()) + " sent again, " +
                        std::to_string(backup_->dropped()) + " items of an unfinished exit dropped, " +
                        std::to_string(backup_->interrupts_reasserted()) + " device interrupts reasserted";
+    if (spec_.devices.shared_disk)
+        what += ", " + std::to_string(backup_->disk_reads_replayed()) + " disk reads replayed, " +
+                std::to_string(backup_->writes_reissued()) + " disk writes written again";
     exit_base_ = backup_->live_exit();
     exits_ = exit_base_;
     // The log goes on from the last entry replayed (the protocol core's count), in the new
@@ -346,9 +355,11 @@ nlohmann::json XenExecution::details() const
     };
     if (primary_) {
         fill(primary_->digests(), "taken", primary_->last_digest(), primary_->frames_in(), primary_->frames_out());
+        d["disk_reads_logged"] = primary_->disk_reads_logged();
     } else if (backup_) {
         fill(backup_->digests_matched(), "matched", backup_->last_digest(), backup_->frames_replayed(),
              backup_->frames_resent());
+        d["disk_reads_replayed"] = backup_->disk_reads_replayed();
     }
     return d;
 }

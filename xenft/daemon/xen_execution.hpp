@@ -42,6 +42,7 @@ public:
     std::size_t discard_outputs() override;
     void set_alone(bool alone) override;
     std::size_t held_outputs() const override;
+    bool outputs_full() const override;
     std::uint64_t released_outputs() const override;
 
     void copy_to(channel::CopySink& sink) override;

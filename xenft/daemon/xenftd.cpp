@@ -266,6 +266,8 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon
     spec.devices.memory_bytes = cfg.memory_mib << 20;
     spec.devices.tap = cfg.tap;
     spec.devices.disk = cfg.disk_file;
+    spec.devices.shared_disk = parts.disk.get(); // the LUN's (xenftd opened it), if the disk is on it
+    spec.devices.shared_disk_bytes = cfg.disk_mib << 20;
     std::uint8_t mac[6];
     daemon::parse_mac(cfg.mac, mac); // checked by load_config
     std::copy(std::begin(mac), std::end(mac), spec.devices.mac.begin());
@@ -517,14 +519,15 @@ int main(int argc, char** argv)
             return fail(vm_name + ": " + kvm.error());
     }
 
-    // The guest's network and disk (on xen the domain's device models open them).
+    // The guest's network and disk (on xen the domain's device models open the TAP and a disk
+    // file; the shared LUN's session is the daemon's, kept across the nodes it starts).
     if (!xen && !cfg->tap.empty()) {
         auto t = devices::TapDevice::open(cfg->tap);
         if (!t)
             return fail(vm_name + ": " + t.error());
         parts.tap.emplace(std::move(t).value());
     }
-    if (!xen && !cfg->disk_lun.empty()) {
+    if (!cfg->disk_lun.empty()) {
         auto lun = arbiter::Lun::connect({cfg->disk_lun, cfg->initiator, static_cast<std::uint16_t>(0x1000 + cfg->host_id),
                                           cfg->lun_timeout_s});
         if (!lun)

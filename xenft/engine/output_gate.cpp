@@ -1,6 +1,7 @@
 #include "xenft/engine/output_gate.hpp"
 
 #include <algorithm>
+#include <set>
 
 namespace xenft::engine {
 
@@ -121,6 +122,31 @@ std::uint64_t OutputGate::write_errors() const
 {
     std::lock_guard lock(mu_);
     return write_errors_;
+}
+
+void RecentWrites::add(std::uint64_t offset, std::span<const std::uint8_t> data)
+{
+    writes_.emplace_back(offset, std::vector<std::uint8_t>(data.begin(), data.end()));
+    if (writes_.size() > kKept)
+        writes_.pop_front();
+}
+
+Expected<std::size_t, std::string> RecentWrites::reissue(devices::BlockPort& disk)
+{
+    std::vector<bool> replaced(writes_.size(), false);
+    std::set<std::pair<std::uint64_t, std::size_t>> later;
+    for (std::size_t i = writes_.size(); i-- > 0;)
+        replaced[i] = !later.emplace(writes_[i].first, writes_[i].second.size()).second;
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < writes_.size(); ++i) {
+        if (replaced[i])
+            continue;
+        if (!disk.write(writes_[i].first, writes_[i].second))
+            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(writes_[i].first) + " failed");
+        ++n;
+    }
+    writes_.clear();
+    return n;
 }
 
 } // namespace xenft::engine

@@ -9,10 +9,10 @@
 // discards what it holds: nothing it held was ever seen outside.
 //
 // Disk writes and failover: a write the backup acked may still be held here when this host
-// dies. The backup replayed the same write, keeps the last kReissueWrites of them and writes
-// them again, in order, when it goes live (writes are idempotent in order). To keep that
-// window exact the gate never holds more than kMaxHeldWrites writes: the VM stalls
-// (full()) until acks make room.
+// dies. The backup replayed the same write, keeps the last RecentWrites::kKept of them and
+// writes them again, in order, when it goes live (writes are idempotent in order). To keep that
+// window exact the gate never holds more than kMaxHeldWrites writes (plus one device request's
+// worth: a virtqueue of at most 256): the VM stalls (full()) until acks make room.
 //
 // Thread-safe: the VM thread adds outputs and reads, the protocol thread releases.
 #pragma once
@@ -21,7 +21,11 @@
 #include <deque>
 #include <mutex>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
+
+#include "xenft/common/expected.hpp"
 
 #include "xenft/devices/host_io.hpp"
 #include "xenft/devices/virtio_blk.hpp"
@@ -72,6 +76,24 @@ private:
     std::size_t held_writes_ = 0;
     bool passthrough_ = false;
     std::uint64_t released_ = 0, write_errors_ = 0;
+};
+
+// The backup's side of the rule above: the disk writes its replay made (and did not perform:
+// the primary's gate performs them), the last kKept of them, written again when it goes live.
+class RecentWrites {
+public:
+    static constexpr std::size_t kKept = 2048;
+    static_assert(kKept >= OutputGate::kMaxHeldWrites + 256, "the window must cover every write a gate can hold");
+
+    void add(std::uint64_t offset, std::span<const std::uint8_t> data);
+    // Writes them to `disk` in order (a write a later one replaces exactly, same place and
+    // length, is skipped: the disk ends the same) and forgets them. Returns how many were
+    // written, or the first failure.
+    Expected<std::size_t, std::string> reissue(devices::BlockPort& disk);
+    std::size_t size() const noexcept { return writes_.size(); }
+
+private:
+    std::deque<std::pair<std::uint64_t, std::vector<std::uint8_t>>> writes_;
 };
 
 } // namespace xenft::engine

@@ -246,12 +246,10 @@ public:
     bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override
     {
         expect_output(logformat::OutputKind::disk_write);
-        recent_writes.push_back({offset, {data.begin(), data.end()}});
-        if (recent_writes.size() > kReissueWrites)
-            recent_writes.pop_front();
+        recent_writes.add(offset, data);
         return true;
     }
-    std::deque<std::pair<std::uint64_t, std::vector<std::uint8_t>>> recent_writes;
+    RecentWrites recent_writes;
     bool flush() override { return true; }
 
 private:
@@ -301,23 +299,7 @@ Expected<bool, Divergence> Replayer::replay_available(std::deque<logformat::Entr
 
 Expected<std::size_t, std::string> Replayer::reissue_writes(devices::BlockPort& disk)
 {
-    // In order, except that a write a later one replaces exactly (same place, same length) is
-    // skipped: the disk ends the same, and a guest that rewrites one block costs one write.
-    auto& writes = ports_->recent_writes;
-    std::vector<bool> replaced(writes.size(), false);
-    std::set<std::pair<std::uint64_t, std::size_t>> later;
-    for (std::size_t i = writes.size(); i-- > 0;)
-        replaced[i] = !later.emplace(writes[i].first, writes[i].second.size()).second;
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < writes.size(); ++i) {
-        if (replaced[i])
-            continue;
-        if (!disk.write(writes[i].first, writes[i].second))
-            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(writes[i].first) + " failed");
-        ++n;
-    }
-    writes.clear();
-    return n;
+    return ports_->recent_writes.reissue(disk);
 }
 
 std::size_t Replayer::resend_frames(devices::NetTransmit& net)

@@ -113,10 +113,9 @@ public:
     // The seq of the last entry replayed (where a recorder taking over continues).
     std::uint64_t last_seq() const noexcept { return last_seq_; }
 
-    // Go-live: writes the guest made in the last kReissueWrites replayed disk writes, in order,
-    // to `disk` (the primary may have died holding some of them; see output_gate.hpp).
+    // Go-live: writes the guest made in the last RecentWrites::kKept replayed disk writes, in
+    // order, to `disk` (the primary may have died holding some of them; see output_gate.hpp).
     // Returns how many were written, or the first failure.
-    static constexpr std::size_t kReissueWrites = 2048;
     Expected<std::size_t, std::string> reissue_writes(devices::BlockPort& disk);
     // Go-live: sends the last kResendFrames frames the guest transmitted in the replay, in
     // order. The backup acked them all, but acks in flight when the primary died released

@@ -138,13 +138,21 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
             dm->net_->wire_to_isa_line(devices::VirtioNet::kIsaLine);
         dm->bus_.attach(*dm->net_);
     }
+    devices::BlockPort* disk_port = spec.shared_disk;
+    std::uint64_t disk_bytes = spec.shared_disk_bytes;
     if (!spec.disk.empty()) {
         auto disk = devices::FileStore::open(spec.disk);
         if (!disk)
             return unexpected(disk.error());
         dm->disk_.emplace(std::move(disk).value());
-        dm->blk_ = std::make_unique<devices::VirtioBlk>(*dm->memory_, dm->disk_->size_bytes());
-        dm->blk_->set_port(&*dm->disk_);
+        disk_port = &*dm->disk_;
+        disk_bytes = dm->disk_->size_bytes();
+    } else {
+        dm->shared_disk_ = spec.shared_disk;
+    }
+    if (disk_port) {
+        dm->blk_ = std::make_unique<devices::VirtioBlk>(*dm->memory_, disk_bytes);
+        dm->blk_->set_port(disk_port);
         if (spec.isa_lines)
             dm->blk_->wire_to_isa_line(devices::VirtioBlk::kIsaLine);
         dm->bus_.attach(*dm->blk_);

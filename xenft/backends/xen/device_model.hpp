@@ -83,6 +83,12 @@ struct DeviceModelSpec {
     std::uint64_t memory_bytes = 32u << 20;
     std::string tap;  // empty: no NIC
     std::string disk; // empty: no disk (an image file of whole sectors otherwise)
+    // Or the guest's disk on the shared LUN (xenftd opens it: devices::IscsiStore), this many
+    // bytes. Both replicas see the same blocks, so a live copy carries none; the primary's
+    // writes leave through the output gate, the backup reads from the log and writes nothing
+    // until it goes live (ft_domain.hpp).
+    devices::BlockPort* shared_disk = nullptr;
+    std::uint64_t shared_disk_bytes = 0;
     devices::MacAddress mac{0x52, 0x54, 0x00, 0x58, 0x46, 0x02};
     // The devices interrupt on ISA lines (VirtioNet::kIsaLine, VirtioBlk::kIsaLine), as a
     // plain PC's ACPI tables declare them to a stock kernel, rather than with MSI vectors.
@@ -150,7 +156,18 @@ public:
     // The clock register's reading; the backup's continues from the primary's.
     std::uint64_t clock_ns() const;
     void continue_clock_from(std::uint64_t ns);
+    // The disk image file, if the disk is one (null for none and for the shared LUN).
     TrackedDisk* disk() noexcept { return disk_ ? &*disk_ : nullptr; }
+    // The shared LUN's disk, if the disk is on it.
+    devices::BlockPort* shared_disk() const noexcept { return shared_disk_; }
+    // The guest disk's size whatever its kind (0: no disk).
+    std::uint64_t disk_bytes() const noexcept { return blk_ ? blk_->capacity_bytes() : 0; }
+    // Where the virtio disk's requests go (the image or the LUN unless redirected).
+    void set_disk_port(devices::BlockPort* port)
+    {
+        if (blk_)
+            blk_->set_port(port);
+    }
     // Everything the guest printed on the UART (the last 64 KiB).
     const std::string& console() const noexcept { return uart_.output(); }
     std::uint64_t requests() const noexcept { return server_ ? server_->requests() : 0; }
@@ -175,6 +192,7 @@ private:
     }};
     std::optional<devices::TapDevice> tap_;
     std::optional<TrackedDisk> disk_;
+    devices::BlockPort* shared_disk_ = nullptr;
     std::unique_ptr<devices::VirtioNet> net_;
     std::unique_ptr<devices::VirtioBlk> blk_;
     devices::DeviceBus bus_;

@@ -71,9 +71,45 @@ Expected<Protection, std::string> protect(std::uint32_t domid, const FtSpec& spe
 
 RecordingDomain::RecordingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique_ptr<FtSession> session,
                                  const FtSpec& spec)
-    : dm_(std::move(dm)), session_(std::move(session)), spec_(spec), gate_(dm_->tap(), nullptr)
+    : dm_(std::move(dm)), session_(std::move(session)), spec_(spec), gate_(dm_->tap(), dm_->shared_disk())
 {
     dm_->set_transmit(&gated_);
+    if (dm_->shared_disk())
+        dm_->set_disk_port(&logged_disk_);
+}
+
+bool RecordingDomain::LoggedDisk::read(std::uint64_t offset, std::span<std::uint8_t> out)
+{
+    if (out.empty())
+        return true; // nothing to read, nothing to log (both replicas answer so)
+    DeviceEvent e;
+    e.kind = DeviceEvent::Kind::disk_read;
+    e.sector = offset / devices::VirtioBlk::kSector;
+    e.length = out.size();
+    e.failed = !d_.gate_.read(offset, out);
+    if (!e.failed)
+        e.bytes.assign(out.begin(), out.end());
+    d_.log_event(std::move(e));
+    ++d_.disk_reads_;
+    return !e.failed;
+}
+
+bool RecordingDomain::LoggedDisk::write(std::uint64_t offset, std::span<const std::uint8_t> data)
+{
+    // Tagged with the items logged before it, like a frame: it reaches the LUN once the
+    // backup has them, and the backup, replaying to here, makes the same write.
+    ++d_.outputs_made_;
+    d_.gate_.hold_write(d_.appended_, offset, data);
+    return true;
+}
+
+void RecordingDomain::log_event(DeviceEvent e)
+{
+    e.exit = at_.exit;
+    e.at_read = at_.access->read;
+    e.port = at_.access->port;
+    e.address = at_.access->address;
+    append(*at_.log, std::move(e));
 }
 
 Expected<std::unique_ptr<RecordingDomain>, std::string> RecordingDomain::start(std::uint32_t domid,
@@ -163,15 +199,12 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
     // A copy at an MMIO access: before the access, which the backup's vCPU makes again.
     if (copy_ && copy_->final_due && !a.port && exit > 0)
         copy_final(exit - 1);
+    at_ = AtIoreq{&log, &a, exit};
     auto event = [&](DeviceEvent::Kind kind, std::span<const std::uint8_t> bytes) {
         DeviceEvent e;
         e.kind = kind;
-        e.exit = exit;
-        e.at_read = a.read;
-        e.port = a.port;
-        e.address = a.address;
         e.bytes.assign(bytes.begin(), bytes.end());
-        append(log, std::move(e));
+        log_event(std::move(e));
     };
     // Digests at writes only: the backup stops at those too. Not while a copy has log-dirty
     // mode (the backup taking it starts its digests with the first one after it).
@@ -358,7 +391,7 @@ Expected<bool, std::string> RecordingDomain::send_final(CopyRun& c, std::uint64_
     if (xc_domain_get_tsc_info(xch, domid, &vcpu.tsc_mode, &vcpu.tsc_elapsed_ns, &vcpu.tsc_khz, &vcpu.tsc_incarnation) != 0)
         return unexpected(errno_text(who + ": cannot read the TSC parameters"));
     vcpu.clock_ns = dm_->clock_ns();
-    vcpu.disk_bytes = disk ? disk->size_bytes() : 0;
+    vcpu.disk_bytes = dm_->disk_bytes();
     channel::CopyFinal final;
     final.exit = exit;
     final.cpu = encode_xen_vcpu_copy(vcpu);
@@ -424,6 +457,37 @@ ReplayingDomain::ReplayingDomain(std::unique_ptr<XenDeviceModel> dm, std::unique
     : dm_(std::move(dm)), session_(std::move(session))
 {
     dm_->set_transmit(&kept_);
+    if (dm_->shared_disk())
+        dm_->set_disk_port(&replayed_disk_);
+}
+
+bool ReplayingDomain::ReplayedDisk::read(std::uint64_t offset, std::span<std::uint8_t> out)
+{
+    if (out.empty())
+        return true;
+    if (reads.empty() && lun_when_log_ends && !direct && !go_direct(*lun_when_log_ends)) {
+        divergence = "going live: the kept disk writes could not be written again";
+        return false;
+    }
+    if (direct)
+        return direct->read(offset, out);
+    const std::uint64_t sector = offset / devices::VirtioBlk::kSector;
+    if (reads.empty() || reads.front().sector != sector || reads.front().length != out.size()) {
+        if (divergence.empty())
+            divergence = "the guest read " + std::to_string(out.size()) + " bytes of its disk at sector " +
+                         std::to_string(sector) + " where the primary " +
+                         (reads.empty() ? std::string("read nothing more")
+                                        : "read " + std::to_string(reads.front().length) + " bytes at sector " +
+                                              std::to_string(reads.front().sector));
+        return false;
+    }
+    const DeviceEvent e = std::move(reads.front());
+    reads.pop_front();
+    ++replayed;
+    if (e.failed)
+        return false; // the primary's guest got an I/O error here: so does this one
+    std::copy(e.bytes.begin(), e.bytes.end(), out.begin());
+    return true;
 }
 
 Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::await_copy(std::uint32_t domid,
@@ -486,10 +550,10 @@ Expected<bool, std::string> ReplayingDomain::load_final(const channel::CopyFinal
     auto vcpu = decode_xen_vcpu_copy(f.cpu);
     if (!vcpu)
         return unexpected(who + ": " + vcpu.error());
-    TrackedDisk* disk = dm_->disk();
-    if (vcpu->disk_bytes != (disk ? disk->size_bytes() : 0))
-        return unexpected(who + ": the primary's disk image has " + std::to_string(vcpu->disk_bytes) +
-                          " bytes, this host's " + std::to_string(disk ? disk->size_bytes() : 0));
+    if (vcpu->disk_bytes != dm_->disk_bytes())
+        return unexpected(who + ": the primary's guest disk has " + std::to_string(vcpu->disk_bytes) +
+                          " bytes, this host's " + std::to_string(dm_->disk_bytes()) +
+                          " ([disk] in xenft.conf must say the same on both hosts)");
     xc_interface* xch = dm_->control().get();
     // As Xen's own restore does: the TSC parameters first, then the HVM context.
     if (xc_domain_set_tsc_info(xch, domid, vcpu->tsc_mode, vcpu->tsc_elapsed_ns, vcpu->tsc_khz,
@@ -550,6 +614,10 @@ Expected<bool, std::string> ReplayingDomain::apply(const DeviceEvent& e)
         last_digest_ = {e.exit, std::move(d).value()};
         return true;
     }
+    case DeviceEvent::Kind::disk_read:
+        // A disk request runs at the write that notifies the device (at_ioreq takes its reads).
+        return unexpected(where + ": the log has a disk read at a read of " + hex_address(e.address) +
+                          "; the primary's disk reads only at writes");
     case DeviceEvent::Kind::net_rx:
         if (!dm_->net() || dm_->net()->receive(e.bytes) == devices::VirtioNet::Rx::no_buffer)
             return unexpected(where + ": the NIC has no buffer for the frame the primary delivered there: "
@@ -574,17 +642,25 @@ Expected<bool, std::string> ReplayingDomain::at_ioreq(IoAccess& a)
         if (pending_.front().address != a.address)
             return unexpected(where + ": the domain writes " + hex_address(a.address) + " where the primary wrote " +
                               hex_address(pending_.front().address) + ": the replay diverged");
-        // The primary's order: digest, the write, frames, interrupts.
-        for (const DeviceEvent& e : pending_)
+        // The primary's order: digest, the write (with the disk reads it made), frames,
+        // interrupts.
+        for (const DeviceEvent& e : pending_) {
             if (e.kind == DeviceEvent::Kind::digest)
                 if (auto r = apply(e); !r)
                     return r;
-        dm_->handle(a);
+            if (e.kind == DeviceEvent::Kind::disk_read)
+                replayed_disk_.reads.push_back(e);
+        }
+        if (auto r = handle_replayed(a, where); !r)
+            return r;
         for (const DeviceEvent& e : pending_)
-            if (e.kind != DeviceEvent::Kind::digest)
+            if (e.kind == DeviceEvent::Kind::net_rx)
                 if (auto r = apply(e); !r)
                     return r;
         pending_.clear();
+    } else if (session_) {
+        if (auto r = handle_replayed(a, where); !r)
+            return r;
     } else {
         dm_->handle(a);
     }
@@ -592,6 +668,31 @@ Expected<bool, std::string> ReplayingDomain::at_ioreq(IoAccess& a)
         dm_->interrupts_taken_elsewhere();
     else if (auto r = dm_->deliver_interrupts(); !r)
         return r;
+    return true;
+}
+
+Expected<std::size_t, std::string> ReplayingDomain::ReplayedDisk::go_direct(devices::BlockPort& lun)
+{
+    auto n = writes.reissue(lun);
+    if (!n)
+        return n;
+    reissued = *n;
+    direct = &lun;
+    return n;
+}
+
+// A write ioreq while replaying: the device models perform it, a disk request taking its
+// reads from those the primary logged at this exit, all of them.
+Expected<bool, std::string> ReplayingDomain::handle_replayed(IoAccess& a, const std::string& where)
+{
+    dm_->handle(a);
+    if (replayed_disk_.divergence.empty() && !replayed_disk_.reads.empty())
+        replayed_disk_.divergence = "the primary read its disk " + std::to_string(replayed_disk_.reads.size()) +
+                                    " more time(s) here (next: sector " +
+                                    std::to_string(replayed_disk_.reads.front().sector) + ")";
+    replayed_disk_.reads.clear();
+    if (!replayed_disk_.divergence.empty())
+        return unexpected(where + ": " + std::exchange(replayed_disk_.divergence, {}) + ": the replay diverged");
     return true;
 }
 
@@ -742,6 +843,7 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
 {
     const std::string who = "domain " + std::to_string(dm_->domid());
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    replayed_disk_.lun_when_log_ends = dm_->shared_disk();
     for (;;) {
         if (std::chrono::steady_clock::now() > deadline)
             return unexpected(who + ": the log was not replayed within 60 s (at exit " +
@@ -776,6 +878,15 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
     }
     resent_ = kept_.frames.size();
     dm_->set_transmit(tap);
+    // The disk on the shared LUN: the writes the primary's gate may have held when it died,
+    // again and in order, before the guest's next request; from then on the LUN itself.
+    if (devices::BlockPort* lun = dm_->shared_disk()) {
+        if (!replayed_disk_.direct)
+            if (auto n = replayed_disk_.go_direct(*lun); !n)
+                return unexpected(who + ": going live: " + n.error());
+        reissued_ = replayed_disk_.reissued;
+        dm_->set_disk_port(lun);
+    }
     // While replaying, Xen injected the logged interrupts and the devices were told theirs were
     // taken; one the primary raised but had not injected (the guest had interrupts off, or the
     // primary died first) is in no log: without it a driver waits forever for a completion

@@ -142,14 +142,20 @@ public:
     std::vector<int> wait_fds() const;
 
     std::uint64_t appended() const noexcept { return appended_; }
-    // Frames the guest's NIC sent, since the start (held or not).
+    // Outputs the guest made since the start (held or not): its NIC's frames and, with the
+    // disk on the shared LUN, its disk writes.
     std::uint64_t outputs_made() const noexcept { return outputs_made_; }
+    // The gate holds as many disk writes as a backup can re-issue: the domain must wait for
+    // acks before it makes more (its next ioreq is not answered until then).
+    bool outputs_full() const { return gate_.full(); }
+    std::uint64_t disk_reads_logged() const noexcept { return disk_reads_; }
     // Every held output the backup has not acked is dropped (this replica halts).
     std::size_t discard_outputs() { return gate_.discard_all(); }
     // Outputs waiting for the backup's ack (the channel then asks it to ack at once).
     std::size_t outputs_held() const { return gate_.held(); }
     std::uint64_t exits() const { return session_->ring().exits(); }
     std::uint64_t frames_in() const noexcept { return frames_in_; }
+    // Outputs released: frames, and disk writes with the disk on the shared LUN.
     std::uint64_t frames_out() const { return gate_.released(); }
     std::uint64_t digests() const noexcept { return digests_; }
     const DigestAt& last_digest() const noexcept { return last_digest_; }
@@ -161,6 +167,8 @@ private:
     Expected<bool, std::string> take_records(XenLog& log, bool stopped);
     Expected<bool, std::string> at_ioreq(IoAccess& a, XenLog& log);
     void append(XenLog& log, XenLogItem item);
+    // Logs a device event at the ioreq being answered (exit, read or write, address).
+    void log_event(DeviceEvent e);
     struct CopyRun {
         CopySink* sink = nullptr;
         std::optional<DirtyLog> dirty; // on from the first round to the end
@@ -194,16 +202,36 @@ private:
     private:
         RecordingDomain& d_;
     };
+    // The disk on the shared LUN as the primary's guest sees it: reads through the gate (the
+    // guest sees its held writes) and logged with the data, for the backup, which cannot read
+    // the LUN at the same moment; writes held in the gate like frames.
+    class LoggedDisk final : public devices::BlockPort {
+    public:
+        explicit LoggedDisk(RecordingDomain& d) : d_(d) {}
+        bool read(std::uint64_t offset, std::span<std::uint8_t> out) override;
+        bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
+        bool flush() override { return d_.gate_.flush(); }
+
+    private:
+        RecordingDomain& d_;
+    };
 
     std::unique_ptr<XenDeviceModel> dm_;
     std::unique_ptr<FtSession> session_;
     FtSpec spec_;
     engine::OutputGate gate_;
     GatedTransmit gated_{*this};
+    LoggedDisk logged_disk_{*this};
+    // The ioreq being answered, while the device models handle it (LoggedDisk logs there).
+    struct AtIoreq {
+        XenLog* log = nullptr;
+        const IoAccess* access = nullptr;
+        std::uint64_t exit = 0;
+    } at_;
     std::deque<std::vector<std::uint8_t>> frames_; // from the TAP, for the next ioreq
     std::vector<FtRecord> held_;                   // records of exits not passed yet
     std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0, outputs_made_ = 0;
-    std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0;
+    std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0, disk_reads_ = 0;
     std::uint64_t last_digest_ms_ = 0;
     DigestAt last_digest_;
     bool digests_on_ = true;
@@ -258,6 +286,9 @@ public:
     std::uint64_t frames_resent() const noexcept { return resent_; }
     // Device interrupts its drivers had not acknowledged, delivered again when it went live.
     unsigned interrupts_reasserted() const noexcept { return reasserted_; }
+    // Disk writes on the shared LUN written again when it went live (the gate's window).
+    std::size_t writes_reissued() const noexcept { return reissued_; }
+    std::uint64_t disk_reads_replayed() const noexcept { return replayed_disk_.replayed; }
     const std::string& console() const { return dm_->console(); }
     std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
     // This replica must not run on (it halted): its domain waits paused (for a copy, or for
@@ -275,6 +306,7 @@ private:
     Expected<bool, std::string> load_final(const channel::CopyFinal& f);
     Expected<bool, std::string> at_ioreq(IoAccess& a);
     Expected<bool, std::string> apply(const DeviceEvent& e);
+    Expected<bool, std::string> handle_replayed(IoAccess& a, const std::string& where);
     Expected<bool, std::string> serve_and_publish(XenLog& log, int timeout_ms, bool final);
     Expected<bool, std::string> publish(XenLog& log, bool final);
     Expected<bool, std::string> put_records(std::span<const FtRecord> records);
@@ -291,12 +323,40 @@ private:
         }
         std::deque<std::vector<std::uint8_t>> frames;
     };
+    // The disk on the shared LUN as the backup's guest sees it while replaying: the primary's
+    // reads of this exit from the log (the LUN may hold later writes by now), writes kept for
+    // going live (the primary's gate performs them).
+    // Going live, the log is all there will be: a request at the exit the primary died in
+    // finds fewer reads than it makes; from there on the guest uses the LUN itself, once the
+    // kept writes are on it (go_direct()).
+    class ReplayedDisk final : public devices::BlockPort {
+    public:
+        bool read(std::uint64_t offset, std::span<std::uint8_t> out) override;
+        bool write(std::uint64_t offset, std::span<const std::uint8_t> data) override
+        {
+            if (direct)
+                return direct->write(offset, data);
+            writes.add(offset, data);
+            return true;
+        }
+        bool flush() override { return !direct || direct->flush(); }
+        // Writes the kept writes to `lun`; reads and writes go to it from then on.
+        Expected<std::size_t, std::string> go_direct(devices::BlockPort& lun);
+        std::deque<DeviceEvent> reads; // this exit's, in order
+        std::string divergence;        // the first read that is not the primary's
+        engine::RecentWrites writes;
+        std::uint64_t replayed = 0;
+        devices::BlockPort* lun_when_log_ends = nullptr; // set while going live
+        devices::BlockPort* direct = nullptr;
+        std::size_t reissued = 0;
+    };
 
     std::unique_ptr<XenDeviceModel> dm_;
     std::unique_ptr<FtSession> session_; // null before the copy and once live
     FtSpec spec_;
     std::uint64_t exit_base_ = 0;
     KeepLast kept_;
+    ReplayedDisk replayed_disk_;
     // Device events taken from the log, waiting for the domain to reach their exit.
     std::vector<DeviceEvent> pending_;
     bool pending_at_read_ = false;
@@ -305,6 +365,7 @@ private:
     std::uint64_t last_published_exit_ = 0;
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
     unsigned reasserted_ = 0;
+    std::size_t reissued_ = 0;
     DigestAt last_digest_;
     std::unique_ptr<StateDigests> state_digests_; // from the first digest while replaying
     std::string error_;

@@ -30,6 +30,16 @@ void XenLogWriter::write(const XenLogItem& item, std::vector<logformat::Entry>& 
     e.exit = d.exit;
     if (d.kind == DeviceEvent::Kind::net_rx) {
         e.payload = NetRx{0, d.bytes};
+    } else if (d.kind == DeviceEvent::Kind::disk_read) {
+        DiskRead r;
+        r.request = d.sector;
+        if (d.failed) {
+            r.mode = DiskRead::Mode::checksum; // all-zero checksum: failed
+            r.length = d.length;
+        } else {
+            r.data = d.bytes;
+        }
+        e.payload = std::move(r);
     } else {
         StateDigest s;
         std::copy_n(d.bytes.begin(), std::min(d.bytes.size(), s.digest.size()), s.digest.begin());
@@ -59,7 +69,8 @@ Expected<std::optional<XenLogItem>, std::string> XenLogReader::read(const logfor
     }
     const auto* rx = std::get_if<NetRx>(&e.payload);
     const auto* digest = std::get_if<StateDigest>(&e.payload);
-    if (!rx && !digest)
+    const auto* disk = std::get_if<DiskRead>(&e.payload);
+    if (!rx && !digest && !disk)
         return unexpected("log entry " + std::to_string(e.seq) + " (" + std::string(kind_name(kind_of(e.payload))) +
                           ") is not one the Xen backend logs");
     if (!stop_ || stop_exit_ != e.exit)
@@ -73,6 +84,18 @@ Expected<std::optional<XenLogItem>, std::string> XenLogReader::read(const logfor
     if (rx) {
         d.kind = DeviceEvent::Kind::net_rx;
         d.bytes = rx->frame;
+    } else if (disk) {
+        const bool failed = disk->mode == DiskRead::Mode::checksum &&
+                            std::all_of(disk->checksum.begin(), disk->checksum.end(), [](std::uint8_t b) { return b == 0; });
+        if (disk->mode == DiskRead::Mode::checksum && !failed)
+            return unexpected("log entry " + std::to_string(e.seq) + " (disk_read) has only a checksum; the Xen "
+                                                                      "backend logs the data it read");
+        d.kind = DeviceEvent::Kind::disk_read;
+        d.sector = disk->request;
+        d.failed = failed;
+        d.length = failed ? disk->length : disk->data.size();
+        if (!failed)
+            d.bytes = disk->data;
     } else {
         d.kind = DeviceEvent::Kind::digest;
         d.bytes.assign(digest->digest.begin(), digest->digest.end());

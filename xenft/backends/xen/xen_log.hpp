@@ -21,8 +21,10 @@ namespace xenft::backends::xen {
 // What xenft's device models did at the ioreq of synchronous exit `exit` on the primary.
 struct DeviceEvent {
     enum class Kind : std::uint8_t {
-        net_rx, // bytes: a frame handed to the NIC
-        digest, // bytes: SHA-256 of memory, vCPU registers and device state, before the write
+        net_rx,    // bytes: a frame handed to the NIC
+        digest,    // bytes: SHA-256 of memory, vCPU registers and device state, before the write
+        disk_read, // bytes: what the guest's disk read from the shared LUN (sector, length), in
+                   // the order the device read; none if the read failed (failed)
     };
     Kind kind = Kind::net_rx;
     std::uint64_t exit = 0;
@@ -30,14 +32,18 @@ struct DeviceEvent {
     bool port = false;         // port I/O; otherwise MMIO
     std::uint64_t address = 0; // the ioreq's port or guest-physical address
     std::vector<std::uint8_t> bytes;
+    // disk_read: where and how much, and whether the LUN refused it (the guest got an I/O error).
+    std::uint64_t sector = 0, length = 0;
+    bool failed = false;
 };
 
 using XenLogItem = std::variant<FtRecord, DeviceEvent>;
 using XenLog = std::deque<XenLogItem>;
 
 // A XenLog on the logging channel: a ring record travels as a xen_record entry; the device
-// events of one ioreq as an ioreq_stop entry (read or write, address) followed by their net_rx
-// and state_digest entries, all at the ioreq's exit (docs/log-format.md).
+// events of one ioreq as an ioreq_stop entry (read or write, address) followed by their net_rx,
+// disk_read and state_digest entries, all at the ioreq's exit (docs/log-format.md). A failed
+// disk read is a disk_read in checksum mode with an all-zero checksum, as the KVM backend logs it.
 class XenLogWriter {
 public:
     // Appends `item`'s entries (vcpu, exit, payload; the caller numbers them) to `out`.
