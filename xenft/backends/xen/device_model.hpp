@@ -89,6 +89,7 @@ struct DeviceModelSpec {
     // until it goes live (ft_domain.hpp).
     devices::BlockPort* shared_disk = nullptr;
     std::uint64_t shared_disk_bytes = 0;
+    bool has_disk() const noexcept { return !disk.empty() || shared_disk; }
     devices::MacAddress mac{0x52, 0x54, 0x00, 0x58, 0x46, 0x02};
     // The devices interrupt on ISA lines (VirtioNet::kIsaLine, VirtioBlk::kIsaLine), as a
     // plain PC's ACPI tables declare them to a stock kernel, rather than with MSI vectors.

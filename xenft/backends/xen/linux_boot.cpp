@@ -105,7 +105,7 @@ engine::AcpiPlatform linux_pc_platform(const DeviceModelSpec& spec)
     engine::AcpiPlatform p;
     if (!spec.tap.empty())
         p.virtio.push_back({devices::VirtioNet::kDefaultBase, devices::VirtioMmio::kWindow, devices::VirtioNet::kIsaLine});
-    if (!spec.disk.empty())
+    if (spec.has_disk())
         p.virtio.push_back({devices::VirtioBlk::kDefaultBase, devices::VirtioMmio::kWindow, devices::VirtioBlk::kIsaLine});
     return p;
 }
