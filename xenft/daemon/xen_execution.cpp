@@ -356,6 +356,7 @@ nlohmann::json XenExecution::details() const
     if (primary_) {
         fill(primary_->digests(), "taken", primary_->last_digest(), primary_->frames_in(), primary_->frames_out());
         d["disk_reads_logged"] = primary_->disk_reads_logged();
+        d["nudges"] = primary_->nudges();
     } else if (backup_) {
         fill(backup_->digests_matched(), "matched", backup_->last_digest(), backup_->frames_replayed(),
              backup_->frames_resent());

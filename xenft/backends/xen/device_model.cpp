@@ -227,6 +227,23 @@ Expected<bool, std::string> XenDeviceModel::deliver_interrupts()
     return true;
 }
 
+Expected<bool, std::string> XenDeviceModel::nudge()
+{
+    devices::Device* d = net_ && net_->isa_line() ? static_cast<devices::Device*>(net_.get())
+                         : blk_ && blk_->isa_line() ? static_cast<devices::Device*>(blk_.get())
+                                                    : nullptr;
+    if (!d)
+        return false;
+    xendevicemodel_handle* xdm = server_->device_model().get();
+    const auto domid = static_cast<domid_t>(domid_);
+    const std::uint8_t line = *d->isa_line();
+    if (xendevicemodel_set_isa_irq_level(xdm, domid, line, 1) != 0 ||
+        xendevicemodel_set_isa_irq_level(xdm, domid, line, 0) != 0)
+        return unexpected(errno_text("domain " + std::to_string(domid_) + ": cannot raise ISA IRQ " +
+                                     std::to_string(line) + " (" + d->name() + ")"));
+    return true;
+}
+
 void XenDeviceModel::interrupts_taken_elsewhere()
 {
     for (devices::Device* d : bus_.devices())

@@ -127,6 +127,12 @@ public:
     // The backup's counterpart: the hypervisor injects the logged vectors; the devices only
     // learn that their interrupt was taken, at the same point the primary injected it.
     void interrupts_taken_elsewhere();
+    // Pulses the ISA line of the NIC (or, without one, the disk) without any change of device
+    // state: the guest's driver reads its InterruptStatus, an ioreq, and finds nothing. For an
+    // idle guest that makes no device access (a tickless Linux in HLT) while the recorder
+    // needs an ioreq (frames waiting, a live copy's copy point). Xen logs the injection like
+    // any other. False if no device has an ISA line.
+    Expected<bool, std::string> nudge();
     // A backup going live: delivers every device interrupt the guest's drivers have not
     // acknowledged (Device::reassert_unacknowledged_interrupt()); returns how many.
     Expected<unsigned, std::string> reassert_interrupts();

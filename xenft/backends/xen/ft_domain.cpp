@@ -235,6 +235,8 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
 
 namespace {
 
+// An ioreq needed and none for this long: the guest is nudged (step()).
+constexpr std::uint64_t kNudgeAfterMs = 20;
 // A round this small ends the rounds: its pages go in the final pause (1 MiB).
 constexpr std::size_t kFinalRoundPages = 256;
 // Rounds while the guest runs, at most: a guest that writes faster than the channel copies
@@ -448,6 +450,20 @@ Expected<bool, std::string> RecordingDomain::step(XenLog& log, int timeout_ms)
     if (!error_.empty())
         return unexpected(error_);
     advance_copy();
+    // Frames, and a copy's copy point, wait for an ioreq; a guest idle in HLT makes none for
+    // as long as it sleeps (a tickless Linux: seconds). Then one interrupt without a cause
+    // gets its driver to read the device's status: that read is the ioreq.
+    const std::uint64_t now = now_ms();
+    if (*served)
+        last_ioreq_ms_ = now;
+    const bool waiting = !frames_.empty() || (copy_ && copy_->final_due);
+    if (waiting && now - last_ioreq_ms_ >= kNudgeAfterMs && now - last_nudge_ms_ >= kNudgeAfterMs) {
+        auto nudged = dm_->nudge();
+        if (!nudged)
+            return unexpected(nudged.error());
+        last_nudge_ms_ = now;
+        nudges_ += *nudged ? 1u : 0u;
+    }
     return true;
 }
 

@@ -149,6 +149,8 @@ public:
     // acks before it makes more (its next ioreq is not answered until then).
     bool outputs_full() const { return gate_.full(); }
     std::uint64_t disk_reads_logged() const noexcept { return disk_reads_; }
+    // Interrupts raised only to get an idle guest to make an ioreq (step()).
+    std::uint64_t nudges() const noexcept { return nudges_; }
     // Every held output the backup has not acked is dropped (this replica halts).
     std::size_t discard_outputs() { return gate_.discard_all(); }
     // Outputs waiting for the backup's ack (the channel then asks it to ack at once).
@@ -233,6 +235,8 @@ private:
     std::uint64_t appended_ = 0, records_ = 0, last_exit_ = 0, progress_ = 0, outputs_made_ = 0;
     std::uint64_t frames_in_ = 0, frames_dropped_ = 0, digests_ = 0, disk_reads_ = 0;
     std::uint64_t last_digest_ms_ = 0;
+    // The last ioreq answered and the last nudge (XenDeviceModel::nudge()), in ms.
+    std::uint64_t last_ioreq_ms_ = 0, last_nudge_ms_ = 0, nudges_ = 0;
     DigestAt last_digest_;
     bool digests_on_ = true;
     std::unique_ptr<StateDigests> state_digests_; // while digests are on
