@@ -61,8 +61,8 @@
 #     connection with the right SHA-256, the PUT reads back. Then A booted again joins B by a
 #     live copy, the client PUTs again and downloads 16 MiB; B's power cut: A goes live (epoch
 #     4), the download is intact on one connection, both PUTs read back. Last, the LUN's ext4
-#     is consistent (e2fsck after its journal's replay) and holds the first PUT.
-#     Not in the default list yet: FAILOVER_CASES=linux-a-dies (`make lab-failover-linux`).
+#     is consistent (e2fsck after its journal's replay) and holds the first PUT. Alone:
+#     FAILOVER_CASES=linux-a-dies (`make lab-failover-linux`).
 #
 # With LAB_DEBS (make lab-failover-debs) the hosts are dom0s set up as the README's install
 # section says, from packages only: Debian's Xen packages with xenft's patches (make xen-deb) and
@@ -98,7 +98,7 @@ guest=${XENFT_GUEST:-$top/build/main/tests/guest/xenft-guest.elf}
 xenft_cli=${XENFT_CLI:-$top/build/main/dom0-tools/xenft/xenft}
 xenftd_bin=${XENFT_XENFTD:-$top/build/main/xenft/daemon/xenftd}
 debs=${LAB_DEBS:+$(cd "$LAB_DEBS" 2> /dev/null && pwd || echo "$LAB_DEBS")}
-all_cases="a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover"
+all_cases="a-dies b-dies b-late a-ends operator backup-dies-in-copy backup-diverges link-cut storage-cut reprotect-after-failover linux-a-dies"
 if [ -n "$debs" ]; then cases_to_run=${FAILOVER_CASES:-a-dies a-ends}; else cases_to_run=${FAILOVER_CASES:-$all_cases}; fi
 xenft_deb=${XENFT_DEB:-}
 # What the dom0 image gets from packages: xen_packaged (Xen's and xenft's, systemd boots) or
