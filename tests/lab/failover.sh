@@ -1162,6 +1162,17 @@ run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's
     fi
 }
 
+# The Linux guest's service as the client sees it: the median of nine GETs of a small page and
+# the rate of a 4 MiB download (its first 4 MiB of big.bin), in one "figures" line.
+linux_figures() { # CASE WHAT
+    local get_ms rate
+    get_ms=$(for i in 1 2 3 4 5 6 7 8 9; do client curl -s -o /dev/null -m 30 -w '%{time_total}\n' http://10.98.1.2/index.html; done |
+        sort -n | sed -n 5p | awk '{ printf "%.0f", $1 * 1000 }')
+    rate=$(client curl -s -o /dev/null -m 120 -r 0-4194303 -w '%{speed_download} %{size_download}' http://10.98.1.2/big.bin |
+        awk '$2 == 4194304 { printf "%.0f", $1 / 1000 }')
+    stamp "case $1: figures: $2: GET median ${get_ms:-none} ms, 4 MiB download at ${rate:-no} KB/s"
+}
+
 # An unmodified Linux protected by xenftd on two hosts, its disk on the shared LUN: A boots
 # Debian's kernel, B joins by a live copy of the running Linux, A's power cut mid-download;
 # then the reverse: A booted again joins B by a live copy, B's power cut mid-download.
@@ -1186,6 +1197,8 @@ run_linux_case() {
         return
     fi
     stamp "case $c: the protected Linux serves $(($(date +%s) - t0)) s after the hosts' boot: $(cat "$work/index-$c.html"); $(line_in a 'live copy to host 2 done' | sed 's/.*live copy to host 2 done: //')"
+    wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
+    linux_figures $c "protected (B acks the log)"
     head -c 20000 /dev/urandom > "$work/put-$c.bin"
     local put
     put=$(client curl -s -o /dev/null -w '%{http_code}' --max-time 120 -T "$work/put-$c.bin" $url/put/put.bin)
@@ -1217,6 +1230,7 @@ run_linux_case() {
     else
         fail "${c}_b_goes_live_and_the_download_finishes_intact_on_one_connection" "curl exit $curl_rc, $(stat -c %s "$work/download-$c" 2> /dev/null) bytes, sha256 ${got:0:16} (expected ${expected:0:16}), $connections connections; $(line_in b 'test-and-set epoch 2') / $(line_in b 'went live')"
     fi
+    linux_figures $c "alone on B after the failover (recorded, outputs not held)"
     local back
     rm -f "$work/put-back-$c.bin"
     back=$(client curl -s --max-time 120 -o "$work/put-back-$c.bin" -w '%{http_code} %{size_download} bytes in %{time_total} s' $url/put/put.bin)

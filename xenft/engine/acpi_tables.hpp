@@ -5,8 +5,9 @@
 //          record and replay take at synchronous exits, instead of the 8259's ExtINT.
 //   HPET   Xen's HPET at 0xfed00000: a clocksource and one-shot timers, so the idle kernel
 //          stops its periodic tick (tickless) instead of waking 250 times a second.
-//   FADT   Xen's ACPI PM timer and PM1 event block (the 0xb000 layout), SCI on IRQ 9, no 8042,
-//          no VGA; and a FACS.
+//   FADT   Xen's ACPI PM timer and PM1 event block where Xen has them on a domain hvmloader
+//          never ran in (the 0x1f40 layout: HVM_PARAM_ACPI_IOPORTS_LOCATION stays 0; the 0xb000
+//          one is what hvmloader selects), SCI on IRQ 9, no 8042, no VGA; and a FACS.
 //   DSDT   xenft's virtio-mmio devices ("LNRO0005", Linux's virtio_mmio driver), each a register
 //          window and an edge-triggered ISA interrupt line: Debian's kernel is built without
 //          virtio-mmio devices on the command line, so ACPI is how it learns of them.
@@ -30,7 +31,8 @@ struct AcpiPlatform {
 
 // Xen's platform, as the tables describe it.
 inline constexpr std::uint64_t kIoApicAddress = 0xfec00000, kHpetAddress = 0xfed00000, kLocalApicAddress = 0xfee00000;
-inline constexpr std::uint16_t kPm1aEventBlock = 0xb000, kPm1aControlBlock = 0xb004, kPmTimerBlock = 0xb008;
+// Xen's ACPI_PM1A_EVT_BLK_ADDRESS_V0 layout (public/hvm/ioreq.h).
+inline constexpr std::uint16_t kPm1aEventBlock = 0x1f40, kPm1aControlBlock = 0x1f44, kPmTimerBlock = 0x1f48;
 inline constexpr std::uint8_t kSciIrq = 9;
 
 struct AcpiTables {
