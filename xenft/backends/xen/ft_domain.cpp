@@ -86,12 +86,13 @@ bool RecordingDomain::LoggedDisk::read(std::uint64_t offset, std::span<std::uint
     e.kind = DeviceEvent::Kind::disk_read;
     e.sector = offset / devices::VirtioBlk::kSector;
     e.length = out.size();
-    e.failed = !d_.gate_.read(offset, out);
-    if (!e.failed)
+    const bool ok = d_.gate_.read(offset, out);
+    e.failed = !ok;
+    if (ok)
         e.bytes.assign(out.begin(), out.end());
     d_.log_event(std::move(e));
     ++d_.disk_reads_;
-    return !e.failed;
+    return ok;
 }
 
 bool RecordingDomain::LoggedDisk::write(std::uint64_t offset, std::span<const std::uint8_t> data)
