@@ -1,0 +1,83 @@
+#!/bin/bash
+# An unmodified Linux protected by xenftd on two Xen hosts, measured in the lab (issue 25,
+# docs/linux-guest.md): tests/lab/failover.sh's case linux-a-dies (Debian's kernel and
+# lighttpd, its disk on the shared LUN; A's power cut, then B's). The protected figures and
+# their baselines come from the same guest in the same run: after A's power cut B runs it
+# alone (still recorded, its outputs no longer held), and the client measures again.
+# - get_ms_ft / get_ms_alone: the median of 9 GETs of a small page, protected (B acks the
+#   log) and alone on B; their difference is what the output commit adds
+# - download_kb_s_ft / download_kb_s_alone: a 4 MiB ranged download, the same two ways
+# - service_s: from the hosts' boot to the protected guest's first answer (dom0 boot, Linux
+#   boot under record on A, B's live copy)
+# - failover_ms: from B's suspicion of A (the detector's 2 s after the cut) to B live, of
+#   which the test-and-set and the disk writes written again are part (their counts too)
+# - reverse_failover_ms: the same for A after B's power cut
+# Medians of RUNS runs (default 3; each about 10 min). Writes OUT/xen_linux_two_hosts.json.
+# Needs root and what tests/lab/failover.sh needs (scripts/install-deps, Xen built).
+#
+#   bench/xen_linux_pair_bench.sh OUT_DIR [WORKDIR]
+set -euo pipefail
+out=${1:?usage: xen_linux_pair_bench.sh OUT_DIR [WORKDIR]}
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${2:-$here/build/lab}
+runs=${RUNS:-3}
+mkdir -p "$out"
+samples=$(mktemp)
+trap 'rm -f "$samples"' EXIT
+for i in $(seq "$runs"); do
+    echo "== run $i of $runs: tests/lab/failover.sh, case linux-a-dies"
+    FAILOVER_CASES=linux-a-dies "$here/tests/lab/failover.sh" "$work" > "$work.bench-$i.log" 2>&1 ||
+        { tail -n 20 "$work.bench-$i.log"; echo "xen linux pair bench: run $i failed ($work.bench-$i.log)" >&2; exit 1; }
+    grep -a 'case linux-a-dies: \(the protected Linux serves\|figures: \)' "$work.bench-$i.log" | sed "s/^/$i /" | tee -a "$samples"
+    for h in b a; do
+        tr -d '\r' < "$work/serial-$h-linux-a-dies.log" | grep -a "LAB: $h: .*xenftd: .*\(suspected\|went live at exit\)" |
+            sed "s/^/$i $h /" | tee -a "$samples"
+    done
+done
+python3 - "$samples" "$out/xen_linux_two_hosts.json" <<'PY'
+import datetime, json, re, statistics, sys
+v, suspected = {}, {}
+def take(key, value):
+    v.setdefault(key, []).append(float(value))
+def when(line):
+    m = re.search(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+    return datetime.datetime.fromisoformat(m[1]) if m else None
+for line in open(sys.argv[1]):
+    if m := re.search(r"the protected Linux serves (\d+) s after the hosts' boot", line):
+        take("service", m[1])
+    if m := re.search(r"figures: (protected|alone)[^:]*: GET median (\d+) ms, 4 MiB download at (\d+) KB/s", line):
+        tag = "ft" if m[1] == "protected" else "alone"
+        take("get_" + tag, m[2])
+        take("rate_" + tag, m[3])
+    run_host = tuple(line.split()[:2])
+    if "suspected" in line and when(line):
+        suspected[run_host] = when(line)
+    if (m := re.search(r"went live at exit .* (\d+) disk writes written again", line)) and run_host in suspected:
+        key = "failover" if run_host[1] == "b" else "reverse"
+        take(key, (when(line) - suspected[run_host]).total_seconds() * 1000)
+        take(key + "_writes", m[1])
+missing = [k for k in ("service", "get_ft", "get_alone", "rate_ft", "rate_alone", "failover", "reverse") if k not in v]
+if missing:
+    sys.exit("xen linux pair bench: the runs did not report " + ", ".join(missing))
+med = lambda k: statistics.median(v[k])
+def row(metric, value, unit, baseline=None):
+    r = {"metric": metric, "value": value, "unit": unit, "baseline": baseline,
+         "ratio": value / baseline if baseline else None, "runs": len(v["service"]), "samples": None}
+    print(f"  {metric} = {value:.1f} {unit}" + (f"   (baseline {baseline:.1f}, ratio {r['ratio']:.3f})" if baseline else ""))
+    return r
+rows = [
+    row("get_ms_ft", med("get_ft"), "ms (median of 9 GETs, protected on two hosts; baseline get_ms_alone)", med("get_alone")),
+    row("get_ms_alone", med("get_alone"), "ms (the same guest alone on B after the failover: recorded, outputs not held)"),
+    row("download_kb_s_ft", med("rate_ft"), "KB/s (4 MiB, protected; baseline download_kb_s_alone)", med("rate_alone")),
+    row("download_kb_s_alone", med("rate_alone"), "KB/s (the same guest alone on B)"),
+    row("service_s", med("service"), "s (the hosts' boot to the protected Linux's first answer)"),
+    row("failover_ms", med("failover"), "ms (B's suspicion of A to B live; median disk writes written again: %d)" % med("failover_writes")),
+    row("reverse_failover_ms", med("reverse"), "ms (A's suspicion of B to A live; median disk writes written again: %d)" % med("reverse_writes")),
+]
+for r, key in zip(rows, ("get_ft", "get_alone", "rate_ft", "rate_alone", "service", "failover", "reverse")):
+    r["samples"] = v[key]
+with open(sys.argv[2], "w") as f:
+    json.dump(rows, f, indent=2)
+    f.write("\n")
+print("  wrote " + sys.argv[2])
+PY
