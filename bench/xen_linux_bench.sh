@@ -32,8 +32,10 @@ for i in $(seq "$runs"); do
     grep -a '^LAB: no-qemu-http-pair: \(lighttpd serving on both\|figures: \|pair: .*\(went live\|digests stalled\)\)' \
         "$work/console.log" | sed "s/^/$i /" | tee -a "$samples"
 done
-python3 - "$samples" "$out/xen_linux.json" <<'EOF'
+python3 - "$samples" "$out/xen_linux.json" "$here/bench" <<'EOF'
 import json, re, statistics, sys
+sys.path.insert(0, sys.argv[3])
+import lab_rows
 v = {}
 def take(key, value):
     v.setdefault(key, []).append(float(value))
@@ -54,10 +56,7 @@ if missing:
     sys.exit("xen linux bench: the runs did not report " + ", ".join(missing))
 med = lambda k: statistics.median(v[k])
 def row(metric, value, unit, baseline=None):
-    r = {"metric": metric, "value": value, "unit": unit, "baseline": baseline,
-         "ratio": value / baseline if baseline else None, "runs": len(v["boot"])}
-    print(f"  {metric} = {value:.1f} {unit}" + (f"   (baseline {baseline:.1f}, ratio {r['ratio']:.3f})" if baseline else ""))
-    return r
+    return lab_rows.row(metric, value, unit, len(v["boot"]), baseline)
 rows = [
     row("get_ms_ft", med("get_ft"), "ms (median of 9 GETs, protected; baseline get_ms_live)", med("get_live")),
     row("get_ms_live", med("get_live"), "ms (the same guest live on the backup, unprotected)"),
@@ -67,8 +66,5 @@ rows = [
     row("failover_ms", med("failover"), "ms (the recorder's end to the backup live)"),
     row("digest_stall_ms", med("stall"), "ms (median stall of a state digest, 256 MiB guest; baseline: the longest)", med("stall_max")),
 ]
-with open(sys.argv[2], "w") as f:
-    json.dump(rows, f, indent=2)
-    f.write("\n")
-print("  wrote " + sys.argv[2])
+lab_rows.write(rows, sys.argv[2])
 EOF

@@ -34,8 +34,10 @@ for i in $(seq "$runs"); do
             sed "s/^/$i $h /" | tee -a "$samples"
     done
 done
-python3 - "$samples" "$out/xen_linux_two_hosts.json" <<'PY'
+python3 - "$samples" "$out/xen_linux_two_hosts.json" "$here/bench" <<'PY'
 import datetime, json, re, statistics, sys
+sys.path.insert(0, sys.argv[3])
+import lab_rows
 v, suspected = {}, {}
 def take(key, value):
     v.setdefault(key, []).append(float(value))
@@ -61,10 +63,7 @@ if missing:
     sys.exit("xen linux pair bench: the runs did not report " + ", ".join(missing))
 med = lambda k: statistics.median(v[k])
 def row(metric, value, unit, baseline=None):
-    r = {"metric": metric, "value": value, "unit": unit, "baseline": baseline,
-         "ratio": value / baseline if baseline else None, "runs": len(v["service"]), "samples": None}
-    print(f"  {metric} = {value:.1f} {unit}" + (f"   (baseline {baseline:.1f}, ratio {r['ratio']:.3f})" if baseline else ""))
-    return r
+    return lab_rows.row(metric, value, unit, len(v["service"]), baseline)
 rows = [
     row("get_ms_ft", med("get_ft"), "ms (median of 9 GETs, protected on two hosts; baseline get_ms_alone)", med("get_alone")),
     row("get_ms_alone", med("get_alone"), "ms (the same guest alone on B after the failover: recorded, outputs not held)"),
@@ -76,8 +75,5 @@ rows = [
 ]
 for r, key in zip(rows, ("get_ft", "get_alone", "rate_ft", "rate_alone", "service", "failover", "reverse")):
     r["samples"] = v[key]
-with open(sys.argv[2], "w") as f:
-    json.dump(rows, f, indent=2)
-    f.write("\n")
-print("  wrote " + sys.argv[2])
+lab_rows.write(rows, sys.argv[2])
 PY

@@ -1,0 +1,18 @@
+# The rows a lab bench writes (bench/xen_linux_bench.sh, bench/xen_linux_pair_bench.sh): a
+# figure's median over the runs next to its baseline from the same runs and their ratio,
+# printed as they are made and written as JSON like the other benches' results.
+import json
+
+
+def row(metric, value, unit, runs, baseline=None):
+    r = {"metric": metric, "value": value, "unit": unit, "baseline": baseline,
+         "ratio": value / baseline if baseline else None, "runs": runs}
+    print(f"  {metric} = {value:.1f} {unit}" + (f"   (baseline {baseline:.1f}, ratio {r['ratio']:.3f})" if baseline else ""))
+    return r
+
+
+def write(rows, path):
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=2)
+        f.write("\n")
+    print("  wrote " + path)
