@@ -16,3 +16,20 @@ def write(rows, path):
         json.dump(rows, f, indent=2)
         f.write("\n")
     print("  wrote " + path)
+
+
+class Samples:
+    """The runs' samples by figure name; stops the bench if a run did not report one."""
+
+    def __init__(self, values, required, who, runs_key):
+        missing = [k for k in required if k not in values]
+        if missing:
+            raise SystemExit(who + ": the runs did not report " + ", ".join(missing))
+        self.values, self.runs = values, len(values[runs_key])
+
+    def med(self, key):
+        import statistics
+        return statistics.median(self.values[key])
+
+    def row(self, metric, value, unit, baseline=None):
+        return row(metric, value, unit, self.runs, baseline)

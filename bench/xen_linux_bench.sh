@@ -51,12 +51,8 @@ for line in open(sys.argv[1]):
     if m := re.search(r"digests stalled the primary (\d+) ms \(median\), (\d+) ms at most", line):
         take("stall", m[1])
         take("stall_max", m[2])
-missing = [k for k in ("boot", "get_ft", "get_live", "rate_ft", "rate_live", "failover", "stall") if k not in v]
-if missing:
-    sys.exit("xen linux bench: the runs did not report " + ", ".join(missing))
-med = lambda k: statistics.median(v[k])
-def row(metric, value, unit, baseline=None):
-    return lab_rows.row(metric, value, unit, len(v["boot"]), baseline)
+samples = lab_rows.Samples(v, ("boot", "get_ft", "get_live", "rate_ft", "rate_live", "failover", "stall"), "xen linux bench", "boot")
+med, row = samples.med, samples.row
 rows = [
     row("get_ms_ft", med("get_ft"), "ms (median of 9 GETs, protected; baseline get_ms_live)", med("get_live")),
     row("get_ms_live", med("get_live"), "ms (the same guest live on the backup, unprotected)"),

@@ -58,12 +58,8 @@ for line in open(sys.argv[1]):
         key = "failover" if run_host[1] == "b" else "reverse"
         take(key, (when(line) - suspected[run_host]).total_seconds() * 1000)
         take(key + "_writes", m[1])
-missing = [k for k in ("service", "get_ft", "get_alone", "rate_ft", "rate_alone", "failover", "reverse") if k not in v]
-if missing:
-    sys.exit("xen linux pair bench: the runs did not report " + ", ".join(missing))
-med = lambda k: statistics.median(v[k])
-def row(metric, value, unit, baseline=None):
-    return lab_rows.row(metric, value, unit, len(v["service"]), baseline)
+samples = lab_rows.Samples(v, ("service", "get_ft", "get_alone", "rate_ft", "rate_alone", "failover", "reverse"), "xen linux pair bench", "service")
+med, row = samples.med, samples.row
 rows = [
     row("get_ms_ft", med("get_ft"), "ms (median of 9 GETs, protected on two hosts; baseline get_ms_alone)", med("get_alone")),
     row("get_ms_alone", med("get_alone"), "ms (the same guest alone on B after the failover: recorded, outputs not held)"),
