@@ -2,6 +2,7 @@
 # figure's median over the runs next to its baseline from the same runs and their ratio,
 # printed as they are made and written as JSON like the other benches' results.
 import json
+import statistics
 
 
 def row(metric, value, unit, runs, baseline=None):
@@ -28,7 +29,6 @@ class Samples:
         self.values, self.runs = values, len(values[runs_key])
 
     def med(self, key):
-        import statistics
         return statistics.median(self.values[key])
 
     def row(self, metric, value, unit, baseline=None):

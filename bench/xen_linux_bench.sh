@@ -33,7 +33,7 @@ for i in $(seq "$runs"); do
         "$work/console.log" | sed "s/^/$i /" | tee -a "$samples"
 done
 python3 - "$samples" "$out/xen_linux.json" "$here/bench" <<'EOF'
-import json, re, statistics, sys
+import re, sys
 sys.path.insert(0, sys.argv[3])
 import lab_rows
 v = {}

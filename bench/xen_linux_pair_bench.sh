@@ -35,7 +35,7 @@ for i in $(seq "$runs"); do
     done
 done
 python3 - "$samples" "$out/xen_linux_two_hosts.json" "$here/bench" <<'PY'
-import datetime, json, re, statistics, sys
+import datetime, re, sys
 sys.path.insert(0, sys.argv[3])
 import lab_rows
 v, suspected = {}, {}

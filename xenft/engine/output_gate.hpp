@@ -26,7 +26,6 @@
 #include <vector>
 
 #include "xenft/common/expected.hpp"
-
 #include "xenft/devices/host_io.hpp"
 #include "xenft/devices/virtio_blk.hpp"
 #include "xenft/devices/virtio_net.hpp"
@@ -90,7 +89,6 @@ public:
     // length, is skipped: the disk ends the same) and forgets them. Returns how many were
     // written, or the first failure.
     Expected<std::size_t, std::string> reissue(devices::BlockPort& disk);
-    std::size_t size() const noexcept { return writes_.size(); }
 
 private:
     std::deque<std::pair<std::uint64_t, std::vector<std::uint8_t>>> writes_;

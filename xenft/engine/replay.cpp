@@ -4,7 +4,6 @@
 #include <time.h>
 
 #include <algorithm>
-#include <set>
 #include <thread>
 
 #include "xenft/engine/output_gate.hpp"
@@ -19,24 +18,6 @@ constexpr std::uint32_t kNic = 0, kDisk = 0; // device indexes in log entries
 std::string describe(const Exit& e)
 {
     return std::string(e.is_pio() ? "port " : "mmio ") + logformat::hex(e.address) + "/" + std::to_string(e.size);
-}
-
-// A disk read that failed on the primary is logged in checksum mode with an all-zero
-// checksum (log-format.md): the backup's guest gets the same I/O error.
-logformat::DiskRead failed_read(std::uint64_t sector, std::uint64_t length)
-{
-    logformat::DiskRead d;
-    d.device = kDisk;
-    d.request = sector;
-    d.mode = logformat::DiskRead::Mode::checksum;
-    d.length = length;
-    return d;
-}
-
-bool is_failed_read(const logformat::DiskRead& d)
-{
-    return d.mode == logformat::DiskRead::Mode::checksum &&
-           std::all_of(d.checksum.begin(), d.checksum.end(), [](std::uint8_t b) { return b == 0; });
 }
 
 } // namespace
@@ -62,7 +43,7 @@ public:
         const std::uint64_t sector = offset / devices::VirtioBlk::kSector;
         const bool ok = r_.io_.gate ? r_.io_.gate->read(offset, out) : r_.io_.disk && r_.io_.disk->read(offset, out);
         if (!ok) {
-            r_.append(failed_read(sector, out.size()));
+            r_.append(logformat::DiskRead::failed(kDisk, sector, out.size()));
             return false;
         }
         logformat::DiskRead d;
@@ -234,7 +215,7 @@ public:
             return false;
         }
         ++next;
-        if (is_failed_read(*d))
+        if (d->is_failed())
             return false;
         if (d->mode != logformat::DiskRead::Mode::data) {
             diverge("the log has a checksummed disk read; this backup replays logged data only");

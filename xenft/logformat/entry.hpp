@@ -88,6 +88,27 @@ struct DiskRead {
     std::uint64_t length = 0;       // mode == checksum: bytes read
     Sha256 checksum{};              // mode == checksum: SHA-256 of those bytes
     bool operator==(const DiskRead&) const = default;
+
+    // A read that failed on the primary: checksum mode with an all-zero checksum
+    // (log-format.md); the backup's guest gets the same I/O error.
+    static DiskRead failed(std::uint32_t device, std::uint64_t request, std::uint64_t length)
+    {
+        DiskRead d;
+        d.device = device;
+        d.request = request;
+        d.mode = Mode::checksum;
+        d.length = length;
+        return d;
+    }
+    bool is_failed() const noexcept
+    {
+        if (mode != Mode::checksum)
+            return false;
+        for (std::uint8_t b : checksum)
+            if (b != 0)
+                return false;
+        return true;
+    }
 };
 
 enum class OutputKind : std::uint8_t { net_tx = 0, disk_write = 1 };

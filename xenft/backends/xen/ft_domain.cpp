@@ -901,7 +901,6 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
         if (!replayed_disk_.direct)
             if (auto n = replayed_disk_.go_direct(*lun); !n)
                 return unexpected(who + ": going live: " + n.error());
-        reissued_ = replayed_disk_.reissued;
         dm_->set_disk_port(lun);
     }
     // While replaying, Xen injected the logged interrupts and the devices were told theirs were

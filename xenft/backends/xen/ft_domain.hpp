@@ -291,7 +291,7 @@ public:
     // Device interrupts its drivers had not acknowledged, delivered again when it went live.
     unsigned interrupts_reasserted() const noexcept { return reasserted_; }
     // Disk writes on the shared LUN written again when it went live (the gate's window).
-    std::size_t writes_reissued() const noexcept { return reissued_; }
+    std::size_t writes_reissued() const noexcept { return replayed_disk_.reissued; }
     std::uint64_t disk_reads_replayed() const noexcept { return replayed_disk_.replayed; }
     const std::string& console() const { return dm_->console(); }
     std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
@@ -369,7 +369,6 @@ private:
     std::uint64_t last_published_exit_ = 0;
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
     unsigned reasserted_ = 0;
-    std::size_t reissued_ = 0;
     DigestAt last_digest_;
     std::unique_ptr<StateDigests> state_digests_; // from the first digest while replaying
     std::string error_;

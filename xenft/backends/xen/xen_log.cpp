@@ -31,15 +31,14 @@ void XenLogWriter::write(const XenLogItem& item, std::vector<logformat::Entry>& 
     if (d.kind == DeviceEvent::Kind::net_rx) {
         e.payload = NetRx{0, d.bytes};
     } else if (d.kind == DeviceEvent::Kind::disk_read) {
-        DiskRead r;
-        r.request = d.sector;
         if (d.failed) {
-            r.mode = DiskRead::Mode::checksum; // all-zero checksum: failed
-            r.length = d.length;
+            e.payload = DiskRead::failed(0, d.sector, d.length);
         } else {
+            DiskRead r;
+            r.request = d.sector;
             r.data = d.bytes;
+            e.payload = std::move(r);
         }
-        e.payload = std::move(r);
     } else {
         StateDigest s;
         std::copy_n(d.bytes.begin(), std::min(d.bytes.size(), s.digest.size()), s.digest.begin());
@@ -85,8 +84,7 @@ Expected<std::optional<XenLogItem>, std::string> XenLogReader::read(const logfor
         d.kind = DeviceEvent::Kind::net_rx;
         d.bytes = rx->frame;
     } else if (disk) {
-        const bool failed = disk->mode == DiskRead::Mode::checksum &&
-                            std::all_of(disk->checksum.begin(), disk->checksum.end(), [](std::uint8_t b) { return b == 0; });
+        const bool failed = disk->is_failed();
         if (disk->mode == DiskRead::Mode::checksum && !failed)
             return unexpected("log entry " + std::to_string(e.seq) + " (disk_read) has only a checksum; the Xen "
                                                                       "backend logs the data it read");
