@@ -743,8 +743,12 @@ Expected<bool, std::string> ReplayingDomain::publish(XenLog& log, bool final)
     auto event_at = [&](std::size_t i) { return std::get_if<DeviceEvent>(&log[i]); };
     while (!log.empty() && pending_.empty()) {
         if (record_at(0)) {
+            // What fits in the ring, and one record more to see whether its last exit is whole:
+            // never the whole backlog (a backup behind the primary would copy it at every step
+            // and fall further behind).
             std::vector<FtRecord> run;
-            for (std::size_t i = 0; i < log.size() && record_at(i); ++i)
+            const std::size_t look = std::min(log.size(), ring.room() + 1);
+            for (std::size_t i = 0; i < look && record_at(i); ++i)
                 run.push_back(*record_at(i));
             const std::size_t n = whole_exits_prefix(run, ring.room());
             if (n == 0)
@@ -859,13 +863,27 @@ Expected<bool, std::string> ReplayingDomain::serve_and_publish(XenLog& log, int 
 Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
 {
     const std::string who = "domain " + std::to_string(dm_->domid());
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    // However long the rest of the log takes, it is replayed while the vCPU makes progress:
+    // giving up on a backup that is only slow would lose the VM. A vCPU that makes no exit for
+    // kGoLiveStuckSeconds waits for something the log will never give it.
+    const std::uint64_t started_ms = now_ms();
+    tail_items_ = log.size();
+    auto progress_at = std::chrono::steady_clock::now();
+    std::uint64_t progress_exit = exits();
+    std::size_t progress_left = log.size();
     replayed_disk_.lun_when_log_ends = dm_->shared_disk();
     for (;;) {
-        if (std::chrono::steady_clock::now() > deadline)
-            return unexpected(who + ": the log was not replayed within 60 s (at exit " +
-                              std::to_string(exits()) + ", " + std::to_string(log.size()) +
-                              " items and " + std::to_string(pending_.size()) + " device events left)");
+        const auto now = std::chrono::steady_clock::now();
+        if (exits() != progress_exit || log.size() < progress_left) {
+            progress_at = now;
+            progress_exit = exits();
+            progress_left = log.size();
+        } else if (now - progress_at > std::chrono::seconds(kGoLiveStuckSeconds)) {
+            return unexpected(who + ": the rest of the log cannot be replayed: no progress for " +
+                              std::to_string(kGoLiveStuckSeconds) + " s at exit " + std::to_string(exits()) + " (" +
+                              std::to_string(log.size()) + " items and " + std::to_string(pending_.size()) +
+                              " device events left)");
+        }
         // Consumed: all but an injection Xen holds for the next entry, which going live delivers.
         FtRing& ring = session_->ring();
         if (log.empty() && pending_.empty() && ring.produced() - ring.consumed() <= 1) {
@@ -883,6 +901,7 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
         if (auto r = serve_and_publish(log, 10, true); !r)
             return r;
     }
+    tail_ms_ = now_ms() - started_ms;
     session_.reset();
     state_digests_.reset(); // nothing to compare with now; log-dirty mode off for a later copy
     // Live: the NIC's frames go out; what the TAP queued while replaying was the primary's.
@@ -898,9 +917,11 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
     // The disk on the shared LUN: the writes the primary's gate may have held when it died,
     // again and in order, before the guest's next request; from then on the LUN itself.
     if (devices::BlockPort* lun = dm_->shared_disk()) {
+        const std::uint64_t reissue_started_ms = now_ms();
         if (!replayed_disk_.direct)
             if (auto n = replayed_disk_.go_direct(*lun); !n)
                 return unexpected(who + ": going live: " + n.error());
+        reissue_ms_ = now_ms() - reissue_started_ms;
         dm_->set_disk_port(lun);
     }
     // While replaying, Xen injected the logged interrupts and the devices were told theirs were

@@ -272,7 +272,9 @@ public:
     std::vector<int> wait_fds() const;
     // The primary is gone: replays the rest of `log`, drops what the domain cannot reach (the
     // events of a read the primary died in), leaves replay, sends the last frames again and
-    // serves live from then on (run_live()).
+    // serves live from then on (run_live()). It fails only when the vCPU makes no progress
+    // for kGoLiveStuckSeconds (the protocol core bounds how far behind the backup may be).
+    static constexpr int kGoLiveStuckSeconds = 20;
     Expected<bool, std::string> go_live(XenLog& log);
     // Live service after go_live(), until `stop` or the domain ends.
     Expected<std::string, std::string> run_live(const std::atomic<bool>& stop);
@@ -292,6 +294,11 @@ public:
     unsigned interrupts_reasserted() const noexcept { return reasserted_; }
     // Disk writes on the shared LUN written again when it went live (the gate's window).
     std::size_t writes_reissued() const noexcept { return replayed_disk_.reissued; }
+    // Going live's two costs: the items of the log it still had to replay and how long that
+    // took, and how long writing the disk writes again took.
+    std::size_t tail_items() const noexcept { return tail_items_; }
+    std::uint64_t tail_ms() const noexcept { return tail_ms_; }
+    std::uint64_t reissue_ms() const noexcept { return reissue_ms_; }
     std::uint64_t disk_reads_replayed() const noexcept { return replayed_disk_.replayed; }
     const std::string& console() const { return dm_->console(); }
     std::optional<DomainEnd> end_state() const { return dm_->end_state(); }
@@ -369,6 +376,8 @@ private:
     std::uint64_t last_published_exit_ = 0;
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
     unsigned reasserted_ = 0;
+    std::size_t tail_items_ = 0;
+    std::uint64_t tail_ms_ = 0, reissue_ms_ = 0;
     DigestAt last_digest_;
     std::unique_ptr<StateDigests> state_digests_; // from the first digest while replaying
     std::string error_;
