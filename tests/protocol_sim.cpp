@@ -72,6 +72,17 @@ public:
         opt_.proto.copy_retry = std::min<Time>(opt_.proto.copy_retry, 100'000);
         // Likewise a backup whose VM stopped by itself waits 4T for the primary's end.
         opt_.proto.own_end_wait = std::min<Time>(opt_.proto.own_end_wait, 4 * opt_.proto.suspect_timeout);
+        // A third of the schedules have a backup that replays slower than its primary logs
+        // (one entry per ms against two): only the backlog rule (takes_log) keeps it from
+        // falling behind for good, and the primary's unacked limit then slows the primary to
+        // the backup's pace. Schedules are short, so both limits are 200 entries here; going
+        // live may then replay up to 200 more entries at 1/ms.
+        opt_.proto.max_replay_backlog = std::min<Seq>(opt_.proto.max_replay_backlog, 200);
+        if (chance(1.0 / 3)) {
+            replay_per_ms_ = 1;
+            opt_.proto.max_unacked_entries = std::min<Seq>(opt_.proto.max_unacked_entries, 200);
+            opt_.failover_bound += opt_.proto.max_replay_backlog * opt_.tick;
+        }
         if (opt_.proto.boot_grace == 0 && chance(0.25)) {
             opt_.proto.boot_grace = 2 * opt_.proto.suspect_timeout;
             opt_.failover_bound += opt_.proto.boot_grace - opt_.proto.suspect_timeout;
@@ -345,8 +356,8 @@ private:
                 deliver(h, VmOutput{o.id, o.seq});
             }
         } else if (r == Role::backup_replaying || r == Role::backup_arbitrating || r == Role::going_live) {
-            // The backup's VM executes what its buffer holds, at most 80 entries per ms.
-            const Seq target = std::min(host.replica->received(), host.replica->executed() + 80);
+            // The backup's VM executes what its buffer holds, at most replay_per_ms_ entries.
+            const Seq target = std::min(host.replica->received(), host.replica->executed() + replay_per_ms_);
             deliver(h, ReplayProgress{target});
         }
         if (hosts_[h].replica)
@@ -358,6 +369,25 @@ private:
     {
         if (!hosts_[h].replica)
             return;
+        // A backup too far behind does not read its channel: the log stays unread (and so
+        // unacked), as in a socket nobody reads, and the primary sends it again later. The
+        // node reads a stream, so it may stop in the middle of what one message carries here.
+        if (const auto* r = std::get_if<Received>(&e); r && std::holds_alternative<LogMsg>(r->msg) &&
+                                                        hosts_[h].replica->role() == Role::backup_replaying) {
+            const Replica& b = *hosts_[h].replica;
+            if (!b.takes_log()) {
+                ++result_.log_held;
+                return;
+            }
+            LogMsg m = std::get<LogMsg>(r->msg);
+            const Seq room_up_to = b.executed() + opt_.proto.max_replay_backlog;
+            if (m.first <= b.received() + 1 && m.last > room_up_to) {
+                ++result_.log_held;
+                m.last = room_up_to;
+                m.vm_end = false;
+                return deliver(h, Received{m});
+            }
+        }
         const auto actions = hosts_[h].replica->step(now_, e);
         for (const auto& a : actions)
             perform(h, a);
@@ -526,6 +556,11 @@ private:
                                std::to_string(r->executed()) + " beyond what the primary logged");
             if (role == Role::backup_replaying && r->executed() > r->received())
                 return violate("backup executed past its buffer");
+            // The backlog rule: a backup never holds more than the limit unreplayed.
+            if (role == Role::backup_replaying && r->received() - r->executed() > opt_.proto.max_replay_backlog)
+                return violate("backup host " + std::to_string(hosts_[h].id) + " holds " +
+                               std::to_string(r->received() - r->executed()) + " entries it has not replayed, over " +
+                               std::to_string(opt_.proto.max_replay_backlog));
         }
         if (hosts_[0].replica && hosts_[1].replica && is_primary(hosts_[0].replica->role()) &&
             is_primary(hosts_[1].replica->role()) && hosts_[0].replica->epoch() == hosts_[1].replica->epoch())
@@ -577,6 +612,7 @@ private:
     }
 
     std::mt19937_64 rng_;
+    Seq replay_per_ms_ = 80;
     Options opt_;
     Result result_;
     Time now_ = 0;

@@ -53,6 +53,7 @@ struct Result {
     std::vector<std::string> recent; // the last steps before the violation
     // What happened, to show schedules exercise the interesting paths.
     int failovers = 0, halts = 0, reprotections = 0, outputs_released = 0, ends = 0;
+    int log_held = 0; // log messages a backup too far behind did not read (or read in part)
     bool copy_start = false;
     protocol::Time failover_time = 0; // primary crash to go-live, when measured
 };

@@ -418,6 +418,34 @@ BOOST_AUTO_TEST_CASE(flow_control_stalls_and_resumes_the_vm)
     BOOST_TEST(has<ResumeVm>(p.step(3 * ms, Received{AckMsg{5, 50, 2 * ms}})));
 }
 
+BOOST_AUTO_TEST_CASE(a_backup_behind_its_primary_takes_no_more_log_until_it_replayed_some)
+{
+    Config c = cfg();
+    c.max_replay_backlog = 100;
+    auto s = Replica::syncing_backup(c, 2, 1, 0);
+    BOOST_TEST(s.takes_log()); // the live copy comes on the log's connection
+    auto b = Replica::replaying_backup(c, 2, 1, 5, 0, 0);
+    BOOST_TEST(b.takes_log());
+    b.step(1 * ms, Received{LogMsg{5, 1, 99, 1 * ms}});
+    BOOST_TEST(b.takes_log());
+    b.step(2 * ms, Received{LogMsg{5, 100, 150, 2 * ms}});
+    BOOST_TEST(!b.takes_log()); // 150 received, none executed
+    b.step(3 * ms, ReplayProgress{50});
+    BOOST_TEST(!b.takes_log()); // 100 wait: at the limit
+    b.step(4 * ms, ReplayProgress{51});
+    BOOST_TEST(b.takes_log());
+    b.step(4 * ms, ReplayProgress{40});
+    BOOST_TEST(b.executed() == 51u); // progress never goes back
+    // Frozen once it suspects the primary: nothing more, however little waits.
+    b.step(5 * ms, ReplayProgress{150});
+    b.step(300 * ms, Tick{});
+    BOOST_TEST_REQUIRE(b.role() == Role::backup_arbitrating);
+    BOOST_TEST(!b.takes_log());
+    Config bad = cfg();
+    bad.max_replay_backlog = 0;
+    BOOST_TEST(!bad.validate().empty());
+}
+
 BOOST_AUTO_TEST_CASE(reprotection_after_running_alone)
 {
     auto p = Replica::protected_primary(cfg(), 1, 2, 5, 0, 0);
@@ -512,10 +540,12 @@ BOOST_AUTO_TEST_CASE(random_fault_schedules_keep_every_invariant)
     }
     const std::uint64_t n = env_u64("XENFT_SIM_SCHEDULES", 10'000);
     std::uint64_t failovers = 0, halts = 0, reprotections = 0, outputs = 0, violations = 0, ends = 0, copy_starts = 0;
+    std::uint64_t held_back = 0; // schedules in which a backup too far behind read no more log
     std::vector<xenft::protocol::Time> failover_times;
     for (std::uint64_t seed = 1; seed <= n; ++seed) {
         const auto r = xenft::sim::run_schedule(seed, opt);
         ends += static_cast<std::uint64_t>(r.ends);
+        held_back += r.log_held > 0 ? 1 : 0;
         copy_starts += r.copy_start ? 1 : 0;
         failovers += static_cast<std::uint64_t>(r.failovers);
         halts += static_cast<std::uint64_t>(r.halts);
@@ -531,7 +561,8 @@ BOOST_AUTO_TEST_CASE(random_fault_schedules_keep_every_invariant)
     std::sort(failover_times.begin(), failover_times.end());
     BOOST_TEST_MESSAGE(n << " schedules (" << copy_starts << " started as a Xen pair: a claim and a live copy): "
                          << failovers << " go-lives, " << halts << " halts, " << reprotections << " re-protections, "
-                         << ends << " ends, " << outputs << " outputs released, " << violations << " violations");
+                         << ends << " ends, " << outputs << " outputs released, " << held_back
+                         << " with a backup held back by its replay backlog, " << violations << " violations");
     if (!failover_times.empty())
         BOOST_TEST_MESSAGE("simulated failover after a primary crash: median "
                            << failover_times[failover_times.size() / 2] / 1000 << " ms, max "
@@ -546,6 +577,7 @@ BOOST_AUTO_TEST_CASE(random_fault_schedules_keep_every_invariant)
     BOOST_TEST(copy_starts > n / 3);
     BOOST_TEST(copy_starts < n - n / 3);
     BOOST_TEST(ends > n / 20);
+    BOOST_TEST(held_back > n / 10);
 }
 
 namespace {

@@ -724,7 +724,7 @@ bool LogReceiver::service(Conn& c, bool is_active)
     if (drain() < 0)
         return false;
     // A bounded number of reads per pump keeps acks and other connections moving under load.
-    for (int reads = 0; reads < 32 && !promote && !(is_active && buffer_bytes_ >= cfg_.buffer_bytes); ++reads) {
+    for (int reads = 0; reads < 32 && !promote && !(is_active && reads_held()); ++reads) {
         std::vector<std::uint8_t> buf;
         const auto r = c.stream.read(buf, kReadChunk);
         if (r == TlsStream::Io::closed) {
@@ -758,7 +758,7 @@ void LogReceiver::pump(int timeout_ms)
 {
     std::vector<pollfd> fds;
     fds.push_back({listener_.get(), POLLIN, 0});
-    const bool full = buffer_bytes_ >= cfg_.buffer_bytes;
+    const bool full = reads_held();
     if (active_)
         fds.push_back({active_->stream.fd(), static_cast<short>((full ? 0 : POLLIN) | (active_->stream.pending() ? POLLOUT : 0)), 0});
     for (auto& c : pending_)

@@ -5,7 +5,8 @@
 //   (at most ack_delay late, or at once when the primary flags an output waiting).
 // - Flow control: the sender keeps every unacked entry (for resending) within buffer_bytes;
 //   past that, append() refuses and the VM must stall. The receiver stops reading when its
-//   buffer holds buffer_bytes; an empty buffer stalls replay.
+//   buffer holds buffer_bytes or its owner closes the intake (the backup's replay is too far
+//   behind: protocol::Replica::takes_log); an empty buffer stalls replay.
 // - Reconnect: after a broken connection the sender reconnects, the receiver's hello reply says
 //   what it holds, and the sender resends the rest; duplicates are dropped by sequence number.
 // - Refusals: wrong certificate, wrong name, wrong VM or host, another epoch: the connection is
@@ -167,6 +168,9 @@ public:
     // The last entry the primary was told this receiver holds.
     Seq acks_sent() const noexcept { return acked_sent_; }
     std::size_t buffered_bytes() const noexcept { return buffer_bytes_; }
+    // Flow control from the owner: while closed, nothing more is read from the primary (so
+    // nothing more is acked); acks of what was read and new connections still go on.
+    void set_intake(bool open) noexcept { intake_open_ = open; }
     bool connected() const noexcept { return active_.has_value(); }
     void set_epoch(std::uint64_t e) { cfg_.epoch = e; }
     // The epoch it accepts a primary of (a live copy from a newer one moves it there).
@@ -225,6 +229,9 @@ private:
     std::optional<Conn> active_;
     std::deque<logformat::Entry> buffer_;
     std::size_t buffer_bytes_ = 0;
+    bool intake_open_ = true;
+    // The buffer is full or the owner closed the intake: the active connection is not read.
+    bool reads_held() const noexcept { return buffer_bytes_ >= cfg_.buffer_bytes || !intake_open_; }
     Seq received_ = 0;
     Seq acked_sent_ = 0;
     bool ack_now_ = false;

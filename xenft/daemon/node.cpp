@@ -580,7 +580,12 @@ void Node::act(const protocol::Action& a)
                 say((replica_.role() == protocol::Role::starting
                          ? std::string("claiming the VM")
                          : "peer host " + std::to_string(cfg_.peer) + " suspected (" + replica_.reason() + ")") +
-                        ": test-and-set epoch " + std::to_string(x.expected) + " -> " + std::to_string(x.next),
+                        ": test-and-set epoch " + std::to_string(x.expected) + " -> " + std::to_string(x.next) +
+                        // What going live must replay first (bounded: Config::max_replay_backlog).
+                        (protocol::is_backup(replica_.role())
+                             ? "; " + std::to_string(replica_.received() - replica_.executed()) +
+                                   " received log entries wait for replay"
+                             : std::string()),
                     replica_.role() == protocol::Role::starting ? LogPriority::info : LogPriority::warning);
                 // The owner the record has at the expected epoch, as the record says: this
                 // host may not know it (a backup that took its copy in the epoch the primary
@@ -707,7 +712,9 @@ void Node::pump_channel()
                 sender_.reset();
         }
     } else if (receiver_ && (role == protocol::Role::backup_replaying || role == protocol::Role::backup_syncing)) {
-        // Once the primary is suspected the backup accepts and acks nothing more.
+        // Once the primary is suspected the backup accepts and acks nothing more; while its
+        // replay is too far behind, it reads nothing more (the primary slows down).
+        receiver_->set_intake(replica_.takes_log());
         receiver_->pump(2);
         take_received_log();
     } else {

@@ -234,7 +234,10 @@ Expected<std::optional<protocol::Seq>, std::string> XenExecution::apply_copy(con
 
 Expected<protocol::Seq, std::string> XenExecution::replay(std::deque<logformat::Entry>& log, bool)
 {
-    while (!log.empty() && !log_ended_) {
+    // Entries become the domain's items only a little ahead of its replay: what is executed
+    // for the protocol core is then (nearly) what the vCPU ran, so the core's bound on the
+    // backlog (takes_log) bounds what going live must replay.
+    while (!log.empty() && !log_ended_ && replay_items_.size() < kItemsAhead) {
         const logformat::Entry& e = log.front();
         if (std::holds_alternative<logformat::VmEnd>(e.payload)) {
             log_ended_ = true; // nothing follows it; the pair's end is the protocol core's to say
@@ -264,7 +267,9 @@ Expected<std::string, std::string> XenExecution::go_live()
 {
     if (auto r = backup_->go_live(replay_items_); !r)
         return unexpected(r.error());
-    std::string what = "at exit " + std::to_string(backup_->live_exit()) + ": " +
+    std::string what = "at exit " + std::to_string(backup_->live_exit()) + " (the log's last " +
+                       std::to_string(backup_->tail_items()) + " items replayed in " +
+                       std::to_string(backup_->tail_ms()) + " ms): " +
                        std::to_string(backup_->digests_matched()) + " digests matched, " +
                        std::to_string(backup_->frames_replayed()) + " frames replayed, " +
                        std::to_string(backup_->frames_resent()) + " sent again, " +
@@ -272,7 +277,8 @@ Expected<std::string, std::string> XenExecution::go_live()
                        std::to_string(backup_->interrupts_reasserted()) + " device interrupts reasserted";
     if (spec_.devices.shared_disk)
         what += ", " + std::to_string(backup_->disk_reads_replayed()) + " disk reads replayed, " +
-                std::to_string(backup_->writes_reissued()) + " disk writes written again";
+                std::to_string(backup_->writes_reissued()) + " disk writes written again in " +
+                std::to_string(backup_->reissue_ms()) + " ms";
     exit_base_ = backup_->live_exit();
     exits_ = exit_base_;
     // The log goes on from the last entry replayed (the protocol core's count), in the new

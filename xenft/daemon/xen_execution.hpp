@@ -91,7 +91,11 @@ private:
     std::uint64_t copies_ = 0;
     std::uint64_t exit_base_ = 0; // exits before the domain was recorded again (after going live)
 
-    // Replaying: the entries read back as items, and the vm_end entry once read.
+    // Replaying: the entries read back as items, and the vm_end entry once read. At most
+    // kItemsAhead items wait here: as many as Xen's ring holds (16 pages of 32-byte records),
+    // so the ring stays full, and far more than one exit has; going live replays them and
+    // the ring's records after the last entry the protocol core counted.
+    static constexpr std::size_t kItemsAhead = 2048;
     backends::xen::XenLog replay_items_;
     backends::xen::XenLogReader reader_;
     protocol::Seq executed_ = 0;

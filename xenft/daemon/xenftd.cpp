@@ -261,7 +261,11 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon
     n.protocol.suspect_timeout = cfg.failover_ms * 1000;
     n.protocol.lease_margin = n.protocol.suspect_timeout / 10;
     n.protocol.arbiter_retry = 500'000;
-    n.protocol.max_unacked_entries = std::uint64_t{1} << 24; // the channel's buffer holds the VM back first
+    // The primary's lead over its backup's replay: at most this much unacked log, and the
+    // backup reads no more while max_replay_backlog (16,384) entries wait for replay. A backup
+    // slower than its primary (as under TCG) thus slows the primary down, and going live never
+    // has more than about 16,000 entries to replay (plus one channel frame).
+    n.protocol.max_unacked_entries = 65536;
     backends::xen::FtSpec spec;
     spec.devices.memory_bytes = cfg.memory_mib << 20;
     spec.devices.tap = cfg.tap;

@@ -78,6 +78,8 @@ std::string Config::validate() const
         return "arbiter retry and retransmit intervals must be positive";
     if (max_unacked_entries == 0)
         return "the unacked-entry limit must be positive";
+    if (max_replay_backlog == 0)
+        return "the backup's replay backlog limit must be positive";
     if (end_ack_timeout == 0)
         return "the wait for the ack of the VM's end must be positive";
     if (own_end_wait == 0)
@@ -85,6 +87,13 @@ std::string Config::validate() const
     if (boot_grace > 600'000'000)
         return "the boot grace must be at most 10 minutes";
     return {};
+}
+
+bool Replica::takes_log() const noexcept
+{
+    if (role_ == Role::backup_syncing)
+        return true;
+    return role_ == Role::backup_replaying && received_ - executed_ < cfg_.max_replay_backlog;
 }
 
 Replica::Replica(const Config& c, HostId self, HostId peer, Role role, Epoch epoch, Time now)

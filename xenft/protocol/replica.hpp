@@ -16,6 +16,10 @@
 //   nothing.
 // - The backup acks only what is in its buffer and, once it suspects the primary, freezes: it
 //   accepts and acks nothing more and replays its whole buffer before going live.
+// - The backup takes no more log while max_replay_backlog received entries wait for replay
+//   (takes_log()): the primary's unacked log then grows until its VM stalls, so a backup slower
+//   than its primary slows the primary down instead of falling behind without bound, and what
+//   a failover must replay before going live stays bounded.
 // - Messages from an older epoch are ignored; one from a newer epoch deposes the receiver.
 // - A replica whose VM cannot go on (it diverged, a copy it cannot take) halts and says so in
 //   its heartbeats: its peer does not wait for silence but runs the test-and-set at once.
@@ -78,6 +82,7 @@ struct Config {
     Time arbiter_retry = 100'000;      // after an "unknown" test-and-set
     Time retransmit_interval = 50'000; // resend unacked log after this long without progress
     Seq max_unacked_entries = 4096;    // the primary's VM stalls beyond this
+    Seq max_replay_backlog = 16384;    // the backup takes no more log beyond this (takes_log)
     Time end_ack_timeout = 5'000'000;  // the primary's wait for the ack of its VM's end
     // A pair protected from boot forms when the peer's first message arrives: a peer never
     // heard from has not failed, it may not have started yet. Until then a replica suspects it
@@ -205,6 +210,10 @@ public:
     Seq acked() const noexcept { return acked_; }       // primary
     Seq received() const noexcept { return received_; } // backup
     Seq executed() const noexcept { return executed_; } // backup
+    // Whether this backup reads more log now: while it waits for a live copy, or while it
+    // replays with fewer than max_replay_backlog received entries not yet executed. The node
+    // stops reading the channel otherwise, so nothing more is acked.
+    bool takes_log() const noexcept;
     std::size_t held_outputs() const noexcept { return outputs_.size(); }
     Time lease_until() const noexcept { return lease_until_; }
     // Why the replica last began arbitrating or halted, for status and logs.
