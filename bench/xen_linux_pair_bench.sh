@@ -12,6 +12,10 @@
 # - failover_ms: from B's suspicion of A (the detector's 2 s after the cut) to B live, of
 #   which the test-and-set and the disk writes written again are part (their counts too)
 # - reverse_failover_ms: the same for A after B's power cut
+# - first_answer_ms / reverse_first_answer_ms: from the power cut to the new primary's first
+#   answer to a GET (polled every 0.2 s): the failover as a client sees it
+# - idle_log_mbit_s: the primary's log on the wire while the guest idles (its status)
+# - replay_backlog_entries: what the backup held and had not replayed at the cut
 # Medians of RUNS runs (default 3; each about 10 min). Writes OUT/xen_linux_two_hosts.json.
 # Needs root and what tests/lab/failover.sh needs (scripts/install-deps, Xen built).
 #
@@ -28,7 +32,7 @@ for i in $(seq "$runs"); do
     echo "== run $i of $runs: tests/lab/failover.sh, case linux-a-dies"
     FAILOVER_CASES=linux-a-dies "$here/tests/lab/failover.sh" "$work" > "$work.bench-$i.log" 2>&1 ||
         { tail -n 20 "$work.bench-$i.log"; echo "xen linux pair bench: run $i failed ($work.bench-$i.log)" >&2; exit 1; }
-    grep -a 'case linux-a-dies: \(the protected Linux serves\|figures: \)' "$work.bench-$i.log" | sed "s/^/$i /" | tee -a "$samples"
+    grep -a 'case linux-a-dies: \(the protected Linux serves\|figures: \|PUT .*power cut of host A\)' "$work.bench-$i.log" | sed "s/^/$i /" | tee -a "$samples"
     for h in b a; do
         tr -d '\r' < "$work/serial-$h-linux-a-dies.log" | grep -a "LAB: $h: .*xenftd: .*\(suspected\|went live at exit\)" |
             sed "s/^/$i $h /" | tee -a "$samples"
@@ -47,6 +51,12 @@ def when(line):
 for line in open(sys.argv[1]):
     if m := re.search(r"the protected Linux serves (\d+) s after the hosts' boot", line):
         take("service", m[1])
+    if m := re.search(r"figures: idle log ([0-9.]+) Mbit/s", line):
+        take("idle_log", m[1])
+    if m := re.search(r"figures: (reverse )?first answer (\d+) ms after the cut", line):
+        take("reverse_answer" if m[1] else "answer", m[2])
+    if m := re.search(r"power cut of host A .* B's replay (\d+) entries behind", line):
+        take("backlog", m[1])
     if m := re.search(r"figures: (protected|alone)[^:]*: GET median (\d+) ms, 4 MiB download at (\d+) KB/s", line):
         tag = "ft" if m[1] == "protected" else "alone"
         take("get_" + tag, m[2])
@@ -58,7 +68,9 @@ for line in open(sys.argv[1]):
         key = "failover" if run_host[1] == "b" else "reverse"
         take(key, (when(line) - suspected[run_host]).total_seconds() * 1000)
         take(key + "_writes", m[1])
-samples = lab_rows.Samples(v, ("service", "get_ft", "get_alone", "rate_ft", "rate_alone", "failover", "reverse"), "xen linux pair bench", "service")
+figures = ("service", "get_ft", "get_alone", "rate_ft", "rate_alone", "failover", "reverse", "idle_log", "answer",
+           "reverse_answer", "backlog")
+samples = lab_rows.Samples(v, figures, "xen linux pair bench", "service")
 med, row = samples.med, samples.row
 rows = [
     row("get_ms_ft", med("get_ft"), "ms (median of 9 GETs, protected on two hosts; baseline get_ms_alone)", med("get_alone")),
@@ -68,8 +80,13 @@ rows = [
     row("service_s", med("service"), "s (the hosts' boot to the protected Linux's first answer)"),
     row("failover_ms", med("failover"), "ms (B's suspicion of A to B live; median disk writes written again: %d)" % med("failover_writes")),
     row("reverse_failover_ms", med("reverse"), "ms (A's suspicion of B to A live; median disk writes written again: %d)" % med("reverse_writes")),
+    row("idle_log_mbit_s", med("idle_log"), "Mbit/s (the primary's log on the wire, the guest idle; VMware FT: 1.43 for an idle Linux at 1 kHz)", 1.43),
+    row("first_answer_ms", med("answer"), "ms (A's power cut to B's first answer to a GET, the detector's 2 s included)"),
+    row("reverse_first_answer_ms", med("reverse_answer"), "ms (B's power cut to A's first answer)"),
+    row("replay_backlog_entries", med("backlog"), "entries (B's received and not replayed log at A's cut, its last status)"),
 ]
-for r, key in zip(rows, ("get_ft", "get_alone", "rate_ft", "rate_alone", "service", "failover", "reverse")):
+for r, key in zip(rows, ("get_ft", "get_alone", "rate_ft", "rate_alone", "service", "failover", "reverse", "idle_log",
+                         "answer", "reverse_answer", "backlog")):
     r["samples"] = v[key]
 lab_rows.write(rows, sys.argv[2])
 PY

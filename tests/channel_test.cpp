@@ -460,6 +460,31 @@ BOOST_AUTO_TEST_CASE(flow_control_stalls_the_sender_and_resumes)
     BOOST_TEST(p.rx->empty());
 }
 
+BOOST_AUTO_TEST_CASE(a_closed_intake_reads_and_acks_nothing_more_until_it_opens)
+{
+    testing::TlsFixture f;
+    Pair p(f, f.primary(), f.backup());
+    for (std::uint64_t s = 1; s <= 100; ++s)
+        BOOST_TEST_REQUIRE(p.tx->append(make_entry(s)));
+    p.tx->flush(true);
+    BOOST_TEST_REQUIRE(p.pump_until([&] { return p.tx->acked() == 100; }, 10000));
+    // The owner's replay is too far behind: what comes now stays unread and unacked.
+    p.rx->set_intake(false);
+    for (std::uint64_t s = 101; s <= 200; ++s)
+        BOOST_TEST_REQUIRE(p.tx->append(make_entry(s)));
+    p.tx->flush(true);
+    for (int i = 0; i < 200; ++i)
+        p.pump();
+    BOOST_TEST(p.rx->received() == 100u);
+    BOOST_TEST(p.tx->acked() == 100u);
+    p.rx->set_intake(true);
+    BOOST_TEST(p.pump_until([&] { return p.tx->acked() == 200; }, 10000));
+    std::uint64_t popped = 0;
+    while (auto e = p.rx->pop())
+        BOOST_TEST_REQUIRE((*e == make_entry(++popped)));
+    BOOST_TEST(popped == 200u);
+}
+
 BOOST_AUTO_TEST_CASE(an_output_waiting_forces_the_flush_and_the_ack)
 {
     testing::TlsFixture f;

@@ -226,6 +226,9 @@ int run_daemon_command(const std::string& cmd, const std::vector<std::string>& a
         // The backup's domain starts from a live copy of the primary's (one per backup).
         if (const auto copy = d.value("last_copy", std::string()); !copy.empty())
             std::cout << "  live copy:     " << d.value("copies", 0) << ", the last " << copy << "\n";
+        // A backup's replay: where it is and what it waits for (its vCPU, or the log).
+        if (d.contains("replay") && d["replay"].is_string())
+            std::cout << "  replay:        " << d["replay"].get<std::string>() << "\n";
     }
     if (r.contains("copy") && r["copy"].is_object()) {
         const auto& c = r["copy"];

@@ -360,7 +360,7 @@ if [ -n "\$acts" ]; then
 fi
 # What the administrator sees, every 10 s, until the host is switched off.
 while sleep 10; do
-    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped|halt|event' | sed "s/^ */LAB: \$role: status: /"
+    /usr/sbin/xenft status --vm 1 2>&1 | grep -E 'role|exits|digests|live copy|failover|stopped|halt|event|lag: |log rate|replay: ' | sed "s/^ */LAB: \$role: status: /"
     [ \$xen_packaged = 0 ] || say "unit: xenftd@ftguest.service \$(systemctl is-active xenftd@ftguest.service)"
     say "domains: \$(\$xl list 2> /dev/null | awk 'NR > 1 { printf "%s ", \$1 }')"
 done
@@ -1173,6 +1173,31 @@ linux_figures() { # CASE WHAT
     stamp "case $1: figures: $2: GET median ${get_ms:-none} ms, 4 MiB download at ${rate:-no} KB/s"
 }
 
+# The primary's log rate on the wire while the guest idles (HOST, its status lines every 10 s
+# from the last SAMPLES): the median, in Mbit/s.
+idle_log_rate() { # HOST SAMPLES
+    tr -d '\r' < "$work/serial-$1.log" | grep -a "LAB: $1: status: *log rate: " | tail -n "$2" |
+        sed 's/.*log rate: *\([0-9.]*\) Mbit.*/\1/' | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+# What the backup HOST had received and not replayed yet, as its last status said.
+replay_backlog() { # HOST
+    tr -d '\r' < "$work/serial-$1.log" | grep -a "LAB: $1: status: *lag: .*not replayed" | tail -n 1 |
+        sed 's/.*lag: *\([0-9]*\) entries.*/\1/'
+}
+# After a power cut at CUT_MS (ms since the epoch): GETs of the small page every 0.2 s, the
+# first answer's time after the cut into FILE (the failover as a client sees it, the
+# detector's 2 s included).
+first_answer_after() { # CUT_MS FILE
+    local _
+    for _ in $(seq 600); do
+        if client curl -s -o /dev/null -m 1 http://10.98.1.2/index.html; then
+            echo $(($(date +%s%3N) - $1)) > "$2"
+            return
+        fi
+        sleep 0.2
+    done
+}
+
 # An unmodified Linux protected by xenftd on two hosts, its disk on the shared LUN: A boots
 # Debian's kernel, B joins by a live copy of the running Linux, A's power cut mid-download;
 # then the reverse: A booted again joins B by a live copy, B's power cut mid-download.
@@ -1198,6 +1223,9 @@ run_linux_case() {
     fi
     stamp "case $c: the protected Linux serves $(($(date +%s) - t0)) s after the hosts' boot: $(cat "$work/index-$c.html"); $(line_in a 'live copy to host 2 done' | sed 's/.*live copy to host 2 done: //')"
     wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
+    # The idle guest's log on the wire: three of A's status samples, 10 s apart, no client.
+    sleep 32
+    stamp "case $c: figures: idle log $(idle_log_rate a 3) Mbit/s on the wire (the median of A's last three status samples, the guest idle)"
     linux_figures $c "protected (B acks the log)"
     head -c 20000 /dev/urandom > "$work/put-$c.bin"
     local put
@@ -1208,12 +1236,18 @@ run_linux_case() {
     wait_downloaded $c 1048576
     wait_for a 'LAB: a: status: *digests: *[1-9][0-9]* taken' 60
     wait_for b 'LAB: b: status: *digests: *[1-9][0-9]* matched' 60
-    stamp "case $c: PUT $put; power cut of host A with $(stat -c %s "$work/download-$c" 2> /dev/null) bytes downloaded"
-    local cut=$(date +%s)
+    stamp "case $c: PUT $put; power cut of host A with $(stat -c %s "$work/download-$c" 2> /dev/null) bytes downloaded, B's replay $(replay_backlog b) entries behind"
+    local cut=$(date +%s) cut_ms=$(date +%s%3N)
     kill -KILL $qemu_a
+    rm -f "$work/first-answer-$c"
+    first_answer_after $cut_ms "$work/first-answer-$c" &
+    local poll_pid=$!
     wait $qemu_a $curl_pid 2> /dev/null
     local curl_rc=$?
+    wait $poll_pid 2> /dev/null
     stamp "case $c: download ended (curl exit $curl_rc), $(($(date +%s) - cut)) s after the cut"
+    stamp "case $c: figures: first answer $(cat "$work/first-answer-$c" 2> /dev/null || echo none) ms after the cut"
+
     local expected got connections
     expected=$(sed -n 's/ \+big.bin$//p' "$work/guest-files.sha256")
     got=$(sha256sum < "$work/download-$c" | cut -c1-64)
@@ -1264,12 +1298,17 @@ run_linux_case() {
         [ "$(stat -c %s "$work/download2-$c" 2> /dev/null || echo 0)" -ge 1048576 ] && break
         sleep 0.5
     done
-    stamp "case $c: PUT $put2 with A as the backup; power cut of host B with $(stat -c %s "$work/download2-$c" 2> /dev/null) bytes downloaded"
-    cut=$(date +%s)
+    stamp "case $c: PUT $put2 with A as the backup; power cut of host B with $(stat -c %s "$work/download2-$c" 2> /dev/null) bytes downloaded, A's replay $(replay_backlog a) entries behind"
+    cut=$(date +%s) cut_ms=$(date +%s%3N)
     kill -KILL $qemu_b
+    rm -f "$work/first-answer2-$c"
+    first_answer_after $cut_ms "$work/first-answer2-$c" &
+    poll_pid=$!
     wait $qemu_b $curl_pid 2> /dev/null
     curl_rc=$?
+    wait $poll_pid 2> /dev/null
     stamp "case $c: download ended (curl exit $curl_rc), $(($(date +%s) - cut)) s after the cut"
+    stamp "case $c: figures: reverse first answer $(cat "$work/first-answer2-$c" 2> /dev/null || echo none) ms after the cut"
     expected=$(debugfs -R 'cat /srv/www/big.bin' "$work/guest-root.img" 2> /dev/null | head -c $part | sha256sum | cut -c1-64)
     got=$(sha256sum < "$work/download2-$c" | cut -c1-64)
     connections=$(grep -c 'Connected to' "$work/curl2-$c.log")

@@ -367,6 +367,7 @@ nlohmann::json XenExecution::details() const
         fill(backup_->digests_matched(), "matched", backup_->last_digest(), backup_->frames_replayed(),
              backup_->frames_resent());
         d["disk_reads_replayed"] = backup_->disk_reads_replayed();
+        d["replay"] = backup_->replay_state(replay_items_);
     }
     return d;
 }

@@ -974,7 +974,43 @@ std::vector<int> ReplayingDomain::wait_fds() const
 
 Expected<bool, std::string> ReplayingDomain::step(XenLog& log, int timeout_ms)
 {
-    return serve_and_publish(log, timeout_ms, false);
+    auto r = serve_and_publish(log, timeout_ms, false);
+    if (!r || !session_)
+        return r;
+    const auto now = std::chrono::steady_clock::now();
+    if (log.empty() || exits() != stuck_exit_) {
+        stuck_exit_ = exits();
+        stuck_since_ = now;
+    } else if (now - stuck_since_ > std::chrono::seconds(kReplayStuckSeconds)) {
+        return unexpected("domain " + std::to_string(dm_->domid()) + ": the replay is stuck: no exit for " +
+                          std::to_string(kReplayStuckSeconds) + " s with log items to replay; " + replay_state(log));
+    }
+    return r;
+}
+
+std::string ReplayingDomain::replay_state(const XenLog& log) const
+{
+    if (!session_)
+        return live_exit_ ? "live since exit " + std::to_string(live_exit_) : "waiting for a live copy";
+    const FtRing& ring = session_->ring();
+    std::string s = "at exit " + std::to_string(exits());
+    if (!pending_.empty()) {
+        s += pending_at_read_ ? "; the read value of exit " + std::to_string(pending_exit_) +
+                                    " waits to be taken (ring record " + std::to_string(read_consumed_target_) + ")"
+                              : "; waits for the domain's write ioreq at exit " + std::to_string(pending_exit_);
+        s += " with " + std::to_string(pending_.size()) + " device event(s)";
+    }
+    s += "; ring: " + std::to_string(ring.produced()) + " records put, " + std::to_string(ring.consumed()) +
+         " taken, published up to exit " + std::to_string(last_published_exit_);
+    if (log.empty())
+        return s + "; no item waiting";
+    s += "; " + std::to_string(log.size()) + " item(s) waiting, the first ";
+    if (const auto* r = std::get_if<FtRecord>(&log.front()))
+        return s + std::string(ft_record_type_name(r->type)) + " record of exit " + std::to_string(r->exit);
+    const auto& e = std::get<DeviceEvent>(log.front());
+    static constexpr const char* kKinds[] = {"net_rx", "digest", "disk_read"};
+    return s + kKinds[static_cast<int>(e.kind)] + " event of exit " + std::to_string(e.exit) + " at a " +
+           (e.at_read ? "read" : "write") + " of " + hex_address(e.address);
 }
 
 Expected<std::string, std::string> ReplayingDomain::run_live(const std::atomic<bool>& stop)

@@ -100,7 +100,14 @@ public:
     // Waits up to timeout_ms for Xen, the TAP or the ioreq, then appends what is ready to
     // `log`: the ring's records of passed exits (and a progress record), device events.
     // An error when the domain crashed or Xen's log is out of order.
+    // A replay that holds items it cannot publish while the vCPU makes no exit for
+    // kReplayStuckSeconds is stuck (the vCPU and this side each wait for the other): an error
+    // that says what each waits for, so the node halts this backup and it rejoins by a copy.
+    static constexpr int kReplayStuckSeconds = 30;
     Expected<bool, std::string> step(XenLog& log, int timeout_ms);
+    // What the replay waits for now, for status and for the stuck error above: the exit it is
+    // at, a pending ioreq or read value, the ring, the next item of `log` not published.
+    std::string replay_state(const XenLog& log) const;
     // The backup has received the first `items` items ever appended: outputs they cover leave.
     void acked(std::uint64_t items) { gate_.release_through(items); }
     // The backup is gone and this host won the arbitration: outputs leave at once from now on
@@ -268,7 +275,14 @@ public:
     // the domain can use now and publishes it. Every item taken is received (acked).
     // An error on any divergence: a digest that differs, a device event the domain never
     // reached, a crash (Xen names the record in `xl dmesg`).
+    // A replay that holds items it cannot publish while the vCPU makes no exit for
+    // kReplayStuckSeconds is stuck (the vCPU and this side each wait for the other): an error
+    // that says what each waits for, so the node halts this backup and it rejoins by a copy.
+    static constexpr int kReplayStuckSeconds = 30;
     Expected<bool, std::string> step(XenLog& log, int timeout_ms);
+    // What the replay waits for now, for status and for the stuck error above: the exit it is
+    // at, a pending ioreq or read value, the ring, the next item of `log` not published.
+    std::string replay_state(const XenLog& log) const;
     std::vector<int> wait_fds() const;
     // The primary is gone: replays the rest of `log`, drops what the domain cannot reach (the
     // events of a read the primary died in), leaves replay, sends the last frames again and
@@ -377,6 +391,8 @@ private:
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
     unsigned reasserted_ = 0;
     std::size_t tail_items_ = 0;
+    std::uint64_t stuck_exit_ = 0; // the exit the vCPU was at when stuck_since_ began
+    std::chrono::steady_clock::time_point stuck_since_{};
     std::uint64_t tail_ms_ = 0, reissue_ms_ = 0;
     DigestAt last_digest_;
     std::unique_ptr<StateDigests> state_digests_; // from the first digest while replaying
