@@ -5,10 +5,15 @@ import json
 import statistics
 
 
+def shown(value):
+    # Three significant digits for small figures (an idle log of 0.007 Mbit/s), one decimal else.
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
 def row(metric, value, unit, runs, baseline=None):
     r = {"metric": metric, "value": value, "unit": unit, "baseline": baseline,
          "ratio": value / baseline if baseline else None, "runs": runs}
-    print(f"  {metric} = {value:.1f} {unit}" + (f"   (baseline {baseline:.1f}, ratio {r['ratio']:.3f})" if baseline else ""))
+    print(f"  {metric} = {shown(value)} {unit}" + (f"   (baseline {shown(baseline)}, ratio {r['ratio']:.3f})" if baseline else ""))
     return r
 
 
