@@ -121,6 +121,8 @@ public:
     {
         return server_->serve(handler);
     }
+    // The access waiting to be served, if any (serve() takes it).
+    std::optional<IoAccess> waiting_ioreq() const { return server_->waiting(); }
     void handle(IoAccess& a);
     // Injects the MSI of every device with an interrupt to deliver (only at an ioreq under FT).
     Expected<bool, std::string> deliver_interrupts();

@@ -100,8 +100,9 @@ public:
     // Waits up to timeout_ms for Xen, the TAP or the ioreq, then appends what is ready to
     // `log`: the ring's records of passed exits (and a progress record), device events.
     // An error when the domain crashed or Xen's log is out of order.
-    // A replay that holds items it cannot publish while the vCPU makes no exit for
-    // kReplayStuckSeconds is stuck (the vCPU and this side each wait for the other): an error
+    // A replay that holds items it cannot publish (and is not waiting for the rest of an
+    // exit's items) while the vCPU makes no exit for kReplayStuckSeconds is stuck (the vCPU
+    // and this side each wait for the other): an error
     // that says what each waits for, so the node halts this backup and it rejoins by a copy.
     static constexpr int kReplayStuckSeconds = 30;
     Expected<bool, std::string> step(XenLog& log, int timeout_ms);
@@ -275,8 +276,9 @@ public:
     // the domain can use now and publishes it. Every item taken is received (acked).
     // An error on any divergence: a digest that differs, a device event the domain never
     // reached, a crash (Xen names the record in `xl dmesg`).
-    // A replay that holds items it cannot publish while the vCPU makes no exit for
-    // kReplayStuckSeconds is stuck (the vCPU and this side each wait for the other): an error
+    // A replay that holds items it cannot publish (and is not waiting for the rest of an
+    // exit's items) while the vCPU makes no exit for kReplayStuckSeconds is stuck (the vCPU
+    // and this side each wait for the other): an error
     // that says what each waits for, so the node halts this backup and it rejoins by a copy.
     static constexpr int kReplayStuckSeconds = 30;
     Expected<bool, std::string> step(XenLog& log, int timeout_ms);
@@ -391,7 +393,12 @@ private:
     std::uint64_t taken_ = 0, digests_matched_ = 0, frames_replayed_ = 0, live_exit_ = 0, dropped_ = 0, resent_ = 0;
     unsigned reasserted_ = 0;
     std::size_t tail_items_ = 0;
+    bool waiting_for_log_ = false; // publish() waits for the rest of an exit's items
     std::uint64_t stuck_exit_ = 0; // the exit the vCPU was at when stuck_since_ began
+    // Write ioreqs: the exit of the last one answered, how many came at the exit of the one
+    // before them, and how many of those waited for the log (serve_and_publish).
+    std::uint64_t last_write_exit_ = ~std::uint64_t{0};
+    std::uint64_t same_exit_writes_ = 0, deferred_ioreqs_ = 0, deferred_exit_ = ~std::uint64_t{0};
     std::chrono::steady_clock::time_point stuck_since_{};
     std::uint64_t tail_ms_ = 0, reissue_ms_ = 0;
     DigestAt last_digest_;

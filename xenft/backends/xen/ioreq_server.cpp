@@ -84,6 +84,24 @@ Expected<bool, std::string> IoreqServer::enable()
     return true;
 }
 
+std::optional<IoAccess> IoreqServer::waiting() const
+{
+    const auto* shared = static_cast<const shared_iopage_t*>(page_->address());
+    const ioreq_t* req = &shared->vcpu_ioreq[0];
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (req->state != STATE_IOREQ_READY)
+        return std::nullopt;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (req->type != IOREQ_TYPE_PIO && req->type != IOREQ_TYPE_COPY)
+        return std::nullopt;
+    IoAccess a;
+    a.port = req->type == IOREQ_TYPE_PIO;
+    a.read = req->dir == IOREQ_READ;
+    a.address = req->addr;
+    a.size = static_cast<std::uint8_t>(req->size);
+    return a;
+}
+
 Expected<bool, std::string> IoreqServer::serve(const std::function<void(IoAccess&)>& handler)
 {
     if (auto ack = channel_->acknowledge(); !ack)

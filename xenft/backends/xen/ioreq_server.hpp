@@ -74,6 +74,8 @@ public:
     // are answered with all ones and nothing written, and counted: no FT guest's device uses
     // them. Returns whether a request was answered.
     Expected<bool, std::string> serve(const std::function<void(IoAccess&)>& handler);
+    // The access waiting on vCPU 0, if any, without taking it (serve() answers it later).
+    std::optional<IoAccess> waiting() const;
     std::uint64_t requests() const noexcept { return requests_; }
     std::uint64_t unsupported() const noexcept { return unsupported_; }
     std::uint32_t domid() const noexcept { return domid_; }
