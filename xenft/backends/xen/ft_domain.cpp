@@ -1043,9 +1043,10 @@ std::string ReplayingDomain::replay_state(const XenLog& log) const
         s += " with " + std::to_string(pending_.size()) + " device event(s) (the first " +
              event_kind_name(pending_.front().kind) + " at " + hex_address(pending_.front().address) + ")";
     }
-    s += "; the last write ioreq at exit " + std::to_string(last_write_exit_) + ", " +
-         std::to_string(same_exit_writes_) + " at the exit of the one before, " + std::to_string(deferred_ioreqs_) +
-         " of them waited for the log";
+    if (last_write_exit_ != kNoExit)
+        s += "; the last write ioreq at exit " + std::to_string(last_write_exit_) + ", " +
+             std::to_string(same_exit_writes_) + " at the exit of the one before, " +
+             std::to_string(deferred_ioreqs_) + " of them waited for the log";
     s += "; ring: " + std::to_string(ring.produced()) + " records put, " + std::to_string(ring.consumed()) +
          " taken, published up to exit " + std::to_string(last_published_exit_);
     if (log.empty())

@@ -397,8 +397,9 @@ private:
     std::uint64_t stuck_exit_ = 0; // the exit the vCPU was at when stuck_since_ began
     // Write ioreqs: the exit of the last one answered, how many came at the exit of the one
     // before them, and how many of those waited for the log (serve_and_publish).
-    std::uint64_t last_write_exit_ = ~std::uint64_t{0};
-    std::uint64_t same_exit_writes_ = 0, deferred_ioreqs_ = 0, deferred_exit_ = ~std::uint64_t{0};
+    static constexpr std::uint64_t kNoExit = ~std::uint64_t{0};
+    std::uint64_t last_write_exit_ = kNoExit;
+    std::uint64_t same_exit_writes_ = 0, deferred_ioreqs_ = 0, deferred_exit_ = kNoExit;
     std::chrono::steady_clock::time_point stuck_since_{};
     std::uint64_t tail_ms_ = 0, reissue_ms_ = 0;
     DigestAt last_digest_;
