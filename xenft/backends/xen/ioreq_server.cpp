@@ -84,6 +84,22 @@ Expected<bool, std::string> IoreqServer::enable()
     return true;
 }
 
+namespace {
+
+// A port or MMIO ioreq as the handler sees it (a write's value; a read's is the handler's).
+IoAccess access_of(const ioreq_t& req)
+{
+    IoAccess a;
+    a.port = req.type == IOREQ_TYPE_PIO;
+    a.read = req.dir == IOREQ_READ;
+    a.address = req.addr;
+    a.size = static_cast<std::uint8_t>(req.size);
+    a.value = req.data;
+    return a;
+}
+
+} // namespace
+
 std::optional<IoAccess> IoreqServer::waiting() const
 {
     const auto* shared = static_cast<const shared_iopage_t*>(page_->address());
@@ -94,12 +110,7 @@ std::optional<IoAccess> IoreqServer::waiting() const
     std::atomic_thread_fence(std::memory_order_acquire);
     if (req->type != IOREQ_TYPE_PIO && req->type != IOREQ_TYPE_COPY)
         return std::nullopt;
-    IoAccess a;
-    a.port = req->type == IOREQ_TYPE_PIO;
-    a.read = req->dir == IOREQ_READ;
-    a.address = req->addr;
-    a.size = static_cast<std::uint8_t>(req->size);
-    return a;
+    return access_of(*req);
 }
 
 Expected<bool, std::string> IoreqServer::serve(const std::function<void(IoAccess&)>& handler)
@@ -121,12 +132,7 @@ Expected<bool, std::string> IoreqServer::serve(const std::function<void(IoAccess
             if (req->dir == IOREQ_READ && !req->data_is_ptr)
                 req->data = ~0ull;
         } else {
-            IoAccess a;
-            a.port = req->type == IOREQ_TYPE_PIO;
-            a.read = req->dir == IOREQ_READ;
-            a.address = req->addr;
-            a.size = static_cast<std::uint8_t>(req->size);
-            a.value = req->data;
+            IoAccess a = access_of(*req);
             handler(a);
             if (a.read)
                 req->data = a.size == 8 ? a.value : a.value & ((1ull << (8 * a.size)) - 1);
