@@ -162,6 +162,8 @@ BOOST_AUTO_TEST_CASE(every_kind_round_trips_alone)
         IoreqStop{false, IoSpace::port, 0x3f8},
         VmEnd{VmEnd::Reason::shut_down},
         VmEnd{VmEnd::Reason::destroyed},
+        WritesDone{0},
+        WritesDone{1ull << 40},
     };
     for (const auto& p : payloads) {
         const Entry e{7, 1000, 3, 1u << 20, p};

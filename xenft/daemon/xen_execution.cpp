@@ -116,6 +116,17 @@ Expected<bool, std::string> XenExecution::record(std::vector<logformat::Entry>& 
     wait_readable(primary_->wait_fds(), primary_->copying() ? 1 : 20);
     auto stepped = primary_->step(items_, 0);
     number_items();
+    if (stepped && !numbered_.empty()) {
+        // After this step's items (never inside an ioreq's device events), at their last exit.
+        if (auto done = primary_->writes_done_to_log()) {
+            logformat::Entry e;
+            e.seq = next_seq_++;
+            e.vcpu = numbered_.back().vcpu;
+            e.exit = numbered_.back().exit;
+            e.payload = logformat::WritesDone{*done};
+            numbered_.push_back(std::move(e));
+        }
+    }
     log.insert(log.end(), std::make_move_iterator(numbered_.begin()), std::make_move_iterator(numbered_.end()));
     numbered_.clear();
     exits_ = exit_base_ + primary_->exits();
@@ -241,6 +252,8 @@ Expected<protocol::Seq, std::string> XenExecution::replay(std::deque<logformat::
         const logformat::Entry& e = log.front();
         if (std::holds_alternative<logformat::VmEnd>(e.payload)) {
             log_ended_ = true; // nothing follows it; the pair's end is the protocol core's to say
+        } else if (const auto* done = std::get_if<logformat::WritesDone>(&e.payload)) {
+            backup_->writes_performed(done->count); // bookkeeping for going live, not replay
         } else {
             auto item = reader_.read(e);
             if (!item)

@@ -13,9 +13,12 @@ bool OutputGate::send(const Held& h)
             net_->transmit(h.bytes);
         return true;
     }
-    if (disk_ && disk_->write(h.offset, h.bytes))
+    if (disk_ && disk_->write(h.offset, h.bytes)) {
+        writes_performed_ += !writes_broken_;
         return true;
+    }
     ++write_errors_;
+    writes_broken_ = true;
     return false;
 }
 
@@ -33,6 +36,7 @@ void OutputGate::hold_write(std::uint64_t seq, std::uint64_t offset, std::span<c
 {
     std::lock_guard lock(mu_);
     Held h{seq, true, offset, {data.begin(), data.end()}};
+    ++writes_given_;
     if (passthrough_) {
         (void)send(h);
     } else {
@@ -95,6 +99,7 @@ std::size_t OutputGate::discard_all()
 {
     std::lock_guard lock(mu_);
     const std::size_t n = held_.size();
+    writes_broken_ = writes_broken_ || held_writes_ > 0;
     held_.clear();
     held_writes_ = 0;
     return n;
@@ -124,10 +129,31 @@ std::uint64_t OutputGate::write_errors() const
     return write_errors_;
 }
 
+std::uint64_t OutputGate::writes_given() const
+{
+    std::lock_guard lock(mu_);
+    return writes_given_;
+}
+
+std::uint64_t OutputGate::writes_performed() const
+{
+    std::lock_guard lock(mu_);
+    return writes_performed_;
+}
+
 void RecentWrites::add(std::uint64_t offset, std::span<const std::uint8_t> data)
 {
-    writes_.emplace_back(offset, std::vector<std::uint8_t>(data.begin(), data.end()));
+    if (++added_ <= performed_)
+        return; // the primary has performed it already
+    writes_.push_back(Write{added_, offset, {data.begin(), data.end()}});
     if (writes_.size() > kKept)
+        writes_.pop_front();
+}
+
+void RecentWrites::performed_through(std::uint64_t count)
+{
+    performed_ = std::max(performed_, count);
+    while (!writes_.empty() && writes_.front().number <= performed_)
         writes_.pop_front();
 }
 
@@ -136,13 +162,13 @@ Expected<std::size_t, std::string> RecentWrites::reissue(devices::BlockPort& dis
     std::vector<bool> replaced(writes_.size(), false);
     std::set<std::pair<std::uint64_t, std::size_t>> later;
     for (std::size_t i = writes_.size(); i-- > 0;)
-        replaced[i] = !later.emplace(writes_[i].first, writes_[i].second.size()).second;
+        replaced[i] = !later.emplace(writes_[i].offset, writes_[i].bytes.size()).second;
     std::size_t n = 0;
     for (std::size_t i = 0; i < writes_.size(); ++i) {
         if (replaced[i])
             continue;
-        if (!disk.write(writes_[i].first, writes_[i].second))
-            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(writes_[i].first) + " failed");
+        if (!disk.write(writes_[i].offset, writes_[i].bytes))
+            return unexpected("re-issuing the guest's disk write at byte " + std::to_string(writes_[i].offset) + " failed");
         ++n;
     }
     writes_.clear();

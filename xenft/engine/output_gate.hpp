@@ -12,7 +12,10 @@
 // dies. The backup replayed the same write, keeps the last RecentWrites::kKept of them and
 // writes them again, in order, when it goes live (writes are idempotent in order). To keep that
 // window exact the gate never holds more than kMaxHeldWrites writes (plus one device request's
-// worth: a virtqueue of at most 256): the VM stalls (full()) until acks make room.
+// worth: a virtqueue of at most 256): the VM stalls (full()) until acks make room. Where the
+// primary tells its backup how many writes it has performed (writes_performed(); the Xen
+// backend logs it as a writes_done entry), the backup forgets those, and going live writes
+// again only the rest: the held ones and those performed since the last count.
 //
 // Thread-safe: the VM thread adds outputs and reads, the protocol thread releases.
 #pragma once
@@ -58,6 +61,11 @@ public:
     bool full() const;
     std::uint64_t released() const;
     std::uint64_t write_errors() const;
+    // Writes given to the gate so far, and how many of them, from the first, have reached the
+    // disk: a write that failed or was discarded ends that count for good (the backup, going
+    // live, then writes again the last kKept, as without a count).
+    std::uint64_t writes_given() const;
+    std::uint64_t writes_performed() const;
 
 private:
     struct Held {
@@ -75,6 +83,8 @@ private:
     std::size_t held_writes_ = 0;
     bool passthrough_ = false;
     std::uint64_t released_ = 0, write_errors_ = 0;
+    std::uint64_t writes_given_ = 0, writes_performed_ = 0;
+    bool writes_broken_ = false; // a write failed or was discarded: writes_performed_ stays
 };
 
 // The backup's side of the rule above: the disk writes its replay made (and did not perform:
@@ -85,13 +95,23 @@ public:
     static_assert(kKept >= OutputGate::kMaxHeldWrites + 256, "the window must cover every write a gate can hold");
 
     void add(std::uint64_t offset, std::span<const std::uint8_t> data);
+    // The primary performed the first `count` writes add() was given (the writes_done log
+    // entry): they are forgotten, now and when their replay adds them later.
+    void performed_through(std::uint64_t count);
+    std::size_t kept() const noexcept { return writes_.size(); }
     // Writes them to `disk` in order (a write a later one replaces exactly, same place and
     // length, is skipped: the disk ends the same) and forgets them. Returns how many were
     // written, or the first failure.
     Expected<std::size_t, std::string> reissue(devices::BlockPort& disk);
 
 private:
-    std::deque<std::pair<std::uint64_t, std::vector<std::uint8_t>>> writes_;
+    struct Write {
+        std::uint64_t number; // 1 for the first add()
+        std::uint64_t offset;
+        std::vector<std::uint8_t> bytes;
+    };
+    std::deque<Write> writes_;
+    std::uint64_t added_ = 0, performed_ = 0;
 };
 
 } // namespace xenft::engine

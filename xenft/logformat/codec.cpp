@@ -81,6 +81,7 @@ std::string_view kind_name(Kind k) noexcept
     case Kind::xen_record: return "xen_record";
     case Kind::ioreq_stop: return "ioreq_stop";
     case Kind::vm_end: return "vm_end";
+    case Kind::writes_done: return "writes_done";
     }
     return "unknown";
 }
@@ -293,6 +294,8 @@ void FrameEncoder::append(const Entry& e)
                 w.varint(p.address);
             } else if constexpr (std::is_same_v<P, VmEnd>) {
                 w.u8(static_cast<std::uint8_t>(p.reason));
+            } else if constexpr (std::is_same_v<P, WritesDone>) {
+                w.varint(p.count);
             }
         },
         e.payload);
@@ -464,6 +467,7 @@ public:
         case Kind::xen_record: return finish(e, xen_record());
         case Kind::ioreq_stop: return finish(e, ioreq_stop());
         case Kind::vm_end: return finish(e, vm_end());
+        case Kind::writes_done: return finish(e, writes_done());
         }
         return fail(DecodeErrc::unknown_kind, tag_at, "kind " + std::to_string(kind));
     }
@@ -732,6 +736,13 @@ private:
         if (reason > static_cast<std::uint8_t>(VmEnd::Reason::destroyed))
             return fail(DecodeErrc::bad_field, at, "end reason " + std::to_string(reason));
         return VmEnd{static_cast<VmEnd::Reason>(reason)};
+    }
+
+    Result<WritesDone> writes_done()
+    {
+        WritesDone p;
+        XENFT_READ(r_, varint(p.count), "write count");
+        return p;
     }
 
     Result<XenRecord> xen_record()

@@ -177,6 +177,14 @@ struct VmEnd {
     bool operator==(const VmEnd&) const = default;
 };
 
+// Xen backend, control: the writer's output gate has performed the first `count` disk writes
+// its guest made since the backup's live copy (in order; a write that failed ends the count).
+// The backup's replay makes the same writes: it need not write those again when it goes live.
+struct WritesDone {
+    std::uint64_t count = 0;
+    bool operator==(const WritesDone&) const = default;
+};
+
 // Wire kind numbers. Never renumber: add new kinds at the end and bump kFormatVersion only
 // when an existing encoding changes.
 enum class Kind : std::uint8_t {
@@ -194,12 +202,13 @@ enum class Kind : std::uint8_t {
     xen_record = 12,
     ioreq_stop = 13,
     vm_end = 14,
+    writes_done = 15,
 };
-inline constexpr std::uint8_t kMaxKind = 14;
+inline constexpr std::uint8_t kMaxKind = 15;
 
 // Alternatives in Kind order, so index() + 1 == wire kind.
 using Payload = std::variant<IoRead, TimeRead, Interrupt, DmaWrite, NetRx, DiskRead, Output, StateDigest,
-                             ProtectionStart, EpochChange, GoLive, XenRecord, IoreqStop, VmEnd>;
+                             ProtectionStart, EpochChange, GoLive, XenRecord, IoreqStop, VmEnd, WritesDone>;
 
 constexpr Kind kind_of(const Payload& p) noexcept { return static_cast<Kind>(p.index() + 1); }
 

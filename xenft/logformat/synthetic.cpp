@@ -56,7 +56,7 @@ std::vector<Entry> mixed_log(std::uint64_t count, std::uint64_t seed)
         const auto vcpu = static_cast<std::uint32_t>(pick(0, vcpus - 1));
         exits[vcpu] += pick(0, 2) == 0 ? 0 : pick(1, 5000);
         Entry e{epoch, seq++, vcpu, exits[vcpu], {}};
-        switch (pick(0, 23)) {
+        switch (pick(0, 24)) {
         case 0: case 1: case 2: case 3: {
             static constexpr std::uint8_t sizes[] = {1, 2, 4, 8};
             const std::uint8_t size = sizes[pick(0, 3)];
@@ -107,6 +107,9 @@ std::vector<Entry> mixed_log(std::uint64_t count, std::uint64_t seed)
             break;
         case 21:
             e.payload = VmEnd{static_cast<VmEnd::Reason>(pick(0, 2))};
+            break;
+        case 22:
+            e.payload = WritesDone{pick(0, 1u << 20)};
             break;
         default:
             if (pick(0, 3) == 0) {

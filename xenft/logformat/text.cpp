@@ -127,6 +127,8 @@ std::string to_text(const Entry& e)
             } else if constexpr (std::is_same_v<P, VmEnd>) {
                 s += " reason ";
                 s += vm_end_reason_name(p.reason);
+            } else if constexpr (std::is_same_v<P, WritesDone>) {
+                s += " count " + std::to_string(p.count);
             }
         },
         e.payload);

@@ -405,6 +405,10 @@ Expected<bool, std::string> RecordingDomain::send_final(CopyRun& c, std::uint64_
         return unexpected(errno_text(who + ": cannot read the TSC parameters"));
     vcpu.clock_ns = dm_->clock_ns();
     vcpu.disk_bytes = dm_->disk_bytes();
+    // The backup's replay makes the guest's writes after this point: it counts them from
+    // here, and so does writes_done_to_log().
+    writes_base_ = gate_.writes_given();
+    writes_done_logged_ = 0;
     channel::CopyFinal final;
     final.exit = exit;
     final.cpu = encode_xen_vcpu_copy(vcpu);
@@ -415,6 +419,22 @@ Expected<bool, std::string> RecordingDomain::send_final(CopyRun& c, std::uint64_
     if (auto r = c.sink->send(std::move(final)); !r)
         return r;
     return c.sink->finish();
+}
+
+std::optional<std::uint64_t> RecordingDomain::writes_done_to_log()
+{
+    const std::uint64_t performed = gate_.writes_performed();
+    if (!writes_base_ || performed <= *writes_base_)
+        return std::nullopt;
+    const std::uint64_t done = performed - *writes_base_;
+    if (done <= writes_done_logged_)
+        return std::nullopt;
+    const std::uint64_t now = now_ms();
+    if (done - writes_done_logged_ < kWritesDoneStep && now - writes_done_ms_ < kWritesDoneMs)
+        return std::nullopt;
+    writes_done_logged_ = done;
+    writes_done_ms_ = now;
+    return done;
 }
 
 std::vector<int> RecordingDomain::wait_fds() const
@@ -599,6 +619,7 @@ Expected<bool, std::string> ReplayingDomain::load_final(const channel::CopyFinal
     session_ = std::move(session).value();
     exit_base_ = f.exit;
     last_published_exit_ = f.exit;
+    replayed_disk_.writes = engine::RecentWrites{}; // counted from the copy, as the primary's writes_done
     return dm_->control().unpause(domid);
 }
 

@@ -168,6 +168,12 @@ public:
     // Outputs released: frames, and disk writes with the disk on the shared LUN.
     std::uint64_t frames_out() const { return gate_.released(); }
     std::uint64_t digests() const noexcept { return digests_; }
+    // How many disk writes the gate has performed since the last live copy's final state,
+    // when that count has moved on by kWritesDoneStep or kWritesDoneMs have passed since the
+    // last one: the caller logs it (a writes_done entry), so the backup, going live, writes
+    // again only the writes the primary may not have made. Nothing before a copy.
+    static constexpr std::uint64_t kWritesDoneStep = 64, kWritesDoneMs = 100;
+    std::optional<std::uint64_t> writes_done_to_log();
     const DigestAt& last_digest() const noexcept { return last_digest_; }
     std::uint64_t records() const noexcept { return records_; }
     const std::string& console() const { return dm_->console(); }
@@ -250,6 +256,10 @@ private:
     std::unique_ptr<StateDigests> state_digests_; // while digests are on
     std::optional<CopyRun> copy_;
     std::optional<CopyOutcome> copy_outcome_;
+    // The gate's writes given when the last copy's final state was taken: the backup counts
+    // its replayed writes from there. The count last returned by writes_done_to_log(), when.
+    std::optional<std::uint64_t> writes_base_;
+    std::uint64_t writes_done_logged_ = 0, writes_done_ms_ = 0;
     std::string error_; // set inside the ioreq handler
 };
 
@@ -310,6 +320,11 @@ public:
     unsigned interrupts_reasserted() const noexcept { return reasserted_; }
     // Disk writes on the shared LUN written again when it went live (the gate's window).
     std::size_t writes_reissued() const noexcept { return replayed_disk_.reissued; }
+    // The primary's gate has performed the first `count` disk writes its guest made since the
+    // copy (a writes_done log entry): going live writes again only the ones after them.
+    void writes_performed(std::uint64_t count) { replayed_disk_.writes.performed_through(count); }
+    // Replayed disk writes going live would write again now.
+    std::size_t writes_kept() const noexcept { return replayed_disk_.writes.kept(); }
     // Going live's two costs: the items of the log it still had to replay and how long that
     // took, and how long writing the disk writes again took.
     std::size_t tail_items() const noexcept { return tail_items_; }
