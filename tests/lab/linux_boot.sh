@@ -291,7 +291,7 @@ diverge_pair() {
     t0=$(date +%s)
     /lab/xenft-xen-pair $p $b --memory-mb 256 --linux "$kernel" --initrd "$initrd" --cmdline "$cmdline" --acpi yes \
         --tap-primary xftl-pair-p --tap-backup xftl-pair-b --disk-primary /tmp/vda-pair-p.img \
-        --disk-backup /tmp/vda-pair-b.img --corrupt-tsc 3000 --timeout-s 300 > /tmp/pair-diverge 2>&1
+        --disk-backup /tmp/vda-pair-b.img --corrupt-tsc 1000 --timeout-s 300 > /tmp/pair-diverge 2>&1
     say "$name: the pair program exited $? after $(($(date +%s) - t0)) s"
     grep -v '^guest: ' /tmp/pair-diverge | sed "s/^/LAB: $name: /"
     /usr/sbin/xl dmesg | grep 'FT replay diverged' | tail -n 3 | sed "s/^/LAB: $name: xl dmesg: /"
