@@ -16,6 +16,11 @@
 #   answer to a GET (polled every 0.2 s): the failover as a client sees it
 # - idle_log_mbit_s: the primary's log on the wire while the guest idles (its status)
 # - replay_backlog_entries: what the backup held and had not replayed at the cut
+# - wrk_requests_s_ft / wrk_requests_s_alone: wrk's requests/s (a small page, 4 connections,
+#   10 s), protected and alone on B
+# - get_during_cpu_bound_s: a GET sent 0.5 s into a CPU-bound count in the protected guest
+#   (about 4 s of user-space work, no exit) against the count's own time: interrupts wait
+#   for the guest's next synchronous exit (docs/linux-guest.md, "Limits")
 # Medians of RUNS runs (default 3; each about 10 min). Writes OUT/xen_linux_two_hosts.json.
 # Needs root and what tests/lab/failover.sh needs (scripts/install-deps, Xen built).
 #
@@ -61,6 +66,10 @@ for line in open(sys.argv[1]):
         tag = "ft" if m[1] == "protected" else "alone"
         take("get_" + tag, m[2])
         take("rate_" + tag, m[3])
+        if w := re.search(r"wrk (\d+) requests/s, a CPU-bound count of \d+ in ([0-9.]+) s, a GET sent 0.5 s into it answered in ([0-9.]+) s", line):
+            take("wrk_" + tag, w[1])
+            take("spin_" + tag, w[2])
+            take("during_spin_" + tag, w[3])
     run_host = tuple(line.split()[:2])
     if "suspected" in line and when(line):
         suspected[run_host] = when(line)
@@ -69,7 +78,7 @@ for line in open(sys.argv[1]):
         take(key, (when(line) - suspected[run_host]).total_seconds() * 1000)
         take(key + "_writes", m[1])
 figures = ("service", "get_ft", "get_alone", "rate_ft", "rate_alone", "failover", "reverse", "idle_log", "answer",
-           "reverse_answer", "backlog")
+           "reverse_answer", "backlog", "wrk_ft", "wrk_alone", "spin_ft", "during_spin_ft")
 samples = lab_rows.Samples(v, figures, "xen linux pair bench", "service")
 med, row = samples.med, samples.row
 rows = [
@@ -84,9 +93,12 @@ rows = [
     row("first_answer_ms", med("answer"), "ms (A's power cut to B's first answer to a GET, the detector's 2 s included)"),
     row("reverse_first_answer_ms", med("reverse_answer"), "ms (B's power cut to A's first answer)"),
     row("replay_backlog_entries", med("backlog"), "entries (B's received and not replayed log at A's cut, its last status)"),
+    row("wrk_requests_s_ft", med("wrk_ft"), "requests/s (wrk -t1 -c4 -d10s, a small page, protected; baseline wrk_requests_s_alone)", med("wrk_alone")),
+    row("wrk_requests_s_alone", med("wrk_alone"), "requests/s (the same guest alone on B)"),
+    row("get_during_cpu_bound_s", med("during_spin_ft"), "s (a GET sent 0.5 s into a CPU-bound count in the protected guest; baseline: the count's own time)", med("spin_ft")),
 ]
 for r, key in zip(rows, ("get_ft", "get_alone", "rate_ft", "rate_alone", "service", "failover", "reverse", "idle_log",
-                         "answer", "reverse_answer", "backlog")):
+                         "answer", "reverse_answer", "backlog", "wrk_ft", "wrk_alone", "during_spin_ft")):
     r["samples"] = v[key]
 lab_rows.write(rows, sys.argv[2])
 PY

@@ -244,7 +244,7 @@ digest-ms = 3000
 EOF
     # The Linux guest's: its kernel and initrd are the dom0's own (the run script fills in their
     # names), its disk the root filesystem on the shared LUN, after the arbitration record.
-    sed -e 's|^memory-mib = 32$|memory-mib = 256\nkernel = @KERNEL@\ninitrd = @INITRD@\ncmdline = earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.98.1.2/24|' \
+    sed -e 's|^memory-mib = 32$|memory-mib = 256\nkernel = @KERNEL@\ninitrd = @INITRD@\ncmdline = earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.98.1.2/24|' \
         -e "s|^file = /tmp/disk.img\$|lun = $lun\nfirst-lba = $guest_disk_lba\nsize-mib = $guest_disk_mib|" "$payload/ftguest-$h.conf" > "$payload/ftlinux-$h.conf"
 done
 cat > "$payload/run" <<EOF
@@ -1162,15 +1162,31 @@ run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's
     fi
 }
 
-# The Linux guest's service as the client sees it: the median of nine GETs of a small page and
-# the rate of a 4 MiB download (its first 4 MiB of big.bin), in one "figures" line.
+# The Linux guest's service as the client sees it, in one "figures" line: the median of nine
+# GETs of a small page, the rate of a 4 MiB download (its first 4 MiB of big.bin), wrk's
+# requests/s (10 s, 4 connections), and a CPU-bound process: the guest's /cgi-bin/spin counts
+# in user space without an exit for about 4 s (calibrated once by a short count), and a GET
+# sent 0.5 s into it waits for it (interrupts are injected at synchronous exits only). The
+# count must stay far below the backup's 30 s stuck-replay limit (the backup replays it too).
+spin_count=
 linux_figures() { # CASE WHAT
-    local get_ms rate
-    get_ms=$(for i in 1 2 3 4 5 6 7 8 9; do client curl -s -o /dev/null -m 30 -w '%{time_total}\n' http://10.98.1.2/index.html; done |
+    local url=http://10.98.1.2 get_ms rate rps spin_s during_s
+    get_ms=$(for i in 1 2 3 4 5 6 7 8 9; do client curl -s -o /dev/null -m 30 -w '%{time_total}\n' $url/index.html; done |
         sort -n | sed -n 5p | awk '{ printf "%.0f", $1 * 1000 }')
-    rate=$(client curl -s -o /dev/null -m 120 -r 0-4194303 -w '%{speed_download} %{size_download}' http://10.98.1.2/big.bin |
+    rate=$(client curl -s -o /dev/null -m 120 -r 0-4194303 -w '%{speed_download} %{size_download}' $url/big.bin |
         awk '$2 == 4194304 { printf "%.0f", $1 / 1000 }')
-    stamp "case $1: figures: $2: GET median ${get_ms:-none} ms, 4 MiB download at ${rate:-no} KB/s"
+    rps=$(client wrk -t1 -c4 -d10s $url/index.html 2> /dev/null | awk '/^Requests\/sec:/ { printf "%.0f", $2 }')
+    if [ -z "$spin_count" ]; then
+        spin_s=$(client curl -s -o /dev/null -m 60 -w '%{time_total}' "$url/cgi-bin/spin?1000000")
+        spin_count=$(awk -v t="${spin_s:-0}" 'BEGIN { n = t > 0 ? int(1000000 * 4 / t) : 1000000; print (n > 20000000 ? 20000000 : n) }')
+    fi
+    client curl -s -o /dev/null -m 60 -w '%{time_total}' "$url/cgi-bin/spin?$spin_count" > "$work/spin-$1" &
+    local spin_pid=$!
+    sleep 0.5
+    during_s=$(client curl -s -o /dev/null -m 60 -w '%{time_total}' $url/index.html)
+    wait $spin_pid
+    spin_s=$(cat "$work/spin-$1")
+    stamp "case $1: figures: $2: GET median ${get_ms:-none} ms, 4 MiB download at ${rate:-no} KB/s, wrk ${rps:-no} requests/s, a CPU-bound count of $spin_count in ${spin_s:-no} s, a GET sent 0.5 s into it answered in ${during_s:-no} s"
 }
 
 # The primary's log rate on the wire while the guest idles (HOST, its status lines every 10 s

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Builds the protected Linux guest's root filesystem from Debian bookworm's packages: debootstrap
-# (minbase) with lighttpd and its WebDAV module, iproute2 and coreutils, an init that brings the
+# (minbase) with lighttpd and its WebDAV and CGI modules (a CPU-bound CGI), iproute2 and coreutils, an init that brings the
 # network up and starts lighttpd (tests/lab/guest-init), and the files the lab's client
 # downloads, made into an ext4 image for the guest's virtio disk. The guest boots Debian's own
 # kernel and initrd (the lab dom0's: linux-image-amd64), whose initramfs loads the virtio and
@@ -47,13 +47,27 @@ mkdir -p "$root/srv/www/put"
 cat > "$root/etc/lighttpd/xenft.conf" <<'CONF'
 server.document-root = "/srv/www"
 server.port = 80
-server.modules = ("mod_webdav")
+server.modules = ("mod_webdav", "mod_cgi")
 server.errorlog = "/dev/kmsg"
 server.max-request-size = 65536
 webdav.activate = "enable"
 webdav.is-readonly = "disable"
 mimetype.assign = ("" => "application/octet-stream")
+cgi.assign = ("/spin" => "")
 CONF
+# The lab's CPU-bound process (docs/linux-guest.md, "Limits"): /cgi-bin/spin?N counts to N in
+# mawk, in user space (no system call, no device access: no exit to Xen while it counts), and
+# answers when done; its time and a GET's meanwhile show what exit-synchronous injection costs.
+mkdir -p "$root/srv/www/cgi-bin"
+cat > "$root/srv/www/cgi-bin/spin" <<'CGI'
+#!/bin/sh
+n=${QUERY_STRING:-1000000}
+case $n in '' | *[!0-9]*) n=1000000 ;; esac
+[ "$n" -le 20000000 ] || n=20000000
+printf 'Content-Type: text/plain\r\n\r\n'
+mawk -v n="$n" 'BEGIN { for (i = 0; i < n; i++) s += i; print "counted to " n }'
+CGI
+chmod 755 "$root/srv/www/cgi-bin/spin"
 # The download: 32 MiB that compress badly, the same on every build (a fixed seed), so the
 # client can check it whichever replica served which part.
 python3 - "$root/srv/www/big.bin" <<'PY'

@@ -1070,6 +1070,8 @@ std::string ReplayingDomain::replay_state(const XenLog& log) const
              std::to_string(deferred_ioreqs_) + " of them waited for the log";
     s += "; ring: " + std::to_string(ring.produced()) + " records put, " + std::to_string(ring.consumed()) +
          " taken, published up to exit " + std::to_string(last_published_exit_);
+    if (dm_->shared_disk())
+        s += "; " + std::to_string(writes_kept()) + " disk write(s) to write again if it goes live";
     if (log.empty())
         return s + "; no item waiting";
     s += "; " + std::to_string(log.size()) + " item(s) waiting, the first ";
