@@ -469,8 +469,8 @@ void LogSender::pump(int timeout_ms)
         if (stream_->flush() == TlsStream::Io::error)
             return disconnect(stream_->error());
     }
-    if (state_ == State::copying && since(copy_progress_at_) >= cfg_.handshake_timeout)
-        return disconnect("the live copy made no progress for " + std::to_string(cfg_.handshake_timeout / 1000) + " ms");
+    if (state_ == State::copying && since(copy_progress_at_) >= cfg_.copy_stall_timeout)
+        return disconnect("the live copy made no progress for " + std::to_string(cfg_.copy_stall_timeout / 1000) + " ms");
     if (state_ != State::disconnected && state_ != State::streaming && state_ != State::copying &&
         Clock::now() >= deadline_)
         disconnect("no TLS session within " + std::to_string(cfg_.handshake_timeout / 1000) + " ms");
