@@ -284,8 +284,17 @@ std::optional<DomainEnd> XenDeviceModel::end_state() const
     auto info = xc_.domain_info(domid_);
     if (!info)
         return DomainEnd{Reason::destroyed, "the domain is gone"};
-    if (info->crashed)
-        return DomainEnd{Reason::crashed, "the domain crashed"};
+    if (info->crashed) {
+        // Xen crashes a replaying domain whose replay diverged, and says why on its console
+        // (hvm-patches 0006): that is this host's failure, not the guest's, and the one line
+        // an administrator needs.
+        std::lock_guard lock(crash_mu_);
+        if (!crash_text_) {
+            const std::string xen = xc_.console_line(domid_, "FT replay diverged");
+            crash_text_ = xen.empty() ? "the domain crashed" : "the domain crashed: Xen: " + xen;
+        }
+        return DomainEnd{Reason::crashed, *crash_text_};
+    }
     if (info->dying)
         return DomainEnd{Reason::destroyed, "the domain is being destroyed"};
     if (info->shutdown)

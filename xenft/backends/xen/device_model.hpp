@@ -16,6 +16,7 @@
 #include <functional>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -191,6 +192,9 @@ private:
     std::uint32_t domid_;
     XenControl xc_;
     ForeignMemory fm_;
+    // Why Xen crashed the domain, read once from its console ring (end_state() is polled).
+    mutable std::mutex crash_mu_;
+    mutable std::optional<std::string> crash_text_;
     std::optional<XenGuestMemory> memory_;
     std::optional<IoreqServer> server_;
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();

@@ -3,10 +3,14 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <utility>
 #include <vector>
+
+#include "xenft/backends/xen/xen_console.hpp"
 
 namespace xenft::backends::xen {
 
@@ -50,6 +54,17 @@ Expected<bool, std::string> XenControl::shut_down(std::uint32_t domid, int reaso
     if (xc_domain_shutdown(xc_.get(), domid, reason) != 0)
         return unexpected(errno_text("domain " + std::to_string(domid) + ": cannot shut down"));
     return true;
+}
+
+std::string XenControl::console_line(std::uint32_t domid, const std::string& text) const
+{
+    // The whole ring, neither cleared nor read incrementally: xl dmesg still shows it all.
+    std::vector<char> ring(1 << 20);
+    unsigned int chars = static_cast<unsigned int>(ring.size());
+    std::uint32_t index = 0;
+    if (xc_readconsolering(xc_.get(), ring.data(), &chars, 0, 0, &index) != 0)
+        return {};
+    return console_line_about(std::string_view(ring.data(), std::min<std::size_t>(chars, ring.size())), domid, text);
 }
 
 Expected<ForeignMemory, std::string> ForeignMemory::open()

@@ -42,6 +42,10 @@ public:
     // As if the guest had shut itself down with `reason` (SHUTDOWN_*): the toolstack then does
     // what the domain's configuration says (on_poweroff=destroy by default).
     Expected<bool, std::string> shut_down(std::uint32_t domid, int reason) const;
+    // The last line of Xen's console ring (what `xl dmesg` shows) that names the domain's vCPUs
+    // ("d7v0") and contains `text`, without Xen's prefix; empty if the ring has none (it wraps,
+    // and Xen's guest_loglvl may leave such lines out).
+    std::string console_line(std::uint32_t domid, const std::string& text) const;
 
 private:
     explicit XenControl(xc_interface* h) : xc_(h) {}
