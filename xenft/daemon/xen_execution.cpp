@@ -268,6 +268,9 @@ Expected<protocol::Seq, std::string> XenExecution::replay(std::deque<logformat::
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
         return executed_;
     }
+    // The copy is confirmed once the node replays: its domain runs from here.
+    if (auto started = backup_->start_replay(); !started)
+        return unexpected(name_ + ": " + started.error());
     wait_readable(backup_->wait_fds(), 5);
     auto r = backup_->step(replay_items_, 0);
     exits_ = backup_->exits();
@@ -278,6 +281,9 @@ Expected<protocol::Seq, std::string> XenExecution::replay(std::deque<logformat::
 
 Expected<std::string, std::string> XenExecution::go_live()
 {
+    // (A suspicion may come before the first replay step after the copy's confirmation.)
+    if (auto started = backup_->start_replay(); !started)
+        return unexpected(started.error());
     if (auto r = backup_->go_live(replay_items_); !r)
         return unexpected(r.error());
     std::string what = "at exit " + std::to_string(backup_->live_exit()) + " (the log's last " +

@@ -559,8 +559,16 @@ Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::await_c
 Expected<bool, std::string> ReplayingDomain::apply_copy(const channel::CopyRecord& record)
 {
     const std::string who = "domain " + std::to_string(dm_->domid()) + ": live copy";
-    if (session_)
+    if (session_ && !copy_unconfirmed_)
         return unexpected(who + ": this domain replays already");
+    if (session_ && std::holds_alternative<channel::CopyBegin>(record)) {
+        // A new copy after one the primary never confirmed (it cancelled it): that one never
+        // ran here, and this one overwrites all of it (memory, disk blocks, vCPU, devices).
+        session_.reset();
+        copy_unconfirmed_ = false;
+    } else if (session_) {
+        return unexpected(who + ": a record of a new copy before its beginning");
+    }
     XenGuestMemory& mem = dm_->memory();
     const std::uint64_t pages = mem.page_count();
     if (const auto* b = std::get_if<channel::CopyBegin>(&record)) {
@@ -620,7 +628,18 @@ Expected<bool, std::string> ReplayingDomain::load_final(const channel::CopyFinal
     exit_base_ = f.exit;
     last_published_exit_ = f.exit;
     replayed_disk_.writes = engine::RecentWrites{}; // counted from the copy, as the primary's writes_done
-    return dm_->control().unpause(domid);
+    copy_unconfirmed_ = true; // the pause await_copy() took stays until start_replay()
+    return true;
+}
+
+Expected<bool, std::string> ReplayingDomain::start_replay()
+{
+    if (!copy_unconfirmed_)
+        return true;
+    if (auto r = dm_->control().unpause(dm_->domid()); !r)
+        return r;
+    copy_unconfirmed_ = false;
+    return true;
 }
 
 Expected<std::unique_ptr<ReplayingDomain>, std::string> ReplayingDomain::start(std::uint32_t domid,

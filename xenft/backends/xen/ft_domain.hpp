@@ -274,11 +274,15 @@ public:
     // The backup of a running primary: the device models serve the domain, which stays paused
     // (also past the toolstack's unpause) until apply_copy() took a live copy's final record.
     static Expected<std::unique_ptr<ReplayingDomain>, std::string> await_copy(std::uint32_t domid, const FtSpec& spec);
-    // One record of the live copy, in order. The final one loads the state, enters replay
-    // from the copy's exit and unpauses the domain. An error names what does not match (the
-    // domains were not made from the same configuration); a new copy may start over.
+    // One record of the live copy, in order. The final one loads the state and enters replay
+    // from the copy's exit, the domain still paused: the primary may yet cancel the copy (it
+    // saw no progress in time), and a new copy's first record then drops this one, which never
+    // ran. An error names what does not match (the domains were not made from the same
+    // configuration); a new copy may start over.
     Expected<bool, std::string> apply_copy(const channel::CopyRecord& record);
-    bool replaying() const noexcept { return session_ != nullptr; }
+    // The primary confirmed the copy: the domain runs (replays) from here. Idempotent.
+    Expected<bool, std::string> start_replay();
+    bool replaying() const noexcept { return session_ != nullptr && !copy_unconfirmed_; }
     // The primary's exit the copy was taken after (0: replaying since the first instruction).
     std::uint64_t exit_base() const noexcept { return exit_base_; }
 
@@ -395,6 +399,7 @@ private:
 
     std::unique_ptr<XenDeviceModel> dm_;
     std::unique_ptr<FtSession> session_; // null before the copy and once live
+    bool copy_unconfirmed_ = false;      // a copy's state is in, the domain paused (start_replay)
     FtSpec spec_;
     std::uint64_t exit_base_ = 0;
     KeepLast kept_;
