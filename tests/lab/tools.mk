@@ -19,6 +19,12 @@ XEN_LIBS = -L$(XEN_USR)/lib -lxenctrl -lxenforeignmemory -lxenevtchn -lxendevice
 SYS_LIBS = -lssl -lcrypto -lzstd -lpthread -ldl
 
 obj = $(OUT)/obj
+# Every object also depends on every xenft header: the dependency files (-MMD) name an object
+# as the compiler saw it, which ccache's base_dir makes relative while OUT may be absolute; such
+# a mismatch left an object stale after a header changed (a lab's xenft-xen-dm ran with an old
+# layout of XenDeviceModel and wrote guest memory at the wrong place). Rebuilding all of them
+# on a header change costs seconds with ccache.
+headers := $(shell find $(TOP)/xenft $(TOP)/tests/lab -name '*.hpp')
 xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log state_digests \
 	linux_boot)
 devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io)
@@ -43,7 +49,7 @@ $(OUT)/xenft-xen-poke: $(call o,$(poke_objs))
 $(OUT)/xenft-xen-pair: $(call o,$(pair_objs)) $(XENFT_LIB)
 	$(CXX) -o $@ $^ $(XEN_LIBS) -liscsi $(SYS_LIBS)
 
-$(obj)/%.o: $(TOP)/%.cpp
+$(obj)/%.o: $(TOP)/%.cpp $(headers)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
