@@ -145,6 +145,11 @@ daemon_backend_config() { # vm.backend: kvm runs an image, xen protects the doma
     sed "s|^image = .*|kernel = $work/not-a-kernel|" "$base" > "$work/b7.conf"
     expect_error "$work/b7.conf" 'vm.kernel: only with backend = xen' --check-config || return 1
     expect_error "$base" '--domid and --unpause are for backend = xen' --domid 3 || return 1
+    # The guest's console log: the domain's serial port, so only on xen, and an absolute name.
+    sed 's|^image = .*|image = /usr/lib/xenft/xenft-guest.elf\nconsole-log = /var/log/xenft/g.console|' "$base" > "$work/b8.conf"
+    expect_error "$work/b8.conf" 'b8.conf:[0-9]*: vm.console-log: only with backend = xen' --check-config || return 1
+    sed 's|^backend = xen|backend = xen\nconsole-log = logs/g.console|' "$work/b4.conf" > "$work/b9.conf"
+    expect_error "$work/b9.conf" 'vm.console-log: "logs/g.console" is not an absolute file name (or none)' --check-config || return 1
     printf '[failover]\nafter-ms = 2000\nbackup-wait-ms = 1000\n' >> "$work/b4.conf"
     expect_error "$work/b4.conf" 'failover.backup-wait-ms: no longer used' --check-config || return 1
     sed -i 's/^after-ms = 2000/after-ms = 150/; /^backup-wait-ms/d' "$work/b4.conf"

@@ -3,12 +3,16 @@
 // transmit and receive, what a hostile guest can do with descriptors (loops, addresses outside
 // memory, oversized chains: the device resets itself, nothing else happens), device state
 // round trips and damaged state, the guest disk on a real iSCSI LUN (istgt started by the
-// test), and the host-side errors (disk files, TAP names, LUNs). Guest memory here is a plain
-// buffer, which is all a device model sees of it.
+// test), and the host-side errors (disk files, TAP names, LUNs), and the guest's console kept
+// in a file. Guest memory here is a plain buffer, which is all a device model sees of it.
 #define BOOST_TEST_MODULE devices
 #include <boost/test/unit_test.hpp>
 
+#include <sys/stat.h>
+
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "tests/buffer_memory.hpp"
 #include "tests/iscsi_fixture.hpp"
@@ -382,4 +386,79 @@ BOOST_AUTO_TEST_CASE(the_guest_disk_can_live_on_the_shared_iscsi_lun, *boost::un
     BOOST_TEST(rig.request(0, 3, 512) == 1u);
     BOOST_TEST(store->last_error().find(target.url()) != std::string::npos, store->last_error());
     BOOST_TEST(store->last_error().find("read at block 67") != std::string::npos, store->last_error());
+}
+
+// The guest's console kept in a file (xenft.conf(5), vm.console-log): whole lines with the time,
+// carriage returns dropped, a line too long cut, xenftd's own notes after the guest's partial
+// line, and what the UART prints reaching it.
+BOOST_AUTO_TEST_CASE(the_console_log_keeps_the_guests_lines_with_their_time)
+{
+    char tmpl[] = "/tmp/xenft-console-XXXXXX";
+    BOOST_TEST_REQUIRE(::mkdtemp(tmpl) != nullptr);
+    const std::string dir = tmpl, path = dir + "/logs/vm.console"; // the folder is made
+    {
+        auto log = ConsoleLog::open(path);
+        BOOST_TEST_REQUIRE(log.has_value(), (log ? "" : log.error()));
+        Uart16550 uart;
+        uart.set_sink(log->get());
+        for (char c : std::string("Linux version 6.1\r\nlogin: "))
+            uart.write(Uart16550::kBase, 1, static_cast<unsigned char>(c));
+        (*log)->note("--- xenftd: went live ---");
+        for (std::size_t i = 0; i < ConsoleLog::kMaxLine + 10; ++i)
+            (*log)->put('x');
+        (*log)->put('\n');
+        (*log)->put('e'); // unfinished: written when the log closes
+        BOOST_TEST((*log)->error().empty());
+        BOOST_TEST(uart.output() == "Linux version 6.1\r\nlogin: ");
+    }
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);)
+        lines.push_back(line);
+    BOOST_TEST_REQUIRE(lines.size() == 6u);
+    // "2026-12-04T05:01:02.123Z " and the text.
+    for (const auto& line : lines) {
+        BOOST_TEST(line.size() > 25u);
+        BOOST_TEST(line.substr(10, 1) == "T");
+        BOOST_TEST(line.substr(23, 2) == "Z ");
+    }
+    BOOST_TEST(lines[0].substr(25) == "Linux version 6.1");
+    BOOST_TEST(lines[1].substr(25) == "login: ");
+    BOOST_TEST(lines[2].substr(25) == "--- xenftd: went live ---");
+    BOOST_TEST(lines[3].substr(25) == std::string(ConsoleLog::kMaxLine, 'x'));
+    BOOST_TEST(lines[4].substr(25) == std::string(10, 'x'));
+    BOOST_TEST(lines[5].substr(25) == "e");
+    struct stat st{};
+    BOOST_TEST(::stat(path.c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 0777) == 0640u);
+    // Opened again, it appends.
+    {
+        auto again = ConsoleLog::open(path);
+        BOOST_TEST_REQUIRE(again.has_value());
+        (*again)->note("second");
+    }
+    std::ifstream in2(path);
+    std::size_t count = 0;
+    for (std::string line; std::getline(in2, line);)
+        ++count;
+    BOOST_TEST(count == 7u);
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(a_console_log_that_cannot_be_opened_says_which_and_why)
+{
+    const auto relative = ConsoleLog::open("logs/vm.console");
+    BOOST_TEST(relative.error() == "console log \"logs/vm.console\": not an absolute file name");
+    const auto directory = ConsoleLog::open("/tmp");
+    BOOST_TEST(directory.error() == "console log /tmp: Is a directory", directory.error());
+    const auto device = ConsoleLog::open("/dev/null");
+    BOOST_TEST(device.error() == "console log /dev/null: not a regular file", device.error());
+    // Under a file: the file is no folder, nor can one be made under it.
+    testing::DiskImage file(512);
+    const auto under = ConsoleLog::open(file.path() + "/vm.console");
+    BOOST_TEST(under.error() == "console log " + file.path() + "/vm.console: Not a directory", under.error());
+    const auto deeper = ConsoleLog::open(file.path() + "/logs/vm.console");
+    BOOST_TEST(deeper.error().find("console log " + file.path() + "/logs/vm.console: cannot create " + file.path() +
+                                   "/logs: ") == 0u,
+               deeper.error());
 }

@@ -65,7 +65,7 @@ expect check_names_the_control_socket 0 "^xenftd: $work/web.conf: vm 7 \\(backen
 with_xen=0
 "$XENFTD" --version | grep -q 'backends: .*xen' && with_xen=1
 if [ $with_xen -eq 1 ]; then
-    expect check_accepts_a_xen_domain 0 "^xenftd: $work/dom.conf: vm 7 \\(backend xen\\), host 1 \\(primary\\), peer host 2, control socket /run/xenft/vm-7.sock: ok$" check web 3 dom
+    expect check_accepts_a_xen_domain 0 "^xenftd: $work/dom.conf: vm 7 \\(backend xen\\), host 1 \\(primary\\), peer host 2, console log /var/log/xenft/dom.console, control socket /run/xenft/vm-7.sock: ok$" check web 3 dom
 else
     expect check_refuses_xen_without_the_backend 1 "xenftd: $work/dom.conf:[0-9]+: vm.backend: xen, but this xenftd was built without the Xen backend" check web 3 dom
 fi

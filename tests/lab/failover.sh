@@ -336,6 +336,8 @@ else
     mkdir -p /var/log/xenft && touch /var/log/xenft/ftguest.log
     tail -n +1 -F /var/log/xenft/ftguest.log 2> /dev/null | sed -u "s/^/LAB: \$role: /" &
 fi
+# The guest's console as xenftd keeps it (xenft.conf(5), vm.console-log), in this host's log.
+tail -n +1 -F /var/log/xenft/ftguest.console 2> /dev/null | sed -u "s/^/LAB: \$role: guest: /" &
 # lab.guest=linux-off (case linux-unprotected, the figures' baseline): the same Linux with
 # xenft off: no ft= in its configuration, no xenftd, Xen's FT mode off; xenft-xen-dm serves
 # its devices (the same models) and boots the kernel, its disk the guest's root filesystem
@@ -464,7 +466,7 @@ line_in() { grep -a -- "$2" "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | he
 # HOST's last N lines of xenftd and the lab, the status samples left out, on one line: what a
 # failure message needs when the line it looked for is missing.
 recent_lines() { # HOST N
-    { grep -a "LAB: $1: " "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | grep -v "LAB: $1: \(status\|domains\): " | tail -n "$2"
+    { grep -a "LAB: $1: " "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | grep -v "LAB: $1: \(status\|domains\|guest\): " | tail -n "$2"
       # Xen's own word on a replay that diverged (hvm-patches 0006 crashes the domain).
       grep -ao 'd[0-9]*v[0-9]* FT replay diverged.*' "$work/serial-$1.log" 2> /dev/null | tr -d '\r' | tail -n 2 | sed 's/^/Xen: /'
     } | tr '\n' ' ' | cut -c1-1800
@@ -1216,11 +1218,13 @@ run_reprotect_case() { # A's power cut, B live; A booted again joins B; then B's
 # GETs of a small page, the rate of a 4 MiB download (its first 4 MiB of big.bin), wrk's
 # requests/s (10 s, 4 connections), and a CPU-bound process: the guest's /cgi-bin/spin counts
 # in user space without an exit for about 4 s (calibrated once by a short count), and a GET
-# sent 0.5 s into it waits for it (interrupts are injected at synchronous exits only). The
-# count must stay far below the backup's 30 s stuck-replay limit (the backup replays it too).
+# sent 0.5 s after the spin's first line arrived (the count had begun) waits for it
+# (interrupts are injected at synchronous exits only); how long the count went on after the
+# GET was sent says whether it did. The count must stay far below the backup's 30 s
+# stuck-replay limit (the backup replays it too).
 spin_count=
 linux_figures() { # CASE WHAT
-    local url=http://10.98.1.2 get_ms rate rps spin_s during_s
+    local url=http://10.98.1.2 get_ms rate rps spin_s during_s began sent ended i
     get_ms=$(for i in 1 2 3 4 5 6 7 8 9; do client curl -s -o /dev/null -m 30 -w '%{time_total}\n' $url/index.html; done |
         sort -n | sed -n 5p | awk '{ printf "%.0f", $1 * 1000 }')
     rate=$(client curl -s -o /dev/null -m 120 -r 0-4194303 -w '%{speed_download} %{size_download}' $url/big.bin |
@@ -1230,13 +1234,24 @@ linux_figures() { # CASE WHAT
         spin_s=$(client curl -s -o /dev/null -m 60 -w '%{time_total}' "$url/cgi-bin/spin?1000000")
         spin_count=$(awk -v t="${spin_s:-0}" 'BEGIN { n = t > 0 ? int(1000000 * 4 / t) : 1000000; print (n > 20000000 ? 20000000 : n) }')
     fi
-    client curl -s -o /dev/null -m 60 -w '%{time_total}' "$url/cgi-bin/spin?$spin_count" > "$work/spin-$1" &
+    rm -f "$work/spin-body-$1"
+    client curl -sN -m 60 -o "$work/spin-body-$1" -w '%{time_total}' "$url/cgi-bin/spin?$spin_count" > "$work/spin-$1" &
     local spin_pid=$!
+    for i in $(seq 300); do
+        grep -q '^counting to ' "$work/spin-body-$1" 2> /dev/null && break
+        sleep 0.1
+    done
+    began=$(date +%s.%N)
     sleep 0.5
+    sent=$(date +%s.%N)
     during_s=$(client curl -s -o /dev/null -m 60 -w '%{time_total}' $url/index.html)
     wait $spin_pid
+    ended=$(date +%s.%N)
     spin_s=$(cat "$work/spin-$1")
-    stamp "case $1: figures: $2: GET median ${get_ms:-none} ms, 4 MiB download at ${rate:-no} KB/s, wrk ${rps:-no} requests/s, a CPU-bound count of $spin_count in ${spin_s:-no} s, a GET sent 0.5 s into it answered in ${during_s:-no} s"
+    local after
+    after=$(grep -q '^counting to ' "$work/spin-body-$1" 2> /dev/null &&
+        awk -v b="$began" -v s="$sent" -v e="$ended" 'BEGIN { printf "%.2f s after its first line (the GET %.2f s after it)", e - b, s - b }')
+    stamp "case $1: figures: $2: GET median ${get_ms:-none} ms, 4 MiB download at ${rate:-no} KB/s, wrk ${rps:-no} requests/s, a CPU-bound count of $spin_count in ${spin_s:-no} s, a GET sent 0.5 s into it answered in ${during_s:-no} s; the count ended ${after:-without its first line}"
 }
 
 # The primary's log rate on the wire while the guest idles (HOST, its status lines every 10 s

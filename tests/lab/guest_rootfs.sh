@@ -54,17 +54,21 @@ webdav.activate = "enable"
 webdav.is-readonly = "disable"
 mimetype.assign = ("" => "application/octet-stream")
 cgi.assign = ("/spin" => "")
+# A CGI's output reaches the client as it comes (the spin's first line says its count began).
+server.stream-response-body = 2
 CONF
 # The lab's CPU-bound process (docs/linux-guest.md, "Limits"): /cgi-bin/spin?N counts to N in
 # mawk, in user space (no system call, no device access: no exit to Xen while it counts), and
 # answers when done; its time and a GET's meanwhile show what exit-synchronous injection costs.
+# Its first line leaves before the count begins, so the client knows the count is running when
+# it sends the GET.
 mkdir -p "$root/srv/www/cgi-bin"
 cat > "$root/srv/www/cgi-bin/spin" <<'CGI'
 #!/bin/sh
 n=${QUERY_STRING:-1000000}
 case $n in '' | *[!0-9]*) n=1000000 ;; esac
 [ "$n" -le 20000000 ] || n=20000000
-printf 'Content-Type: text/plain\r\n\r\n'
+printf 'Content-Type: text/plain\r\n\r\ncounting to %s\n' "$n"
 mawk -v n="$n" 'BEGIN { for (i = 0; i < n; i++) s += i; print "counted to " n }'
 CGI
 chmod 755 "$root/srv/www/cgi-bin/spin"

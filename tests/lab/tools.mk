@@ -27,7 +27,7 @@ obj = $(OUT)/obj
 headers := $(shell find $(TOP)/xenft $(TOP)/tests/lab -name '*.hpp')
 xen_backend = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model ft_log ft_domain xen_log dirty_log state_digests \
 	linux_boot)
-devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io)
+devices = $(addprefix xenft/devices/,devices virtio_mmio virtio_net virtio_blk host_io) xenft/common/log_line
 
 probe_objs = $(addprefix xenft/backends/xen/,xen_handles ft_log xen_log) tests/lab/ft_probe
 dm_objs = $(addprefix xenft/backends/xen/,xen_handles ioreq_server device_model linux_boot) $(devices) \

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -88,6 +89,7 @@ namespace {
 // "12abc" are refused instead of wrapping around or being cut short.
 const char* const kKeys[] = {
     "vm.id", "vm.backend", "vm.image", "vm.cmdline", "vm.memory-mib", "vm.kernel", "vm.initrd",
+    "vm.console-log",
     "pair.host-id", "pair.peer-id", "pair.role", "pair.epoch", "pair.record-owner", "pair.rejoin",
     "network.tap", "network.mac",
     "disk.lun", "disk.file", "disk.first-lba", "disk.size-mib",
@@ -259,6 +261,8 @@ ConfigCheck read_config(const std::string& path)
     v.text("vm.cmdline", c.cmdline);
     v.text("vm.kernel", c.kernel);
     v.text("vm.initrd", c.initrd);
+    const bool console_log_given = v.text("vm.console-log").has_value();
+    v.text("vm.console-log", c.console_log);
     v.number("vm.memory-mib", c.memory_mib, 2, 4096);
     v.number("pair.host-id", c.host_id, 1, kMaxHostId);
     v.number("pair.peer-id", c.peer_id, 1, kMaxHostId);
@@ -343,6 +347,16 @@ ConfigCheck read_config(const std::string& path)
         check.problem("disk.first-lba", std::to_string(c.disk_first_lba) + " puts the guest's disk over the "
                                         "arbitration record (arbiter.record-lba " + std::to_string(c.record_lba) +
                                         ") on the same LUN: start the disk after it");
+    // The guest's console: beside the log the xl hook keeps of xenftd (NAME.log), NAME the
+    // configuration's own (xenftd@NAME reads NAME.conf).
+    if (!console_log_given && c.backend == "xen")
+        c.console_log = "/var/log/xenft/" + std::filesystem::path(path).stem().string() + ".console";
+    else if (c.console_log == "none")
+        c.console_log.clear();
+    else if (console_log_given && c.backend != "xen")
+        check.problem("vm.console-log", "only with backend = xen (the domain's serial port)");
+    else if (console_log_given && (c.console_log.empty() || c.console_log.front() != '/' || c.console_log.back() == '/'))
+        check.problem("vm.console-log", "\"" + c.console_log + "\" is not an absolute file name (or none)");
     if (c.control_socket.empty())
         c.control_socket = "/run/xenft/vm-" + std::to_string(c.vm_id) + ".sock";
     else if (c.control_socket.front() != '/' || c.control_socket.size() >= 108)

@@ -27,6 +27,9 @@ struct DaemonConfig {
     // (device_model_version = "none"), with ACPI tables naming its virtio devices
     std::string kernel, initrd;
     std::uint64_t memory_mib = 16; // xen: the domain's memory= (the device models' DMA bound)
+    // xen: the file the guest's serial console is kept in (empty: not kept); by default
+    // /var/log/xenft/NAME.console for the configuration NAME.conf
+    std::string console_log;
     // [pair]
     std::uint32_t host_id = 0, peer_id = 0;
     bool primary = true;       // role at start: primary or backup

@@ -36,6 +36,7 @@
 #include "xenft/common/version.hpp"
 #include "xenft/daemon/config.hpp"
 #include "xenft/daemon/node.hpp"
+#include "xenft/devices/host_io.hpp"
 #include "xenft/devices/iscsi_store.hpp"
 #include "xenft/engine/linux_image.hpp"
 #ifdef XENFT_HAVE_XEN
@@ -180,6 +181,7 @@ struct HostParts {
     std::unique_ptr<devices::BlockPort> disk;
     std::optional<channel::TlsContext> tls_client, tls_server;
     detector::HeartbeatKey heartbeat_key{};
+    std::unique_ptr<devices::ConsoleLog> console; // xen: the guest's serial console, if kept
 };
 
 // The failure detector and the test-and-set as the configuration sets them, for either backend.
@@ -276,6 +278,7 @@ Expected<std::unique_ptr<daemon::Node>, std::string> start_xen_node(const daemon
     daemon::parse_mac(cfg.mac, mac); // checked by load_config
     std::copy(std::begin(mac), std::end(mac), spec.devices.mac.begin());
     spec.digest_interval_ms = cfg.digest_ms;
+    spec.devices.console = parts.console.get();
     if (!cfg.kernel.empty()) {
         // A Linux guest on the plain PC: its devices interrupt on the ISA lines the ACPI tables
         // name, on both hosts (a backup that goes live serves them so); the replica that starts
@@ -449,7 +452,8 @@ int check_config(const std::string& path)
         return 1;
     }
     std::cout << "xenftd: " << path << ": vm " << c.vm_id << " (backend " << c.backend << "), host " << c.host_id << " ("
-              << (c.primary ? "primary" : "backup") << "), peer host " << c.peer_id << ", control socket "
+              << (c.primary ? "primary" : "backup") << "), peer host " << c.peer_id
+              << (c.console_log.empty() ? std::string() : ", console log " + c.console_log) << ", control socket "
               << c.control_socket << ": ok\n";
     return 0;
 }
@@ -560,10 +564,22 @@ int main(int argc, char** argv)
         return fail(vm_name + ": control socket " + cfg->control_socket + ": " + std::strerror(errno));
     ::chmod(cfg->control_socket.c_str(), 0600);
     [[maybe_unused]] const bool unpause = vm.count("unpause") > 0; // xen
+    // The guest's console is worth keeping, not worth refusing protection for.
+    if (xen && !cfg->console_log.empty()) {
+        if (auto console = devices::ConsoleLog::open(cfg->console_log); console)
+            parts.console = std::move(console).value();
+        else
+            write_log_line(LogPriority::warning, vm_name + ": " + console.error() + "; the guest's console is not kept");
+    }
     auto make_node = [&](bool join) -> Expected<std::unique_ptr<daemon::Node>, std::string> {
 #ifdef XENFT_HAVE_XEN
-        if (xen)
+        if (xen) {
+            if (parts.console)
+                parts.console->note("--- xenft: " + vm_name + ", domain " + std::to_string(domid) +
+                                    (join ? ": this host joins the pair again as the backup ---"
+                                          : ": xenftd started ---"));
             return start_xen_node(*cfg, parts, domid, unpause, join);
+        }
 #endif
         return start_node(*cfg, parts, join);
     };
@@ -581,11 +597,17 @@ int main(int argc, char** argv)
     using Clock = std::chrono::steady_clock;
     Clock::time_point halted_since{}, retry_at{};
     LastHalt last_halt;
+    bool console_failure_told = false;
     while (!g_stop) {
         pollfd p{control.get(), POLLIN, 0};
         bool rejoin_now = false;
         if (::poll(&p, 1, 200) > 0)
             serve(control.get(), *cfg, node.get(), last_halt, rejoin_now);
+        if (parts.console && !console_failure_told)
+            if (const std::string why = parts.console->error(); !why.empty()) {
+                write_log_line(LogPriority::warning, vm_name + ": " + why + "; the rest of the guest's console is dropped");
+                console_failure_told = true;
+            }
         // The VM ended with the pair's consent (the guest shut down, the domain was destroyed,
         // and the backup knows): nothing is left to protect. xenftd exits 0, so systemd leaves
         // it stopped, and the next `xl create` of the VM starts a new one.

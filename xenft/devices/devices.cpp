@@ -23,6 +23,8 @@ void Uart16550::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
         lcr_ = static_cast<std::uint8_t>(value);
     else if (reg == 0 && !(lcr_ & 0x80)) { // transmit holding register (not the divisor latch)
         out_ += static_cast<char>(value);
+        if (sink_)
+            sink_->put(static_cast<char>(value));
         if (out_.size() > kMaxUartOutput)
             out_.erase(0, out_.size() - kMaxUartOutput / 2);
     }

@@ -75,6 +75,14 @@ public:
     virtual std::optional<std::uint8_t> isa_line() const { return std::nullopt; }
 };
 
+// Where a UART's output goes besides the 64 KiB it keeps in memory: xenftd's console log
+// (host_io.hpp). Host-side: what it does with the bytes is not guest state.
+class ConsoleSink {
+public:
+    virtual ~ConsoleSink() = default;
+    virtual void put(char c) = 0;
+};
+
 class Uart16550 final : public Device {
 public:
     static constexpr std::uint64_t kBase = 0x3f8;
@@ -87,10 +95,13 @@ public:
     bool load(StateReader& in) override;
     // Everything the guest printed (the last 64 KiB). Host-side only: not guest state.
     const std::string& output() const noexcept { return out_; }
+    // Each byte the guest prints also goes there (nullptr: nowhere); the sink outlives the UART.
+    void set_sink(ConsoleSink* sink) noexcept { sink_ = sink; }
 
 private:
     std::uint8_t lcr_ = 0;
     std::string out_;
+    ConsoleSink* sink_ = nullptr;
 };
 
 class LapicTimer final : public Device {

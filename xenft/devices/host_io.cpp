@@ -8,7 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <filesystem>
+
+#include "xenft/common/log_line.hpp"
 
 namespace xenft::devices {
 
@@ -75,6 +79,85 @@ bool FileStore::write(std::uint64_t offset, std::span<const std::uint8_t> data)
 bool FileStore::flush()
 {
     return ::fdatasync(fd_.get()) == 0;
+}
+
+Expected<std::unique_ptr<ConsoleLog>, std::string> ConsoleLog::open(const std::string& path)
+{
+    const std::filesystem::path file(path);
+    if (!file.is_absolute() || !file.has_filename())
+        return unexpected("console log \"" + path + "\": not an absolute file name");
+    std::error_code ec;
+    if (!std::filesystem::exists(file.parent_path(), ec)) {
+        std::filesystem::create_directories(file.parent_path(), ec);
+        if (ec)
+            return unexpected("console log " + path + ": cannot create " + file.parent_path().string() + ": " + ec.message());
+        std::filesystem::permissions(file.parent_path(), std::filesystem::perms(0750), ec);
+    }
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640));
+    if (!fd.valid())
+        return unexpected("console log " + path + ": " + std::strerror(errno));
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+        return unexpected("console log " + path + ": not a regular file");
+    return std::unique_ptr<ConsoleLog>(new ConsoleLog(path, std::move(fd)));
+}
+
+ConsoleLog::~ConsoleLog()
+{
+    std::lock_guard lock(mu_);
+    if (!line_.empty())
+        write_line_locked(line_);
+}
+
+void ConsoleLog::put(char c)
+{
+    std::lock_guard lock(mu_);
+    if (c == '\r')
+        return;
+    if (c == '\n') {
+        write_line_locked(line_);
+        line_.clear();
+        return;
+    }
+    line_ += c;
+    if (line_.size() >= kMaxLine) {
+        write_line_locked(line_);
+        line_.clear();
+    }
+}
+
+void ConsoleLog::note(std::string_view text)
+{
+    std::lock_guard lock(mu_);
+    if (!line_.empty()) {
+        write_line_locked(line_);
+        line_.clear();
+    }
+    write_line_locked(text);
+}
+
+std::string ConsoleLog::error() const
+{
+    std::lock_guard lock(mu_);
+    return error_;
+}
+
+void ConsoleLog::write_line_locked(std::string_view text)
+{
+    if (!error_.empty())
+        return;
+    const std::string line = format_log_line(LogPriority::info, text, false, std::chrono::system_clock::now());
+    std::size_t done = 0;
+    while (done < line.size()) {
+        const ssize_t n = ::write(fd_.get(), line.data() + done, line.size() - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            error_ = "console log " + path_ + ": " + (n < 0 ? std::strerror(errno) : "nothing written");
+            return;
+        }
+        done += static_cast<std::size_t>(n);
+    }
 }
 
 } // namespace xenft::devices

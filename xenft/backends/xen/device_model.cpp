@@ -125,6 +125,7 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
         return unexpected(memory.error());
     dm->memory_.emplace(std::move(memory).value());
 
+    dm->uart_.set_sink(spec.console);
     dm->bus_.attach(dm->uart_);
     dm->bus_.attach(dm->clock_);
     if (!spec.tap.empty()) {

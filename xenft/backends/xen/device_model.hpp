@@ -95,6 +95,9 @@ struct DeviceModelSpec {
     // The devices interrupt on ISA lines (VirtioNet::kIsaLine, VirtioBlk::kIsaLine), as a
     // plain PC's ACPI tables declare them to a stock kernel, rather than with MSI vectors.
     bool isa_lines = false;
+    // Where the UART's output goes besides the last 64 KiB console() keeps (xenftd's console
+    // log); it outlives the device model.
+    devices::ConsoleSink* console = nullptr;
 };
 
 // How a domain ended, for the log (the backup must not take over a VM that ended on purpose)
