@@ -25,11 +25,12 @@ public:
 struct Devices {
     NoMemory mem;
     Uart16550 uart;
+    AcpiPowerControl power;
     LapicTimer timer{[] { return std::uint64_t{1000}; }};
     ClockReg clock{[] { return std::uint64_t{1000}; }};
     VirtioNet net{mem, {2, 0, 0, 0, 0, 1}};
     VirtioBlk blk{mem, 1u << 20};
-    std::vector<Device*> all() { return {&uart, &timer, &clock, &net, &blk}; }
+    std::vector<Device*> all() { return {&uart, &power, &timer, &clock, &net, &blk}; }
 
     bool load(std::span<const std::uint8_t> blob)
     {

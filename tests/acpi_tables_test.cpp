@@ -168,4 +168,7 @@ BOOST_AUTO_TEST_CASE(acpica_disassembles_them_as_the_platform_xenft_means)
     BOOST_TEST(dsdt.find("0xFEB01000,         // Address Base") != std::string::npos);
     BOOST_TEST(dsdt.find("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )") != std::string::npos);
     BOOST_TEST(dsdt.find("0x0000000B,") != std::string::npos); // IRQ 11
+    // The soft-off state a kernel's ACPI poweroff needs, with the sleep type xenft serves.
+    BOOST_TEST(dsdt.find("Name (\\_S5, Package (0x04)") != std::string::npos);
+    BOOST_TEST(dsdt.find("{\n        0x07, \n        0x07, \n        Zero, \n        Zero\n    })") != std::string::npos);
 }

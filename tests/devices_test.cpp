@@ -462,3 +462,41 @@ BOOST_AUTO_TEST_CASE(a_console_log_that_cannot_be_opened_says_which_and_why)
                                    "/logs: ") == 0u,
                deeper.error());
 }
+
+// The plain PC's PM1a control block: SCI_EN reads as set, what the guest writes is kept (not
+// SLP_EN), and only SLP_EN with the soft-off sleep type is a poweroff; the request survives a
+// state round trip (a live copy) and a damaged state is refused.
+BOOST_AUTO_TEST_CASE(acpi_soft_off_is_slp_en_with_the_s5_sleep_type_and_nothing_else)
+{
+    AcpiPowerControl pm;
+    constexpr std::uint64_t base = AcpiPowerControl::kBase;
+    BOOST_TEST(pm.claims(true, base));
+    BOOST_TEST(pm.claims(true, base + 1));
+    BOOST_TEST(!pm.claims(true, base + 2));
+    BOOST_TEST(!pm.claims(false, base));
+    BOOST_TEST(pm.read(base, 2) == 1u); // SCI_EN: always in ACPI mode
+    // SLP_TYP 5 (not soft-off) with SLP_EN, then SLP_TYP 7 without it: no poweroff.
+    pm.write(base, 2, (5u << 10) | AcpiPowerControl::kSleepEnable);
+    BOOST_TEST(!pm.poweroff_requested());
+    pm.write(base, 2, 7u << 10);
+    BOOST_TEST(!pm.poweroff_requested());
+    BOOST_TEST(pm.read(base, 2) == ((7u << 10) | 1u)); // kept; SLP_EN is write-only
+    BOOST_TEST(pm.read(base + 1, 1) == ((7u << 10) >> 8));
+    // ACPICA's sequence: SLP_TYP first, then the same with SLP_EN; here as the high byte alone.
+    pm.write(base + 1, 1, ((7u << 10) | AcpiPowerControl::kSleepEnable) >> 8);
+    BOOST_TEST(pm.poweroff_requested());
+    BOOST_TEST((pm.read(base, 2) & AcpiPowerControl::kSleepEnable) == 0u);
+
+    std::vector<std::uint8_t> blob;
+    StateWriter out(blob);
+    pm.save(out);
+    AcpiPowerControl copy;
+    StateReader in(blob);
+    BOOST_TEST(copy.load(in));
+    BOOST_TEST(copy.poweroff_requested());
+    BOOST_TEST(copy.read(base, 2) == pm.read(base, 2));
+    const std::vector<std::uint8_t> damaged{0xff, 0xff, 0x07, 0x02}; // control above 16 bits
+    StateReader bad(damaged);
+    AcpiPowerControl refused;
+    BOOST_TEST(!refused.load(bad));
+}

@@ -60,8 +60,10 @@
 #     A's power cut mid-download: B goes live (epoch 3), the download finishes on the same
 #     connection with the right SHA-256, the PUT reads back. Then A booted again joins B by a
 #     live copy, the client PUTs again and downloads 16 MiB; B's power cut: A goes live (epoch
-#     4), the download is intact on one connection, both PUTs read back. Last, the LUN's ext4
-#     is consistent (e2fsck after its journal's replay) and holds the first PUT. Alone:
+#     4), the download is intact on one connection, both PUTs read back. Then the guest powers
+#     itself off (POST /cgi-bin/poweroff: ACPI S5): A's xenftd ends the VM, says so and exits,
+#     the domain is removed. Last, the LUN's ext4 is consistent (e2fsck after its journal's
+#     replay) and holds the first PUT. Alone:
 #     FAILOVER_CASES=linux-a-dies (`make lab-failover-linux`).
 #   case "linux-unprotected" (only when named: the baseline of bench/xen_linux_pair_bench.sh):
 #     the same Linux on host A with xenft off (no ft=, no xenftd, Xen's FT mode off;
@@ -1467,10 +1469,29 @@ run_linux_case() {
     else
         fail "${c}_reverse_a_goes_live_with_the_download_intact_and_both_puts" "curl exit $curl_rc, $(stat -c %s "$work/download2-$c" 2> /dev/null) bytes, sha256 ${got:0:16} (expected ${expected:0:16}), $connections connections; $(line_in a 'test-and-set epoch 3') / $(line_in a 'went live'); PUT $put2, read back $back1 / $back2"
     fi
+    # The guest's own poweroff ends the VM (on A, alone since B's cut): Linux writes ACPI S5,
+    # xenftd has Xen shut the domain down, says why and exits; the toolstack removes the domain
+    # (on_poweroff). A GET of the CGI is refused and changes nothing.
+    local mark get_off post_off ended=no
+    mark=$(wc -l < "$work/serial-a.log")
+    get_off=$(client curl -s -o /dev/null --max-time 30 -w '%{http_code}' $url/cgi-bin/poweroff)
+    post_off=$(client curl -s -d '' -o /dev/null --max-time 30 -w '%{http_code}' $url/cgi-bin/poweroff)
+    for _ in $(seq 120); do
+        tail -n +"$mark" "$work/serial-a.log" | grep -aq 'LAB: a: domains: Domain-0 [^a-z]*$' && { ended=yes; break; }
+        sleep 1
+    done
+    if [ "$get_off" = 405 ] && [ "$post_off" = 200 ] && [ $ended = yes ] &&
+       seen_in a 'LAB: a: guest: .*reboot: Power down' &&
+       seen_in a 'LAB: a: .*the VM ended: the guest powered off (ACPI S5)' && seen_in a 'LAB: a: .*xenftd exits'; then
+        pass "${c}_the_guests_own_poweroff_ends_the_vm"
+    else
+        fail "${c}_the_guests_own_poweroff_ends_the_vm" "GET $get_off (405 expected), POST $post_off; domain removed: $ended; $(line_in a 'guest: .*\(powering off\|Power down\)') / $(line_in a 'the VM ended') / $(line_in a 'xenftd exits'); A's last lines: $(recent_lines a 6)"
+    fi
+    stamp "case $c: the guest's poweroff: $(line_in a 'the VM ended' | sed 's/.*the VM ended/the VM ended/')"
     kill -KILL $qemu_a 2> /dev/null
     wait $qemu_a 2> /dev/null
     # What the hosts wrote on the shared LUN: an ext4 that is consistent once its journal is
-    # replayed (as after any power cut), holding the first PUT's bytes (written back long ago).
+    # replayed (as after a power cut; this one's was a clean poweroff), holding the first PUT's bytes.
     kill -KILL $istgt_pid 2> /dev/null
     wait $istgt_pid 2> /dev/null
     local fs="$work/lun-fs-$c.img" fsck_out lun_put

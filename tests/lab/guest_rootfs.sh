@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds the protected Linux guest's root filesystem from Debian bookworm's packages: debootstrap
-# (minbase) with lighttpd and its WebDAV and CGI modules (a CPU-bound CGI), iproute2 and coreutils, an init that brings the
-# network up and starts lighttpd (tests/lab/guest-init), and the files the lab's client
+# (minbase) with lighttpd and its WebDAV and CGI modules (a CPU-bound CGI, a poweroff CGI), iproute2 and coreutils, an init
+# that brings the network up and starts lighttpd (tests/lab/guest-init), and the files the lab's client
 # downloads, made into an ext4 image for the guest's virtio disk. The guest boots Debian's own
 # kernel and initrd (the lab dom0's: linux-image-amd64), whose initramfs loads the virtio and
 # ext4 modules (udev, from the ACPI tables' LNRO0005 devices), mounts /dev/vda and runs
@@ -53,7 +53,7 @@ server.max-request-size = 65536
 webdav.activate = "enable"
 webdav.is-readonly = "disable"
 mimetype.assign = ("" => "application/octet-stream")
-cgi.assign = ("/spin" => "")
+cgi.assign = ("/spin" => "", "/poweroff" => "")
 # A CGI's output reaches the client as it comes (the spin's first line says its count began).
 server.stream-response-body = 2
 CONF
@@ -72,6 +72,18 @@ printf 'Content-Type: text/plain\r\n\r\ncounting to %s\n' "$n"
 mawk -v n="$n" 'BEGIN { for (i = 0; i < n; i++) s += i; print "counted to " n }'
 CGI
 chmod 755 "$root/srv/www/cgi-bin/spin"
+# The guest's own poweroff (tests/lab/guest-init): a POST, so that no crawler or stray GET ends
+# the VM.
+cat > "$root/srv/www/cgi-bin/poweroff" <<'CGI'
+#!/bin/sh
+if [ "$REQUEST_METHOD" != POST ]; then
+    printf 'Status: 405 Method Not Allowed\r\nAllow: POST\r\nContent-Type: text/plain\r\n\r\nPOST to power the guest off\n'
+    exit 0
+fi
+printf 'Content-Type: text/plain\r\n\r\npowering off\n'
+echo poweroff > /run/xenft-guest-power
+CGI
+chmod 755 "$root/srv/www/cgi-bin/poweroff"
 # The download: 32 MiB that compress badly, the same on every build (a fixed seed), so the
 # client can check it whichever replica served which part.
 python3 - "$root/srv/www/big.bin" <<'PY'

@@ -36,6 +36,43 @@ bool Uart16550::load(StateReader& in)
     return in.ok();
 }
 
+std::uint64_t AcpiPowerControl::read(std::uint64_t address, std::uint8_t size)
+{
+    const std::uint16_t value = control_ | kSciEnable;
+    if (address == kBase + 1)
+        return value >> 8;
+    return size == 1 ? value & 0xffu : value;
+}
+
+void AcpiPowerControl::write(std::uint64_t address, std::uint8_t size, std::uint64_t value)
+{
+    // A byte at a time or the whole register (ACPICA writes 16 bits, as the FADT says).
+    std::uint16_t v = control_;
+    if (address == kBase + 1)
+        v = static_cast<std::uint16_t>((v & 0x00ffu) | ((value & 0xffu) << 8));
+    else if (size == 1)
+        v = static_cast<std::uint16_t>((v & 0xff00u) | (value & 0xffu));
+    else
+        v = static_cast<std::uint16_t>(value);
+    const unsigned sleep_type = (v >> 10) & 7u;
+    if ((v & kSleepEnable) && sleep_type == kSoftOffSleepType)
+        poweroff_requested_ = true;
+    control_ = static_cast<std::uint16_t>(v & ~kSleepEnable);
+}
+
+void AcpiPowerControl::save(StateWriter& out) const
+{
+    out.put(control_);
+    out.put(poweroff_requested_ ? 1u : 0u);
+}
+
+bool AcpiPowerControl::load(StateReader& in)
+{
+    control_ = static_cast<std::uint16_t>(in.get(0xffff));
+    poweroff_requested_ = in.get(1) != 0;
+    return in.ok();
+}
+
 void LapicTimer::save(StateWriter& out) const
 {
     for (std::uint32_t r : {svr_, lvt_, initial_, divide_})

@@ -2,6 +2,7 @@
 // accesses. Reads are deterministic unless read_is_deterministic() says otherwise; those
 // values (time, mostly) are what the recorder logs and the replayer supplies.
 //   Uart16550   port 0x3f8-0x3ff   console output
+//   AcpiPowerControl  port 0x1f44-0x1f45  the plain PC's PM1a control block (ACPI poweroff)
 //   LapicTimer  MMIO 0xfee00000    the local APIC's timer (periodic / one-shot), 100 MHz bus
 //   ClockReg    MMIO 0xfeb00000    nanoseconds since the VM started (64-bit)
 // The virtio-mmio network and block devices are in virtio_net.hpp and virtio_blk.hpp.
@@ -102,6 +103,32 @@ private:
     std::uint8_t lcr_ = 0;
     std::string out_;
     ConsoleSink* sink_ = nullptr;
+};
+
+// The PM1a control register of the plain PC (engine/acpi_tables.hpp: Xen emulates the PM1a
+// event block and the PM timer beside it, not this one). SCI_EN reads as set: the platform is
+// always in ACPI mode. SLP_EN written with \_S5's sleep type is the guest asking to be powered
+// off, which the device only remembers: the replica that records or runs live carries it out,
+// a backup replaying the same write does not (its primary's end of the VM reaches it through
+// the log), and one that goes live does if its primary died before.
+class AcpiPowerControl final : public Device {
+public:
+    static constexpr std::uint64_t kBase = 0x1f44;
+    static constexpr std::uint16_t kSciEnable = 1u << 0, kSleepEnable = 1u << 13;
+    static constexpr std::uint8_t kSoftOffSleepType = 7; // engine::kS5SleepType
+    bool claims(bool pio, std::uint64_t a) const override { return pio && a >= kBase && a < kBase + 2; }
+    std::uint64_t read(std::uint64_t address, std::uint8_t size) override;
+    void write(std::uint64_t address, std::uint8_t size, std::uint64_t value) override;
+    bool read_is_deterministic(std::uint64_t) const override { return true; }
+    const char* name() const override { return "acpi-pm1a-control"; }
+    void save(StateWriter& out) const override;
+    bool load(StateReader& in) override;
+
+    bool poweroff_requested() const noexcept { return poweroff_requested_; }
+
+private:
+    std::uint16_t control_ = 0; // as written, without SLP_EN (write-only)
+    bool poweroff_requested_ = false;
 };
 
 class LapicTimer final : public Device {

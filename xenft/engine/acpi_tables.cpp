@@ -156,6 +156,19 @@ Bytes dsdt(const AcpiPlatform& p)
         scope_body.insert(scope_body.end(), dev.begin(), dev.end());
     }
     Bytes b = header("DSDT", 2);
+    // Name (\_S5, Package (4) {SLP_TYP a, SLP_TYP b, 0, 0})
+    const Bytes s5_type = aml_integer(kS5SleepType);
+    Bytes s5_body{4}; // NumElements
+    for (int i = 0; i < 2; ++i)
+        s5_body.insert(s5_body.end(), s5_type.begin(), s5_type.end());
+    s5_body.insert(s5_body.end(), {0x00, 0x00});
+    Bytes s5{0x12}; // PackageOp
+    put_pkg_length(s5, s5_body.size());
+    s5.insert(s5.end(), s5_body.begin(), s5_body.end());
+    put8(b, 0x08); // NameOp, from the root
+    put8(b, 0x5c);
+    b.insert(b.end(), {'_', 'S', '5', '_'});
+    b.insert(b.end(), s5.begin(), s5.end());
     put8(b, 0x10); // ScopeOp
     put_pkg_length(b, scope_body.size());
     b.insert(b.end(), scope_body.begin(), scope_body.end());

@@ -10,7 +10,10 @@
 //          one is what hvmloader selects), SCI on IRQ 9, no 8042, no VGA; and a FACS.
 //   DSDT   xenft's virtio-mmio devices ("LNRO0005", Linux's virtio_mmio driver), each a register
 //          window and an edge-triggered ISA interrupt line: Debian's kernel is built without
-//          virtio-mmio devices on the command line, so ACPI is how it learns of them.
+//          virtio-mmio devices on the command line, so ACPI is how it learns of them. And \_S5,
+//          the soft-off state's sleep type, without which a kernel has no ACPI poweroff: it
+//          writes that type with SLP_EN to the PM1a control block, which xenft serves
+//          (devices::AcpiPowerControl) and which ends the domain.
 // Pure: bytes for a given layout, checked by tests/acpi_tables_test (iasl disassembles them).
 #pragma once
 
@@ -34,6 +37,8 @@ inline constexpr std::uint64_t kIoApicAddress = 0xfec00000, kHpetAddress = 0xfed
 // Xen's ACPI_PM1A_EVT_BLK_ADDRESS_V0 layout (public/hvm/ioreq.h).
 inline constexpr std::uint16_t kPm1aEventBlock = 0x1f40, kPm1aControlBlock = 0x1f44, kPmTimerBlock = 0x1f48;
 inline constexpr std::uint8_t kSciIrq = 9;
+// \_S5's SLP_TYP, for PM1a and PM1b (the value hvmloader's DSDT gives it too).
+inline constexpr std::uint8_t kS5SleepType = 7;
 
 struct AcpiTables {
     std::uint64_t gpa = 0;      // where `bytes` go in guest memory

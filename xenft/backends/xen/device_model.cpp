@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "xenft/engine/acpi_tables.hpp"
+
 namespace xenft::backends::xen {
 
 namespace {
@@ -127,6 +129,11 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
 
     dm->uart_.set_sink(spec.console);
     dm->bus_.attach(dm->uart_);
+    if (spec.isa_lines) {
+        // The plain PC's PM1a control block, where a kernel's ACPI poweroff writes.
+        dm->power_ = std::make_unique<devices::AcpiPowerControl>();
+        dm->bus_.attach(*dm->power_);
+    }
     dm->bus_.attach(dm->clock_);
     if (!spec.tap.empty()) {
         auto tap = devices::TapDevice::open(spec.tap);
@@ -169,6 +176,9 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
             return unexpected(r.error());
     if (auto r = dm->server_->map_ports(devices::Uart16550::kBase, devices::Uart16550::kBase + 7); !r)
         return unexpected(r.error());
+    if (dm->power_)
+        if (auto r = dm->server_->map_ports(devices::AcpiPowerControl::kBase, devices::AcpiPowerControl::kBase + 1); !r)
+            return unexpected(r.error());
     if (auto r = dm->server_->enable(); !r)
         return unexpected(r.error());
     return dm;
@@ -262,6 +272,21 @@ Expected<unsigned, std::string> XenDeviceModel::reassert_interrupts()
     return reasserted;
 }
 
+// The register the FADT names and the sleep type the DSDT's \_S5 gives are the ones served.
+static_assert(devices::AcpiPowerControl::kBase == engine::kPm1aControlBlock);
+static_assert(devices::AcpiPowerControl::kSoftOffSleepType == engine::kS5SleepType);
+
+Expected<bool, std::string> XenDeviceModel::carry_out_poweroff()
+{
+    if (!power_ || !power_->poweroff_requested() || poweroff_asked_)
+        return false;
+    // The vCPU waits in the ioreq of the write: Xen completes the shutdown once it is answered.
+    if (auto r = xc_.shut_down(domid_, SHUTDOWN_poweroff); !r)
+        return unexpected("domain " + std::to_string(domid_) + ": the guest powered off (ACPI S5): " + r.error());
+    poweroff_asked_ = true;
+    return true;
+}
+
 namespace {
 
 const char* shutdown_reason_name(unsigned reason)
@@ -283,6 +308,10 @@ std::optional<DomainEnd> XenDeviceModel::end_state() const
 {
     using Reason = logformat::VmEnd::Reason;
     auto info = xc_.domain_info(domid_);
+    // The guest powered off and this replica asked Xen to shut it down: the toolstack may have
+    // removed the domain already (on_poweroff=destroy), which is still the guest's poweroff.
+    if (poweroff_asked_ && (!info || info->dying || (info->shutdown && !info->crashed)))
+        return DomainEnd{Reason::shut_down, "the guest powered off (ACPI S5)"};
     if (!info)
         return DomainEnd{Reason::destroyed, "the domain is gone"};
     if (info->crashed) {
@@ -330,6 +359,8 @@ Expected<bool, std::string> XenDeviceModel::serve_once(int timeout_ms)
     if (n < 0 && errno != EINTR)
         return unexpected(errno_text(domain + ": poll"));
     Expected<bool, std::string> step = server_->serve([this](IoAccess& a) { handle(a); });
+    if (step)
+        step = carry_out_poweroff();
     if (step)
         step = take_frames();
     if (step)

@@ -142,6 +142,13 @@ public:
     // A backup going live: delivers every device interrupt the guest's drivers have not
     // acknowledged (Device::reassert_unacknowledged_interrupt()); returns how many.
     Expected<unsigned, std::string> reassert_interrupts();
+    // The guest asked to be powered off (ACPI soft-off on the plain PC: AcpiPowerControl) and
+    // this replica carries it out: asks Xen to shut the domain down (poweroff), once; the
+    // toolstack then does what the domain's on_poweroff says, and end_state() tells the node.
+    // Called after each access by the replica that records or runs live, and by a backup
+    // going live (its primary may have died between the write and the shutdown); a replaying
+    // backup never calls it. True if it asked now.
+    Expected<bool, std::string> carry_out_poweroff();
     // Why the domain no longer runs, if it does not.
     std::optional<DomainEnd> end_state() const;
     std::optional<std::string> ended() const
@@ -202,6 +209,8 @@ private:
     std::optional<IoreqServer> server_;
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
     devices::Uart16550 uart_;
+    std::unique_ptr<devices::AcpiPowerControl> power_; // the plain PC's (spec.isa_lines)
+    std::atomic<bool> poweroff_asked_{false}; // end_state() reads it from the node's thread
     devices::ClockReg clock_{[this] {
         return static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());

@@ -229,6 +229,10 @@ Expected<bool, std::string> RecordingDomain::at_ioreq(IoAccess& a, XenLog& log)
         ++digests_;
     }
     dm_->handle(a);
+    // The guest powered off (ACPI S5): Xen shuts the domain down once this write is answered.
+    // The write is in the log like any other; the node tells the backup the VM ended.
+    if (auto off = dm_->carry_out_poweroff(); !off)
+        return unexpected(off.error());
     devices::VirtioNet* net = dm_->net();
     while (net && !frames_.empty() && net->can_receive()) {
         net->receive(frames_.front());
@@ -735,6 +739,8 @@ Expected<bool, std::string> ReplayingDomain::at_ioreq(IoAccess& a)
             return r;
     } else {
         dm_->handle(a);
+        if (auto off = dm_->carry_out_poweroff(); !off) // live: as the primary does
+            return off;
     }
     if (session_)
         dm_->interrupts_taken_elsewhere();
@@ -1014,6 +1020,10 @@ Expected<bool, std::string> ReplayingDomain::go_live(XenLog& log)
     if (!reasserted)
         return unexpected(reasserted.error());
     reasserted_ = *reasserted;
+    // The guest had powered off when its primary died, before the primary's shutdown of the
+    // domain reached the backup as the VM's end: this replica carries it out now.
+    if (auto off = dm_->carry_out_poweroff(); !off)
+        return unexpected(off.error());
     return true;
 }
 
