@@ -14,6 +14,7 @@
 
 #include "tests/iscsi_fixture.hpp"
 #include "xenft/arbiter/arbiter.hpp"
+#include "xenft/devices/iscsi_store.hpp"
 
 using namespace xenft;
 using namespace xenft::arbiter;
@@ -302,6 +303,70 @@ BOOST_AUTO_TEST_CASE(unreachable_wrong_small_and_corrupt_luns_are_explained, *ut
     BOOST_TEST(error_text(a.init(1, false)).empty()); // an unreadable block may be initialized
 }
 
+// Each host has two sessions on the LUN under its key: the arbiter's and its guest disk's,
+// which registers first (xenftd opens the disk, then the node its arbiter). istgt 0.4's
+// PREEMPT then drops the winner's disk registration (and one of the loser's): the winner
+// went live and its guest's every write got RESERVATION CONFLICT (the lab's Linux, after the
+// failover: ext4 aborted its journal). The disk session registers again after the PREEMPT.
+BOOST_AUTO_TEST_CASE(the_winners_disk_session_can_write_after_it_fenced_the_peer, *utf::precondition(have_istgt))
+{
+    testing::Istgt t;
+    auto disk_of = [&](std::uint32_t host) {
+        auto lun = Lun::connect({t.url(), "iqn.2026-11.test.xenft:host" + std::to_string(host),
+                                 static_cast<std::uint16_t>(0x1000 + host), 2});
+        BOOST_TEST_REQUIRE(lun.has_value(), (lun ? "" : lun.error()));
+        auto store = devices::IscsiStore::open(std::move(lun).value(), 64, 64 * 1024, Arbiter::key_of(host));
+        BOOST_TEST_REQUIRE(store.has_value(), (store ? "" : store.error()));
+        return std::move(store).value();
+    };
+    std::vector<std::string> logged;
+    auto disk_a = disk_of(1);
+    auto a = open_or_fail(config(t.url(), 1, 2));
+    a.add_own_session([&] { return disk_a.register_again(); });
+    BOOST_TEST_REQUIRE(a.init(1, false).has_value());
+    BOOST_TEST_REQUIRE((a.acquire(1, 0).outcome == Outcome::won));
+    auto disk_b = disk_of(2);
+    disk_b.set_log([&](const std::string& line) { logged.push_back(line); });
+    auto b = open_or_fail(config(t.url(), 2, 1));
+    std::vector<std::uint8_t> data(4096, 0x5a);
+    BOOST_TEST_REQUIRE(disk_b.write(0, data), disk_b.last_error());
+
+    // B takes the VM over without re-registering its disk: what the lab saw.
+    auto r = b.acquire(2, 1);
+    BOOST_TEST_REQUIRE((r.outcome == Outcome::won), r.detail);
+    const bool broken = !disk_b.write(0, data);
+    BOOST_TEST_MESSAGE("without add_own_session: the winner's disk " << (broken ? "fenced: " + disk_b.last_error() : "writes"));
+    if (broken) {
+        BOOST_TEST(disk_b.last_error().find("RESERVATION CONFLICT") != std::string::npos, disk_b.last_error());
+        BOOST_TEST_REQUIRE(logged.size() == 1u); // once, with the LUN and the cause
+        BOOST_TEST(logged[0].find(t.url()) != std::string::npos, logged[0]);
+        BOOST_TEST(logged[0].find("the guest gets I/O errors") != std::string::npos, logged[0]);
+    }
+
+    // With it: A, its xenftd started again (the loser was fenced), takes the VM back; then B
+    // again, and each winner's disk writes after its fencing.
+    b.add_own_session([&] { return disk_b.register_again(); });
+    BOOST_TEST_REQUIRE(disk_a.register_again().ok());
+    auto a2 = open_or_fail(config(t.url(), 1, 2));
+    a2.add_own_session([&] { return disk_a.register_again(); });
+    auto back = a2.acquire(3, 2);
+    BOOST_TEST_REQUIRE((back.outcome == Outcome::won), back.detail);
+    const bool a_wrote = disk_a.write(4096, data);
+    BOOST_TEST(a_wrote, disk_a.last_error());
+    BOOST_TEST_REQUIRE(disk_b.register_again().ok()); // B's xenftd, started again as a backup
+    auto b2 = open_or_fail(config(t.url(), 2, 1));
+    b2.add_own_session([&] { return disk_b.register_again(); });
+    auto again = b2.acquire(4, 1);
+    BOOST_TEST_REQUIRE((again.outcome == Outcome::won), again.detail);
+    BOOST_TEST(b2.fence_peer().message.find("disk session") == std::string::npos);
+    BOOST_TEST(disk_b.write(0, data), disk_b.last_error());
+    BOOST_TEST(disk_b.flush(), disk_b.last_error());
+    if (broken) {
+        BOOST_TEST_REQUIRE(logged.size() == 2u);
+        BOOST_TEST(logged[1].find("requests succeed again after") != std::string::npos, logged[1]);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(fencing_is_checked_not_trusted_on_istgt, *utf::precondition(have_istgt))
 {
     // istgt answers GOOD to a PREEMPT that removes the wrong registration. The arbiter checks
@@ -388,3 +453,4 @@ BOOST_AUTO_TEST_CASE(preempt_fallback_has_exactly_one_winner, *utf::precondition
     BOOST_TEST(check.read()->epoch == epoch);
     BOOST_TEST(check.read()->owner == owner);
 }
+

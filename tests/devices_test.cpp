@@ -3,8 +3,9 @@
 // transmit and receive, what a hostile guest can do with descriptors (loops, addresses outside
 // memory, oversized chains: the device resets itself, nothing else happens), device state
 // round trips and damaged state, the guest disk on a real iSCSI LUN (istgt started by the
-// test), and the host-side errors (disk files, TAP names, LUNs), and the guest's console kept
-// in a file. Guest memory here is a plain buffer, which is all a device model sees of it.
+// test), and the host-side errors (disk files, TAP names, LUNs), the guest's console kept in a
+// file, and the UART as Linux's 8250 driver probes and drives it. Guest memory here is a plain
+// buffer, which is all a device model sees of it.
 #define BOOST_TEST_MODULE devices
 #include <boost/test/unit_test.hpp>
 
@@ -498,5 +499,114 @@ BOOST_AUTO_TEST_CASE(acpi_soft_off_is_slp_en_with_the_s5_sleep_type_and_nothing_
     const std::vector<std::uint8_t> damaged{0xff, 0xff, 0x07, 0x02}; // control above 16 bits
     StateReader bad(damaged);
     AcpiPowerControl refused;
+    BOOST_TEST(!refused.load(bad));
+}
+
+// What Linux's 8250 driver does to a port before it registers it (autoconfig() in
+// 8250_port.c): the IER scratch test, the FIFO probe through IIR, the scratch register, the
+// loopback of the modem lines. The answers make it a 16450, driven by interrupts when wired.
+BOOST_AUTO_TEST_CASE(the_uart_answers_the_8250_drivers_probe_as_a_16450)
+{
+    Uart16550 uart;
+    constexpr std::uint64_t b = Uart16550::kBase;
+    uart.write(b + 1, 1, 0);
+    BOOST_TEST((uart.read(b + 1, 1) & 0x0f) == 0u);
+    uart.write(b + 1, 1, 0x0f);
+    BOOST_TEST((uart.read(b + 1, 1) & 0x0f) == 0x0fu);
+    uart.write(b + 1, 1, 0);
+    uart.write(b + 3, 1, 0xbf); // EFR access: ignored, there is none
+    uart.write(b + 2, 1, 0);
+    uart.write(b + 3, 1, 0);
+    uart.write(b + 2, 1, 0x01); // enable FIFOs: there are none, so IIR's top bits stay clear
+    BOOST_TEST((uart.read(b + 2, 1) >> 6) == 0u);
+    for (std::uint64_t v : {0xa5u, 0x5au}) {
+        uart.write(b + 7, 1, v);
+        BOOST_TEST(uart.read(b + 7, 1) == v);
+    }
+    uart.write(b + 4, 1, 0x10 | 0x0a); // loopback, RTS and OUT2: CTS and DCD come back
+    BOOST_TEST((uart.read(b + 6, 1) & 0xf0) == 0x90u);
+    uart.write(b + 4, 1, 0);
+    BOOST_TEST(uart.read(b + 6, 1) == 0xb0u); // a terminal is there
+    BOOST_TEST(uart.read(b + 5, 1) == 0x60u); // the transmitter is empty, nothing received
+    // The divisor latch holds the baud rate and hides the data and IER registers meanwhile.
+    uart.write(b + 3, 1, 0x83);
+    uart.write(b, 1, 0x01);
+    uart.write(b + 1, 1, 0x00);
+    BOOST_TEST(uart.read(b, 1) == 1u);
+    uart.write(b + 3, 1, 0x03);
+    BOOST_TEST(uart.output().empty());
+    uart.write(b, 1, 'A');
+    BOOST_TEST(uart.output() == "A");
+}
+
+BOOST_AUTO_TEST_CASE(a_wired_uart_raises_its_line_when_the_transmitter_empties)
+{
+    constexpr std::uint64_t b = Uart16550::kBase;
+    // Unwired (the KVM backend's test guest), the UART never interrupts, and IIR says so: the
+    // 8250 driver's THRE test then finds it needs polling.
+    Uart16550 plain;
+    plain.write(b + 4, 1, 0x08);
+    plain.write(b + 1, 1, 0x02);
+    BOOST_TEST(plain.read(b + 2, 1) == 0x01u);
+    BOOST_TEST(!plain.pending_interrupt());
+    BOOST_TEST(!plain.reassert_unacknowledged_interrupt());
+
+    Uart16550 uart;
+    uart.wire_to_isa_line(Uart16550::kIsaLine);
+    BOOST_TEST((uart.isa_line() == std::optional<std::uint8_t>(4)));
+    // The driver's THRE test, before OUT2 is set: IIR reports it, the line stays low.
+    uart.write(b + 1, 1, 0x02);
+    BOOST_TEST(!uart.pending_interrupt());
+    BOOST_TEST(uart.read(b + 2, 1) == 0x02u);
+    BOOST_TEST(uart.read(b + 2, 1) == 0x01u); // reading IIR acknowledged it
+    uart.write(b + 1, 1, 0);
+    uart.write(b + 1, 1, 0x02); // enabled again with the register empty: raised again
+    BOOST_TEST(uart.read(b + 2, 1) == 0x02u);
+    uart.write(b + 1, 1, 0);
+    // Startup: OUT2, then the tty layer enables the interrupt to send.
+    uart.write(b + 4, 1, 0x0b);
+    BOOST_TEST(!uart.pending_interrupt());
+    uart.write(b + 1, 1, 0x02);
+    BOOST_TEST(uart.pending_interrupt().has_value());
+    uart.interrupt_delivered();
+    BOOST_TEST(!uart.pending_interrupt());
+    // The handler: IIR, a byte, which leaves at once and raises the line again; then IIR,
+    // nothing more to send, the interrupt disabled.
+    BOOST_TEST(uart.read(b + 2, 1) == 0x02u);
+    uart.write(b, 1, 'x');
+    BOOST_TEST(uart.pending_interrupt().has_value());
+    uart.interrupt_delivered();
+    BOOST_TEST(uart.read(b + 2, 1) == 0x02u);
+    uart.write(b + 1, 1, 0);
+    BOOST_TEST(uart.read(b + 2, 1) == 0x01u);
+    BOOST_TEST(!uart.pending_interrupt());
+    BOOST_TEST(!uart.reassert_unacknowledged_interrupt());
+    // A backup going live: an interrupt enabled and not read from IIR is asserted again,
+    // since the primary may have died before its injection was logged.
+    uart.write(b + 1, 1, 0x02);
+    uart.interrupt_delivered();
+    BOOST_TEST(uart.reassert_unacknowledged_interrupt());
+    BOOST_TEST(uart.pending_interrupt().has_value());
+
+    // All of it is guest state: a copy behaves the same, damaged state is refused.
+    std::vector<std::uint8_t> blob;
+    StateWriter out(blob);
+    uart.save(out);
+    Uart16550 copy;
+    copy.wire_to_isa_line(Uart16550::kIsaLine);
+    StateReader in(blob);
+    BOOST_TEST(copy.load(in));
+    BOOST_TEST(in.at_end());
+    BOOST_TEST(copy.pending_interrupt().has_value());
+    BOOST_TEST(copy.read(b + 4, 1) == 0x0bu);
+    BOOST_TEST(copy.read(b + 2, 1) == 0x02u);
+    for (std::size_t cut = 0; cut < blob.size(); ++cut) {
+        Uart16550 victim;
+        StateReader partial(std::span<const std::uint8_t>(blob).first(cut));
+        BOOST_TEST(!victim.load(partial), "state cut at " << cut);
+    }
+    const std::vector<std::uint8_t> damaged{0x03, 0x1f, 0x0b, 0x00, 0x0c, 0x00, 0x00}; // IER above 4 bits
+    StateReader bad(damaged);
+    Uart16550 refused;
     BOOST_TEST(!refused.load(bad));
 }

@@ -55,8 +55,9 @@
 #     docs/linux-guest.md): Debian's kernel on the plain virtual PC (xl: type hvm,
 #     device_model_version "none"; xenft.conf: vm.kernel, vm.initrd, vm.cmdline), its root
 #     filesystem (tests/lab/guest_rootfs.sh: lighttpd) on the virtio disk on the shared LUN
-#     (disk.lun, after the arbitration record). A boots it and serves alone until B's backup
-#     has a live copy of the running Linux; the client PUTs and downloads 16 MiB at 400 KB/s;
+#     (disk.lun, after the arbitration record). A boots it (the 8250 driver takes xenft's UART
+#     as ttyS0 on IRQ 4, user space writes to it) and serves alone until B's backup has a live
+#     copy of the running Linux; the client PUTs and downloads 16 MiB at 400 KB/s;
 #     A's power cut mid-download: B goes live (epoch 3), the download finishes on the same
 #     connection with the right SHA-256, the PUT reads back. Then A booted again joins B by a
 #     live copy, the client PUTs again and downloads 16 MiB; B's power cut: A goes live (epoch
@@ -252,7 +253,7 @@ digest-ms = 3000
 EOF
     # The Linux guest's: its kernel and initrd are the dom0's own (the run script fills in their
     # names), its disk the root filesystem on the shared LUN, after the arbitration record.
-    sed -e 's|^memory-mib = 32$|memory-mib = 256\nkernel = @KERNEL@\ninitrd = @INITRD@\ncmdline = earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.98.1.2/24|' \
+    sed -e 's|^memory-mib = 32$|memory-mib = 256\nkernel = @KERNEL@\ninitrd = @INITRD@\ncmdline = earlycon=uart8250,io,0x3f8,115200 console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.98.1.2/24|' \
         -e "s|^file = /tmp/disk.img\$|lun = $lun\nfirst-lba = $guest_disk_lba\nsize-mib = $guest_disk_mib|" "$payload/ftguest-$h.conf" > "$payload/ftlinux-$h.conf"
 done
 cat > "$payload/run" <<EOF
@@ -1391,6 +1392,15 @@ run_linux_case() {
     got=$(sha256sum < "$work/download-$c" | cut -c1-64)
     connections=$(grep -c 'Connected to' "$work/curl-$c.log")
     wait_for b 'LAB: b: status: *last failover: ' 60
+    # The guest's console (A's xenftd's console log, from the boot, before B's copy): Linux's
+    # 8250 driver took xenft's UART as ttyS0 on IRQ 4 and user space wrote to it through the
+    # driver's interrupts, recorded and replayed like any other device's.
+    if seen_in a 'LAB: a: guest: .*ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16450' &&
+       seen_in a 'LAB: a: guest: .*xenft-guest: user space writes to its console, ttyS0'; then
+        pass "${c}_the_guest_takes_the_uart_as_its_console_on_irq_4"
+    else
+        fail "${c}_the_guest_takes_the_uart_as_its_console_on_irq_4" "$(line_in a 'guest: .*ttyS0') / $(line_in a 'guest: .*user space writes')"
+    fi
     if seen_in b 'LAB: b: .*live copy taken at the primary.s exit [1-9]' && seen_in b 'LAB: b: status: *digests: *[1-9][0-9]* matched'; then
         pass "${c}_the_backup_takes_a_live_copy_of_the_running_linux_and_matches_digests"
     else

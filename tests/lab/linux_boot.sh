@@ -70,14 +70,14 @@ cat >> "$payload/run" <<'EOF'
 say() { echo "LAB: $*"; }
 kernel=$(ls /boot/vmlinuz-* | head -n 1) initrd=$(ls /boot/initrd.img-* | head -n 1)
 masked='cpuid = "host,x2apic=0,tsc-deadline=0,monitor=0,rdrand=0,rdseed=0"'
-# The plain PC's kernel: its console on xenft's UART (earlycon: the 8250 driver does not take
-# xenft's UART yet); init is a shell from the dom0's initrd that loads the virtio modules the
+# The plain PC's kernel: its console on xenft's UART (earlycon until the 8250 driver takes it
+# as ttyS0); init is a shell from the dom0's initrd that loads the virtio modules the
 # ACPI tables call for (udev would, from their LNRO0005 alias), mounts the virtio disk, says so
 # in the kernel's log and sleeps. lpj: calibrate_delay() spins on jiffies with no exit;
 # noapictimer: so would the local APIC timer's calibration against the HPET (the HPET's
 # one-shot timer is the clock event instead, still tickless).
 boot_script='export PATH=/usr/sbin:/usr/bin:/sbin:/bin; mkdir -p /proc /sys /dev /mnt; mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; for m in virtio_mmio virtio_blk virtio_net ext4; do modprobe $m; done; sleep 2; echo xenft-lab: interfaces $(ls /sys/class/net) > /dev/kmsg; mount -t ext4 /dev/vda /mnt; exec sleep 3600'
-cmdline="earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off noapictimer loglevel=7 rdinit=/usr/bin/sh -- -c \"$boot_script\""
+cmdline="earlycon=uart8250,io,0x3f8,115200 console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off noapictimer loglevel=7 rdinit=/usr/bin/sh -- -c \"$boot_script\""
 # A TAP and an ext4 image for a domain's virtio-net and virtio-blk: NAME
 devices_for() {
     modprobe tun 2> /dev/null
@@ -233,7 +233,7 @@ http_pair() {
     done
     t0=$(date +%s)
     /lab/xenft-xen-pair $p $b --memory-mb 256 --linux "$kernel" --initrd "$initrd" \
-        --cmdline "earlycon=uart8250,io,0x3f8,115200 keep_bootcon console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.99.0.2/24" \
+        --cmdline "earlycon=uart8250,io,0x3f8,115200 console=ttyS0 nopv lpj=2000000 randomize_kstack_offset=off loglevel=6 net.ifnames=0 root=/dev/vda rw init=/sbin/xenft-guest-init xenft.ip=10.99.0.2/24" \
         --tap-primary xftl-hp --tap-backup xftl-hb --disk-primary /guest/vda-p.img --disk-backup /guest/vda-b.img \
         --until 'xenft-guest: lighttpd serving' --timeout-s 1500 > /tmp/pair-http 2>&1 &
     pair=$!

@@ -212,6 +212,8 @@ AcquireResult Arbiter::acquire_by_reservation(const Record& current)
             return result(Outcome::lost, "the peer preempted this host first");
         if (!p.ok())
             return failed(p, "PREEMPT");
+        if (auto own = register_own_sessions(); !own.ok())
+            return failed(own, "registering this host's disk session again after PREEMPT");
     }
     std::uint64_t holder = 0;
     if (auto h = lun_.pr_read_holder(holder); !h.ok())
@@ -254,9 +256,12 @@ ScsiResult Arbiter::fence_peer()
     if (!registered(mine, keys))
         if (auto r = register_key(); !r.ok())
             return r;
-    if (registered(peer, keys))
+    ScsiResult own; // this host's other sessions, registered again after the PREEMPT
+    if (registered(peer, keys)) {
         if (auto p = lun_.pr_preempt(mine, peer); !p.ok())
             return p;
+        own = register_own_sessions();
+    }
     // Check the effect rather than trust the status: some targets answer GOOD to a PREEMPT
     // that removed the wrong registration (istgt 0.4 does).
     if (auto r = lun_.pr_read_keys(keys); !r.ok())
@@ -272,6 +277,14 @@ ScsiResult Arbiter::fence_peer()
         outcome.message = "the target did not remove host " + std::to_string(cfg_.peer_id) +
                           "'s registration: its writes are not fenced";
     }
+    if (!own.ok()) {
+        const std::string why = "this host's disk session could not register again after PREEMPT: " + own.message;
+        if (outcome.ok()) {
+            own.message = why;
+            return own;
+        }
+        outcome.message += "; " + why;
+    }
     if (!outcome.ok())
         return outcome;
     std::uint64_t holder = 0;
@@ -279,6 +292,14 @@ ScsiResult Arbiter::fence_peer()
         return h;
     if (holder != mine)
         return lun_.pr_reserve(mine);
+    return {};
+}
+
+ScsiResult Arbiter::register_own_sessions()
+{
+    for (const auto& register_again : own_sessions_)
+        if (auto r = register_again(); !r.ok() && !r.illegal_request())
+            return r;
     return {};
 }
 

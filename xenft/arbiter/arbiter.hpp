@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -65,17 +66,27 @@ public:
     ScsiResult register_key();
     // Removes the peer's registration so its writes are refused, and holds the reservation.
     ScsiResult fence_peer();
+    // Another session of this host on the same LUN that writes under this host's key (the
+    // guest disk's, devices::IscsiStore). It registers the key again after every PREEMPT this
+    // host sends: a target may drop the wrong registration (istgt 0.4 drops one of the
+    // sender's own when a host has two), which would leave the winner's guest unable to write
+    // its own disk (RESERVATION CONFLICT) right after it went live. Only a winner preempts,
+    // so a fenced loser never registers again this way.
+    using OwnSession = std::function<ScsiResult()>;
+    void add_own_session(OwnSession register_again) { own_sessions_.push_back(std::move(register_again)); }
 
 private:
     explicit Arbiter(const ArbiterConfig& cfg, Lun lun) : cfg_(cfg), lun_(std::move(lun)) {}
     Expected<std::vector<std::uint8_t>, ScsiResult> read_block();
     std::vector<std::uint8_t> block_of(const Record& r) const;
     AcquireResult acquire_by_reservation(const Record& current);
+    ScsiResult register_own_sessions();
 
     ArbiterConfig cfg_;
     Lun lun_;
     Capabilities caps_;
     bool fencing_unreliable_ = false; // a PREEMPT was seen to remove the wrong registration
+    std::vector<OwnSession> own_sessions_;
 };
 
 } // namespace xenft::arbiter

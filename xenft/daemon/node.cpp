@@ -123,6 +123,8 @@ Expected<std::unique_ptr<Node>, std::string> Node::start(NodeConfig cfg)
     if (!arb)
         return unexpected(vm + arb.error());
     n->arbiter_.emplace(std::move(arb).value());
+    if (c.disk_session)
+        n->arbiter_->add_own_session(c.disk_session);
     auto record = n->arbiter_->read();
     if (!record)
         return unexpected(vm + "reading the arbitration record: " + record.error());

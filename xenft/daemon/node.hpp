@@ -87,6 +87,10 @@ struct NodeConfig {
     const channel::TlsContext* tls_server = nullptr; // this host as backup
     detector::HeartbeatSocketConfig heartbeat;
     arbiter::ArbiterConfig arbiter;
+    // The guest disk's own session on the shared LUN, if it has one (IscsiStore::
+    // register_again): registered again after each PREEMPT this host sends
+    // (Arbiter::add_own_session), so fencing the peer cannot leave this host's disk fenced.
+    arbiter::Arbiter::OwnSession disk_session;
     std::uint32_t record_owner = 0; // the arbitration record's owner at `epoch`
 
     // Where log lines go, with their priority (default: stderr, write_log_line). They name the

@@ -223,6 +223,8 @@ daemon::NodeConfig pair_config(const daemon::DaemonConfig& cfg, HostParts& parts
     n.tls_server = &*parts.tls_server;
     n.heartbeat = heartbeat_config(cfg, parts);
     n.arbiter = arbiter_config(cfg);
+    if (auto* lun_disk = dynamic_cast<devices::IscsiStore*>(parts.disk.get()))
+        n.disk_session = [lun_disk] { return lun_disk->register_again(); };
     return n;
 }
 
@@ -544,6 +546,7 @@ int main(int argc, char** argv)
                                                arbiter::Arbiter::key_of(cfg->host_id));
         if (!store)
             return fail(vm_name + ": " + store.error());
+        store->set_log([vm_name](const std::string& line) { write_log_line(LogPriority::warning, vm_name + ": guest " + line); });
         parts.disk = std::make_unique<devices::IscsiStore>(std::move(*store));
     } else if (!xen && !cfg->disk_file.empty()) {
         auto store = devices::FileStore::open(cfg->disk_file);

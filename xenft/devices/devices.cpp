@@ -7,32 +7,95 @@ constexpr std::size_t kMaxUartOutput = 64 * 1024;
 constexpr std::uint64_t kBusClockNs = 10; // 100 MHz, like Xen's vLAPIC
 } // namespace
 
+// Register offsets and bits (the 16550's data sheet; Linux's serial_reg.h has the same names).
+namespace uart {
+constexpr unsigned kData = 0, kInterruptEnable = 1, kInterruptId = 2, kLineControl = 3, kModemControl = 4,
+                   kLineStatus = 5, kModemStatus = 6, kScratch = 7;
+constexpr std::uint8_t kIirNoInterrupt = 0x01, kIirTransmitEmpty = 0x02;
+constexpr std::uint8_t kLsrTransmitEmpty = 0x60; // THRE and TEMT: the transmitter is instant
+constexpr std::uint8_t kMcrLoopback = 0x10;
+constexpr std::uint8_t kMsrConnected = 0xb0; // DCD, DSR, CTS: a terminal is always there
+} // namespace uart
+
 std::uint64_t Uart16550::read(std::uint64_t address, std::uint8_t)
 {
     switch (address - kBase) {
-    case 3: return lcr_;
-    case 5: return 0x60; // line status: transmitter empty, holding register empty
+    case uart::kData: return divisor_latch() ? divisor_ & 0xff : 0; // nothing ever received
+    case uart::kInterruptEnable: return divisor_latch() ? divisor_ >> 8 : ier_;
+    case uart::kInterruptId:
+        if (interrupt_pending()) {
+            thr_empty_event_ = false; // reading IIR acknowledges the transmitter-empty interrupt
+            return uart::kIirTransmitEmpty;
+        }
+        return uart::kIirNoInterrupt; // FIFO bits clear: no FIFO, the driver takes a 16450
+    case uart::kLineControl: return lcr_;
+    case uart::kModemControl: return mcr_;
+    case uart::kLineStatus: return uart::kLsrTransmitEmpty;
+    case uart::kModemStatus:
+        if (mcr_ & uart::kMcrLoopback) // RTS to CTS, DTR to DSR, OUT1 to RI, OUT2 to DCD
+            return ((mcr_ & 0x02) << 3) | ((mcr_ & 0x01) << 5) | ((mcr_ & 0x04) << 4) | ((mcr_ & 0x08) << 4);
+        return uart::kMsrConnected;
+    case uart::kScratch: return scratch_;
     default: return 0;
     }
 }
 
 void Uart16550::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
 {
-    const auto reg = address - kBase;
-    if (reg == 3)
-        lcr_ = static_cast<std::uint8_t>(value);
-    else if (reg == 0 && !(lcr_ & 0x80)) { // transmit holding register (not the divisor latch)
-        out_ += static_cast<char>(value);
-        if (sink_)
-            sink_->put(static_cast<char>(value));
-        if (out_.size() > kMaxUartOutput)
-            out_.erase(0, out_.size() - kMaxUartOutput / 2);
+    const bool was_raised = line_raised();
+    const auto byte = static_cast<std::uint8_t>(value);
+    switch (address - kBase) {
+    case uart::kData:
+        if (divisor_latch()) {
+            divisor_ = static_cast<std::uint16_t>((divisor_ & 0xff00) | byte);
+            break;
+        }
+        if (!(mcr_ & uart::kMcrLoopback)) { // in loopback the byte goes to the receiver, which drops it
+            out_ += static_cast<char>(byte);
+            if (sink_)
+                sink_->put(static_cast<char>(byte));
+            if (out_.size() > kMaxUartOutput)
+                out_.erase(0, out_.size() - kMaxUartOutput / 2);
+        }
+        thr_empty_event_ = true; // sent at once: the holding register is empty again
+        break;
+    case uart::kInterruptEnable:
+        if (divisor_latch()) {
+            divisor_ = static_cast<std::uint16_t>((divisor_ & 0x00ff) | (byte << 8));
+            break;
+        }
+        // Enabling the transmitter-empty interrupt while the register is empty raises it (the
+        // driver's THRE test checks exactly this).
+        if ((byte & kIerTransmitEmpty) && !(ier_ & kIerTransmitEmpty))
+            thr_empty_event_ = true;
+        ier_ = byte & 0x0f;
+        break;
+    case uart::kInterruptId: break; // FIFO control (and EFR): there is no FIFO
+    case uart::kLineControl: lcr_ = byte; break;
+    case uart::kModemControl: mcr_ = byte & 0x1f; break;
+    case uart::kScratch: scratch_ = byte; break;
+    default: break; // line and modem status are read-only
     }
+    if (!was_raised && line_raised())
+        edge_ = true;
+}
+
+void Uart16550::save(StateWriter& out) const
+{
+    for (std::uint64_t v : {std::uint64_t{lcr_}, std::uint64_t{ier_}, std::uint64_t{mcr_}, std::uint64_t{scratch_},
+                            std::uint64_t{divisor_}, std::uint64_t{thr_empty_event_}, std::uint64_t{edge_}})
+        out.put(v);
 }
 
 bool Uart16550::load(StateReader& in)
 {
     lcr_ = static_cast<std::uint8_t>(in.get(0xff));
+    ier_ = static_cast<std::uint8_t>(in.get(0x0f));
+    mcr_ = static_cast<std::uint8_t>(in.get(0x1f));
+    scratch_ = static_cast<std::uint8_t>(in.get(0xff));
+    divisor_ = static_cast<std::uint16_t>(in.get(0xffff));
+    thr_empty_event_ = in.get(1);
+    edge_ = in.get(1);
     return in.ok();
 }
 

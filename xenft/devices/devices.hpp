@@ -1,7 +1,7 @@
 // Device models shared by every backend: they know nothing of KVM or Xen, only register
 // accesses. Reads are deterministic unless read_is_deterministic() says otherwise; those
 // values (time, mostly) are what the recorder logs and the replayer supplies.
-//   Uart16550   port 0x3f8-0x3ff   console output
+//   Uart16550   port 0x3f8-0x3ff   console output (a 16450; IRQ 4 on the plain PC)
 //   AcpiPowerControl  port 0x1f44-0x1f45  the plain PC's PM1a control block (ACPI poweroff)
 //   LapicTimer  MMIO 0xfee00000    the local APIC's timer (periodic / one-shot), 100 MHz bus
 //   ClockReg    MMIO 0xfeb00000    nanoseconds since the VM started (64-bit)
@@ -84,23 +84,58 @@ public:
     virtual void put(char c) = 0;
 };
 
+// A 16450 (a 16550 without FIFOs) as Linux's 8250 driver probes and drives it: scratch and
+// interrupt-enable registers, the divisor latch, loopback in the modem status, and the
+// transmitter-empty interrupt. The transmitter is instant: a byte written leaves at once, so
+// the line status always says empty. Nothing arrives (no receive data, no line or modem status
+// changes), since the console has no input. Unwired (the KVM backend's test guest, a plain PC
+// without ACPI), the UART never interrupts and its IIR says so, which the driver notices and
+// drives it by polling.
 class Uart16550 final : public Device {
 public:
     static constexpr std::uint64_t kBase = 0x3f8;
+    static constexpr std::uint8_t kIsaLine = 4; // COM1's IRQ on a PC
     bool claims(bool pio, std::uint64_t a) const override { return pio && a >= kBase && a < kBase + 8; }
     std::uint64_t read(std::uint64_t address, std::uint8_t size) override;
     void write(std::uint64_t address, std::uint8_t size, std::uint64_t value) override;
     bool read_is_deterministic(std::uint64_t) const override { return true; }
     const char* name() const override { return "uart"; }
-    void save(StateWriter& out) const override { out.put(lcr_); }
+    void save(StateWriter& out) const override;
     bool load(StateReader& in) override;
+    // The line rose (the transmitter-empty interrupt became pending with OUT2 set): one edge.
+    std::optional<std::uint8_t> pending_interrupt() const override
+    {
+        return edge_ && isa_line_ ? std::optional<std::uint8_t>(0x20 + *isa_line_) : std::nullopt;
+    }
+    void interrupt_delivered() override { edge_ = false; }
+    // A driver that enabled the interrupt and has not read IIR since waits for it.
+    bool reassert_unacknowledged_interrupt() override
+    {
+        edge_ = edge_ || line_raised();
+        return edge_ && isa_line_;
+    }
+    std::optional<std::uint8_t> isa_line() const override { return isa_line_; }
+    // How the platform is wired, not guest state (both replicas are made alike).
+    void wire_to_isa_line(std::uint8_t irq) noexcept { isa_line_ = irq; }
+
     // Everything the guest printed (the last 64 KiB). Host-side only: not guest state.
     const std::string& output() const noexcept { return out_; }
     // Each byte the guest prints also goes there (nullptr: nowhere); the sink outlives the UART.
     void set_sink(ConsoleSink* sink) noexcept { sink_ = sink; }
 
 private:
-    std::uint8_t lcr_ = 0;
+    bool divisor_latch() const noexcept { return lcr_ & 0x80; }
+    // What IIR reports: the transmitter-empty interrupt, enabled and not yet read from IIR.
+    bool interrupt_pending() const noexcept { return isa_line_ && thr_empty_event_ && (ier_ & kIerTransmitEmpty); }
+    // What reaches the interrupt controller: on a PC, MCR's OUT2 gates the UART's interrupt.
+    bool line_raised() const noexcept { return interrupt_pending() && (mcr_ & kMcrOut2); }
+    static constexpr std::uint8_t kIerTransmitEmpty = 0x02, kMcrOut2 = 0x08;
+
+    std::uint8_t lcr_ = 0, ier_ = 0, mcr_ = 0, scratch_ = 0;
+    std::uint16_t divisor_ = 12; // 9600 baud, as after reset on a PC
+    bool thr_empty_event_ = false; // the holding register emptied (THRE interrupt condition)
+    bool edge_ = false;
+    std::optional<std::uint8_t> isa_line_;
     std::string out_;
     ConsoleSink* sink_ = nullptr;
 };

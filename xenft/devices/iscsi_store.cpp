@@ -26,19 +26,51 @@ Expected<IscsiStore, std::string> IscsiStore::open(arbiter::Lun lun, std::uint64
         if (!r.ok() && !r.illegal_request())
             return unexpected(name + ": cannot register the host's reservation key: " + r.message);
     }
-    return IscsiStore(std::move(lun), first_lba, bytes);
+    return IscsiStore(std::move(lun), first_lba, bytes, reservation_key);
 }
 
 bool IscsiStore::fail(const std::string& what, const arbiter::ScsiResult& r)
 {
     last_error_ = "disk on LUN " + lun_.url() + ": " + what + ": " + r.message;
+    if (failed_since_ok_++ == 0 && log_)
+        log_(last_error_ + " (the guest gets I/O errors until a request succeeds)");
     return false;
+}
+
+bool IscsiStore::succeeded()
+{
+    if (failed_since_ok_ != 0 && log_)
+        log_("disk on LUN " + lun_.url() + ": requests succeed again after " + std::to_string(failed_since_ok_) +
+             " failed");
+    failed_since_ok_ = 0;
+    return true;
+}
+
+std::string IscsiStore::last_error() const
+{
+    std::lock_guard lock(*mu_);
+    return last_error_;
+}
+
+void IscsiStore::set_log(std::function<void(const std::string&)> log)
+{
+    std::lock_guard lock(*mu_);
+    log_ = std::move(log);
+}
+
+arbiter::ScsiResult IscsiStore::register_again()
+{
+    std::lock_guard lock(*mu_);
+    if (key_ == 0)
+        return {};
+    return lun_.pr_register(key_);
 }
 
 bool IscsiStore::read(std::uint64_t offset, std::span<std::uint8_t> out)
 {
     if (offset % VirtioBlk::kSector || out.size() % VirtioBlk::kSector || offset > bytes_ || out.size() > bytes_ - offset)
         return false;
+    std::lock_guard lock(*mu_);
     std::vector<std::uint8_t> data;
     for (std::uint64_t done = 0; done < out.size();) {
         const std::uint64_t n = std::min<std::uint64_t>(kChunk, out.size() - done);
@@ -47,19 +79,22 @@ bool IscsiStore::read(std::uint64_t offset, std::span<std::uint8_t> out)
         if (!r.ok())
             return fail("read at block " + std::to_string(lba), r);
         if (data.size() != n) {
-            last_error_ = "disk on LUN " + lun_.url() + ": short read at block " + std::to_string(lba);
-            return false;
+            arbiter::ScsiResult short_read;
+            short_read.kind = arbiter::ScsiResult::Kind::other_status;
+            short_read.message = "short read (" + std::to_string(data.size()) + " of " + std::to_string(n) + " bytes)";
+            return fail("read at block " + std::to_string(lba), short_read);
         }
         std::memcpy(out.data() + done, data.data(), n);
         done += n;
     }
-    return true;
+    return succeeded();
 }
 
 bool IscsiStore::write(std::uint64_t offset, std::span<const std::uint8_t> data)
 {
     if (offset % VirtioBlk::kSector || data.size() % VirtioBlk::kSector || offset > bytes_ || data.size() > bytes_ - offset)
         return false;
+    std::lock_guard lock(*mu_);
     for (std::uint64_t done = 0; done < data.size();) {
         const std::uint64_t n = std::min<std::uint64_t>(kChunk, data.size() - done);
         const std::uint64_t lba = first_lba_ + (offset + done) / VirtioBlk::kSector;
@@ -68,13 +103,14 @@ bool IscsiStore::write(std::uint64_t offset, std::span<const std::uint8_t> data)
             return fail("write at block " + std::to_string(lba), r);
         done += n;
     }
-    return true;
+    return succeeded();
 }
 
 bool IscsiStore::flush()
 {
+    std::lock_guard lock(*mu_);
     const auto r = lun_.synchronize_cache();
-    return r.ok() || fail("SYNCHRONIZE CACHE", r);
+    return r.ok() ? succeeded() : fail("SYNCHRONIZE CACHE", r);
 }
 
 } // namespace xenft::devices

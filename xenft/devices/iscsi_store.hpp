@@ -1,10 +1,15 @@
 // The guest disk on the shared iSCSI LUN: a range of its blocks (the arbiter's record lives
 // in another part of the same LUN), reached through libiscsi like the arbiter. Requests are
 // split at 1 MiB; each command has the LUN's timeout, so an unreachable target turns into an
-// I/O error for the guest rather than a hang.
+// I/O error for the guest rather than a hang. The VM thread uses it, and the node's control
+// thread registers its key again after fencing (register_again()): one lock serializes them,
+// as libiscsi's contexts are not thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "xenft/arbiter/lun.hpp"
@@ -28,18 +33,28 @@ public:
     bool flush() override;
     std::uint64_t size_bytes() const noexcept { return bytes_; }
     // The last command's failure, for the log ("LUN ...: timed out after 2 s").
-    const std::string& last_error() const noexcept { return last_error_; }
+    std::string last_error() const;
+    // Where the store says that requests began to fail (the first failure after a success,
+    // with its cause) and that they work again: the guest only sees an I/O error.
+    void set_log(std::function<void(const std::string&)> log);
+    // REGISTER AND IGNORE EXISTING KEY on this session again (Arbiter::add_own_session). Good
+    // where the target has no persistent reservations or the store was opened without a key.
+    arbiter::ScsiResult register_again();
 
 private:
-    IscsiStore(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes)
-        : lun_(std::move(lun)), first_lba_(first_lba), bytes_(bytes)
+    IscsiStore(arbiter::Lun lun, std::uint64_t first_lba, std::uint64_t bytes, std::uint64_t key)
+        : lun_(std::move(lun)), first_lba_(first_lba), bytes_(bytes), key_(key)
     {
     }
     bool fail(const std::string& what, const arbiter::ScsiResult& r);
+    bool succeeded();
 
+    std::unique_ptr<std::mutex> mu_ = std::make_unique<std::mutex>(); // movable, as Expected needs
     arbiter::Lun lun_;
-    std::uint64_t first_lba_, bytes_;
+    std::uint64_t first_lba_, bytes_, key_;
     std::string last_error_;
+    std::function<void(const std::string&)> log_;
+    std::uint64_t failed_since_ok_ = 0;
 };
 
 } // namespace xenft::devices

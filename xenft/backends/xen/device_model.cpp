@@ -128,6 +128,8 @@ Expected<std::unique_ptr<XenDeviceModel>, std::string> XenDeviceModel::create(st
     dm->memory_.emplace(std::move(memory).value());
 
     dm->uart_.set_sink(spec.console);
+    if (spec.isa_lines) // COM1 on IRQ 4: Linux's 8250 driver takes it as ttyS0
+        dm->uart_.wire_to_isa_line(devices::Uart16550::kIsaLine);
     dm->bus_.attach(dm->uart_);
     if (spec.isa_lines) {
         // The plain PC's PM1a control block, where a kernel's ACPI poweroff writes.

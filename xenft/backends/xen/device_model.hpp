@@ -93,7 +93,8 @@ struct DeviceModelSpec {
     bool has_disk() const noexcept { return !disk.empty() || shared_disk; }
     devices::MacAddress mac{0x52, 0x54, 0x00, 0x58, 0x46, 0x02};
     // The devices interrupt on ISA lines (VirtioNet::kIsaLine, VirtioBlk::kIsaLine), as a
-    // plain PC's ACPI tables declare them to a stock kernel, rather than with MSI vectors.
+    // plain PC's ACPI tables declare them to a stock kernel, rather than with MSI vectors, and
+    // the UART on COM1's IRQ 4 (without the line it never interrupts).
     bool isa_lines = false;
     // Where the UART's output goes besides the last 64 KiB console() keeps (xenftd's console
     // log); it outlives the device model.
