@@ -17,17 +17,13 @@ constexpr std::uint8_t kMcrLoopback = 0x10;
 constexpr std::uint8_t kMsrConnected = 0xb0; // DCD, DSR, CTS: a terminal is always there
 } // namespace uart
 
-std::uint64_t Uart16550::read(std::uint64_t address, std::uint8_t)
+std::uint64_t Uart16550::read(std::uint64_t address, std::uint8_t) // no side effects (devices.hpp)
 {
     switch (address - kBase) {
     case uart::kData: return divisor_latch() ? divisor_ & 0xff : 0; // nothing ever received
     case uart::kInterruptEnable: return divisor_latch() ? divisor_ >> 8 : ier_;
-    case uart::kInterruptId:
-        if (interrupt_pending()) {
-            thr_empty_event_ = false; // reading IIR acknowledges the transmitter-empty interrupt
-            return uart::kIirTransmitEmpty;
-        }
-        return uart::kIirNoInterrupt; // FIFO bits clear: no FIFO, the driver takes a 16450
+    case uart::kInterruptId: // FIFO bits clear: no FIFO, the driver takes a 16450
+        return interrupt_pending() ? uart::kIirTransmitEmpty : uart::kIirNoInterrupt;
     case uart::kLineControl: return lcr_;
     case uart::kModemControl: return mcr_;
     case uart::kLineStatus: return uart::kLsrTransmitEmpty;
@@ -57,17 +53,16 @@ void Uart16550::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
             if (out_.size() > kMaxUartOutput)
                 out_.erase(0, out_.size() - kMaxUartOutput / 2);
         }
-        thr_empty_event_ = true; // sent at once: the holding register is empty again
+        // Sent at once: the holding register empties again, a new edge if the line is up.
+        edge_ = edge_ || line_raised();
         break;
     case uart::kInterruptEnable:
         if (divisor_latch()) {
             divisor_ = static_cast<std::uint16_t>((divisor_ & 0x00ff) | (byte << 8));
             break;
         }
-        // Enabling the transmitter-empty interrupt while the register is empty raises it (the
-        // driver's THRE test checks exactly this).
-        if ((byte & kIerTransmitEmpty) && !(ier_ & kIerTransmitEmpty))
-            thr_empty_event_ = true;
+        // Enabling the transmitter-empty interrupt raises it: the register is empty (the
+        // driver's THRE test checks that it does, twice).
         ier_ = byte & 0x0f;
         break;
     case uart::kInterruptId: break; // FIFO control (and EFR): there is no FIFO
@@ -83,7 +78,7 @@ void Uart16550::write(std::uint64_t address, std::uint8_t, std::uint64_t value)
 void Uart16550::save(StateWriter& out) const
 {
     for (std::uint64_t v : {std::uint64_t{lcr_}, std::uint64_t{ier_}, std::uint64_t{mcr_}, std::uint64_t{scratch_},
-                            std::uint64_t{divisor_}, std::uint64_t{thr_empty_event_}, std::uint64_t{edge_}})
+                            std::uint64_t{divisor_}, std::uint64_t{edge_}})
         out.put(v);
 }
 
@@ -94,7 +89,6 @@ bool Uart16550::load(StateReader& in)
     mcr_ = static_cast<std::uint8_t>(in.get(0x1f));
     scratch_ = static_cast<std::uint8_t>(in.get(0xff));
     divisor_ = static_cast<std::uint16_t>(in.get(0xffff));
-    thr_empty_event_ = in.get(1);
     edge_ = in.get(1);
     return in.ok();
 }

@@ -1,6 +1,8 @@
 // Device models shared by every backend: they know nothing of KVM or Xen, only register
 // accesses. Reads are deterministic unless read_is_deterministic() says otherwise; those
-// values (time, mostly) are what the recorder logs and the replayer supplies.
+// values (time, mostly) are what the recorder logs and the replayer supplies. A read never
+// changes a device's state: on Xen a replaying backup's reads are answered from the log and
+// never reach its device models, so a read's side effect would exist on the primary only.
 //   Uart16550   port 0x3f8-0x3ff   console output (a 16450; IRQ 4 on the plain PC)
 //   AcpiPowerControl  port 0x1f44-0x1f45  the plain PC's PM1a control block (ACPI poweroff)
 //   LapicTimer  MMIO 0xfee00000    the local APIC's timer (periodic / one-shot), 100 MHz bus
@@ -87,10 +89,13 @@ public:
 // A 16450 (a 16550 without FIFOs) as Linux's 8250 driver probes and drives it: scratch and
 // interrupt-enable registers, the divisor latch, loopback in the modem status, and the
 // transmitter-empty interrupt. The transmitter is instant: a byte written leaves at once, so
-// the line status always says empty. Nothing arrives (no receive data, no line or modem status
-// changes), since the console has no input. Unwired (the KVM backend's test guest, a plain PC
-// without ACPI), the UART never interrupts and its IIR says so, which the driver notices and
-// drives it by polling.
+// the line status always says empty and the interrupt, once enabled, is pending until the
+// driver disables it (reading IIR does not acknowledge it, as no read may change state; the
+// 8250 driver sends until its buffer is empty and then disables it, so it cannot tell). Each
+// byte written re-asserts it, as THRE's fall and rise do on a real UART: an edge per byte.
+// Nothing arrives (no receive data, no line or modem status changes), since the console has
+// no input. Unwired (the KVM backend's test guest, a plain PC without ACPI), the UART never
+// interrupts and its IIR says so, which the driver notices and drives it by polling.
 class Uart16550 final : public Device {
 public:
     static constexpr std::uint64_t kBase = 0x3f8;
@@ -108,7 +113,7 @@ public:
         return edge_ && isa_line_ ? std::optional<std::uint8_t>(0x20 + *isa_line_) : std::nullopt;
     }
     void interrupt_delivered() override { edge_ = false; }
-    // A driver that enabled the interrupt and has not read IIR since waits for it.
+    // A driver that enabled the interrupt waits for it.
     bool reassert_unacknowledged_interrupt() override
     {
         edge_ = edge_ || line_raised();
@@ -125,15 +130,14 @@ public:
 
 private:
     bool divisor_latch() const noexcept { return lcr_ & 0x80; }
-    // What IIR reports: the transmitter-empty interrupt, enabled and not yet read from IIR.
-    bool interrupt_pending() const noexcept { return isa_line_ && thr_empty_event_ && (ier_ & kIerTransmitEmpty); }
+    // What IIR reports: the transmitter-empty interrupt, enabled (the holding register is always empty).
+    bool interrupt_pending() const noexcept { return isa_line_ && (ier_ & kIerTransmitEmpty); }
     // What reaches the interrupt controller: on a PC, MCR's OUT2 gates the UART's interrupt.
     bool line_raised() const noexcept { return interrupt_pending() && (mcr_ & kMcrOut2); }
     static constexpr std::uint8_t kIerTransmitEmpty = 0x02, kMcrOut2 = 0x08;
 
     std::uint8_t lcr_ = 0, ier_ = 0, mcr_ = 0, scratch_ = 0;
     std::uint16_t divisor_ = 12; // 9600 baud, as after reset on a PC
-    bool thr_empty_event_ = false; // the holding register emptied (THRE interrupt condition)
     bool edge_ = false;
     std::optional<std::uint8_t> isa_line_;
     std::string out_;
