@@ -20,16 +20,18 @@ constexpr std::uint8_t kMsrConnected = 0xb0; // DCD, DSR, CTS: a terminal is alw
 std::uint64_t Uart16550::read(std::uint64_t address, std::uint8_t) // no side effects (devices.hpp)
 {
     switch (address - kBase) {
-    case uart::kData: return divisor_latch() ? divisor_ & 0xff : 0; // nothing ever received
-    case uart::kInterruptEnable: return divisor_latch() ? divisor_ >> 8 : ier_;
+    case uart::kData: return divisor_latch() ? divisor_ & 0xffu : 0u; // nothing ever received
+    case uart::kInterruptEnable: return divisor_latch() ? static_cast<unsigned>(divisor_) >> 8 : unsigned{ier_};
     case uart::kInterruptId: // FIFO bits clear: no FIFO, the driver takes a 16450
         return interrupt_pending() ? uart::kIirTransmitEmpty : uart::kIirNoInterrupt;
     case uart::kLineControl: return lcr_;
     case uart::kModemControl: return mcr_;
     case uart::kLineStatus: return uart::kLsrTransmitEmpty;
     case uart::kModemStatus:
-        if (mcr_ & uart::kMcrLoopback) // RTS to CTS, DTR to DSR, OUT1 to RI, OUT2 to DCD
-            return ((mcr_ & 0x02) << 3) | ((mcr_ & 0x01) << 5) | ((mcr_ & 0x04) << 4) | ((mcr_ & 0x08) << 4);
+        if (mcr_ & uart::kMcrLoopback) { // RTS to CTS, DTR to DSR, OUT1 to RI, OUT2 to DCD
+            const unsigned m = mcr_;
+            return ((m & 0x02u) << 3) | ((m & 0x01u) << 5) | ((m & 0x04u) << 4) | ((m & 0x08u) << 4);
+        }
         return uart::kMsrConnected;
     case uart::kScratch: return scratch_;
     default: return 0;
