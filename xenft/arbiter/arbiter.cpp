@@ -278,12 +278,10 @@ ScsiResult Arbiter::fence_peer()
                           "'s registration: its writes are not fenced";
     }
     if (!own.ok()) {
-        const std::string why = "this host's disk session could not register again after PREEMPT: " + own.message;
-        if (outcome.ok()) {
-            own.message = why;
+        own.message = "this host's disk session could not register again after PREEMPT: " + own.message;
+        if (outcome.ok())
             return own;
-        }
-        outcome.message += "; " + why;
+        outcome.message += "; " + own.message;
     }
     if (!outcome.ok())
         return outcome;
